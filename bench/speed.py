@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Speed and memory of one method on one dataset: seconds per training epoch, seconds per full-ranking
+evaluation over all test users, and peak memory. A benchmark, not a test: run it on the machine you
+want numbers for (targets in the README are for one H100 on Gowalla).
+
+    python bench/speed.py --method ud --dataset gowalla --data-dir ../shared/datasets --batch-size 8192
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from lwbench.config import parse_set_options  # noqa: E402
+from lwbench.datasets import load_dataset  # noqa: E402
+from lwbench.environment import device_name, resolve_device  # noqa: E402
+from lwbench.registry import get_method  # noqa: E402
+from lwbench.runner import plan_runs  # noqa: E402
+from lwbench.trainer import Trainer  # noqa: E402
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", default="ud")
+    parser.add_argument("--dataset", default="synthetic")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--budget", default="500buckets")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=8192)
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs (after one warm-up epoch)")
+    parser.add_argument("--evals", type=int, default=3, help="timed full evaluations (after one warm-up)")
+    parser.add_argument("--set", dest="sets", action="append", default=[])
+    parser.add_argument("--out", default="bench/out", help="scratch folder for the trainer's work files")
+    args = parser.parse_args()
+    if args.epochs < 1 or args.evals < 1:
+        parser.error("--epochs and --evals must be at least 1 (one more untimed warm-up run comes first)")
+
+    device = resolve_device(args.device)
+    dataset = load_dataset(args.dataset, data_dir=args.data_dir)
+    overrides = parse_set_options(args.sets)
+    overrides.setdefault("trainer", {})["batch_size"] = args.batch_size
+    spec = plan_runs([args.method], dataset, args.budget, [2024], overrides)[0]
+    trainer = Trainer(get_method(spec.method), spec.options, dataset.interactions, spec.trainer,
+                      seed=2024, device=device, work_dir=Path(args.out) / spec.run_id, cache_dir=Path(args.out),
+                      show_progress=False)
+    started = time.perf_counter()
+    trainer.build()
+    trainer.start_stage(0)
+    sync(device)
+    setup_seconds = time.perf_counter() - started
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    stage = trainer.stages[0]
+    config = trainer.stage_config(stage)
+    epoch_times = []
+    for epoch in range(args.epochs + 1):
+        started = time.perf_counter()
+        trainer.train_epoch(stage, stage.phases[-1], epoch, config)  # last phase: includes any refresh hook
+        sync(device)
+        epoch_times.append(time.perf_counter() - started)
+    eval_times = []
+    for _ in range(args.evals + 1):
+        started = time.perf_counter()
+        trainer.evaluator.per_user("test", *trainer.propagated_tables())
+        sync(device)
+        eval_times.append(time.perf_counter() - started)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    report = {
+        "method": spec.label, "dataset": dataset.interactions.name, "device": device_name(device),
+        "batch_size": config.batch_size, "layers": config.layers, "triplets_per_epoch":
+            config.n_negatives * dataset.interactions.train.nnz, "setup_seconds": round(setup_seconds, 3),
+        "epoch_seconds_median": round(statistics.median(epoch_times[1:]), 3),
+        "epoch_seconds_all": [round(t, 3) for t in epoch_times],
+        "eval_seconds_median": round(statistics.median(eval_times[1:]), 3),
+        "eval_users": int(len(trainer.evaluator.users["test"])),
+        "peak_gpu_memory_gib": None if peak is None else round(peak / 2**30, 3),
+    }
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Command line: ``python run_bench.py [options]`` (see ``--help``). With no arguments it runs the demo:
+UD on the built-in synthetic dataset, on the GPU when one is visible, else the CPU."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .budget import ACCEPTED_FORMS, BudgetError
+from .config import ConfigError, parse_set_options
+from .data import DataError
+from .datasets import available_cards, load_dataset
+from .environment import resolve_device
+from .registry import UnknownMethodError, method_names
+from .runner import plan_runs, run_all, summary_table
+
+EPILOG = """budget forms: """ + "; ".join(ACCEPTED_FORMS) + """
+
+examples:
+  python run_bench.py                                     # demo: ud on synthetic data
+  python run_bench.py --methods ud --budget 500buckets --dataset gowalla --data-dir ../shared/datasets
+  python run_bench.py --methods ud --set ud.dim=64 --set trainer.batch_size=2048 --plan
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run_bench.py", description="lwbench: lightweight ID embeddings "
+                                     "for graph recommenders, compared under one trainer and one budget.",
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", default="ud", help="comma-separated method names (default: ud); "
+                        "--list shows the registered ones")
+    parser.add_argument("--budget", default="500buckets", help="memory budget (default: 500buckets)")
+    parser.add_argument("--dataset", default="synthetic",
+                        help="a dataset card name (synthetic, gowalla, yelp2020, amazon-book) or a folder "
+                             "holding train.txt[.gz] and test.txt[.gz] (default: synthetic)")
+    parser.add_argument("--data-dir", help="folder holding <dataset>/train.txt[.gz] (else $LWBENCH_DATA, "
+                        "then the user cache, then a download)")
+    parser.add_argument("--seeds", default="2024", help="comma-separated training seeds (default: 2024)")
+    parser.add_argument("--epochs", type=int, help="maximum epochs per stage (default: the trainer's 1000, "
+                        "with early stopping)")
+    parser.add_argument("--device", default="auto", help="auto (GPU if visible), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--out", default="results/demo", help="output folder for run records (default: results/demo)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="OWNER.OPTION=VALUE",
+                        help="override a trainer or method option, e.g. trainer.lr=3e-3 or ud.dim=64 (repeatable)")
+    parser.add_argument("--split-seed", type=int, default=2024, help="seed of the validation/test split (default 2024)")
+    parser.add_argument("--legacy-split", action="store_true",
+                        help="draw the split from each run's seed, as the official code does (methods.md 1.1)")
+    parser.add_argument("--plan", action="store_true", help="print the planned runs as JSON and exit")
+    parser.add_argument("--force", action="store_true", help="re-run even when a record with the same config exists")
+    parser.add_argument("--offline", action="store_true", help="never try to download datasets")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--list", action="store_true", help="list registered methods and dataset cards, then exit")
+    return parser
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: expected comma-separated integers, e.g. 2024,2025,2026") from None
+    if not seeds:
+        raise ConfigError("--seeds is empty")
+    return seeds
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (ConfigError, BudgetError, DataError, UnknownMethodError, FileNotFoundError, RuntimeError) as exc:
+        print(f"run_bench.py: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.list:
+        print("methods:", ", ".join(method_names()))
+        print("datasets:", ", ".join(available_cards()))
+        return 0
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    seeds = _parse_seeds(args.seeds)
+    overrides = parse_set_options(args.sets)
+    if args.epochs is not None:
+        overrides.setdefault("trainer", {})["max_epochs"] = args.epochs
+    device = resolve_device(args.device)
+    # The fixed split is shared by all seeds; the legacy split differs per seed (methods.md 1.1).
+    split_seeds = seeds if args.legacy_split else [None]
+    loaded = {s: load_dataset(args.dataset, data_dir=args.data_dir, split_seed=args.split_seed,
+                              legacy_split_seed=s, offline=args.offline or None) for s in split_seeds}
+    plans = {s: plan_runs(methods, data, args.budget, seeds if s is None else [s], overrides)
+             for s, data in loaded.items()}
+    if args.plan:
+        print(json.dumps({"dataset": args.dataset, "device": str(device), "out": args.out,
+                          "runs": [spec.plan_entry() for plan in plans.values() for spec in plan]},
+                         indent=1, default=str))
+        return 0
+    records, failures = [], []
+    for s, plan in plans.items():
+        got, failed = run_all(plan, loaded[s], Path(args.out), device, force=args.force,
+                              show_progress=False if args.no_progress else None)
+        records += got
+        failures += failed
+    if records:
+        print(summary_table(records).to_string(index=False))
+        print(f"\nrecords: {Path(args.out) / 'runs'}")
+    for failure in failures:
+        print(f"FAILED {failure['run_id']}: {failure['error']}", file=sys.stderr)
+    return 1 if failures else 0

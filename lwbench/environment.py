@@ -1,0 +1,67 @@
+"""What a run record says about the code, libraries and hardware it ran on."""
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import subprocess
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_LIBRARIES = ("lwbench", "torch", "numpy", "scipy", "pandas", "scikit-learn", "pymetis", "joblib")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` means the first CUDA GPU when one is visible, else the CPU. An explicit CUDA device
+    that is not available is an error, never a silent fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {name}: no CUDA GPU is visible to torch {torch.__version__} "
+                           "(use --device cpu, or install a CUDA build of torch)")
+    return device
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """``git describe``-style id of the checkout (``+dirty`` when it has uncommitted changes)."""
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0]}
+    for name in _LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    out["torch_cuda"] = torch.version.cuda or "none"
+    return out
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU: {_cpu_model()} ({os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads)"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

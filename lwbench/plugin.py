@@ -1,0 +1,205 @@
+"""The plugin API: what a lightweight-embedding method provides to the shared trainer.
+
+A method is two objects:
+
+* a :class:`Method` (registered by name with :func:`lwbench.registry.register`) that declares its
+  options, sizes itself to a budget (:meth:`Method.configure`), predicts its parameter count for the
+  plan, lists its training stages, and builds
+* an :class:`EmbeddingModule`: the trainable part. It produces the layer-0 rows ``X_0`` (entity rows,
+  plus any virtual nodes such as meta-embeddings), the graph they propagate over, and reacts to the
+  trainer through hooks (assignment refreshes, pruning targets, stage hand-offs, auxiliary losses).
+
+The trainer only ever calls these hooks; it never looks at a method's name. When a method needs
+something the hooks do not offer, extend the hooks for everyone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from .budget import BudgetError, ParamCount
+from .data import DatasetStats, Interactions
+from .graph import SymmetricGraph, lightgcn_propagate
+
+FIXED, UPDATE, SINGLE = "fixed", "update", "single"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage (e.g. PEP's search then retrain, C2F's coarse then fine).
+
+    ``two_phase``: early stopping runs the FIXED then UPDATE schedule of methods.md 1.7.
+    ``trainer``: trainer settings that differ in this stage (e.g. ``{"lr": 3e-3}``).
+    ``early_stopping``: if False, the stage runs until ``max_epochs`` or until a hook ends it.
+    ``reported``: whether this stage's best checkpoint is a candidate for the run's metrics
+    (the last reported stage is the one reported).
+    ``start_from_best``: begin this stage from the previous stage's reported checkpoint rather than
+    from its last weights.
+    """
+
+    name: str = "train"
+    two_phase: bool = False
+    trainer: dict = field(default_factory=dict)
+    early_stopping: bool = True
+    reported: bool = True
+    start_from_best: bool = False
+
+    @property
+    def phases(self) -> tuple[str, ...]:
+        return (FIXED, UPDATE) if self.two_phase else (SINGLE,)
+
+
+@dataclass
+class Step:
+    """What hooks see of the current training step."""
+
+    stage: Stage
+    phase: str
+    epoch: int
+    batch: int                       # batch index within the epoch
+    x0: torch.Tensor                 # layer-0 rows (with grad)
+    propagated: torch.Tensor         # propagated rows H (with grad)
+    users: torch.Tensor              # batch triplets (items 0-based)
+    positives: torch.Tensor
+    negatives: torch.Tensor
+
+
+@dataclass
+class BuildContext:
+    """What a method gets when it builds its module."""
+
+    interactions: Interactions
+    graph: SymmetricGraph           # LightGCN-normalized user-item adjacency on the device
+    device: torch.device
+    options: dict                   # resolved options (after configure)
+    seed: int
+    cache_dir: Path                 # for reusable artefacts (e.g. METIS partitions)
+
+    @property
+    def stats(self) -> DatasetStats:
+        return self.interactions.stats()
+
+
+class EmbeddingModule(nn.Module):
+    """Base class of a method's trainable module. Override :meth:`layer0`; the rest has defaults.
+
+    Global entity index: user ``u`` is ``u`` and item ``i`` is ``n_users + i`` (methods.md 0).
+    """
+
+    def __init__(self, ctx: BuildContext):
+        super().__init__()
+        self.n_users = ctx.interactions.n_users
+        self.n_items = ctx.interactions.n_items
+        self.base_graph = ctx.graph
+
+    @property
+    def n_entities(self) -> int:
+        return self.n_users + self.n_items
+
+    # --- forward ---------------------------------------------------------------------------------
+    def layer0(self) -> torch.Tensor:
+        """``X_0``: ``(n_entities + n_virtual, d)``, entity rows first."""
+        raise NotImplementedError
+
+    def graph(self) -> SymmetricGraph:
+        """The propagation graph over all rows of ``X_0`` (default: the plain user-item ``Â``)."""
+        return self.base_graph
+
+    def propagate(self, x0: torch.Tensor, n_layers: int) -> torch.Tensor:
+        """``H`` for all rows of ``X_0`` (default: LightGCN mean over layers)."""
+        return lightgcn_propagate(self.graph(), x0, n_layers)
+
+    def ego_rows(self, x0: torch.Tensor) -> torch.Tensor:
+        """The layer-0 entity rows that the L2 term regularizes (methods.md 1.4)."""
+        return x0[: self.n_entities]
+
+    # --- hooks -----------------------------------------------------------------------------------
+    def begin_stage(self, stage: Stage) -> None:
+        """Called when a stage starts (after any hand-off checkpoint is loaded)."""
+
+    def begin_phase(self, stage: Stage, phase: str) -> None:
+        """Called when a phase of a stage starts (FIXED, UPDATE or SINGLE)."""
+
+    def param_groups(self, stage: Stage) -> list[dict]:
+        """Optimizer groups for a stage. Frozen tensors belong in a group with ``lr=0`` (methods.md 1.4)."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def after_forward(self, step: Step) -> None:
+        """Called (under ``no_grad``) after the forward pass of every batch, before the loss backward;
+        e.g. LEGCF refreshes its assignment here on batch 0 of UPDATE epochs."""
+
+    def aux_loss(self, step: Step) -> torch.Tensor | None:
+        """An extra loss term added to BPR + L2."""
+        return None
+
+    def after_step(self, step: Step) -> bool:
+        """Called after each optimizer step; return True to end the current stage now."""
+        return False
+
+    def end_epoch(self, stage: Stage, epoch: int) -> bool:
+        """Called after each training epoch; return True to end the current stage."""
+        return False
+
+    def end_stage(self, stage: Stage) -> None:
+        """Called when a stage's epochs are over, before its checkpoints are evaluated
+        (e.g. to fail loudly when a pruning target was not reached)."""
+
+    def after_load(self) -> None:
+        """Rebuild derived state (graphs, caches) after a checkpoint was loaded into the module."""
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Numbers logged with every validation (e.g. non-zeros, meta-embeddings in use)."""
+        return {}
+
+    def extra_state(self) -> dict[str, Any]:
+        """Non-tensor state to checkpoint besides ``state_dict`` (restored by :meth:`load_extra_state`)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    # --- accounting ------------------------------------------------------------------------------
+    def param_count(self) -> ParamCount:
+        """Counts computed from the tensors this module keeps for inference (methods.md 2.1)."""
+        raise NotImplementedError
+
+
+class Method:
+    """A registered lightweight-embedding method. Subclass, set the class attributes, register."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    options: ClassVar[dict[str, Any]] = {}          # option -> default (its type is the option's type)
+    trainer_defaults: ClassVar[dict[str, Any]] = {}  # trainer settings this method changes by default
+    budgeted: ClassVar[bool] = True                  # False: the method ignores budgets (UD)
+
+    def configure(self, options: dict, budget: int | None, stats: DatasetStats) -> dict:
+        """Return the options with the budget-dependent knobs filled in, such that
+        ``planned_count(...).table3 <= budget``; raise :class:`BudgetError` (saying the smallest
+        budget supported) when that is impossible."""
+        if self.budgeted:
+            raise NotImplementedError(f"method {self.name!r} is budgeted but does not implement configure()")
+        return dict(options)
+
+    def planned_count(self, options: dict, stats: DatasetStats) -> ParamCount:
+        """The count the configured method will have (known before training)."""
+        raise NotImplementedError
+
+    def stages(self, options: dict) -> list[Stage]:
+        return [Stage()]
+
+    def build(self, ctx: BuildContext) -> EmbeddingModule:
+        raise NotImplementedError
+
+    def label(self, options: dict) -> str:
+        """A short display name for tables, e.g. ``ud-64``."""
+        return self.name
+
+
+def check_within_budget(method: Method, count: ParamCount, budget: int | None) -> None:
+    if method.budgeted and budget is not None and count.table3 > budget:
+        raise BudgetError(f"{method.name}: {count.table3} parameters exceed the budget of {budget}")

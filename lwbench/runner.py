@@ -1,0 +1,256 @@
+"""Plan and execute runs: resolve each (method, seed) to a full configuration, train it, and write
+one run record per run.
+
+Layout of an output folder::
+
+    <out>/runs/<run_id>.json          the run record (atomic write; the source of truth)
+    <out>/runs/<run_id>.peruser.npz   per-user test metrics of every evaluated checkpoint
+    <out>/runs/<run_id>.failed.json   error and traceback of a failed run (removed when it succeeds)
+    <out>/work/<run_id>/              best checkpoints, and last.pt while the run is unfinished
+
+``run_id`` ends with the first characters of the configuration hash, so a changed option gives a
+new run, and a repeated command finds its records and skips them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import io
+import json
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .budget import BudgetError, ParamCount, parse_budget
+from .checkpoint import atomic_write_bytes, atomic_write_json
+from .config import ConfigError, TrainerConfig, coerce_options, config_hash
+from .datasets import LoadedDataset
+from .environment import code_version, device_name, library_versions
+from .plugin import Method, check_within_budget
+from .registry import get_method
+from .trainer import Trainer
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines one run, resolved before any training starts."""
+
+    method: str
+    label: str
+    seed: int
+    budget_text: str
+    budget: int | None
+    options: dict
+    planned: ParamCount
+    trainer: TrainerConfig
+    config: dict
+    config_hash: str
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.config['dataset']['name']}-{self.label}-s{self.seed}-{self.config_hash[:10]}"
+
+    def plan_entry(self) -> dict:
+        applies = get_method(self.method).budgeted
+        fraction = None if self.budget is None or not applies else self.planned.table3 / self.budget
+        return {"run_id": self.run_id, "method": self.method, "label": self.label, "seed": self.seed,
+                "budget": {"text": self.budget_text, "params": self.budget, "applies": applies,
+                           "note": ("sized to the budget" if applies else
+                                    f"{self.method} ignores the budget (an unbudgeted reference)")},
+                "params": self.planned.to_dict(), "budget_fraction": fraction, "options": self.options,
+                "stages": self.config["stages"], "trainer": self.config["trainer"]}
+
+
+def with_item_bias(count: ParamCount, trainer: TrainerConfig, n_items: int) -> ParamCount:
+    """The trainer's item bias is trained and kept, but outside the Table-3 count (methods.md 1.3)."""
+    return dataclasses.replace(count, aux_params=count.aux_params + (n_items if trainer.item_bias else 0))
+
+
+def resolve_trainer(dataset: LoadedDataset, method: Method, overrides: dict) -> TrainerConfig:
+    """defaults -> dataset card -> method -> command line."""
+    config = TrainerConfig()
+    for layer in (dataset.card.trainer if dataset.card else {}, method.trainer_defaults, overrides):
+        config = config.replace(**layer)
+    return config
+
+
+def resolve_options(dataset: LoadedDataset, method: Method, overrides: dict) -> dict:
+    options = dict(method.options)
+    for layer in ((dataset.card.methods.get(method.name, {}) if dataset.card else {}), overrides):
+        options.update(coerce_options(method.name, method.options, layer))
+    return options
+
+
+def plan_runs(method_names: list[str], dataset: LoadedDataset, budget_text: str, seeds: list[int],
+              overrides: dict[str, dict] | None = None) -> list[RunSpec]:
+    """Resolve every (method, seed) run; fails before training on any bad name, option or budget."""
+    overrides = dict(overrides or {})
+    methods = [get_method(name) for name in method_names]
+    unknown = set(overrides) - {"trainer"} - {m.name for m in methods}
+    if unknown:
+        raise ConfigError(f"--set names {', '.join(sorted(unknown))}, which is neither 'trainer' nor one of the "
+                          f"selected methods ({', '.join(method_names)})")
+    data = dataset.interactions
+    stats = data.stats()
+    budget = parse_budget(budget_text, data.n_users, data.n_items)
+    specs = []
+    for method in methods:
+        trainer = resolve_trainer(dataset, method, overrides.get("trainer", {}))
+        options = method.configure(resolve_options(dataset, method, overrides.get(method.name, {})),
+                                   budget if method.budgeted else None, stats)
+        planned = with_item_bias(method.planned_count(options, stats), trainer, data.n_items)
+        if method.budgeted and budget is None:
+            raise BudgetError(f"{method.name} needs a budget; --budget none only suits unbudgeted methods")
+        check_within_budget(method, planned, budget)
+        stages = [dataclasses.asdict(stage) for stage in method.stages(options)]
+        for seed in seeds:
+            config = {
+                "method": {"name": method.name, "options": options, "budgeted": method.budgeted},
+                "dataset": {"name": data.name, "source": "generated" if dataset.source == "generated" else "files",
+                            "verification": dataset.verification, "split_seed": data.split_seed,
+                            "split_mode": data.split_mode, "stats": dataclasses.asdict(stats)},
+                "budget": {"text": budget_text, "params": budget},
+                "trainer": dataclasses.asdict(trainer),
+                "stages": stages,
+                "seed": seed,
+            }
+            specs.append(RunSpec(method=method.name, label=method.label(options), seed=seed, budget_text=budget_text,
+                                 budget=budget, options=options, planned=planned, trainer=trainer,
+                                 config=config, config_hash=config_hash(config)))
+    return specs
+
+
+def execute_run(spec: RunSpec, dataset: LoadedDataset, out: Path, device: torch.device, *,
+                show_progress: bool | None = None, log: Callable[[str], None] | None = None) -> dict:
+    """Train and evaluate one run and write its record; returns the record."""
+    log = log or (lambda message: print(message, file=sys.stderr))
+    runs = Path(out) / "runs"
+    work = Path(out) / "work" / spec.run_id
+    started = dt.datetime.now(dt.timezone.utc)
+    method = get_method(spec.method)
+    trainer = Trainer(method, spec.options, dataset.interactions, spec.trainer, seed=spec.seed, device=device,
+                      work_dir=work, cache_dir=Path(out) / "cache", label=spec.label, show_progress=show_progress,
+                      log=log)
+    result = trainer.fit()
+    count = with_item_bias(result.param_count, spec.trainer, dataset.interactions.n_items)
+    check_within_budget(method, count, spec.budget)
+    reported = result.reported_checkpoint
+    record = {
+        "run_id": spec.run_id, "method": spec.method, "label": spec.label,
+        "dataset": dataset.interactions.name, "seed": spec.seed,
+        "budget": {"text": spec.budget_text, "params": spec.budget, "applies": method.budgeted},
+        "params": count.table3, "bytes": count.storage_bytes,
+        "param_count": count.to_dict(), "planned_param_count": spec.planned.to_dict(),
+        "within_budget": spec.budget is None or not method.budgeted or count.table3 <= spec.budget,
+        "metrics": {"valid": reported.valid, "test": reported.test},
+        "reported_checkpoint": result.reported,
+        "checkpoints": {name: {"epoch": c.epoch, "valid": c.valid, "test": c.test}
+                        for name, c in result.checkpoints.items()},
+        "config": spec.config, "config_hash": spec.config_hash,
+        "epochs_run": result.schedule.epochs_run,
+        "train_seconds": result.schedule.train_seconds, "eval_seconds": result.schedule.eval_seconds,
+        "peak_memory_bytes": result.peak_memory_bytes,
+        "peak_memory_kind": "cuda max_memory_allocated" if device.type == "cuda" else "process peak RSS",
+        "versions": library_versions(), "code_version": code_version(),
+        "device": str(device), "device_name": device_name(device),
+        "started_at": started.isoformat(), "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "final_diagnostics": result.diagnostics, "history": result.history,
+        "per_user_file": f"{spec.run_id}.peruser.npz",
+    }
+    save_per_user(runs / record["per_user_file"], result.checkpoints)
+    atomic_write_json(runs / f"{spec.run_id}.json", record)
+    (runs / f"{spec.run_id}.failed.json").unlink(missing_ok=True)
+    (work / "last.pt").unlink(missing_ok=True)
+    return record
+
+
+def save_per_user(path: Path, checkpoints: dict) -> None:
+    """Per-user test metrics of every checkpoint, as ``<checkpoint>::users`` / ``::values`` / ``::columns``."""
+    arrays = {}
+    for name, result in checkpoints.items():
+        frame = result.test_per_user
+        arrays[f"{name}::users"] = frame.index.to_numpy()
+        arrays[f"{name}::values"] = frame.to_numpy()
+        arrays[f"{name}::columns"] = np.array(frame.columns, dtype=str)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_per_user(path: Path, checkpoint: str) -> pd.DataFrame:
+    with np.load(path) as data:
+        return pd.DataFrame(data[f"{checkpoint}::values"], columns=list(data[f"{checkpoint}::columns"]),
+                            index=pd.Index(data[f"{checkpoint}::users"], name="user"))
+
+
+def find_record(out: Path, spec: RunSpec) -> dict | None:
+    path = Path(out) / "runs" / f"{spec.run_id}.json"
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    return record if record.get("config_hash") == spec.config_hash else None
+
+
+def run_all(specs: list[RunSpec], dataset: LoadedDataset, out: Path, device: torch.device, *, force: bool = False,
+            show_progress: bool | None = None, log: Callable[[str], None] | None = None
+            ) -> tuple[list[dict], list[dict]]:
+    """Run the specs in order; returns (records, failures). A failed run is recorded and skipped."""
+    log = log or (lambda message: print(message, file=sys.stderr))
+    records, failures = [], []
+    for index, spec in enumerate(specs, start=1):
+        existing = None if force else find_record(out, spec)
+        if existing is not None:
+            log(f"[{index}/{len(specs)}] {spec.run_id}: record exists (same config hash), skipping")
+            records.append(existing)
+            continue
+        log(f"[{index}/{len(specs)}] {spec.run_id}: training on {device}")
+        started = time.perf_counter()
+        try:
+            records.append(execute_run(spec, dataset, out, device, show_progress=show_progress, log=log))
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # one failed run must not stop the others; its error is kept on disk
+            failure = {"run_id": spec.run_id, "method": spec.method, "seed": spec.seed, "error": repr(exc),
+                       "traceback": traceback.format_exc(), "config": spec.config, "config_hash": spec.config_hash}
+            atomic_write_json(Path(out) / "runs" / f"{spec.run_id}.failed.json", failure)
+            failures.append(failure)
+            log(f"[{index}/{len(specs)}] {spec.run_id}: FAILED: {exc!r} (traceback in runs/{spec.run_id}.failed.json)")
+            continue
+        log(f"[{index}/{len(specs)}] {spec.run_id}: done in {time.perf_counter() - started:.1f}s")
+    return records, failures
+
+
+SUMMARY_METRICS = ("ndcg@10", "recall@10", "ndcg@20", "recall@20")
+
+
+def summary_table(records: list[dict]) -> pd.DataFrame:
+    """One row per (dataset, label): seeds, #params, budget use, test metrics as mean ± std over seeds."""
+    rows = []
+    for record in records:
+        row = {"dataset": record["dataset"], "method": record["label"], "seed": record["seed"],
+               "params": record["params"],
+               "budget": record["budget"]["params"] if record["budget"]["applies"] else None,
+               "epochs": record["epochs_run"], "train_s": record["train_seconds"]}
+        row.update({m: record["metrics"]["test"][m] for m in SUMMARY_METRICS})
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    out = []
+    for (dataset, method), group in frame.groupby(["dataset", "method"], sort=False):
+        budget = group["budget"].iloc[0]
+        entry = {"dataset": dataset, "method": method, "seeds": len(group), "#params": int(group["params"].iloc[0]),
+                 "budget use": "unbudgeted" if budget is None or pd.isna(budget) else f"{group['params'].iloc[0] / budget:.1%}"}
+        for metric in SUMMARY_METRICS:
+            values = group[metric]
+            entry[metric] = (f"{values.mean():.4f} ± {values.std(ddof=1):.4f}" if len(values) > 1
+                             else f"{values.iloc[0]:.4f}")
+        entry["epochs"] = int(group["epochs"].mean())
+        entry["train s"] = round(float(group["train_s"].mean()), 1)
+        out.append(entry)
+    return pd.DataFrame(out)

@@ -1,0 +1,40 @@
+"""UD: the full, unified-dimension embedding table (methods.md 3) - the unbudgeted reference.
+
+UD-128 and UD-64 of Table 3 are ``ud`` with ``dim=128`` (default) and ``--set ud.dim=64``.
+"""
+import torch
+from torch import nn
+
+from lwbench.budget import ParamCount
+from lwbench.plugin import BuildContext, EmbeddingModule, Method
+from lwbench.registry import register
+
+
+class FullTable(EmbeddingModule):
+    def __init__(self, ctx: BuildContext, dim: int, init_std: float):
+        super().__init__(ctx)
+        self.table = nn.Parameter(torch.randn(self.n_entities, dim, device=ctx.device) * init_std)
+
+    def layer0(self) -> torch.Tensor:
+        return self.table
+
+    def param_count(self) -> ParamCount:
+        return ParamCount(table3=self.table.numel(), float_values=self.table.numel())
+
+
+@register
+class UD(Method):
+    name = "ud"
+    description = "full N x d embedding table (no compression); ignores the budget"
+    options = {"dim": 128, "init_std": 0.1}
+    budgeted = False
+
+    def planned_count(self, options: dict, stats) -> ParamCount:
+        values = stats.n_entities * options["dim"]
+        return ParamCount(table3=values, float_values=values)
+
+    def build(self, ctx: BuildContext) -> FullTable:
+        return FullTable(ctx, ctx.options["dim"], ctx.options["init_std"])
+
+    def label(self, options: dict) -> str:
+        return f"ud-{options['dim']}"

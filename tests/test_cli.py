@@ -1,0 +1,121 @@
+"""End-to-end: run_bench.py as a user types it, on a toy dataset folder."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PLUGIN = '''
+from torch import nn
+import torch
+from lwbench.budget import BudgetError, ParamCount
+from lwbench.plugin import EmbeddingModule, Method
+from lwbench.registry import register
+
+
+class Hashed(EmbeddingModule):
+    def __init__(self, ctx, rows):
+        super().__init__(ctx)
+        self.rows = rows
+        self.table = nn.Parameter(torch.randn(rows, 8) * 0.1)
+
+    def layer0(self):
+        return self.table[torch.arange(self.n_entities) % self.rows]
+
+    def param_count(self):
+        return ParamCount(table3=self.table.numel(), float_values=self.table.numel())
+
+
+@register
+class ToyHash(Method):
+    name = "toyhash"
+    options = {"rows": 0}
+
+    def configure(self, options, budget, stats):
+        rows = budget // 8
+        if rows < 4:
+            raise BudgetError(f"toyhash needs a budget of at least 32 parameters, got {budget}")
+        return {**options, "rows": min(rows, stats.n_entities)}
+
+    def planned_count(self, options, stats):
+        return ParamCount(table3=options["rows"] * 8, float_values=options["rows"] * 8)
+
+    def build(self, ctx):
+        return Hashed(ctx, ctx.options["rows"])
+'''
+
+
+@pytest.fixture
+def plugin_dir(tmp_path):
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "toyhash.py").write_text(PLUGIN)
+    return folder
+
+
+def run(args, tmp_path, plugins=None):
+    env = dict(os.environ, LWBENCH_OFFLINE="1")
+    if plugins:
+        env["LWBENCH_PLUGINS"] = str(plugins)
+    return subprocess.run([sys.executable, str(ROOT / "run_bench.py"), *args], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=600)
+
+
+def test_end_to_end_run_writes_records_and_skips_repeats(tmp_path, toy_dir):
+    args = ["--methods", "ud", "--dataset", str(toy_dir), "--seeds", "1,2", "--epochs", "3", "--device", "cpu",
+            "--out", str(tmp_path / "out"), "--set", "trainer.eval_every=1", "--set", "ud.dim=16"]
+    first = run(args, tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "ud-16" in first.stdout and "ndcg@20" in first.stdout
+    records = sorted((tmp_path / "out" / "runs").glob("*.json"))
+    assert len(records) == 2
+    record = json.loads(records[0].read_text())
+    for key in ("method", "dataset", "seed", "budget", "params", "bytes", "metrics", "config", "config_hash",
+                "epochs_run", "train_seconds", "eval_seconds", "peak_memory_bytes", "versions", "device_name",
+                "code_version"):
+        assert key in record, key
+    stats = record["config"]["dataset"]["stats"]
+    assert record["params"] == (stats["n_users"] + stats["n_items"]) * 16
+    assert set(record["metrics"]["test"]) >= {"ndcg@20", "recall@20", "ndcg@1", "recall@50"}
+    assert record["config"]["trainer"]["max_epochs"] == 3 and record["config"]["method"]["options"]["dim"] == 16
+    assert record["epochs_run"] == 3
+    assert (tmp_path / "out" / "runs" / record["per_user_file"]).exists()
+    second = run(args, tmp_path)
+    assert second.returncode == 0
+    assert second.stderr.count("record exists (same config hash), skipping") == 2
+
+
+def test_plan_prints_knobs_params_and_budget(tmp_path, toy_dir, plugin_dir):
+    result = run(["--methods", "ud,toyhash", "--dataset", str(toy_dir), "--budget", "1000", "--plan"],
+                 tmp_path, plugin_dir)
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    by_method = {r["method"]: r for r in plan["runs"]}
+    assert by_method["toyhash"]["options"]["rows"] == 125
+    assert by_method["toyhash"]["params"]["table3"] == 1000 and by_method["toyhash"]["budget_fraction"] == 1.0
+    assert by_method["ud"]["budget"]["applies"] is False and "ignores the budget" in by_method["ud"]["budget"]["note"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--methods", "nosuch"], "unknown method 'nosuch'; registered methods: "),
+    (["--budget", "lots"], "cannot parse budget 'lots'; accepted forms"),
+    (["--methods", "toyhash", "--budget", "20"], "toyhash needs a budget of at least 32"),
+    (["--set", "ud.width=3"], "ud has no option 'width'; its options are: dim, init_std"),
+    (["--set", "trainer.lr=fast"], "trainer.lr expects a number"),
+    (["--seeds", "a,b"], "--seeds 'a,b': expected comma-separated integers"),
+    (["--device", "cuda:3"], None),
+])
+def test_bad_input_gives_a_clear_error(tmp_path, toy_dir, plugin_dir, args, message):
+    result = run(["--dataset", str(toy_dir), "--plan", *args], tmp_path, plugin_dir)
+    if message is None:  # only an error when no such GPU exists
+        import torch
+        if torch.cuda.device_count() > 3:
+            pytest.skip("this machine has that GPU")
+        message = "no CUDA GPU is visible"
+    assert result.returncode == 2, result.stdout
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,68 @@
+"""Contract tests run for every registered method, so a new plugin is covered automatically:
+it sizes itself to generous, 500buckets-equivalent and tight budgets (or refuses with a message
+saying what it needs), its built module's count matches the plan and the budget, and it trains
+and evaluates for an epoch."""
+import pytest
+import torch
+
+from lwbench.budget import BudgetError, parse_budget
+from lwbench.config import TrainerConfig
+from lwbench.graph import normalized_adjacency
+from lwbench.plugin import BuildContext, Method
+from lwbench.registry import get_method, method_names, register
+from lwbench.trainer import Trainer
+
+BUDGETS = ("10%", "500buckets", "0.6%")
+
+
+def configured(name, budget_text, toy):
+    method = get_method(name)
+    budget = parse_budget(budget_text, toy.n_users, toy.n_items)
+    try:
+        options = method.configure(dict(method.options), budget if method.budgeted else None, toy.stats())
+    except BudgetError as exc:
+        assert budget_text == "0.6%", f"{name} refused a budget it should fit: {exc}"
+        assert any(word in str(exc) for word in ("at least", "smallest", "minimum")), str(exc)
+        pytest.skip(f"{name} cannot fit {budget_text}: {exc}")
+    return method, budget, options
+
+
+@pytest.mark.parametrize("budget_text", BUDGETS)
+@pytest.mark.parametrize("name", method_names())
+def test_count_fits_budget_and_matches_built_module(name, budget_text, toy):
+    method, budget, options = configured(name, budget_text, toy)
+    planned = method.planned_count(options, toy.stats())
+    if method.budgeted:
+        assert planned.table3 <= budget
+    torch.manual_seed(0)
+    ctx = BuildContext(interactions=toy, graph=normalized_adjacency(toy.train), device=torch.device("cpu"),
+                       options=options, seed=0, cache_dir=None)
+    module = method.build(ctx)
+    assert module.param_count().table3 == planned.table3
+    assert module.layer0().shape[0] >= toy.n_entities
+
+
+@pytest.mark.parametrize("name", method_names())
+def test_trains_one_epoch_and_evaluates(name, toy, tmp_path):
+    method, _, options = configured(name, "500buckets", toy)
+    config = TrainerConfig(max_epochs=1, eval_every=1, batch_size=4096, layers=2)  # caps every stage
+    trainer = Trainer(method, options, toy, config, seed=1, device="cpu", work_dir=tmp_path / "w",
+                      cache_dir=tmp_path / "c", show_progress=False, log=lambda m: None)
+    result = trainer.fit()
+    test = result.reported_checkpoint.test
+    assert 0.0 <= test["ndcg@20"] <= 1.0 and 0.0 <= test["recall@20"] <= 1.0
+
+
+def test_registry_rejects_duplicates_and_non_methods():
+    with pytest.raises(TypeError):
+        register(object)
+
+    class First(Method):
+        name = "test-dup"
+
+    class Second(Method):
+        name = "test-dup"
+
+    register(First)
+    with pytest.raises(ValueError, match="registered twice"):
+        register(Second)

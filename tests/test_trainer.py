@@ -1,0 +1,139 @@
+"""The shared trainer: learning happens, the two-phase schedule and stage hooks behave as
+methods.md 1.7 says, and a run killed at any epoch resumes to the identical result."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lwbench.budget import ParamCount
+from lwbench.config import TrainerConfig
+from lwbench.datasets import load_dataset
+from lwbench.evaluate import Evaluator
+from lwbench.plugin import FIXED, UPDATE, EmbeddingModule, Method, Stage
+from lwbench.registry import get_method, register
+from lwbench.trainer import Trainer
+
+
+class Recorder(EmbeddingModule):
+    """A full table that records what the trainer told it (phases, refresh batches)."""
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.table = nn.Parameter(torch.randn(self.n_entities, 16) * 0.1)
+        self.register_buffer("refreshes", torch.zeros((), dtype=torch.long))
+        self.events = []
+
+    def layer0(self):
+        return self.table
+
+    def begin_stage(self, stage):
+        self.events.append(("stage", stage.name))
+
+    def begin_phase(self, stage, phase):
+        self.events.append(("phase", stage.name, phase))
+
+    def after_forward(self, step):
+        if step.phase == UPDATE and step.batch == 0:
+            self.refreshes += 1
+            self.table.mul_(0.999)  # a state change the resume must reproduce
+
+    def diagnostics(self):
+        return {"refreshes": int(self.refreshes)}
+
+    def param_count(self):
+        return ParamCount(table3=self.table.numel(), float_values=self.table.numel())
+
+
+@register
+class TwoStageDummy(Method):
+    name = "test-two-stage"
+    budgeted = False
+    options = {}
+
+    def stages(self, options):
+        return [Stage("warm", early_stopping=False, reported=False, trainer={"max_epochs": 2}),
+                Stage("main", two_phase=True)]
+
+    def planned_count(self, options, stats):
+        return ParamCount(table3=stats.n_entities * 16, float_values=stats.n_entities * 16)
+
+    def build(self, ctx):
+        return Recorder(ctx)
+
+
+CFG = TrainerConfig(max_epochs=40, eval_every=1, patience_fixed=3, patience_update=2, batch_size=2048,
+                    lr=5e-3, layers=2)
+
+
+def make_trainer(method, data, tmp_path, name, seed=5, config=CFG):
+    return Trainer(method, dict(method.options), data, config, seed=seed, device="cpu",
+                   work_dir=tmp_path / name, cache_dir=tmp_path / "cache", show_progress=False, log=lambda m: None)
+
+
+def test_two_phase_schedule_and_hooks(toy, tmp_path):
+    trainer = make_trainer(TwoStageDummy(), toy, tmp_path, "run")
+    result = trainer.fit()
+    events = trainer.module.events
+    assert events[:2] == [("stage", "warm"), ("phase", "warm", "single")]
+    assert ("phase", "main", FIXED) in events and ("phase", "main", UPDATE) in events
+    assert set(result.checkpoints) == {"main/fixed", "main/update"}  # the warm stage is not reported
+    assert result.reported == "main/update"
+    # Refreshes happen once per UPDATE epoch (batch 0) and never in FIXED epochs.
+    update_epochs = [h for h in result.history if h.get("phase") == UPDATE and "loss" in h]
+    assert int(trainer.module.refreshes) <= len(update_epochs) and len(update_epochs) > 0
+    valid_events = [h for h in result.history if "valid" in h and h["stage"] == "main"]
+    assert [h["epoch"] % CFG.eval_every for h in valid_events] == [0] * len(valid_events)
+    # Patience is counted in evaluations: each phase ends after `patience` evaluations without gain.
+    fixed = [h["valid"][CFG.early_stop_metric] for h in valid_events if h["phase"] == FIXED]
+    best_at = int(np.argmax(fixed))
+    assert len(fixed) - 1 - best_at == CFG.patience_fixed or result.schedule.epoch == CFG.max_epochs
+
+
+def test_resume_after_a_crash_equals_an_uninterrupted_run(toy, tmp_path, monkeypatch):
+    method = TwoStageDummy()
+    reference = make_trainer(method, toy, tmp_path, "reference").fit()
+    for crash_after in (1, 6, 31):  # in the warm stage, early in main, in main's UPDATE phase
+        name = f"crash{crash_after}"
+        original = Trainer.train_epoch
+        calls = {"n": 0}
+
+        def crashing(self, *args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] > crash_after:
+                raise KeyboardInterrupt("simulated kill")
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(Trainer, "train_epoch", crashing)
+        with pytest.raises(KeyboardInterrupt):
+            make_trainer(method, toy, tmp_path, name).fit()
+        monkeypatch.setattr(Trainer, "train_epoch", original)
+        resumed = make_trainer(method, toy, tmp_path, name).fit()
+        assert resumed.reported == reference.reported
+        for key, checkpoint in reference.checkpoints.items():
+            assert resumed.checkpoints[key].epoch == checkpoint.epoch
+            assert resumed.checkpoints[key].test == checkpoint.test, (crash_after, key)
+        assert resumed.schedule.epochs_run == reference.schedule.epochs_run
+
+
+def test_same_seed_same_metrics_different_seed_differs(toy, tmp_path):
+    method = get_method("ud")
+    config = TrainerConfig(max_epochs=4, eval_every=2, layers=2, batch_size=2048)
+    a = make_trainer(method, toy, tmp_path, "a", config=config).fit()
+    b = make_trainer(method, toy, tmp_path, "b", config=config).fit()
+    c = make_trainer(method, toy, tmp_path, "c", seed=6, config=config).fit()
+    assert a.reported_checkpoint.test == b.reported_checkpoint.test
+    assert a.reported_checkpoint.test != c.reported_checkpoint.test
+
+
+def test_ud_learns_on_synthetic_and_beats_random_embeddings(tmp_path):
+    data = load_dataset("synthetic").interactions
+    method = get_method("ud")
+    config = TrainerConfig(max_epochs=20, eval_every=5, layers=3)
+    result = make_trainer(method, data, tmp_path, "ud", seed=2024, config=config).fit()
+    trained = result.reported_checkpoint.test["ndcg@20"]
+    # Random-embedding baseline: the same architecture scored with untrained N(0, 0.1^2) tables.
+    generator = torch.Generator().manual_seed(0)
+    users = torch.randn(data.n_users, 128, generator=generator) * 0.1
+    items = torch.randn(data.n_items, 128, generator=generator) * 0.1
+    random_ndcg = Evaluator(data.train, {"test": data.test}).per_user("test", users, items, None)["ndcg@20"].mean()
+    assert trained > 3 * random_ndcg and trained > random_ndcg + 0.1, (trained, random_ndcg)
