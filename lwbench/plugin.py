@@ -28,6 +28,28 @@ from .graph import SymmetricGraph, lightgcn_propagate
 FIXED, UPDATE, SINGLE = "fixed", "update", "single"
 
 
+@dataclass
+class InferenceState:
+    """Storage inventory of a trained module (methods.md 2.1 and 2.2).
+
+    ``values``: float tensors; a sparse tensor counts its stored non-zeros.
+    ``indices``: integer tensors (sparse positions, assignments), counted per entry.
+    ``codes``: integer code tensors with their bit width per entry (e.g. DPQ/MGQE codes).
+    Training-only tensors (thresholds, query tables, optimizer state) and the item bias are excluded.
+    """
+
+    values: dict[str, torch.Tensor] = field(default_factory=dict)
+    indices: dict[str, torch.Tensor] = field(default_factory=dict)
+    codes: dict[str, tuple[torch.Tensor, int]] = field(default_factory=dict)
+
+    def counts(self) -> tuple[int, int, int]:
+        """(float values, integer indices, code bits)."""
+        floats = sum(int(t._nnz()) if t.is_sparse else t.numel() for t in self.values.values())
+        ints = sum(t.numel() for t in self.indices.values())
+        bits = sum(t.numel() * width for t, width in self.codes.values())
+        return floats, ints, bits
+
+
 @dataclass(frozen=True)
 class Stage:
     """One training stage (e.g. PEP's search then retrain, C2F's coarse then fine).
@@ -164,7 +186,12 @@ class EmbeddingModule(nn.Module):
 
     # --- accounting ------------------------------------------------------------------------------
     def param_count(self) -> ParamCount:
-        """Counts computed from the tensors this module keeps for inference (methods.md 2.1)."""
+        """Counts in both conventions of methods.md 2.1 for the current state of the module."""
+        raise NotImplementedError
+
+    def inference_state(self) -> InferenceState:
+        """The tensors a deployment keeps to form layer-0 rows, as they would be stored. The contract
+        tests recount :meth:`param_count` from these, so both must describe the same storage."""
         raise NotImplementedError
 
 

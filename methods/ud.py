@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from lwbench.budget import ParamCount
-from lwbench.plugin import BuildContext, EmbeddingModule, Method
+from lwbench.plugin import BuildContext, EmbeddingModule, InferenceState, Method
 from lwbench.registry import register
 
 
@@ -20,6 +20,9 @@ class FullTable(EmbeddingModule):
 
     def param_count(self) -> ParamCount:
         return ParamCount(table3=self.table.numel(), float_values=self.table.numel())
+
+    def inference_state(self) -> InferenceState:
+        return InferenceState(values={"table": self.table.detach()})
 
 
 @register

@@ -13,6 +13,7 @@ from lwbench.registry import get_method, method_names, register
 from lwbench.trainer import Trainer
 
 BUDGETS = ("10%", "500buckets", "0.6%")
+PLUGINS = [name for name in method_names() if not name.startswith("test-")]  # "test-*": fixtures of other tests
 
 
 def configured(name, budget_text, toy):
@@ -28,7 +29,7 @@ def configured(name, budget_text, toy):
 
 
 @pytest.mark.parametrize("budget_text", BUDGETS)
-@pytest.mark.parametrize("name", method_names())
+@pytest.mark.parametrize("name", PLUGINS)
 def test_count_fits_budget_and_matches_built_module(name, budget_text, toy):
     method, budget, options = configured(name, budget_text, toy)
     planned = method.planned_count(options, toy.stats())
@@ -40,9 +41,17 @@ def test_count_fits_budget_and_matches_built_module(name, budget_text, toy):
     module = method.build(ctx)
     assert module.param_count().table3 == planned.table3
     assert module.layer0().shape[0] >= toy.n_entities
+    assert_count_matches_kept_tensors(module)
 
 
-@pytest.mark.parametrize("name", method_names())
+def assert_count_matches_kept_tensors(module):
+    """The reported storage equals a recount of the tensors the module says it keeps for inference."""
+    count = module.param_count()
+    floats, ints, bits = module.inference_state().counts()
+    assert (count.float_values, count.int_indices, count.code_bits) == (floats, ints, bits)
+
+
+@pytest.mark.parametrize("name", PLUGINS)
 def test_trains_one_epoch_and_evaluates(name, toy, tmp_path):
     method, _, options = configured(name, "500buckets", toy)
     config = TrainerConfig(max_epochs=1, eval_every=1, batch_size=4096, layers=2)  # caps every stage
@@ -51,6 +60,7 @@ def test_trains_one_epoch_and_evaluates(name, toy, tmp_path):
     result = trainer.fit()
     test = result.reported_checkpoint.test
     assert 0.0 <= test["ndcg@20"] <= 1.0 and 0.0 <= test["recall@20"] <= 1.0
+    assert_count_matches_kept_tensors(trainer.module)  # after training (pruning changes counts)
 
 
 def test_registry_rejects_duplicates_and_non_methods():
