@@ -1,6 +1,8 @@
 """Crash-safe files and RNG state capture, for resumable runs and atomic records."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import random
@@ -39,6 +41,20 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path):
+    """Hold an exclusive advisory lock on ``path`` (created if needed) for the ``with`` block; other
+    processes asking for it wait. Released by the OS if the process dies."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def torch_load(path: Path) -> Any:

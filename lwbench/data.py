@@ -45,6 +45,14 @@ class Interactions:
     def n_entities(self) -> int:
         return self.n_users + self.n_items
 
+    def digest(self) -> str:
+        """Hash of the three matrices (what a trained result depends on), for cache keys."""
+        h = hashlib.sha256(f"{self.n_users},{self.n_items}".encode())
+        for matrix in (self.train, self.valid, self.test):
+            h.update(np.ascontiguousarray(matrix.indptr, dtype=np.int64).tobytes())
+            h.update(np.ascontiguousarray(matrix.indices, dtype=np.int64).tobytes())
+        return h.hexdigest()
+
     def stats(self) -> "DatasetStats":
         return DatasetStats(name=self.name, n_users=self.n_users, n_items=self.n_items,
                             n_train=int(self.train.nnz), n_valid=int(self.valid.nnz),

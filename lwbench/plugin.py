@@ -61,6 +61,13 @@ class Stage:
     (the last reported stage is the one reported).
     ``start_from_best``: begin this stage from the previous stage's reported checkpoint rather than
     from its last weights.
+    ``seed``: the seed this stage (and, for the first stage, the module's initialization) draws from;
+    ``None`` means the run's seed. Every stage after the first is re-seeded when it starts.
+    ``shared``: if not ``None``, the stage's outcome is shared between runs: it is trained once and
+    reused by every run whose stage key matches (e.g. one C2F coarse stage under several fine seeds).
+    The dict names the method options the stage depends on; the key also covers the stage itself,
+    its trainer settings, its seed, the data and the stages before it (which must be shared too).
+    The method must make the module's initialization and this stage depend only on those options.
     """
 
     name: str = "train"
@@ -69,6 +76,8 @@ class Stage:
     early_stopping: bool = True
     reported: bool = True
     start_from_best: bool = False
+    seed: int | None = None
+    shared: dict | None = None
 
     @property
     def phases(self) -> tuple[str, ...]:

@@ -150,7 +150,7 @@ def execute_run(spec: RunSpec, dataset: LoadedDataset, out: Path, device: torch.
         "param_count": count.to_dict(), "planned_param_count": spec.planned.to_dict(),
         "within_budget": spec.budget is None or not method.budgeted or count.table3 <= spec.budget,
         "metrics": {"valid": reported.valid, "test": reported.test},
-        "reported_checkpoint": result.reported,
+        "reported_checkpoint": result.reported, "shared_stages": result.shared_stages,
         "checkpoints": {name: {"epoch": c.epoch, "valid": c.valid, "test": c.test}
                         for name, c in result.checkpoints.items()},
         "config": spec.config, "config_hash": spec.config_hash,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import resource
 import sys
 import time
@@ -30,8 +31,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .budget import ParamCount
-from .checkpoint import atomic_torch_save, capture_rng, restore_rng, seed_everything, torch_load
-from .config import TrainerConfig
+from .checkpoint import (atomic_torch_save, capture_rng, exclusive_lock, restore_rng, seed_everything,
+                         torch_load)
+from .config import TrainerConfig, config_hash
 from .data import Interactions
 from .evaluate import Evaluator
 from .graph import normalized_adjacency
@@ -75,6 +77,7 @@ class TrainResult:
     param_count: ParamCount
     peak_memory_bytes: int
     diagnostics: dict
+    shared_stages: dict  # stage name -> folder of its shared outcome
 
     @property
     def reported_checkpoint(self) -> CheckpointResult:
@@ -103,7 +106,8 @@ class Trainer:
     # --- set-up ----------------------------------------------------------------------------------
     def build(self) -> None:
         """Seed everything, then build graph, module, sampler and evaluator (called by :meth:`fit`)."""
-        seed_everything(self.seed)
+        self.shared_dirs = self._shared_stage_dirs()
+        seed_everything(self.stage_seed(0))
         if self.config.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         graph = normalized_adjacency(self.data.train, self.device)
@@ -113,9 +117,31 @@ class Trainer:
         self.model = Recommender(self.module, self.config.layers, self.config.item_bias, self.device)
         self.sampler = BPRSampler(self.data.train, self.config.n_negatives, self.device)
         self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(self.seed)
+        self.generator.manual_seed(self.stage_seed(0))
         self.evaluator = Evaluator(self.data.train, {"valid": self.data.valid, "test": self.data.test},
                                    self.config.ks, self.device, self.config.eval_chunk_elements)
+
+    def stage_seed(self, index: int) -> int:
+        seed = self.stages[index].seed
+        return self.seed if seed is None else seed
+
+    def _shared_stage_dirs(self) -> dict[int, Path]:
+        """Folders of the stages whose outcome is shared between runs (``Stage.shared``), keyed by a
+        hash of everything that determines the stage: method, stage definition and the options it
+        declares, trainer settings, seed, the data (train/valid/test) and the stages before it."""
+        dirs, previous = {}, None
+        for index, stage in enumerate(self.stages):
+            if stage.shared is None:
+                continue
+            if index != len(dirs):
+                raise ValueError(f"{self.method.name}: stage {stage.name!r} is shared but an earlier stage is "
+                                 "not; only a prefix of the stages can be shared between runs")
+            material = {"method": self.method.name, "stage": dataclasses.asdict(stage),
+                        "trainer": dataclasses.asdict(self.stage_config(stage)), "seed": self.stage_seed(index),
+                        "data": self.data.digest(), "previous": previous}
+            previous = config_hash(material)
+            dirs[index] = self.cache_dir / "stages" / f"{self.method.name}-{stage.name}-{previous[:16]}"
+        return dirs
 
     def stage_config(self, stage: Stage) -> TrainerConfig:
         """The run's settings with the stage's changes; a stage may shorten ``max_epochs``, never extend
@@ -128,21 +154,53 @@ class Trainer:
         self.build()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        schedule, resume = self._load_resume()
+        schedule, resume = self._load_resume(self.work_dir / "last.pt")
         for index in range(schedule.stage_index, len(self.stages)):
-            stage = self.stages[index]
-            if resume is None:
-                schedule = dataclasses.replace(schedule, stage_index=index, epoch=0, phase_index=0, bad_evals=0,
-                                               best={}, best_epoch={})
-                self.start_stage(index)
-            self._run_stage(stage, schedule, resume)
+            if index in self.shared_dirs and resume is None:
+                schedule = self._run_shared_stage(index, schedule)
+            else:
+                schedule = self._run_own_stage(index, schedule, resume, self.work_dir / "last.pt")
             resume = None
-            self._finish_stage(index, schedule)
         reported = self._reported_name()
         self._load_checkpoint(self._best_path(*reported.split("/")))
         return TrainResult(checkpoints=self.results, reported=reported, schedule=schedule, history=self.history,
                            param_count=self.module.param_count(), peak_memory_bytes=self._peak_memory(),
-                           diagnostics=self.module.diagnostics())
+                           diagnostics=self.module.diagnostics(),
+                           shared_stages={self.stages[i].name: d.name for i, d in self.shared_dirs.items()})
+
+    def _run_own_stage(self, index: int, schedule: Schedule, resume: dict | None, resume_path: Path) -> Schedule:
+        if resume is None:
+            schedule = dataclasses.replace(schedule, stage_index=index, epoch=0, phase_index=0, bad_evals=0,
+                                           best={}, best_epoch={})
+            self.start_stage(index)
+        self._run_stage(self.stages[index], schedule, resume, resume_path)
+        self._finish_stage(index, schedule)
+        schedule = dataclasses.replace(schedule, stage_index=index + 1, epoch=0, phase_index=0, bad_evals=0,
+                                       best={}, best_epoch={})
+        self._save_resume(resume_path, schedule, stage_done=True)
+        return schedule
+
+    def _run_shared_stage(self, index: int, schedule: Schedule) -> Schedule:
+        """Train a shared stage once for all runs with the same stage key, or load its outcome.
+
+        The lock makes concurrent runs (a parallel grid) wait for the one that trains it; the stage's
+        own resume file lives in the shared folder, so whichever run comes next continues it."""
+        folder = self.shared_dirs[index]
+        outcome, progress = folder / "outcome.pt", folder / "last.pt"
+        with exclusive_lock(folder / ".lock"):
+            if outcome.exists():
+                self.log(f"lwbench: {self.label} seed {self.seed}: reusing stage {self.stages[index].name!r} "
+                         f"from {folder}")
+                schedule, _ = self._load_resume(outcome)
+            else:
+                if progress.exists():
+                    schedule, resume = self._load_resume(progress)
+                else:
+                    resume = None
+                schedule = self._run_own_stage(index, schedule, resume, progress)
+                os.replace(progress, outcome)
+        self._save_resume(self.work_dir / "last.pt", schedule, stage_done=True)
+        return schedule
 
     def start_stage(self, index: int) -> None:
         """Enter stage ``index``: hand-off checkpoint, start hooks, a fresh optimizer."""
@@ -150,12 +208,17 @@ class Trainer:
         if stage.start_from_best and index > 0:
             previous = self._reported_name(upto=index)
             self._load_checkpoint(self._best_path(*previous.split("/")))
+        if index > 0:
+            # Each stage draws from its own seed, so its outcome does not depend on how many random
+            # numbers earlier stages consumed (and a shared stage is the same in every run).
+            seed_everything(self.stage_seed(index))
+            self.generator.manual_seed(self.stage_seed(index))
         self.model.n_layers = self.stage_config(stage).layers
         self.module.begin_stage(stage)
         self.module.begin_phase(stage, stage.phases[0])
         self.optimizer = torch.optim.Adam(self.model.param_groups(stage), lr=self.stage_config(stage).lr)
 
-    def _run_stage(self, stage: Stage, schedule: Schedule, resume: dict | None) -> None:
+    def _run_stage(self, stage: Stage, schedule: Schedule, resume: dict | None, resume_path: Path) -> None:
         cfg = self.stage_config(stage)
         if resume is not None:
             self._restore(stage, schedule, resume)
@@ -188,7 +251,7 @@ class Trainer:
             if stop:
                 break
             if schedule.epoch % cfg.checkpoint_every == 0:
-                self._save_resume(schedule)
+                self._save_resume(resume_path, schedule)
         bar.close()
         self.module.end_stage(stage)
         if not stage.early_stopping:
@@ -282,8 +345,6 @@ class Trainer:
                                                       valid=valid.mean().to_dict(), test=test.mean().to_dict(),
                                                       test_per_user=test)
             self._restore_snapshot(final)
-        self._save_resume(dataclasses.replace(schedule, stage_index=index + 1, epoch=0, phase_index=0,
-                                              bad_evals=0, best={}, best_epoch={}), stage_done=True)
 
     def _reported_name(self, upto: int | None = None) -> str:
         """The last phase with a checkpoint of the last reported stage (before ``upto``)."""
@@ -300,7 +361,8 @@ class Trainer:
 
     # --- checkpoints -----------------------------------------------------------------------------
     def _best_path(self, stage: str, phase: str) -> Path:
-        return self.work_dir / f"best-{stage}-{phase}.pt"
+        index = next(i for i, s in enumerate(self.stages) if s.name == stage)
+        return self.shared_dirs.get(index, self.work_dir) / f"best-{stage}-{phase}.pt"
 
     def _snapshot(self) -> dict:
         return {"model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
@@ -319,22 +381,24 @@ class Trainer:
         self._restore_snapshot({"model": {k: v.to(self.device) for k, v in state["model"].items()},
                                 "extra": state["extra"]})
 
-    def _save_resume(self, schedule: Schedule, stage_done: bool = False) -> None:
-        atomic_torch_save(self.work_dir / "last.pt", {
+    def _save_resume(self, path: Path, schedule: Schedule, stage_done: bool = False) -> None:
+        atomic_torch_save(path, {
             "schedule": dataclasses.asdict(schedule), "stage_done": stage_done, **self._snapshot(),
             "optimizer": None if stage_done else self.optimizer.state_dict(),
             "rng": capture_rng(self.generator), "history": self.history, "results": self.results})
 
-    def _load_resume(self) -> tuple[Schedule, dict | None]:
-        path = self.work_dir / "last.pt"
+    def _load_resume(self, path: Path) -> tuple[Schedule, dict | None]:
+        """Restore what ``path`` holds: between stages, the state is applied here and ``None`` returned;
+        inside a stage, the state is returned for :meth:`_restore` once the stage's hooks have run."""
         if not path.exists():
             return Schedule(), None
         state = torch_load(path)
         schedule = Schedule(**state["schedule"])
         self.history = state["history"]
         self.results = state["results"]
-        self.log(f"lwbench: {self.label} seed {self.seed}: resuming from {path} "
-                 f"(stage {schedule.stage_index}, epoch {schedule.epoch})")
+        if path.name == "last.pt":
+            self.log(f"lwbench: {self.label} seed {self.seed}: resuming from {path} "
+                     f"(stage {schedule.stage_index}, epoch {schedule.epoch})")
         if state["stage_done"]:
             # Between stages: the next stage starts normally from the restored weights and RNG.
             self._restore_snapshot(self._to_device(state))

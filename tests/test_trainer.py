@@ -137,3 +137,68 @@ def test_ud_learns_on_synthetic_and_beats_random_embeddings(tmp_path):
     items = torch.randn(data.n_items, 128, generator=generator) * 0.1
     random_ndcg = Evaluator(data.train, {"test": data.test}).per_user("test", users, items, None)["ndcg@20"].mean()
     assert trained > 3 * random_ndcg and trained > random_ndcg + 0.1, (trained, random_ndcg)
+
+
+class SharedFirstStage(TwoStageDummy):
+    """A first stage with a fixed seed that all runs share (the C2F coarse-stage pattern)."""
+
+    name = "test-shared"
+
+    def stages(self, options):
+        return [Stage("pre", seed=11, shared={"width": 16}, trainer={"max_epochs": 3}),
+                Stage("main", start_from_best=True, trainer={"max_epochs": 3})]
+
+
+register(SharedFirstStage)
+
+
+def count_stage_epochs(monkeypatch):
+    trained = []
+    original = Trainer.train_epoch
+
+    def counting(self, stage, *args, **kwargs):
+        trained.append((self.seed, stage.name))
+        return original(self, stage, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train_epoch", counting)
+    return trained
+
+
+def shared_trainer(data, tmp_path, seed, config=CFG):
+    method = SharedFirstStage()
+    return Trainer(method, {}, data, config, seed=seed, device="cpu", work_dir=tmp_path / f"run{seed}",
+                   cache_dir=tmp_path / "cache", show_progress=False, log=lambda m: None)
+
+
+def test_shared_stage_is_trained_once_and_reused(toy, tmp_path, monkeypatch):
+    trained = count_stage_epochs(monkeypatch)
+    first = shared_trainer(toy, tmp_path, seed=1).fit()
+    second = shared_trainer(toy, tmp_path, seed=2).fit()
+    assert [s for s, stage in trained if stage == "pre"] == [1, 1, 1]  # run 2 reused run 1's stage
+    assert [s for s, stage in trained if stage == "main"] == [1, 1, 1, 2, 2, 2]
+    assert first.checkpoints["pre/single"].test == second.checkpoints["pre/single"].test
+    assert first.checkpoints["main/single"].test != second.checkpoints["main/single"].test
+    assert first.shared_stages == second.shared_stages and "pre" in first.shared_stages
+    # The shared stage does not depend on the run seed: a fresh cache reproduces it under seed 3.
+    third = Trainer(SharedFirstStage(), {}, toy, CFG, seed=3, device="cpu", work_dir=tmp_path / "run3",
+                    cache_dir=tmp_path / "other-cache", show_progress=False, log=lambda m: None).fit()
+    assert third.checkpoints["pre/single"].test == first.checkpoints["pre/single"].test
+
+
+def test_shared_stage_interrupted_in_one_run_is_continued_by_another(toy, tmp_path, monkeypatch):
+    reference = shared_trainer(toy, tmp_path / "ref", seed=1).fit()
+    original = Trainer.train_epoch
+
+    def crash_in_second_epoch(self, stage, phase, epoch, cfg):
+        if epoch == 1:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, stage, phase, epoch, cfg)
+
+    monkeypatch.setattr(Trainer, "train_epoch", crash_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        shared_trainer(toy, tmp_path, seed=1).fit()
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    trained = count_stage_epochs(monkeypatch)
+    other = shared_trainer(toy, tmp_path, seed=2).fit()
+    assert [e for e in trained if e[1] == "pre"] == [(2, "pre"), (2, "pre")]  # continued from epoch 1
+    assert other.checkpoints["pre/single"].test == reference.checkpoints["pre/single"].test
