@@ -109,6 +109,8 @@ class Trainer:
         self.shared_dirs = self._shared_stage_dirs()
         seed_everything(self.stage_seed(0))
         if self.config.deterministic:
+            # cuBLAS reads this when its first handle is created; without it, matmuls may differ run to run.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=True)
         graph = normalized_adjacency(self.data.train, self.device)
         ctx = BuildContext(interactions=self.data, graph=graph, device=self.device, options=self.options,
