@@ -4,10 +4,11 @@
   anything trains, so a bad option fails at once; a method that cannot fit a budget only drops its
   cell (the budget curve asks for budgets some methods cannot meet). Cells that resolve to the same
   configuration share one run.
-* **Execute** (:func:`run_grid`): one joblib task per run, ``jobs`` at a time. Locally each task gets
-  a GPU round-robin (several runs share a GPU when ``jobs`` exceeds the number of GPUs); with
-  ``backend="dask"`` or ``"ray"`` the tasks go to a cluster through joblib's backend mechanism (the
-  output folder must then be on a filesystem the workers share).
+* **Execute** (:func:`run_grid`): one joblib task per run, ``jobs`` at a time. Locally the GPUs are
+  shared out round-robin over ``jobs`` device slots (slot ``k`` is GPU ``k mod #GPUs``): a task takes
+  a free slot for as long as it trains, so no GPU ever holds more than ``ceil(jobs / #GPUs)`` runs,
+  however long each run takes. With ``backend="dask"`` or ``"ray"`` the tasks go to a cluster through
+  joblib's backend mechanism (the output folder must then be on a filesystem the workers share).
 * **Resume**: the runner skips a run whose record exists, and the trainer resumes an unfinished run
   from ``<out>/work/<run_id>/last.pt``. A task holds an exclusive lock on ``<out>/locks/<run_id>.lock``
   while it runs (released by the kernel even on ``kill -9``), so a rerun started while workers of a
@@ -43,6 +44,7 @@ from .records import load_records
 from .runner import RunSpec, find_record, plan_runs, run_or_record_failure
 
 BACKENDS = ("local", "dask", "ray")
+MAX_RUNS_PER_GPU = 4   # beyond a few, runs on one GPU compete for its compute, not its memory (--runs-per-gpu)
 
 
 class GridError(RuntimeError):
@@ -275,7 +277,8 @@ def runs_per_gpu(runs: list[GridRun], records: list[dict], devices: tuple[str, .
         return 1, "no measured peak memory for " + ", ".join(f"{d}/{m}" for d, m in sorted(unknown))
     total = min(torch.cuda.get_device_properties(torch.device(d)).total_memory for d in devices)
     peak = max(peaks[key] for key in needed)
-    fit = max(1, min(int(0.9 * total // max(peak, 1)), max(1, (os.cpu_count() or 1) // len(devices))))
+    fit = max(1, min(int(0.9 * total // max(peak, 1)), max(1, (os.cpu_count() or 1) // len(devices)),
+                     MAX_RUNS_PER_GPU))
     return fit, f"measured peak {peak / 2**30:.1f} GiB of {total / 2**30:.0f} GiB per GPU"
 
 
@@ -314,8 +317,40 @@ def file_logger(path: Path) -> Callable[[str], None]:
     return log
 
 
-def execute_task(run: GridRun, out: str, device: str, threads: int | None, force: bool) -> dict:
-    """One grid task (runs in a worker): lock, skip if done, else train and record (or record the failure)."""
+@contextlib.contextmanager
+def device_slot(out: Path, devices: tuple[str, ...], slots: int) -> Iterator[str]:
+    """Hold the first free of ``slots`` slot locks and yield its device (slot ``k`` -> ``devices[k mod n]``).
+    At most ``slots`` tasks run at once, so one is normally free; if workers of a killed grid still hold
+    them all, wait for slot 0. ``slots=0`` (remote workers, which own their device): ``devices[0]``, no lock."""
+    if slots == 0:
+        yield devices[0]
+        return
+    folder = Path(out) / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    k, handle = _acquire_slot(folder, slots)
+    try:
+        yield devices[k % len(devices)]
+    finally:
+        handle.close()  # closing the file releases its lock
+
+
+def _acquire_slot(folder: Path, slots: int):
+    for k in range(slots):
+        handle = open(folder / f"slot-{k}.lock", "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return k, handle
+        except BlockingIOError:
+            handle.close()
+    handle = open(folder / "slot-0.lock", "a")
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    return 0, handle
+
+
+def execute_task(run: GridRun, out: str, devices: tuple[str, ...], slots: int, threads: int | None,
+                 force: bool) -> dict:
+    """One grid task (runs in a worker): lock the run, skip it if done, else take a device slot, train
+    and record (or record the failure)."""
     if threads:
         torch.set_num_threads(threads)
     out = Path(out)
@@ -323,11 +358,12 @@ def execute_task(run: GridRun, out: str, device: str, threads: int | None, force
         existing = None if force else find_record(out, run.spec)
         if existing is not None:
             return {"run_id": run.run_id, "record": existing}
-        log = file_logger(out / "logs" / f"{run.run_id}.log")
-        log(f"training {run.run_id} on {device} (pid {os.getpid()})")
-        record, failure = run_or_record_failure(run.spec, run.dataset.load(), out, resolve_device(device),
-                                                show_progress=False, log=log)
-        log("done" if failure is None else f"FAILED: {failure['error']}")
+        with device_slot(out, devices, slots) as device:
+            log = file_logger(out / "logs" / f"{run.run_id}.log")
+            log(f"training {run.run_id} on {device} (pid {os.getpid()})")
+            record, failure = run_or_record_failure(run.spec, run.dataset.load(), out, resolve_device(device),
+                                                    show_progress=False, log=log)
+            log("done" if failure is None else f"FAILED: {failure['error']}")
     return {"run_id": run.run_id, "record": record, "failure": failure}
 
 
@@ -385,9 +421,8 @@ def run_grid(plan: GridPlan, out: Path, execution: Execution, *, force: bool = F
         return outcome
     local = execution.backend == "local"
     threads = execution.threads or (max(1, (os.cpu_count() or 1) // execution.jobs) if local else None)
-    tasks = [delayed(execute_task)(run, str(out), execution.devices[i % len(execution.devices)] if local
-                                   else execution.remote_device, threads, force)
-             for i, run in enumerate(pending)]
+    devices, slots = (execution.devices, execution.jobs) if local else ((execution.remote_device,), 0)
+    tasks = [delayed(execute_task)(run, str(out), devices, slots, threads, force) for run in pending]
     prior, unknown = estimate_seconds(pending, load_records(out), device_type(execution))
     monitor = GridProgress(pending, out, execution.jobs, show_progress, log, prior_seconds=None if unknown else prior)
     monitor.start()

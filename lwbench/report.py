@@ -157,8 +157,7 @@ def table4(pts: pd.DataFrame, out: Path, *, coarse_stage: str, alternative: str 
             for seed in ("coarse",) + reference.TABLE4_SEEDS:
                 row = [dataset, "paper: coarse (2024)" if seed == "coarse" else "paper: C2F", "2024" if seed == "coarse" else str(seed)]
                 for i, f in enumerate(families):
-                    p = "" if seed == "coarse" else f"{reference.TABLE4_PVALUES[dataset][seed][i]:.5f}"
-                    row += [f"{v:.4f}" for v in printed[seed][f]] + [p]
+                    row += [f"{v:.4f}" for v in printed[seed][f]] + ["" if seed == "coarse" else _paper_p(dataset, seed, i, f)]
                 rows.append(row)
     notes = [reference.TABLE4_HEADER_NOTE,
              "Paper protocol: scipy.stats.ttest_rel over the 4 cutoff values of one run against its coarse stage "
@@ -173,6 +172,13 @@ def table4(pts: pd.DataFrame, out: Path, *, coarse_stage: str, alternative: str 
     metrics_table = Table("table4", "Table 4: C2F against its coarse stage (LEGCF), corrected cutoffs", columns,
                           rows, pd.DataFrame(data), notes=notes)
     return metrics_table, _stats_table(comparisons, alternative)
+
+
+def _paper_p(dataset: str, seed: int, index: int, family: str) -> str:
+    """The printed Table-4 p-value and the one recomputed from the logs with the paper's protocol."""
+    logs = reference.C2F_LOGS[dataset]
+    recomputed = stats.paper_protocol(logs[seed][family], logs["coarse"][family]).pvalue
+    return f"{reference.TABLE4_PVALUES[dataset][seed][index]:.5f} (logs: {stats.format_p(recomputed)})"
 
 
 def _sound_comparisons(dataset: str, fine: dict[int, dict], out: Path, coarse_stage: str,
@@ -223,20 +229,33 @@ def _stats_table(comparisons: list[tuple], alternative: str) -> Table:
 
 
 def series_table(name: str, title: str, summary: pd.DataFrame, keys: list[str], metrics: list[str],
-                 notes: list[str] = ()) -> Table:
-    """A :func:`summarize` frame as a table: mean ± std over seeds per point, for each metric
-    (the numbers behind a figure)."""
-    columns = keys + ["seeds"] + [metric_label(m) for m in metrics]
+                 notes: list[str] = (), diagnostics: list[str] = ()) -> Table:
+    """A :func:`summarize` frame as a table: mean ± std over seeds per point, for each metric, then the
+    mean of each diagnostic (the numbers behind a figure)."""
+    columns = keys + ["seeds"] + [metric_label(m) for m in metrics] + list(diagnostics)
     rows = [[_display(r[k]) for k in keys] + [str(int(r["seeds"]))] +
-            [_fmt(r[f"{m}:mean"], r[f"{m}:std"]) for m in metrics] for _, r in summary.iterrows()]
+            [_fmt(r[f"{m}:mean"], r[f"{m}:std"]) for m in metrics] +
+            [f"{r[f'{d}:mean']:.4g}" for d in diagnostics] for _, r in summary.iterrows()]
     return Table(name, title, columns, rows, summary, notes=list(notes))
 
 
-def summarize(pts: pd.DataFrame, keys: list[str], metrics: list[str], stage: str | None = None) -> pd.DataFrame:
-    """Per group of ``keys``: ``seeds`` (finished runs), ``<metric>:mean`` and ``<metric>:std``."""
+def diagnostic_names(pts: pd.DataFrame) -> list[str]:
+    """Numeric diagnostics the method logged at the reported checkpoint (``final_diagnostics``)."""
+    names = {k for record in pts["record"] if record for k, v in record.get("final_diagnostics", {}).items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return sorted(names)
+
+
+def summarize(pts: pd.DataFrame, keys: list[str], metrics: list[str], stage: str | None = None,
+              diagnostics: list[str] = ()) -> pd.DataFrame:
+    """Per group of ``keys``: ``seeds`` (finished runs), ``<metric>:mean`` and ``<metric>:std``, and
+    ``<diagnostic>:mean`` for each name in ``diagnostics``."""
     frame = pts[keys].copy()
     for metric in metrics:
         frame[metric] = values(pts, metric, stage).to_numpy()
+    for name in diagnostics:
+        frame[f"diagnostic:{name}"] = pts["record"].map(
+            lambda r: float(r["final_diagnostics"].get(name, math.nan)) if r else math.nan).to_numpy()
     rows = []
     for key, group in frame.groupby(keys, sort=False, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
@@ -246,6 +265,8 @@ def summarize(pts: pd.DataFrame, keys: list[str], metrics: list[str], stage: str
         for metric in metrics:
             mean, std = stats.mean_std(done[metric]) if len(done) else (math.nan, math.nan)
             row[f"{metric}:mean"], row[f"{metric}:std"] = mean, std
+        for name in diagnostics:
+            row[f"{name}:mean"] = float(done[f"diagnostic:{name}"].mean()) if len(done) else math.nan
         rows.append(row)
     return pd.DataFrame(rows)
 

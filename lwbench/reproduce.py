@@ -119,9 +119,13 @@ def _fig5_cells(datasets, methods):
 
 def _build_fig5(pts, out, manifest, alternative) -> Outputs:
     metrics = list(figures.FIGURE_METRICS)
-    summary = report.summarize(pts, ["dataset", "factor", "value"], metrics)
+    diagnostics = report.diagnostic_names(pts)   # e.g. the non-zero fraction of S_λ(E^r) (methods.md 11.2)
+    summary = report.summarize(pts, ["dataset", "factor", "value"], metrics, diagnostics=diagnostics)
+    notes = report.status_notes(pts)
+    if diagnostics:
+        notes.append("Diagnostic columns: the method's own diagnostics at the reported checkpoint, mean over seeds.")
     table = report.series_table("fig5", "Figure 5: C2F sensitivity (one factor at a time, others as released)",
-                                summary, ["dataset", "factor", "value"], metrics, notes=report.status_notes(pts))
+                                summary, ["dataset", "factor", "value"], metrics, notes=notes, diagnostics=diagnostics)
     return Outputs([table], {"fig5": figures.sweep_lines(summary, list(SENSITIVITY_GRIDS))})
 
 

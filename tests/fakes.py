@@ -40,7 +40,7 @@ def write_record(out: Path, *, run_id: str, dataset: str, method: str, label: st
         "config": {"method": {"name": method, "options": options}, "trainer": {"max_epochs": 100}},
         "epochs_run": epochs, "train_seconds": seconds_per_epoch * epochs * 0.9,
         "eval_seconds": seconds_per_epoch * epochs * 0.1, "peak_memory_bytes": 2**30, "device": device,
-        "per_user_file": f"{run_id}.peruser.npz",
+        "per_user_file": f"{run_id}.peruser.npz", "final_diagnostics": {"nonzero_fraction": params / 2000, "phase": "x"},
     }
     runs = Path(out) / "runs"
     runs.mkdir(parents=True, exist_ok=True)

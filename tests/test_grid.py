@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lwbench.grid import (Cell, Execution, ExecutionRequest, GridProgress, estimate_seconds, expand, is_running,
+from lwbench.grid import (Cell, Execution, ExecutionRequest, GridProgress, device_slot, estimate_seconds, expand,
+                          is_running,
                           make_execution, parse_sweeps, plan_grid, run_grid, run_lock, runs_per_gpu,
                           summarize_failures)
 from lwbench.plugin import BuildContext, Method
@@ -158,6 +159,18 @@ def test_progress_sees_done_failed_and_running(tmp_path):
     progress.bar.close()
 
 
+def test_device_slots_share_gpus_round_robin_by_occupancy(tmp_path):
+    gpus = ("cuda:0", "cuda:1")
+    with device_slot(tmp_path, gpus, 4) as a, device_slot(tmp_path, gpus, 4) as b:
+        assert (a, b) == ("cuda:0", "cuda:1")
+        with device_slot(tmp_path, gpus, 4) as c:
+            assert c == "cuda:0"
+        with device_slot(tmp_path, gpus, 4) as c, device_slot(tmp_path, gpus, 4) as d:
+            assert (c, d) == ("cuda:0", "cuda:1")   # never three runs on one GPU while the other has one
+    with device_slot(tmp_path, ("cuda:3",), 0) as remote:
+        assert remote == "cuda:3"  # a remote worker owns its device: no slot
+
+
 def fake_record(dataset, method, device, epochs, seconds, cap=100, peak=0):
     return {"dataset": dataset, "method": method, "device": device, "epochs_run": epochs,
             "train_seconds": seconds * 0.75, "eval_seconds": seconds * 0.25, "config": {"trainer": {"max_epochs": cap}},
@@ -189,6 +202,8 @@ def test_runs_per_gpu_from_measured_peak_memory(toy_dir, monkeypatch):
     records = [fake_record(dataset, "ud", "cuda:0", 10, 1.0, peak=20 * 2**30)]
     assert runs_per_gpu(plan.runs, records, devices)[0] == 3      # floor(0.9 * 80 / 20)
     assert runs_per_gpu(plan.runs, [], devices)[0] == 1           # nothing measured: one per GPU
+    small = [fake_record(dataset, "ud", "cuda:0", 10, 1.0, peak=2**30)]
+    assert runs_per_gpu(plan.runs, small, devices)[0] == 4        # memory would allow 72: capped
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
     assert runs_per_gpu(plan.runs, records, devices)[0] == 2      # but not more processes than cores per GPU
 
