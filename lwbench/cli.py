@@ -1,5 +1,7 @@
 """Command line: ``python run_bench.py [options]`` (see ``--help``). With no arguments it runs the demo:
-UD on the built-in synthetic dataset, on the GPU when one is visible, else the CPU."""
+UD on the built-in synthetic dataset, on the GPU when one is visible, else the CPU.
+
+The subcommands ``grid``, ``reproduce NAME`` and ``report`` are in :mod:`lwbench.commands`."""
 from __future__ import annotations
 
 import argparse
@@ -21,6 +23,12 @@ examples:
   python run_bench.py                                     # demo: ud on synthetic data
   python run_bench.py --methods ud --budget 500buckets --dataset gowalla --data-dir ../shared/datasets
   python run_bench.py --methods ud --set ud.dim=64 --set trainer.batch_size=2048 --plan
+
+subcommands (each has --help):
+  python run_bench.py grid --datasets gowalla --methods ud,legcf --budgets 1%,2% --seeds 2024,2025 --jobs 4
+  python run_bench.py reproduce table3 --data-dir ../shared/datasets     # also table4, fig4, fig5, fig6, budget-curve
+  python run_bench.py reproduce table3 --quick                            # CPU smoke test on synthetic data
+  python run_bench.py report --out results                                # tables and figures from records only
 """
 
 
@@ -54,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _parse_seeds(text: str) -> list[int]:
+def parse_seeds(text: str) -> list[int]:
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
@@ -64,10 +72,16 @@ def _parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+SUBCOMMANDS = ("grid", "reproduce", "report")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        return _run(args)
+        if argv and argv[0] in SUBCOMMANDS:
+            from .commands import run_subcommand  # imported on demand: plain runs skip its imports
+            return run_subcommand(argv[0], argv[1:])
+        return _run(build_parser().parse_args(argv))
     except (ConfigError, BudgetError, DataError, UnknownMethodError, FileNotFoundError, RuntimeError) as exc:
         print(f"run_bench.py: error: {exc}", file=sys.stderr)
         return 2
@@ -79,7 +93,7 @@ def _run(args: argparse.Namespace) -> int:
         print("datasets:", ", ".join(available_cards()))
         return 0
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    seeds = _parse_seeds(args.seeds)
+    seeds = parse_seeds(args.seeds)
     overrides = parse_set_options(args.sets)
     if args.epochs is not None:
         overrides.setdefault("trainer", {})["max_epochs"] = args.epochs

@@ -130,11 +130,25 @@ def candidate_folders(name: str, data_dir: str | None) -> list[Path]:
     return [root / name for root in roots] + [cache_dir() / name]
 
 
-def _locate(card: DatasetCard, data_dir: str | None, offline: bool | None) -> Path:
-    folders = candidate_folders(card.name, data_dir)
-    for folder in folders:
+def find_local_folder(name: str, data_dir: str | None) -> Path | None:
+    """The first lookup folder that holds both splits of ``name`` (no download), or None."""
+    for folder in candidate_folders(name, data_dir):
         if all(_split_file(folder, s) for s in SPLITS):
             return folder
+    return None
+
+
+def available_locally(name: str, data_dir: str | None = None) -> bool:
+    """Whether a card's dataset loads without a download: generated, or its files are found."""
+    card = get_card(name)
+    return card.generator is not None or find_local_folder(name, data_dir) is not None
+
+
+def _locate(card: DatasetCard, data_dir: str | None, offline: bool | None) -> Path:
+    folders = candidate_folders(card.name, data_dir)
+    found = find_local_folder(card.name, data_dir)
+    if found is not None:
+        return found
     target = cache_dir() / card.name
     if offline is None:
         offline = os.environ.get("LWBENCH_OFFLINE", "") not in ("", "0")

@@ -198,6 +198,22 @@ def find_record(out: Path, spec: RunSpec) -> dict | None:
     return record if record.get("config_hash") == spec.config_hash else None
 
 
+def run_or_record_failure(spec: RunSpec, dataset: LoadedDataset, out: Path, device: torch.device, *,
+                          show_progress: bool | None = None, log: Callable[[str], None] | None = None
+                          ) -> tuple[dict | None, dict | None]:
+    """Execute one run; returns (record, None), or (None, failure) after writing ``<run_id>.failed.json``.
+    A failed run must not stop the others (here or in a grid), so its error is kept on disk instead."""
+    try:
+        return execute_run(spec, dataset, out, device, show_progress=show_progress, log=log), None
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        failure = {"run_id": spec.run_id, "method": spec.method, "seed": spec.seed, "error": repr(exc),
+                   "traceback": traceback.format_exc(), "config": spec.config, "config_hash": spec.config_hash}
+        atomic_write_json(Path(out) / "runs" / f"{spec.run_id}.failed.json", failure)
+        return None, failure
+
+
 def run_all(specs: list[RunSpec], dataset: LoadedDataset, out: Path, device: torch.device, *, force: bool = False,
             show_progress: bool | None = None, log: Callable[[str], None] | None = None
             ) -> tuple[list[dict], list[dict]]:
@@ -212,17 +228,13 @@ def run_all(specs: list[RunSpec], dataset: LoadedDataset, out: Path, device: tor
             continue
         log(f"[{index}/{len(specs)}] {spec.run_id}: training on {device}")
         started = time.perf_counter()
-        try:
-            records.append(execute_run(spec, dataset, out, device, show_progress=show_progress, log=log))
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:  # one failed run must not stop the others; its error is kept on disk
-            failure = {"run_id": spec.run_id, "method": spec.method, "seed": spec.seed, "error": repr(exc),
-                       "traceback": traceback.format_exc(), "config": spec.config, "config_hash": spec.config_hash}
-            atomic_write_json(Path(out) / "runs" / f"{spec.run_id}.failed.json", failure)
+        record, failure = run_or_record_failure(spec, dataset, out, device, show_progress=show_progress, log=log)
+        if failure is not None:
             failures.append(failure)
-            log(f"[{index}/{len(specs)}] {spec.run_id}: FAILED: {exc!r} (traceback in runs/{spec.run_id}.failed.json)")
+            log(f"[{index}/{len(specs)}] {spec.run_id}: FAILED: {failure['error']} "
+                f"(traceback in runs/{spec.run_id}.failed.json)")
             continue
+        records.append(record)
         log(f"[{index}/{len(specs)}] {spec.run_id}: done in {time.perf_counter() - started:.1f}s")
     return records, failures
 

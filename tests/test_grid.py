@@ -1,0 +1,244 @@
+"""The grid runner: expansion, failures that do not stop the grid, parallel = sequential, resume after
+kill -9, progress states, plan estimates, and the dask backend (when installed)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lwbench.grid import (Cell, Execution, ExecutionRequest, GridProgress, device_slot, estimate_seconds, expand,
+                          is_running,
+                          make_execution, parse_sweeps, plan_grid, run_grid, run_lock, runs_per_gpu,
+                          summarize_failures)
+from lwbench.plugin import BuildContext, Method
+from lwbench.registry import get_method, register
+
+ROOT = Path(__file__).resolve().parents[1]
+SEEDS = [1, 2]
+TRAINER = {"max_epochs": 20, "eval_every": 5, "batch_size": 1024}
+QUIET = dict(show_progress=False, log=lambda message: None)
+
+
+def toy_cells(toy_dir, method="ud"):
+    return expand([str(toy_dir)], [method], ["500buckets"], overrides={"ud": {"dim": 8}, "trainer": TRAINER})
+
+
+def comparable(record):
+    """What must not depend on how the grid was executed (timings, pids and dates may)."""
+    losses = [entry["loss"] for entry in record["history"] if "loss" in entry]
+    return {k: record[k] for k in ("run_id", "config_hash", "metrics", "checkpoints", "epochs_run", "params")} | \
+        {"losses": losses}
+
+
+@pytest.fixture(scope="module")
+def reference(toy_dir, tmp_path_factory):
+    """The grid run sequentially, in this process, with one CPU thread per run."""
+    out = tmp_path_factory.mktemp("reference")
+    plan = plan_grid(toy_cells(toy_dir), SEEDS)
+    outcome = run_grid(plan, out, Execution(jobs=1, threads=1), **QUIET)
+    assert not outcome.failures and len(outcome.records) == 2
+    return {run_id: comparable(record) for run_id, record in outcome.records.items()}
+
+
+def test_expand_multiplies_sweeps_only_for_their_owner():
+    cells = expand(["a", "b"], ["ud", "c2f"], ["1%", "2%"], overrides={"ud": {"dim": 64}, "c2f": {"gate": 0.1}},
+                   sweeps=parse_sweeps(["c2f.threshold=0.5,1,3", "trainer.lr=1e-3,3e-3"]))
+    ud = [c for c in cells if c.method == "ud"]
+    c2f = [c for c in cells if c.method == "c2f"]
+    assert len(ud) == 2 * 2 * 2 and len(c2f) == 2 * 2 * 3 * 2
+    assert all(c.overrides["ud"] == {"dim": 64} and "c2f" not in c.overrides for c in ud)
+    assert {c.coords["c2f.threshold"] for c in c2f} == {0.5, 1, 3}
+    assert all(c.overrides["c2f"]["gate"] == 0.1 and c.overrides["trainer"]["lr"] in (1e-3, 3e-3) for c in c2f)
+    with pytest.raises(ValueError, match="expected OWNER.OPTION=V1,V2"):
+        parse_sweeps(["threshold=1,2"])
+    with pytest.raises(ValueError, match="name qr, which is neither 'trainer' nor one of the grid's methods"):
+        expand(["a"], ["ud"], ["1%"], overrides={"qr": {"x": 1}})
+
+
+@register
+class FailsOnSeedTwo(Method):
+    """UD, except that seed 2 fails while building (a run that crashes mid-grid)."""
+    name = "test-fails-on-seed-2"
+    budgeted = False
+    options = {"dim": 8, "init_std": 0.1}
+
+    def planned_count(self, options, stats):
+        return get_method("ud").planned_count(options, stats)
+
+    def build(self, ctx: BuildContext):
+        if ctx.seed == 2:
+            raise RuntimeError("simulated failure of seed 2")
+        return get_method("ud").build(ctx)
+
+
+def test_a_failing_run_does_not_stop_the_grid(toy_dir, tmp_path):
+    plan = plan_grid(expand([str(toy_dir)], ["test-fails-on-seed-2"], ["none"],
+                            overrides={"trainer": {**TRAINER, "max_epochs": 2}}), [1, 2, 3])
+    messages = []
+    outcome = run_grid(plan, tmp_path, Execution(jobs=1, threads=1), show_progress=False, log=messages.append)
+    assert sorted(r["seed"] for r in outcome.records.values()) == [1, 3]
+    (run_id, failure), = outcome.failures.items()
+    assert "seed 2" in failure["error"] and "Traceback" in failure["traceback"]
+    on_disk = json.loads((tmp_path / "runs" / f"{run_id}.failed.json").read_text())
+    assert on_disk["error"] == failure["error"]
+    assert run_id in summarize_failures(outcome.failures, tmp_path) and "FAILED" in summarize_failures(outcome.failures, tmp_path)
+    assert any(m.startswith("grid: failed") and run_id in m for m in messages)
+    assert "simulated failure" in (tmp_path / "logs" / f"{run_id}.log").read_text()
+
+
+def test_parallel_workers_give_the_sequential_records(toy_dir, tmp_path, reference):
+    plan = plan_grid(toy_cells(toy_dir), SEEDS)
+    outcome = run_grid(plan, tmp_path, Execution(jobs=2, threads=1), **QUIET)
+    assert {run_id: comparable(r) for run_id, r in outcome.records.items()} == reference
+    pids = {(tmp_path / "logs" / f"{run_id}.log").read_text().split("pid ")[1].split(")")[0] for run_id in reference}
+    assert str(os.getpid()) not in pids  # the runs went to worker processes
+    again = run_grid(plan, tmp_path, Execution(jobs=2, threads=1), **QUIET)
+    assert again.reused == 2 and not again.failures
+
+
+def grid_command(toy_dir, out):
+    return [sys.executable, str(ROOT / "run_bench.py"), "grid", "--datasets", str(toy_dir), "--methods", "ud",
+            "--seeds", ",".join(map(str, SEEDS)), "--set", "ud.dim=8", "--device", "cpu", "--jobs", "1",
+            "--threads", "1", "--no-progress", "--out", str(out)] + \
+        [arg for key, value in TRAINER.items() for arg in ("--set", f"trainer.{key}={value}")]
+
+
+def test_kill_9_mid_grid_then_rerun_gives_the_uninterrupted_records(toy_dir, tmp_path, reference):
+    out = tmp_path / "out"
+    env = dict(os.environ, LWBENCH_OFFLINE="1")
+    second = next(run_id for run_id in reference if "-s2-" in run_id)
+    process = subprocess.Popen(grid_command(toy_dir, out), env=env, cwd=tmp_path, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    resume_file = out / "work" / second / "last.pt"
+    deadline = time.time() + 300
+    while not resume_file.exists():  # the second run is under way: its first epochs are saved
+        assert process.poll() is None, process.stderr.read().decode()
+        assert time.time() < deadline, "the grid never reached its second run"
+        time.sleep(0.005)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (out / "runs" / f"{second}.json").exists(), "killed too late: the run had finished"
+    rerun = subprocess.run(grid_command(toy_dir, out), env=env, cwd=tmp_path, capture_output=True, text=True,
+                           timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "1 reused" in rerun.stderr
+    assert "resuming from" in (out / "logs" / f"{second}.log").read_text()
+    records = {p.stem: comparable(json.loads(p.read_text())) for p in (out / "runs").glob("*.json")}
+    assert records == reference
+
+
+def test_progress_sees_done_failed_and_running(tmp_path):
+    class Run:
+        def __init__(self, run_id):
+            self.run_id = run_id
+    runs = [Run(name) for name in ("done", "failed", "running", "pending")]
+    progress = GridProgress(runs, tmp_path, jobs=2, show=False, log=lambda message: None)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "done.json").write_text("{}")
+    (tmp_path / "runs" / "failed.failed.json").write_text("{}")
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with run_lock(tmp_path, "running"):
+            held.set()
+            release.wait(10)
+    worker = threading.Thread(target=hold)
+    worker.start()
+    held.wait(10)
+    progress.poll()
+    assert progress.state == {"done": "done", "failed": "failed", "running": "running", "pending": "pending"}
+    release.set()
+    worker.join()
+    assert not is_running(tmp_path, "running")
+    progress.bar.close()
+
+
+def test_device_slots_share_gpus_round_robin_by_occupancy(tmp_path):
+    gpus = ("cuda:0", "cuda:1")
+    with device_slot(tmp_path, gpus, 4) as a, device_slot(tmp_path, gpus, 4) as b:
+        assert (a, b) == ("cuda:0", "cuda:1")
+        with device_slot(tmp_path, gpus, 4) as c:
+            assert c == "cuda:0"
+        with device_slot(tmp_path, gpus, 4) as c, device_slot(tmp_path, gpus, 4) as d:
+            assert (c, d) == ("cuda:0", "cuda:1")   # never three runs on one GPU while the other has one
+    with device_slot(tmp_path, ("cuda:3",), 0) as remote:
+        assert remote == "cuda:3"  # a remote worker owns its device: no slot
+
+
+def fake_record(dataset, method, device, epochs, seconds, cap=100, peak=0):
+    return {"dataset": dataset, "method": method, "device": device, "epochs_run": epochs,
+            "train_seconds": seconds * 0.75, "eval_seconds": seconds * 0.25, "config": {"trainer": {"max_epochs": cap}},
+            "peak_memory_bytes": peak}
+
+
+def test_estimates_from_measured_epochs(toy_dir):
+    plan = plan_grid(toy_cells(toy_dir), SEEDS)
+    dataset = plan.runs[0].spec.config["dataset"]["name"]
+    cap = TRAINER["max_epochs"]
+    records = [fake_record(dataset, "ud", "cpu", 10, 20.0, cap), fake_record(dataset, "ud", "cpu", 30, 30.0, cap),
+               fake_record(dataset, "ud", "cuda:0", 10, 1.0, cap), fake_record(dataset, "qr", "cpu", 10, 99.0, cap)]
+    seconds, unknown = estimate_seconds(plan.runs, records, "cpu")
+    # median seconds per epoch (2.0, 1.0) = 1.5, median epochs (10, 30) = 20, two runs
+    assert unknown == 0 and seconds == pytest.approx(2 * 1.5 * 20)
+    seconds, unknown = estimate_seconds(plan.runs, records[:1], "cuda")
+    assert unknown == 2 and seconds == 0
+
+
+def test_runs_per_gpu_from_measured_peak_memory(toy_dir, monkeypatch):
+    plan = plan_grid(toy_cells(toy_dir), SEEDS)
+    dataset = plan.runs[0].spec.config["dataset"]["name"]
+
+    class Properties:
+        total_memory = 80 * 2**30
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Properties)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    devices = ("cuda:0", "cuda:1")
+    records = [fake_record(dataset, "ud", "cuda:0", 10, 1.0, peak=20 * 2**30)]
+    assert runs_per_gpu(plan.runs, records, devices)[0] == 3      # floor(0.9 * 80 / 20)
+    assert runs_per_gpu(plan.runs, [], devices)[0] == 1           # nothing measured: one per GPU
+    small = [fake_record(dataset, "ud", "cuda:0", 10, 1.0, peak=2**30)]
+    assert runs_per_gpu(plan.runs, small, devices)[0] == 4        # memory would allow 72: capped
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert runs_per_gpu(plan.runs, records, devices)[0] == 2      # but not more processes than cores per GPU
+
+
+def test_execution_requests_are_checked(toy_dir):
+    execution, how = make_execution(ExecutionRequest(device="cpu", jobs=3), [], [])
+    assert execution.jobs == 3 and execution.devices == ("cpu",) and "--jobs" in how
+    with pytest.raises(RuntimeError, match="--gpus"):
+        make_execution(ExecutionRequest(device="cpu", gpus="0"), [], [])
+    with pytest.raises(RuntimeError, match="--gpus applies to local runs"):
+        make_execution(ExecutionRequest(backend="dask", gpus="0"), [], [])
+    with pytest.raises(RuntimeError, match="--jobs must be at least 1"):
+        make_execution(ExecutionRequest(jobs=0), [], [])
+
+
+def test_dask_backend_gives_the_sequential_records(toy_dir, tmp_path, reference):
+    pytest.importorskip("distributed", reason="dask.distributed is an optional extra (lwbench[dask])")
+    plan = plan_grid(toy_cells(toy_dir), SEEDS)
+    outcome = run_grid(plan, tmp_path, Execution(jobs=2, backend="dask", remote_device="cpu", threads=1, devices=()),
+                       **QUIET)
+    assert {run_id: comparable(r) for run_id, r in outcome.records.items()} == reference
+
+
+def test_missing_dask_is_a_clear_error(toy_dir, tmp_path, monkeypatch):
+    try:
+        import distributed  # noqa: F401
+        pytest.skip("dask.distributed is installed")
+    except ImportError:
+        pass
+    plan = plan_grid(toy_cells(toy_dir), [1])
+    with pytest.raises(RuntimeError, match=r"pip install 'lwbench\[dask\]'"):
+        run_grid(plan, tmp_path, Execution(jobs=1, backend="dask", devices=()), **QUIET)
+
+
+def test_cell_overrides_reach_the_run(toy_dir):
+    plan = plan_grid([Cell(str(toy_dir), "ud", "none", {"ud": {"dim": 16}})], [5])
+    (run,) = plan.runs
+    assert run.spec.options["dim"] == 16 and run.spec.seed == 5 and run.cell.budget == "none"

@@ -1,0 +1,80 @@
+"""`run_bench.py reproduce` / `report`: plans, clear errors for missing methods, the real UD runs of
+table3 on toy data, regeneration from records, and the grids of the C2F targets."""
+import json
+
+import pytest
+
+from lwbench import reproduce
+from lwbench.cli import main
+from lwbench.reference import TABLE3_METHODS
+from lwbench.registry import method_names
+
+
+@pytest.mark.parametrize("target", ["table4", "fig4", "fig5", "fig6"])
+def test_targets_name_their_missing_methods(target, monkeypatch, capsys):
+    monkeypatch.setattr(reproduce, "method_names", lambda: ["ud"])
+    assert main(["reproduce", target, "--quick", "--plan"]) == 2
+    err = capsys.readouterr().err
+    assert f"target {target} needs method(s) c2f, which are not registered (registered: ud)" in err
+
+
+def test_budget_curve_needs_a_budgeted_method(monkeypatch, capsys):
+    monkeypatch.setattr(reproduce, "method_names", lambda: ["ud"])
+    assert main(["reproduce", "budget-curve", "--quick", "--plan"]) == 2
+    assert "budget-curve needs at least one budgeted method; registered: ud" in capsys.readouterr().err
+
+
+def test_quick_plan_uses_synthetic_data_and_lists_missing_table3_methods(tmp_path, capsys):
+    assert main(["reproduce", "table3", "--quick", "--plan", "--methods", "ud", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "datasets: synthetic; seeds: 2024" in out and "[quick" in out
+    assert "plan: 2 runs (0 reused" in out and "estimated: unknown for 2 runs" in out
+    missing = [m for m in TABLE3_METHODS if m not in method_names()]
+    if missing:
+        assert f"not implemented (listed in the table): {', '.join(missing)}" in out
+    assert not (tmp_path / "runs").exists()  # --plan trains nothing
+
+
+def test_table3_on_toy_data_then_reuse_then_report(toy_dir, tmp_path, capsys):
+    out, figures = tmp_path / "results", tmp_path / "figures"
+    args = ["reproduce", "table3", "--quick", "--datasets", str(toy_dir), "--methods", "ud", "--seeds", "1", "--epochs", "1",
+            "--out", str(out), "--figures", str(figures), "--device", "cpu", "--no-progress"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert "plan: 2 runs (0 reused" in first
+    markdown = (out / "table3.md").read_text()
+    assert "| toy | UD-128 | 1 |" in markdown and "| toy | UD-64 | 1 |" in markdown
+    records = [json.loads(p.read_text()) for p in (out / "runs").glob("*.json")]
+    assert sorted(r["params"] for r in records) == [500 * 64, 500 * 128]
+    assert all(r["epochs_run"] == 1 and r["config"]["trainer"]["eval_every"] == 1 for r in records)  # --epochs wins
+    manifest = json.loads((out / "grids" / "table3.json").read_text())
+    assert {row["run_id"] for row in manifest["rows"]} == {r["run_id"] for r in records}
+
+    assert main(args) == 0  # everything exists: reused, nothing trained
+    assert "plan: 2 runs (2 reused" in capsys.readouterr().out
+    assert len(list((out / "runs").glob("*.json"))) == 2
+
+    (out / "table3.md").unlink()
+    assert main(["report", "--out", str(out), "--figures", str(figures)]) == 0
+    assert (out / "table3.md").read_text() == markdown
+    assert "ud-128" in (out / "summary.md").read_text()
+
+
+def test_report_needs_records(tmp_path, capsys):
+    assert main(["report", "--out", str(tmp_path)]) == 2
+    assert "runs does not exist" in capsys.readouterr().err
+
+
+def test_c2f_targets_use_the_option_mapping():
+    options = set(reproduce.C2F_OPTIONS.values())
+    fig5 = reproduce.TARGETS["fig5"].cells(["gowalla"], ["c2f"])
+    assert len(fig5) == 20 and all(len(c.overrides["c2f"]) == 1 and set(c.overrides["c2f"]) <= options for c in fig5)
+    assert {c.overrides["c2f"]["threshold"] for c in fig5 if "threshold" in c.overrides["c2f"]} == {0.5, 1, 3, 5, 10}
+    fig4 = reproduce.TARGETS["fig4"].cells(["gowalla"], ["c2f"])
+    assert [c.overrides["c2f"]["ablation"] for c in fig4] == ["none", "A", "B", "C", "D"]
+    fig6 = reproduce.TARGETS["fig6"].cells(["gowalla"], ["c2f"])
+    fixed_coarse = [c.overrides["c2f"] for c in fig6 if c.coords["panel"] == "a"]
+    assert all(o["coarse_buckets"] == 100 for o in fixed_coarse)
+    assert [o["fine_buckets"] for o in fixed_coarse] == [20, 40, 60, 80, 100]
+    fixed_total = [c.overrides["c2f"] for c in fig6 if c.coords["panel"] == "b"]
+    assert all(o["coarse_buckets"] + o.get("fine_buckets", 0) == 200 for o in fixed_total)
