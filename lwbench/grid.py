@@ -37,6 +37,7 @@ from joblib import Parallel, delayed, parallel_config
 from tqdm.auto import tqdm
 
 from .budget import BudgetError
+from .checkpoint import exclusive_lock
 from .config import ConfigError, parse_value
 from .datasets import LoadedDataset, load_dataset
 from .environment import resolve_device
@@ -282,21 +283,14 @@ def runs_per_gpu(runs: list[GridRun], records: list[dict], devices: tuple[str, .
     return fit, f"measured peak {peak / 2**30:.1f} GiB of {total / 2**30:.0f} GiB per GPU"
 
 
-@contextlib.contextmanager
-def run_lock(out: Path, run_id: str) -> Iterator[None]:
-    """Hold ``<out>/locks/<run_id>.lock`` exclusively (blocking); the kernel drops it when the process dies."""
-    path = Path(out) / "locks" / f"{run_id}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def run_lock_path(out: Path, run_id: str) -> Path:
+    """``<out>/locks/<run_id>.lock``: held (blocking) by whoever trains the run; the kernel drops it when
+    the process dies, so a rerun after ``kill -9`` waits only for workers that are still alive."""
+    return Path(out) / "locks" / f"{run_id}.lock"
 
 
 def is_running(out: Path, run_id: str) -> bool:
-    path = Path(out) / "locks" / f"{run_id}.lock"
+    path = run_lock_path(out, run_id)
     if not path.exists():
         return False
     with open(path, "a") as handle:
@@ -354,7 +348,7 @@ def execute_task(run: GridRun, out: str, devices: tuple[str, ...], slots: int, t
     if threads:
         torch.set_num_threads(threads)
     out = Path(out)
-    with run_lock(out, run.run_id):
+    with exclusive_lock(run_lock_path(out, run.run_id)):
         existing = None if force else find_record(out, run.spec)
         if existing is not None:
             return {"run_id": run.run_id, "record": existing}

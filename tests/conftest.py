@@ -11,6 +11,7 @@ import torch
 
 from lwbench import synthetic
 from lwbench.data import build_interactions
+from lwbench.trainer import Trainer
 
 
 @pytest.fixture(autouse=True)
@@ -58,3 +59,31 @@ def toy_dir(tmp_path_factory, toy_raw):
     write_lightgcn(folder / "train.txt", train.users, train.items)
     write_lightgcn(folder / "test.txt.gz", test.users, test.items, gz=True)
     return folder
+
+
+def assert_resumes_identically(reference, make_trainer, crash_points, monkeypatch):
+    """Kill a run (KeyboardInterrupt out of ``train_epoch``) after each number of epochs in
+    ``crash_points``, resume it with a fresh trainer on the same work folder, and require the result of
+    the uninterrupted ``reference``: same checkpoints and metrics, epochs and final diagnostics.
+    ``make_trainer(name)`` returns a new trainer working in a folder named ``name``."""
+    original = Trainer.train_epoch
+    for crash_after in crash_points:
+        calls = {"n": 0}
+
+        def crashing(self, *args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] > crash_after:
+                raise KeyboardInterrupt("simulated kill")
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(Trainer, "train_epoch", crashing)
+        with pytest.raises(KeyboardInterrupt):
+            make_trainer(f"crash{crash_after}").fit()
+        monkeypatch.setattr(Trainer, "train_epoch", original)
+        resumed = make_trainer(f"crash{crash_after}").fit()
+        assert resumed.reported == reference.reported
+        assert resumed.schedule.epochs_run == reference.schedule.epochs_run
+        for key, checkpoint in reference.checkpoints.items():
+            assert resumed.checkpoints[key].epoch == checkpoint.epoch
+            assert resumed.checkpoints[key].test == checkpoint.test, (crash_after, key)
+        assert resumed.diagnostics == reference.diagnostics

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from lwbench.checkpoint import exclusive_lock
 from lwbench.grid import (Cell, Execution, ExecutionRequest, GridProgress, device_slot, estimate_seconds, expand,
-                          is_running,
-                          make_execution, parse_sweeps, plan_grid, run_grid, run_lock, runs_per_gpu,
+                          is_running, make_execution, parse_sweeps, plan_grid, run_grid, run_lock_path, runs_per_gpu,
                           summarize_failures)
 from lwbench.plugin import BuildContext, Method
 from lwbench.registry import get_method, register
@@ -145,7 +145,7 @@ def test_progress_sees_done_failed_and_running(tmp_path):
     held, release = threading.Event(), threading.Event()
 
     def hold():
-        with run_lock(tmp_path, "running"):
+        with exclusive_lock(run_lock_path(tmp_path, "running")):
             held.set()
             release.wait(10)
     worker = threading.Thread(target=hold)

@@ -5,6 +5,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from conftest import assert_resumes_identically
 from lwbench import metis
 from lwbench.assignment import (ExpandedGraphBuilder, RefreshSchedule, SparseAssignment, anchored_assignment,
                                 pinv_scores, top_t_assignment)
@@ -295,27 +296,9 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(toy, tmp_path, monkeyp
     phases = [h["phase"] for h in reference.history if "loss" in h]
     assert phases.count(UPDATE) >= 2, "the run must reach UPDATE for the resume to test refreshed S"
     first_update = phases.index(UPDATE)
-    for crash_after in (1, first_update + 2):   # in FIXED, and after two refreshes in UPDATE
-        original = Trainer.train_epoch
-        calls = {"n": 0}
-
-        def crashing(self, *args, **kwargs):
-            calls["n"] += 1
-            if calls["n"] > crash_after:
-                raise KeyboardInterrupt("simulated kill")
-            return original(self, *args, **kwargs)
-
-        monkeypatch.setattr(Trainer, "train_epoch", crashing)
-        with pytest.raises(KeyboardInterrupt):
-            legcf_trainer(toy, options, TOY_CONFIG, tmp_path / f"crash{crash_after}").fit()
-        monkeypatch.setattr(Trainer, "train_epoch", original)
-        resumed = legcf_trainer(toy, options, TOY_CONFIG, tmp_path / f"crash{crash_after}").fit()
-        assert resumed.schedule.epochs_run == reference.schedule.epochs_run
-        for key, checkpoint in reference.checkpoints.items():
-            assert resumed.checkpoints[key].epoch == checkpoint.epoch
-            assert resumed.checkpoints[key].test == checkpoint.test, (crash_after, key)
-        assert resumed.diagnostics == reference.diagnostics
-
+    assert_resumes_identically(   # crashes in FIXED, and after two refreshes in UPDATE
+        reference, lambda name: legcf_trainer(toy, options, TOY_CONFIG, tmp_path / name),
+        (1, first_update + 2), monkeypatch)
 
 def test_learns_on_synthetic_in_both_phases_and_beats_random_embeddings(tmp_path):
     data = load_dataset("synthetic").interactions

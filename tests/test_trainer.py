@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import assert_resumes_identically
 from lwbench.budget import ParamCount
 from lwbench.config import TrainerConfig
 from lwbench.datasets import load_dataset
@@ -92,28 +93,8 @@ def test_two_phase_schedule_and_hooks(toy, tmp_path):
 def test_resume_after_a_crash_equals_an_uninterrupted_run(toy, tmp_path, monkeypatch):
     method = TwoStageDummy()
     reference = make_trainer(method, toy, tmp_path, "reference").fit()
-    for crash_after in (1, 6, 31):  # in the warm stage, early in main, in main's UPDATE phase
-        name = f"crash{crash_after}"
-        original = Trainer.train_epoch
-        calls = {"n": 0}
-
-        def crashing(self, *args, **kwargs):
-            calls["n"] += 1
-            if calls["n"] > crash_after:
-                raise KeyboardInterrupt("simulated kill")
-            return original(self, *args, **kwargs)
-
-        monkeypatch.setattr(Trainer, "train_epoch", crashing)
-        with pytest.raises(KeyboardInterrupt):
-            make_trainer(method, toy, tmp_path, name).fit()
-        monkeypatch.setattr(Trainer, "train_epoch", original)
-        resumed = make_trainer(method, toy, tmp_path, name).fit()
-        assert resumed.reported == reference.reported
-        for key, checkpoint in reference.checkpoints.items():
-            assert resumed.checkpoints[key].epoch == checkpoint.epoch
-            assert resumed.checkpoints[key].test == checkpoint.test, (crash_after, key)
-        assert resumed.schedule.epochs_run == reference.schedule.epochs_run
-
+    assert_resumes_identically(   # crashes in the warm stage, early in main, in main's UPDATE phase
+        reference, lambda name: make_trainer(method, toy, tmp_path, name), (1, 6, 31), monkeypatch)
 
 def test_same_seed_same_metrics_different_seed_differs(toy, tmp_path):
     method = get_method("ud")
