@@ -9,7 +9,7 @@ import torch
 from sklearn.decomposition import SparsePCA
 from test_legcf import dense_expanded
 
-from lwbench import metis
+from lwbench import metis, sparse_pca
 from lwbench.assignment import SparseAssignment
 from lwbench.budget import BudgetError, parse_budget
 from lwbench.checkpoint import seed_everything, torch_load
@@ -218,6 +218,21 @@ def test_fine_init_follows_selection_sparse_pca_padding_and_bridging(toy, tmp_pa
     assert np.allclose(graph, expected, atol=1e-6) and np.allclose(graph, graph.T, atol=1e-7)
     assert graph.min() >= 0 and graph.max() <= 1
     assert module.param_groups(FINE)[1] == {"params": [module.meta], "lr": 0.0}     # E^c frozen
+    # d^r >= d: the SparsePCA scores are used unpadded (methods.md 8.3 step 5).
+    unpadded = enter_fine(build_module(toy, tmp_path, fine_components=40)).fine_meta.detach().numpy()
+    full_rank = SparsePCA(n_components=16, alpha=1, random_state=streams.sparse_pca_state).fit_transform(meta[selection])
+    assert unpadded.shape == (6, 16) and np.allclose(unpadded, full_rank, atol=1e-5)
+
+
+def test_sparse_pca_scores_are_cached_by_input_and_random_state(tmp_path, monkeypatch):
+    rows = np.random.default_rng(0).normal(size=(6, 10)).astype(np.float32)
+    first = sparse_pca.sparse_pca_scores(rows, 4, random_state=1, cache_dir=tmp_path)
+    assert np.allclose(first, SparsePCA(n_components=4, alpha=1, random_state=1).fit_transform(rows))
+    monkeypatch.setattr(sparse_pca, "SparsePCA", None)                               # any fit now fails
+    assert np.array_equal(sparse_pca.sparse_pca_scores(rows, 4, random_state=1, cache_dir=tmp_path), first)
+    for changed in ((rows + 1, 4, 1), (rows, 3, 1), (rows, 4, 2)):
+        with pytest.raises(TypeError):
+            sparse_pca.sparse_pca_scores(*changed, cache_dir=tmp_path)
 
 
 def test_variant_paper_differs_exactly_in_the_listed_behaviours(toy, tmp_path):
@@ -405,6 +420,11 @@ def test_fine_seeds_reuse_one_coarse_stage_and_fully_seeded_runs_do_not(toy, tmp
     for key in ("coarse/fixed", "coarse/update"):
         assert first.checkpoints[key].test == second.checkpoints[key].test
     assert first.checkpoints["fine/update"].test != second.checkpoints["fine/update"].test
+    # Reusing the coarse stage gives the same run as training it: seed 2 alone, with its own cache.
+    alone = c2f_trainer(toy, tmp_path / "alone", "b", seed=2, coarse_seed=7, fine_buckets=4, fine_topk=2,
+                        threshold=0.5).fit()
+    assert {key: c.test for key, c in alone.checkpoints.items()} == \
+        {key: c.test for key, c in second.checkpoints.items()}
     trained.clear()
     seeded = [c2f_trainer(toy, tmp_path, f"s{seed}", seed=seed, coarse_seed=-1).fit() for seed in (1, 2)]
     assert {seed for seed, stage in trained if stage == "coarse"} == {1, 2}            # one coarse stage per seed
