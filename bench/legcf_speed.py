@@ -1,11 +1,22 @@
 #!/usr/bin/env python3
-"""Speed of LEGCF's assignment machinery (methods.md 7.2, 7.3): METIS initialisation (uncached), and one
-assignment refresh ``S <- top_t(H_full pinv(H_meta))`` including the rebuild of the expanded graph,
-split into its two halves. A benchmark, not a test. Targets on one H100 (Gowalla, m=500, t=2): refresh
-+ rebuild <= 1 s (the official code takes 124-132 s), METIS <= 10 s. Training epochs (with the refresh
-at batch 0) are timed by ``bench/speed.py --method legcf``.
+"""Speed of the assignment machinery of LEGCF (methods.md 7.2, 7.3) and C2F (8.4, 8.6). A benchmark, not a
+test.
+
+``--method legcf`` (default): METIS initialisation (uncached), and one assignment refresh
+``S <- top_t(H_full pinv(H_meta))`` including the rebuild of the expanded graph, split into its two halves.
+Targets on one H100 (Gowalla, m=500, t=2): refresh + rebuild <= 1 s (the official code takes 124-132 s),
+METIS <= 10 s.
+
+``--method c2f``: METIS for the coarse stage (uncached), the fine-stage initialisation (METIS into m^r parts,
+SparsePCA, bridging; uncached), and one ``S^r`` update by weight bridging (eqs. 23-24) including the rebuild
+of the 3-block graph, split into scores + top-t^r and rebuild. Target on one H100 (Gowalla, m^c=300,
+m^r=100): update + rebuild <= 1 s.
+
+Training epochs (with the refresh at batch 0) are timed by ``bench/speed.py --method legcf`` and
+``bench/speed.py --method c2f --stage fine``.
 
     python bench/legcf_speed.py --dataset gowalla --data-dir ../shared/datasets
+    python bench/legcf_speed.py --method c2f --dataset gowalla --data-dir ../shared/datasets
 """
 from __future__ import annotations
 
@@ -22,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from lwbench.assignment import pinv_scores, top_t_assignment  # noqa: E402
+from lwbench.coarse_to_fine import fine_assignment, weight_bridging_scores  # noqa: E402
 from lwbench.config import parse_set_options  # noqa: E402
 from lwbench.datasets import load_dataset  # noqa: E402
 from lwbench.environment import device_name, resolve_device  # noqa: E402
@@ -31,19 +43,30 @@ from lwbench.runner import plan_runs  # noqa: E402
 from lwbench.trainer import Trainer  # noqa: E402
 
 
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def timed(function, device: torch.device, repeats: int) -> list[float]:
     """Seconds of ``repeats`` calls after one untimed warm-up call."""
     function()
     times = []
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        sync(device)
         started = time.perf_counter()
         function()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        sync(device)
         times.append(time.perf_counter() - started)
     return times
+
+
+def once(function, device: torch.device) -> float:
+    sync(device)
+    started = time.perf_counter()
+    function()
+    sync(device)
+    return time.perf_counter() - started
 
 
 def summary(times: list[float]) -> dict:
@@ -52,6 +75,7 @@ def summary(times: list[float]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", default="legcf", choices=("legcf", "c2f"))
     parser.add_argument("--dataset", default="synthetic")
     parser.add_argument("--data-dir")
     parser.add_argument("--budget", default="500buckets")
@@ -64,38 +88,44 @@ def main() -> None:
     device = resolve_device(args.device)
     dataset = load_dataset(args.dataset, data_dir=args.data_dir)
     data = dataset.interactions
-    spec = plan_runs(["legcf"], dataset, args.budget, [2024], parse_set_options(args.sets))[0]
-    n_meta, per_row = spec.options["num_buckets"], spec.options["buckets_per_entity"]
+    spec = plan_runs([args.method], dataset, args.budget, [2024], parse_set_options(args.sets))[0]
+    options = spec.options
+    coarse = args.method == "c2f"
+    n_meta = options["coarse_buckets"] if coarse else options["num_buckets"]
+    per_row = options["coarse_topk"] if coarse else options["buckets_per_entity"]
 
     adjacency = user_item_adjacency(data.train)
     metis_times = timed(lambda: metis_parts(adjacency, n_meta, seed=2024), device, args.metis_repeats)
 
+    report = {"method": args.method, "dataset": data.name, "device": device_name(device),
+              "n_entities": data.n_entities, "num_buckets": n_meta, "buckets_per_entity": per_row,
+              "metis_seconds": summary(metis_times)}
     with tempfile.TemporaryDirectory() as scratch:
-        trainer = Trainer(get_method("legcf"), spec.options, data, spec.trainer, seed=2024, device=device,
+        trainer = Trainer(get_method(args.method), options, data, spec.trainer, seed=2024, device=device,
                           work_dir=Path(scratch) / "work", cache_dir=Path(scratch) / "cache", show_progress=False)
-        started = time.perf_counter()
-        trainer.build()                       # METIS (uncached here), init, first graph
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        build_seconds = time.perf_counter() - started
+        report["module_build_seconds"] = round(once(trainer.build, device), 3)  # METIS (uncached), init, graph
+        if coarse:  # the fine stage's initialisation: METIS into m^r parts and SparsePCA, both uncached
+            report.update(fine_buckets=options["fine_buckets"], fine_topk=options["fine_topk"])
+            report["fine_init_seconds"] = round(once(lambda: trainer.start_stage(1, hand_off=False), device), 3)
     module = trainer.module
     with torch.no_grad():
         _, propagated = trainer.model()
-    n = module.n_entities
-    scores_and_top_t = timed(lambda: top_t_assignment(pinv_scores(propagated[:n], propagated[n:]), per_row),
-                             device, args.repeats)
-    rebuild = timed(lambda: module.builder.build([module.assignment]), device, args.repeats)
-    refresh = timed(lambda: module.refresh(propagated), device, args.repeats)
-    report = {
-        "dataset": data.name, "device": device_name(device), "n_entities": n, "num_buckets": n_meta,
-        "buckets_per_entity": per_row, "graph_nnz": module.graph().nnz,
-        "metis_seconds": summary(metis_times),
-        "module_build_seconds": round(build_seconds, 3),
-        "refresh_with_rebuild_seconds": summary(refresh),
-        "pinv_and_top_t_seconds": summary(scores_and_top_t),
-        "graph_rebuild_seconds": summary(rebuild),
+    n, m = module.n_entities, n_meta
+    if coarse:
+        settings = module.fine_settings
+        scores_and_top_t = lambda: fine_assignment(  # noqa: E731
+            weight_bridging_scores(propagated[:n], propagated[n:n + m], propagated[n + m:]), settings.per_row,
+            softmax=settings.code)
+    else:
+        scores_and_top_t = lambda: top_t_assignment(pinv_scores(propagated[:n], propagated[n:]), per_row)  # noqa: E731
+    report.update({
+        "graph_nnz": module.graph().nnz,
+        "refresh_with_rebuild_seconds": summary(timed(lambda: module.refresh(propagated), device, args.repeats)),
+        "scores_and_top_t_seconds": summary(timed(scores_and_top_t, device, args.repeats)),
+        "graph_rebuild_seconds": summary(timed(lambda: module.builder.build(module.graph_chain()), device,
+                                               args.repeats)),
         "torch_threads": torch.get_num_threads(),
-    }
+    })
     print(json.dumps(report, indent=1))
 
 

@@ -4,6 +4,11 @@ evaluation over all test users, and peak memory. A benchmark, not a test: run it
 want numbers for (targets in the README are for one H100 on Gowalla).
 
     python bench/speed.py --method ud --dataset gowalla --data-dir ../shared/datasets --batch-size 8192
+
+``--stage NAME`` times a later stage of a multi-stage method (e.g. ``--method c2f --stage fine``): the
+stages before it are entered (their start hooks run) but not trained, so the timed stage starts from
+freshly initialised weights, which does not change its cost. A stage's own trainer settings apply (C2F's
+fine stage trains at ``c2f.fine_batch_size``, 32768 unless ``--set c2f.fine_batch_size=...``).
 """
 from __future__ import annotations
 
@@ -41,6 +46,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8192)
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs (after one warm-up epoch)")
     parser.add_argument("--evals", type=int, default=3, help="timed full evaluations (after one warm-up)")
+    parser.add_argument("--stage", help="name of the stage to time (default: the first stage)")
     parser.add_argument("--set", dest="sets", action="append", default=[])
     parser.add_argument("--out", default="bench/out", help="scratch folder for the trainer's work files")
     args = parser.parse_args()
@@ -55,14 +61,19 @@ def main() -> None:
     trainer = Trainer(get_method(spec.method), spec.options, dataset.interactions, spec.trainer,
                       seed=2024, device=device, work_dir=Path(args.out) / spec.run_id, cache_dir=Path(args.out),
                       show_progress=False)
+    names = [stage.name for stage in trainer.stages]
+    if args.stage is not None and args.stage not in names:
+        parser.error(f"{spec.method} has no stage {args.stage!r}; its stages are {', '.join(names)}")
+    timed_index = 0 if args.stage is None else names.index(args.stage)
     started = time.perf_counter()
     trainer.build()
-    trainer.start_stage(0)
+    for index in range(timed_index + 1):
+        trainer.start_stage(index, hand_off=False)
     sync(device)
     setup_seconds = time.perf_counter() - started
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    stage = trainer.stages[0]
+    stage = trainer.stages[timed_index]
     config = trainer.stage_config(stage)
     epoch_times = []
     for epoch in range(args.epochs + 1):
@@ -78,7 +89,7 @@ def main() -> None:
         eval_times.append(time.perf_counter() - started)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     report = {
-        "method": spec.label, "dataset": dataset.interactions.name, "device": device_name(device),
+        "method": spec.label, "stage": stage.name, "dataset": dataset.interactions.name, "device": device_name(device),
         "batch_size": config.batch_size, "layers": config.layers, "triplets_per_epoch":
             config.n_negatives * dataset.interactions.train.nnz, "setup_seconds": round(setup_seconds, 3),
         "epoch_seconds_median": round(statistics.median(epoch_times[1:]), 3),

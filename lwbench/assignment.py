@@ -56,6 +56,12 @@ class SparseAssignment:
         """``S @ table`` for a ``(n_cols, d)`` table (differentiable in ``table``)."""
         return (table[self.columns] * self.values.unsqueeze(-1)).sum(1)
 
+    def transpose_compose(self, rows: torch.Tensor) -> torch.Tensor:
+        """``S^T @ rows`` for a ``(n_rows, k)`` table: ``(n_cols, k)`` (e.g. C2F's bridge ``(S^c)^T S~``, 8.4)."""
+        weighted = (self.values.unsqueeze(-1) * rows.unsqueeze(1)).reshape(-1, rows.shape[1])
+        out = torch.zeros(self.n_cols, rows.shape[1], dtype=weighted.dtype, device=rows.device)
+        return out.index_add_(0, self.columns.reshape(-1), weighted)
+
     def to_dense(self) -> torch.Tensor:
         dense = torch.zeros(self.n_rows, self.n_cols, dtype=self.values.dtype, device=self.values.device)
         return dense.scatter_add_(1, self.columns, self.values)

@@ -7,6 +7,7 @@ same matrix: :class:`SymmetricGraph` uses that to avoid a sparse transpose on ev
 from __future__ import annotations
 
 import warnings
+from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -87,11 +88,15 @@ def normalized_adjacency(train: sp.csr_matrix, device: torch.device | str = "cpu
     return SymmetricGraph(indices, values, n_nodes)
 
 
-def lightgcn_propagate(graph: SymmetricGraph, x0: torch.Tensor, n_layers: int) -> torch.Tensor:
-    """``H = mean(X_0, ..., X_L)`` with ``X_{l+1} = G X_l`` (methods.md 1.5)."""
+def lightgcn_propagate(graph: SymmetricGraph, x0: torch.Tensor, n_layers: int,
+                       after_layer: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """``H = mean(X_0, ..., X_L)`` with ``X_{l+1} = G X_l`` (methods.md 1.5), or ``X_{l+1} = f(G X_l)``
+    with ``f = after_layer`` (C2F's per-layer re-mixing, methods.md 8.5 step 5)."""
     total = x0
     layer = x0
     for _ in range(n_layers):
         layer = graph @ layer
+        if after_layer is not None:
+            layer = after_layer(layer)
         total = total + layer
     return total / (n_layers + 1)

@@ -30,13 +30,19 @@ ASSIGNMENT_INITS = ("metis", "random")
 META_INITS = ("normal", "xavier")
 
 
+def metis_anchors(ctx: BuildContext, n_parts: int) -> torch.Tensor:
+    """The METIS part of every entity (methods.md 7.2 step 1), cached under ``ctx.cache_dir`` and seeded
+    with ``ctx.seed``, on the device."""
+    parts = metis_parts(user_item_adjacency(ctx.interactions.train), n_parts, ctx.seed, ctx.cache_dir)
+    return torch.as_tensor(parts, device=ctx.device)
+
+
 def initial_assignment(ctx: BuildContext, n_meta: int, per_row: int, anchor_weight: float,
                        how: str = "metis") -> SparseAssignment:
-    """Entity -> meta assignment of methods.md 7.2: anchor = the entity's METIS part (``metis``, cached
-    under ``ctx.cache_dir``, seeded with ``ctx.seed``) or a uniform random column (``random``)."""
+    """Entity -> meta assignment of methods.md 7.2: anchor = the entity's METIS part (``metis``) or a
+    uniform random column (``random``)."""
     if how == "metis":
-        parts = metis_parts(user_item_adjacency(ctx.interactions.train), n_meta, ctx.seed, ctx.cache_dir)
-        anchors = torch.as_tensor(parts, device=ctx.device)
+        anchors = metis_anchors(ctx, n_meta)
     elif how == "random":
         anchors = torch.randint(n_meta, (ctx.interactions.n_entities,), device=ctx.device)
     else:

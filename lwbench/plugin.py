@@ -107,7 +107,7 @@ class BuildContext:
     graph: SymmetricGraph           # LightGCN-normalized user-item adjacency on the device
     device: torch.device
     options: dict                   # resolved options (after configure)
-    seed: int
+    seed: int                       # the first stage's seed, which the module's initialization draws from
     cache_dir: Path                 # for reusable artefacts (e.g. METIS partitions)
 
     @property

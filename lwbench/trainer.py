@@ -114,7 +114,7 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
         graph = normalized_adjacency(self.data.train, self.device)
         ctx = BuildContext(interactions=self.data, graph=graph, device=self.device, options=self.options,
-                           seed=self.seed, cache_dir=self.cache_dir)
+                           seed=self.stage_seed(0), cache_dir=self.cache_dir)
         self.module = self.method.build(ctx)
         self.model = Recommender(self.module, self.config.layers, self.config.item_bias, self.device)
         self.sampler = BPRSampler(self.data.train, self.config.n_negatives, self.device)
@@ -204,10 +204,13 @@ class Trainer:
         self._save_resume(self.work_dir / "last.pt", schedule, stage_done=True)
         return schedule
 
-    def start_stage(self, index: int) -> None:
-        """Enter stage ``index``: hand-off checkpoint, start hooks, a fresh optimizer."""
+    def start_stage(self, index: int, hand_off: bool = True) -> None:
+        """Enter stage ``index``: hand-off checkpoint, start hooks, a fresh optimizer.
+
+        ``hand_off=False`` enters the stage from the current weights even if it starts from the previous
+        stage's best checkpoint (for benchmarks that time a later stage without training earlier ones)."""
         stage = self.stages[index]
-        if stage.start_from_best and index > 0:
+        if stage.start_from_best and index > 0 and hand_off:
             previous = self._reported_name(upto=index)
             self._load_checkpoint(self._best_path(*previous.split("/")))
         if index > 0:

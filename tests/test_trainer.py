@@ -183,3 +183,25 @@ def test_shared_stage_interrupted_in_one_run_is_continued_by_another(toy, tmp_pa
     other = shared_trainer(toy, tmp_path, seed=2).fit()
     assert [e for e in trained if e[1] == "pre"] == [(2, "pre"), (2, "pre")]  # continued from epoch 1
     assert other.checkpoints["pre/single"].test == reference.checkpoints["pre/single"].test
+
+
+def test_module_is_built_from_the_first_stage_seed_and_a_stage_can_start_without_hand_off(toy, tmp_path):
+    """A shared first stage with a fixed seed must not depend on the run seed, and neither may the module's
+    initialisation it starts from (e.g. LEGCF/C2F's seeded METIS): ``BuildContext.seed`` is that stage's seed."""
+    seen = []
+
+    class SeedRecorder(SharedFirstStage):
+        def build(self, ctx):
+            seen.append(ctx.seed)
+            return super().build(ctx)
+
+    for seed in (1, 2):
+        trainer = Trainer(SeedRecorder(), {}, toy, CFG, seed=seed, device="cpu", work_dir=tmp_path / f"r{seed}",
+                          cache_dir=tmp_path / "cache", show_progress=False, log=lambda m: None)
+        trainer.build()
+    assert seen == [11, 11]
+    # Benchmarks enter a later stage from the current weights: no previous checkpoint is needed.
+    trainer.start_stage(1, hand_off=False)
+    assert trainer.module.events[-2:] == [("stage", "main"), ("phase", "main", "single")]
+    with pytest.raises(RuntimeError, match="no reported stage"):
+        trainer.start_stage(1)
