@@ -148,8 +148,7 @@ class Trainer:
         """Enter stage ``index``: hand-off checkpoint, start hooks, a fresh optimizer."""
         stage = self.stages[index]
         if stage.start_from_best and index > 0:
-            previous = self._reported_name(upto=index)
-            self._load_checkpoint(self._best_path(*previous.split("/")))
+            self._load_checkpoint(self._handoff_path(index - 1))
         self.model.n_layers = self.stage_config(stage).layers
         self.module.begin_stage(stage)
         self.module.begin_phase(stage, stage.phases[0])
@@ -285,9 +284,19 @@ class Trainer:
         self._save_resume(dataclasses.replace(schedule, stage_index=index + 1, epoch=0, phase_index=0,
                                               bad_evals=0, best={}, best_epoch={}), stage_done=True)
 
-    def _reported_name(self, upto: int | None = None) -> str:
-        """The last phase with a checkpoint of the last reported stage (before ``upto``)."""
-        for stage in reversed(self.stages[:upto]):
+    def _handoff_path(self, index: int) -> Path:
+        """The best checkpoint of stage ``index`` (its last phase that saved one), reported or not:
+        e.g. a dense pre-training stage that is over budget hands its best weights to the next stage."""
+        stage = self.stages[index]
+        for phase in reversed(stage.phases):
+            path = self._best_path(stage.name, phase)
+            if path.exists():
+                return path
+        raise RuntimeError(f"{self.label}: stage {stage.name!r} saved no checkpoint to start the next stage from")
+
+    def _reported_name(self) -> str:
+        """The last phase with a checkpoint of the last reported stage."""
+        for stage in reversed(self.stages):
             if not stage.reported:
                 continue
             for phase in reversed(stage.phases):

@@ -137,3 +137,42 @@ def test_ud_learns_on_synthetic_and_beats_random_embeddings(tmp_path):
     items = torch.randn(data.n_items, 128, generator=generator) * 0.1
     random_ndcg = Evaluator(data.train, {"test": data.test}).per_user("test", users, items, None)["ndcg@20"].mean()
     assert trained > 3 * random_ndcg and trained > random_ndcg + 0.1, (trained, random_ndcg)
+
+
+class HandoffRecorder(Recorder):
+    """Records the table each stage starts from."""
+
+    def begin_stage(self, stage):
+        super().begin_stage(stage)
+        self.started = getattr(self, "started", {})
+        self.started[stage.name] = self.table.detach().clone()
+
+
+@register
+class UnreportedWarmStart(Method):
+    name = "test-unreported-warm-start"
+    budgeted = False
+    options = {}
+
+    def stages(self, options):
+        return [Stage("dense", reported=False, trainer={"max_epochs": 8}),
+                Stage("main", start_from_best=True, trainer={"max_epochs": 1})]
+
+    def planned_count(self, options, stats):
+        return ParamCount(table3=stats.n_entities * 16, float_values=stats.n_entities * 16)
+
+    def build(self, ctx):
+        return HandoffRecorder(ctx)
+
+
+def test_start_from_best_of_an_unreported_stage(toy, tmp_path):
+    """A stage that is not reported (e.g. an over-budget dense pre-training) still hands its best
+    checkpoint, not its last weights, to a start_from_best stage."""
+    config = TrainerConfig(max_epochs=8, eval_every=1, patience_update=100, batch_size=2048, lr=5e-2, layers=2)
+    trainer = make_trainer(UnreportedWarmStart(), toy, tmp_path, "handoff", config=config)
+    result = trainer.fit()
+    assert set(result.checkpoints) == {"main/single"}
+    best = torch.load(tmp_path / "handoff" / "best-dense-single.pt", weights_only=False)
+    assert torch.equal(trainer.module.started["main"], best["model"]["embedding.table"])
+    last_dense_epoch = max(h["epoch"] for h in result.history if h["stage"] == "dense" and "loss" in h)
+    assert best["epoch"] < last_dense_epoch  # the hand-off is the best checkpoint, not the last weights
