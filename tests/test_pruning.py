@@ -68,8 +68,12 @@ def test_search_stops_at_the_first_step_within_target(name, toy, tmp_path, monke
     assert module.masks_fixed
     mask_total = sum(int(table.mask.sum()) for table in module.tables.values())
     assert module.param_count().table3 == mask_total == seen[-1][0]
-    for table in module.tables.values():   # retraining kept every pruned entry at zero
+    state = module.inference_state()
+    for name, table in module.tables.items():   # retraining kept every pruned entry at zero
         assert not table().detach()[~table.mask].any()
+        # what is stored (values at positions) rebuilds the table in use
+        assert torch.equal(state.values[name].to_dense(), table().detach())
+        assert torch.equal(state.indices[f"{name}_positions"], table.mask.flatten().nonzero().squeeze(1))
     assert set(result.checkpoints) == {"retrain/single"}
 
 
