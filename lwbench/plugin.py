@@ -59,8 +59,8 @@ class Stage:
     ``early_stopping``: if False, the stage runs until ``max_epochs`` or until a hook ends it.
     ``reported``: whether this stage's best checkpoint is a candidate for the run's metrics
     (the last reported stage is the one reported).
-    ``start_from_best``: begin this stage from the previous stage's reported checkpoint rather than
-    from its last weights.
+    ``start_from_best``: begin this stage from the previous stage's best checkpoint (that of its last
+    phase that saved one, whether or not the stage is reported) rather than from its last weights.
     ``seed``: the seed this stage (and, for the first stage, the module's initialization) draws from;
     ``None`` means the run's seed. Every stage after the first is re-seeded when it starts.
     ``shared``: if not ``None``, the stage's outcome is shared between runs: it is trained once and
@@ -212,6 +212,13 @@ class Method:
     options: ClassVar[dict[str, Any]] = {}          # option -> default (its type is the option's type)
     trainer_defaults: ClassVar[dict[str, Any]] = {}  # trainer settings this method changes by default
     budgeted: ClassVar[bool] = True                  # False: the method ignores budgets (UD)
+    # True: the count is reached by pruning during training (PEP, CERP, magnitude pruning), so
+    # ``planned_count`` is the target the trained module must not exceed, while the freshly built
+    # module still holds its dense tables.
+    prunes: ClassVar[bool] = False
+    # Option overrides under which every stage finishes within the contract tests' one epoch on a
+    # tiny graph (e.g. a faster pruning-threshold clock). Only the contract tests use them.
+    smoke_options: ClassVar[dict[str, Any]] = {}
 
     def configure(self, options: dict, budget: int | None, stats: DatasetStats) -> dict:
         """Return the options with the budget-dependent knobs filled in, such that

@@ -102,12 +102,12 @@ def plan_runs(method_names: list[str], dataset: LoadedDataset, budget_text: str,
     budget = parse_budget(budget_text, data.n_users, data.n_items)
     specs = []
     for method in methods:
+        if method.budgeted and budget is None:
+            raise BudgetError(f"{method.name} needs a budget; --budget none only suits unbudgeted methods")
         trainer = resolve_trainer(dataset, method, overrides.get("trainer", {}))
         options = method.configure(resolve_options(dataset, method, overrides.get(method.name, {})),
                                    budget if method.budgeted else None, stats)
         planned = with_item_bias(method.planned_count(options, stats), trainer, data.n_items)
-        if method.budgeted and budget is None:
-            raise BudgetError(f"{method.name} needs a budget; --budget none only suits unbudgeted methods")
         check_within_budget(method, planned, budget)
         stages = [dataclasses.asdict(stage) for stage in method.stages(options)]
         for seed in seeds:

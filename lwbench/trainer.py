@@ -211,8 +211,7 @@ class Trainer:
         stage's best checkpoint (for benchmarks that time a later stage without training earlier ones)."""
         stage = self.stages[index]
         if stage.start_from_best and index > 0 and hand_off:
-            previous = self._reported_name(upto=index)
-            self._load_checkpoint(self._best_path(*previous.split("/")))
+            self._load_checkpoint(self._handoff_path(index - 1))
         if index > 0:
             # Each stage draws from its own seed, so its outcome does not depend on how many random
             # numbers earlier stages consumed (and a shared stage is the same in every run).
@@ -357,9 +356,19 @@ class Trainer:
                                                       test_per_user=test)
             self._restore_snapshot(final)
 
-    def _reported_name(self, upto: int | None = None) -> str:
-        """The last phase with a checkpoint of the last reported stage (before ``upto``)."""
-        for stage in reversed(self.stages[:upto]):
+    def _handoff_path(self, index: int) -> Path:
+        """The best checkpoint of stage ``index`` (its last phase that saved one), reported or not:
+        e.g. a dense pre-training stage that is over budget hands its best weights to the next stage."""
+        stage = self.stages[index]
+        for phase in reversed(stage.phases):
+            path = self._best_path(stage.name, phase)
+            if path.exists():
+                return path
+        raise RuntimeError(f"{self.label}: stage {stage.name!r} saved no checkpoint to start the next stage from")
+
+    def _reported_name(self) -> str:
+        """The last phase with a checkpoint of the last reported stage."""
+        for stage in reversed(self.stages):
             if not stage.reported:
                 continue
             for phase in reversed(stage.phases):

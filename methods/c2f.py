@@ -81,6 +81,8 @@ class C2F(Method):
     # methods.md 8.1 / 10.2: the coarse stage's settings (the fine stage changes lr and batch size).
     trainer_defaults = {"batch_size": 8192, "lr": 1e-3, "l2_factor": 5.0, "eval_every": 5,
                         "patience_fixed": 5, "patience_update": 5, "max_epochs": 900}
+    # The fine codebook's SparsePCA fit (100 x 128 rows, d^r = 80) dominates a one-epoch contract test: 15 s on CPU.
+    smoke_options = {"fine_buckets": 16, "fine_components": 4}
 
     def configure(self, options: dict, budget: int | None, stats) -> dict:
         options = with_profile(options, stats.name)

@@ -203,5 +203,44 @@ def test_module_is_built_from_the_first_stage_seed_and_a_stage_can_start_without
     # Benchmarks enter a later stage from the current weights: no previous checkpoint is needed.
     trainer.start_stage(1, hand_off=False)
     assert trainer.module.events[-2:] == [("stage", "main"), ("phase", "main", "single")]
-    with pytest.raises(RuntimeError, match="no reported stage"):
+    with pytest.raises(RuntimeError, match="saved no checkpoint"):
         trainer.start_stage(1)
+
+
+class HandoffRecorder(Recorder):
+    """Records the table each stage starts from."""
+
+    def begin_stage(self, stage):
+        super().begin_stage(stage)
+        self.started = getattr(self, "started", {})
+        self.started[stage.name] = self.table.detach().clone()
+
+
+@register
+class UnreportedWarmStart(Method):
+    name = "test-unreported-warm-start"
+    budgeted = False
+    options = {}
+
+    def stages(self, options):
+        return [Stage("dense", reported=False, trainer={"max_epochs": 8}),
+                Stage("main", start_from_best=True, trainer={"max_epochs": 1})]
+
+    def planned_count(self, options, stats):
+        return ParamCount(table3=stats.n_entities * 16, float_values=stats.n_entities * 16)
+
+    def build(self, ctx):
+        return HandoffRecorder(ctx)
+
+
+def test_start_from_best_of_an_unreported_stage(toy, tmp_path):
+    """A stage that is not reported (e.g. an over-budget dense pre-training) still hands its best
+    checkpoint, not its last weights, to a start_from_best stage."""
+    config = TrainerConfig(max_epochs=8, eval_every=1, patience_update=100, batch_size=2048, lr=5e-2, layers=2)
+    trainer = make_trainer(UnreportedWarmStart(), toy, tmp_path, "handoff", config=config)
+    result = trainer.fit()
+    assert set(result.checkpoints) == {"main/single"}
+    best = torch.load(tmp_path / "handoff" / "best-dense-single.pt", weights_only=False)
+    assert torch.equal(trainer.module.started["main"], best["model"]["embedding.table"])
+    last_dense_epoch = max(h["epoch"] for h in result.history if h["stage"] == "dense" and "loss" in h)
+    assert best["epoch"] < last_dense_epoch  # the hand-off is the best checkpoint, not the last weights

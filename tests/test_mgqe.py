@@ -1,0 +1,125 @@
+"""DPQ and MGQE: counts equal the methods.md 2.2 formulas on the paper's dataset statistics, sizing
+picks the largest codebook under the budget, tiers follow training degree, the folded batch norm
+equals a dense reference, codes stay in range, and evaluation reads the stored codes."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lwbench.budget import parse_budget
+from lwbench.config import TrainerConfig
+from lwbench.data import DatasetStats
+from lwbench.graph import normalized_adjacency
+from lwbench.plugin import BuildContext
+from lwbench.registry import get_method
+from lwbench.trainer import Trainer
+
+# methods.md 0 and 2.2: (users, items), DPQ K=256 D=8, MGQE K=256/64 D=8 with a top-10% head
+PAPER = {"gowalla": ((29858, 40981), 174_446, 142_568),
+         "yelp2020": ((71135, 45063), 265_164, 212_875),
+         "amazon-book": ((52643, 91599), 321_252, 256_343)}
+
+
+@pytest.mark.parametrize("dataset", sorted(PAPER))
+def test_counts_equal_the_budget_table(dataset):
+    (users, items), dpq_count, mgqe_count = PAPER[dataset]
+    stats = DatasetStats(dataset, users, items, 0)
+    for name, expected in (("dpq", dpq_count), ("mgqe", mgqe_count)):
+        method = get_method(name)
+        options = method.with_k(dict(method.options), 256)
+        assert method.planned_count(options, stats).table3 == expected, name
+    # independently: K*d floats + codes as bits/32 (ceil), head = floor(10%) of users plus of items
+    head = users // 10 + items // 10
+    assert 256 * 128 + math.ceil((head * 8 * 8 + (users + items - head) * 8 * 6) / 32) == mgqe_count
+
+
+@pytest.mark.parametrize("name", ["dpq", "mgqe"])
+@pytest.mark.parametrize("dataset", sorted(PAPER))
+def test_sizing_takes_the_largest_codebook_that_fits(name, dataset):
+    (users, items), _, _ = PAPER[dataset]
+    stats = DatasetStats(dataset, users, items, 0)
+    budget = parse_budget("500buckets", users, items)
+    method = get_method(name)
+    options = method.configure(dict(method.options), budget, stats)
+    assert method.planned_count(options, stats).table3 <= budget
+    bigger = method.with_k(dict(method.options), options["k"] + 1)
+    assert method.planned_count(bigger, stats).table3 > budget
+
+
+def build(name, toy, **overrides):
+    method = get_method(name)
+    budget = parse_budget("10%", toy.n_users, toy.n_items)
+    options = method.configure({**method.options, **overrides}, budget, toy.stats())
+    torch.manual_seed(0)
+    ctx = BuildContext(interactions=toy, graph=normalized_adjacency(toy.train), device=torch.device("cpu"),
+                       options=options, seed=0, cache_dir=None)
+    return method.build(ctx), options
+
+
+def test_head_tier_is_the_top_tenth_of_users_and_of_items_by_training_degree(toy):
+    module, options = build("mgqe", toy)
+    user_degree = np.bincount(toy.train.tocoo().row, minlength=toy.n_users)
+    item_degree = np.bincount(toy.train.tocoo().col, minlength=toy.n_items)
+    expected = set()
+    for offset, degree in ((0, user_degree), (toy.n_users, item_degree)):
+        order = sorted(range(len(degree)), key=lambda e: (-degree[e], e))   # ties: lower id first
+        expected |= {offset + e for e in order[:len(degree) // 10]}
+    assert set(module.tier_rows("head").tolist()) == expected
+    assert set(module.tier_rows("tail").tolist()) == set(range(toy.n_entities)) - expected
+    assert options["tail_k"] == options["k"] // 4
+
+
+@pytest.mark.parametrize("mode", ["vq", "sx"])
+def test_folded_batch_norm_equals_a_dense_reference(toy, mode):
+    module, options = build("mgqe", toy, mode=mode)
+    with torch.no_grad():
+        module.query.mul_(3.0).add_(0.05)        # away from the initialization's symmetry
+        query = module.query.view(-1, options["groups"], options["dim"] // options["groups"])
+        keys = module.keys
+        if mode == "vq":
+            dense = -((query.unsqueeze(2) - keys.unsqueeze(0)) ** 2).sum(-1)    # (N, D, K)
+        else:
+            dense = torch.einsum("ndw,dkw->ndk", query, keys)
+        dense = (dense - dense.mean(0)) / torch.sqrt(dense.var(0, unbiased=False) + 1e-5)
+        for name, response in module.tier_responses(module.query).items():
+            rows, k = module.tier_rows(name), module.tier_limits[name]
+            reference = dense[rows][:, :, :k].transpose(0, 1)
+            torch.testing.assert_close(response, reference, atol=2e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["vq", "sx"])
+def test_codes_in_range_and_evaluation_uses_the_stored_codes(toy, tmp_path, mode):
+    method = get_method("mgqe")
+    budget = parse_budget("10%", toy.n_users, toy.n_items)
+    options = method.configure({**method.options, "mode": mode}, budget, toy.stats())
+    config = TrainerConfig(max_epochs=2, eval_every=1, batch_size=2048, layers=2)
+    trainer = Trainer(method, options, toy, config, seed=3, device="cpu", work_dir=tmp_path / "w",
+                      cache_dir=tmp_path / "c", show_progress=False, log=lambda m: None)
+    trainer.fit()
+    module = trainer.module
+    codes = module.codes
+    assert codes.min() >= 0
+    assert codes[module.tier_rows("head")].max() < options["k"]
+    assert codes[module.tier_rows("tail")].max() < options["tail_k"]
+
+    module.eval()
+    stored = module.layer0()
+    book = module.codebook().detach()
+    by_hand = torch.stack([book[j, codes[:, j]] for j in range(options["groups"])], dim=1).reshape(-1, 128)
+    torch.testing.assert_close(stored, by_hand)
+    with torch.no_grad():
+        module.query.copy_(torch.randn_like(module.query))   # a fresh argmax would now pick other codes
+    assert not torch.equal(module.assign(module.query), codes)
+    torch.testing.assert_close(module.layer0(), stored)      # evaluation does not look at the queries
+    module.train()
+
+
+def test_codes_are_refreshed_after_every_epoch(toy):
+    module, _ = build("dpq", toy)
+    with torch.no_grad():
+        module.query.copy_(torch.randn_like(module.query))
+    fresh = module.assign(module.query)
+    assert not torch.equal(module.codes, fresh)
+    module.end_epoch(stage=None, epoch=1)
+    assert torch.equal(module.codes, fresh)

@@ -1,0 +1,158 @@
+"""PEP, CERP and magnitude pruning: the search stops the first time the stored values fit the
+target (checked after every step) and close to it, a search that never gets there fails the run,
+retraining rewinds under the fixed mask and keeps it, and magnitude pruning keeps exactly the
+largest entries of the best dense checkpoint."""
+import numpy as np
+import pytest
+import torch
+
+from lwbench.budget import parse_budget
+from lwbench.config import TrainerConfig
+from lwbench.graph import normalized_adjacency
+from lwbench.plugin import BuildContext, Stage, Step
+from lwbench.pruning import ThresholdPruned, soft_threshold
+from lwbench.registry import get_method
+from lwbench.trainer import Trainer
+
+CONFIG = TrainerConfig(max_epochs=12, eval_every=1, patience_update=1, batch_size=1024, layers=2)
+# Budgets and threshold clocks that reach the toy targets within a few epochs. PEP's steps are small
+# enough to land close to the target. CERP keeps its -100 start; its pruning loss decays fast here, as
+# a large gamma when the thresholds arrive holds them down.
+SEARCH = {"pep": ("50%", {"threshold_init": -4.0, "threshold_lr": 0.01}),
+          "cerp": ("10%", {"threshold_lr": 2.0, "gamma_decay": 0.05})}
+
+
+def configured(name, toy, budget_text, **overrides):
+    method = get_method(name)
+    budget = parse_budget(budget_text, toy.n_users, toy.n_items)
+    return method, method.configure({**method.options, **overrides}, budget, toy.stats())
+
+
+def built(name, toy, budget_text="50%", **overrides):
+    method, options = configured(name, toy, budget_text, **overrides)
+    torch.manual_seed(0)
+    ctx = BuildContext(interactions=toy, graph=normalized_adjacency(toy.train), device=torch.device("cpu"),
+                       options=options, seed=0, cache_dir=None)
+    return method.build(ctx)
+
+
+def fit(method, options, toy, tmp_path, config=CONFIG):
+    trainer = Trainer(method, options, toy, config, seed=4, device="cpu", work_dir=tmp_path / "work",
+                      cache_dir=tmp_path / "cache", show_progress=False, log=lambda m: None)
+    return trainer, trainer.fit()
+
+
+@pytest.mark.parametrize("name", ["pep", "cerp"])
+def test_search_stops_at_the_first_step_within_target(name, toy, tmp_path, monkeypatch):
+    budget_text, overrides = SEARCH[name]
+    method, options = configured(name, toy, budget_text, **overrides)
+    seen = []   # (stored values, stop) after every search step
+    original = ThresholdPruned.after_step
+
+    def recording(self, step):
+        stop = original(self, step)
+        if step.stage.name == self.SEARCH:
+            seen.append((self.nnz(), stop))
+        return stop
+
+    monkeypatch.setattr(ThresholdPruned, "after_step", recording)
+    trainer, result = fit(method, options, toy, tmp_path)
+    target = options["target_nnz"]
+    search_epochs = [h for h in result.history if h["stage"] == trainer.module.SEARCH and "loss" in h]
+    batches_per_epoch = -(-5 * toy.train.nnz // CONFIG.batch_size)
+    assert len(seen) <= len(search_epochs) * batches_per_epoch and len(seen) > batches_per_epoch  # every step
+    assert all(nnz > target and not stop for nnz, stop in seen[:-1])
+    assert seen[-1][1] and seen[-1][0] <= target                 # stopped the first time within target
+    assert seen[-1][0] >= (0.97 if name == "pep" else 0.8) * target  # and close to it
+    module = trainer.module
+    assert module.masks_fixed
+    mask_total = sum(int(table.mask.sum()) for table in module.tables.values())
+    assert module.param_count().table3 == mask_total == seen[-1][0]
+    state = module.inference_state()
+    for name, table in module.tables.items():   # retraining kept every pruned entry at zero
+        assert not table().detach()[~table.mask].any()
+        # what is stored (values at positions) rebuilds the table in use
+        assert torch.equal(state.values[name].to_dense(), table().detach())
+        assert torch.equal(state.indices[f"{name}_positions"], table.mask.flatten().nonzero().squeeze(1))
+    assert set(result.checkpoints) == {"retrain/single"}
+
+
+@pytest.mark.parametrize("name", ["pep", "cerp"])
+def test_search_that_misses_the_target_fails_loudly(name, toy, tmp_path):
+    method, options = configured(name, toy, "50%", threshold_lr=1e-6, search_epochs=1)
+    with pytest.raises(RuntimeError, match="above the target"):
+        fit(method, options, toy, tmp_path)
+
+
+@pytest.mark.parametrize("re_init", [False, True])
+def test_retrain_rewinds_under_the_mask(toy, re_init):
+    module = built("pep", toy, re_init=re_init)
+    table = module.tables["table"]
+    with torch.no_grad():
+        table.weight.add_(0.5)                     # "trained" away from the initialization
+    mask = torch.rand_like(table.weight) < 0.3
+    table.fix_mask(mask)
+    module.begin_stage(Stage(ThresholdPruned.RETRAIN))
+    weight = table.weight.detach()
+    assert not weight[~mask].any()
+    if re_init:
+        assert not torch.equal(weight, table.initial * mask) and weight[mask].abs().max() < 0.5
+    else:
+        assert torch.equal(weight, table.initial * mask)
+    assert torch.equal(module.layer0().detach(), weight)   # no threshold once the mask is fixed
+
+
+def test_pep_threshold_granularities_and_soft_threshold(toy):
+    shapes = {"global": (1, 1), "dimension": (1, 128), "feature": (toy.n_entities, 1),
+              "feature_dim": (toy.n_entities, 128)}
+    for granularity, shape in shapes.items():
+        table = built("pep", toy, granularity=granularity, threshold_init=-2.5).tables["table"]
+        assert tuple(table.threshold.shape) == shape
+        weight, cut = table.weight.detach(), torch.sigmoid(table.threshold.detach())
+        expected = np.sign(weight.numpy()) * np.maximum(np.abs(weight.numpy()) - cut.numpy(), 0)
+        np.testing.assert_allclose(table().detach().numpy(), expected, rtol=1e-6, atol=1e-7)
+    values = torch.tensor([-0.3, -0.1, 0.05, 0.2])
+    torch.testing.assert_close(soft_threshold(values, torch.tensor(0.1)), torch.tensor([-0.2, 0.0, 0.0, 0.1]))
+
+
+def test_cerp_composition_pruning_loss_and_gamma(toy):
+    module = built("cerp", toy)
+    b = module.tables["P"].weight.shape[0]
+    pairs = set(zip(module.p_index.tolist(), module.q_index.tolist()))
+    assert len(pairs) == toy.n_entities                       # every entity has its own pair of meta rows
+    x0 = module.layer0()
+    p, q = module.tables["P"]().detach(), module.tables["Q"]().detach()
+    entity = 123
+    per_row = -(-toy.n_entities // b)
+    torch.testing.assert_close(x0[entity].detach(), p[entity % b] + q[entity // per_row])
+
+    users, positives, negatives = torch.tensor([1, 1, 7]), torch.tensor([3, 4, 3]), torch.tensor([9, 9, 2])
+    step = Step(stage=Stage(module.SEARCH), phase="single", epoch=0, batch=0, x0=x0, propagated=x0,
+                users=users, positives=positives, negatives=negatives)
+    rows = np.array([1, 7] + [toy.n_users + i for i in (2, 3, 4, 9)])
+    expected = -1.0 * np.sum(np.tanh(100.0 * x0.detach().numpy()[rows]) ** 2)
+    assert module.aux_loss(step).item() == pytest.approx(expected, rel=1e-5)
+    for epoch in range(3):
+        module.end_epoch(Stage(module.SEARCH), epoch + 1)
+    assert float(module.gamma) == 0.125
+
+
+def test_cerp_legacy_group_bpr_is_refused(toy):
+    with pytest.raises(NotImplementedError, match="legacy_group_bpr"):
+        configured("cerp", toy, "50%", legacy_group_bpr=True)
+
+
+def test_magprune_keeps_exactly_the_largest_entries_of_the_best_dense_checkpoint(toy, tmp_path):
+    method, options = configured("magprune", toy, "10%")
+    config = TrainerConfig(max_epochs=6, eval_every=1, patience_update=1, batch_size=1024, layers=2)
+    trainer, result = fit(method, options, toy, tmp_path, config)
+    table = trainer.module.tables["table"]
+    target = options["target_nnz"]
+    assert int(table.mask.sum()) == target == trainer.module.param_count().table3
+    dense = torch.load(tmp_path / "work" / "best-dense-single.pt", weights_only=False)["model"]
+    magnitudes = dense["embedding.tables.table.weight"].abs().numpy().ravel()
+    largest = np.zeros(magnitudes.size, dtype=bool)
+    largest[np.argsort(-magnitudes, kind="stable")[:target]] = True
+    assert np.array_equal(table.mask.numpy().ravel(), largest)
+    assert not table().detach()[~table.mask].any()
+    assert set(result.checkpoints) == {"finetune/single"}
