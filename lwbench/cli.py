@@ -45,12 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", help="folder holding <dataset>/train.txt[.gz] (else $LWBENCH_DATA, "
                         "then the user cache, then a download)")
     parser.add_argument("--seeds", default="2024", help="comma-separated training seeds (default: 2024)")
-    parser.add_argument("--epochs", type=int, help="maximum epochs per stage (default: the trainer's 1000, "
-                        "with early stopping)")
     parser.add_argument("--device", default="auto", help="auto (GPU if visible), cpu, cuda, cuda:1, ...")
     parser.add_argument("--out", default="results/demo", help="output folder for run records (default: results/demo)")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="OWNER.OPTION=VALUE",
-                        help="override a trainer or method option, e.g. trainer.lr=3e-3 or ud.dim=64 (repeatable)")
+    add_override_options(parser)
     parser.add_argument("--split-seed", type=int, default=2024, help="seed of the validation/test split (default 2024)")
     parser.add_argument("--legacy-split", action="store_true",
                         help="draw the split from each run's seed, as the official code does (methods.md 1.1)")
@@ -60,6 +57,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--list", action="store_true", help="list registered methods and dataset cards, then exit")
     return parser
+
+
+def add_override_options(parser: argparse.ArgumentParser) -> None:
+    """``--epochs`` and ``--set``: what every command that trains accepts."""
+    parser.add_argument("--epochs", type=int, help="maximum epochs per stage (default: the trainer's 1000, "
+                        "with early stopping)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="OWNER.OPTION=VALUE",
+                        help="override a trainer or method option in every run whose method owns it, e.g. "
+                        "trainer.lr=3e-3 or ud.dim=64 (repeatable)")
+
+
+def overrides_from(args: argparse.Namespace) -> dict:
+    """``--set`` options by owner, with ``--epochs`` as ``trainer.max_epochs``."""
+    overrides = parse_set_options(args.sets)
+    if args.epochs is not None:
+        overrides.setdefault("trainer", {})["max_epochs"] = args.epochs
+    return overrides
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -94,9 +108,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     seeds = parse_seeds(args.seeds)
-    overrides = parse_set_options(args.sets)
-    if args.epochs is not None:
-        overrides.setdefault("trainer", {})["max_epochs"] = args.epochs
+    overrides = overrides_from(args)
     device = resolve_device(args.device)
     # The fixed split is shared by all seeds; the legacy split differs per seed (methods.md 1.1).
     split_seeds = seeds if args.legacy_split else [None]

@@ -6,8 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli import parse_seeds
-from .config import parse_set_options
+from .cli import add_override_options, overrides_from, parse_seeds
 from .grid import BACKENDS, ExecutionRequest, describe_plan, expand, make_execution, parse_sweeps, plan_grid, \
     run_grid, summarize_failures
 from .records import load_records
@@ -55,9 +54,7 @@ def grid_parser() -> argparse.ArgumentParser:
     parser.add_argument("--methods", default="ud", help="comma-separated method names")
     parser.add_argument("--budgets", default="500buckets", help="comma-separated budgets, e.g. 1%%,2%%,500buckets")
     parser.add_argument("--seeds", default="2024", help="comma-separated training seeds")
-    parser.add_argument("--epochs", type=int, help="maximum epochs per stage")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="OWNER.OPTION=VALUE",
-                        help="override an option in every run whose method owns it (repeatable)")
+    add_override_options(parser)
     parser.add_argument("--sweep", dest="sweeps", action="append", default=[], metavar="OWNER.OPTION=V1,V2",
                         help="sweep an option over values (repeatable; sweeps multiply)")
     parser.add_argument("--legacy-split", action="store_true", help="draw the split from each run's seed")
@@ -70,9 +67,7 @@ def grid_parser() -> argparse.ArgumentParser:
 
 def run_grid_command(argv: list[str]) -> int:
     args = grid_parser().parse_args(argv)
-    overrides = parse_set_options(args.sets)
-    if args.epochs is not None:
-        overrides.setdefault("trainer", {})["max_epochs"] = args.epochs
+    overrides = overrides_from(args)
     cells = expand(_comma_list(args.datasets), _comma_list(args.methods), _comma_list(args.budgets),
                    overrides=overrides, sweeps=parse_sweeps(args.sweeps))
     plan = plan_grid(cells, parse_seeds(args.seeds), data_dir=args.data_dir, split_seed=args.split_seed,
@@ -106,9 +101,7 @@ def reproduce_parser() -> argparse.ArgumentParser:
     parser.add_argument("--datasets", help="comma-separated datasets (default: the target's, where available)")
     parser.add_argument("--methods", help="restrict to these methods (default: every registered one)")
     parser.add_argument("--seeds", help="comma-separated seeds (default 2024,2025,2026)")
-    parser.add_argument("--epochs", type=int, help="maximum epochs per stage")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="OWNER.OPTION=VALUE",
-                        help="override an option in every run whose method owns it (repeatable)")
+    add_override_options(parser)
     parser.add_argument("--out", help="records and tables (default results, or results/quick with --quick)")
     parser.add_argument("--figures", help="figures folder (default figures, or figures/quick with --quick)")
     parser.add_argument("--alternative", choices=ALTERNATIVES, default="two-sided",
@@ -122,9 +115,7 @@ def reproduce_parser() -> argparse.ArgumentParser:
 def run_reproduce_command(argv: list[str]) -> int:
     from .reproduce import ReproduceOptions, reproduce
     args = reproduce_parser().parse_args(argv)
-    overrides = parse_set_options(args.sets)
-    if args.epochs is not None:
-        overrides.setdefault("trainer", {})["max_epochs"] = args.epochs
+    overrides = overrides_from(args)
     suffix = "/quick" if args.quick else ""
     options = ReproduceOptions(
         quick=args.quick, datasets=_comma_list(args.datasets) if args.datasets else None,

@@ -147,6 +147,12 @@ class ThresholdPruned(PrunedEmbedding):
         self.threshold_lr = threshold_lr
         self.method = method
 
+    @classmethod
+    def schedule(cls, search_epochs: int) -> list[Stage]:
+        """The method's stages: the search (no early stopping, ended by the target), then the reported retrain."""
+        return [Stage(cls.SEARCH, early_stopping=False, reported=False, trainer={"max_epochs": search_epochs}),
+                Stage(cls.RETRAIN)]
+
     def param_groups(self, stage: Stage) -> list[dict]:
         groups = [{"params": [table.weight for table in self.tables.values()]}]
         if stage.name == self.SEARCH:

@@ -123,9 +123,7 @@ class CERP(Method):
         return sparse_count(options["target_nnz"])
 
     def stages(self, options: dict) -> list[Stage]:
-        return [Stage(CERPTables.SEARCH, early_stopping=False, reported=False,
-                      trainer={"max_epochs": options["search_epochs"]}),
-                Stage(CERPTables.RETRAIN)]
+        return CERPTables.schedule(options["search_epochs"])
 
     def build(self, ctx: BuildContext) -> CERPTables:
         return CERPTables(ctx)

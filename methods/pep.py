@@ -72,9 +72,7 @@ class PEP(Method):
         return sparse_count(options["target_nnz"])
 
     def stages(self, options: dict) -> list[Stage]:
-        return [Stage(ThresholdPruned.SEARCH, early_stopping=False, reported=False,
-                      trainer={"max_epochs": options["search_epochs"]}),
-                Stage(ThresholdPruned.RETRAIN)]
+        return PEPTable.schedule(options["search_epochs"])
 
     def build(self, ctx: BuildContext) -> PEPTable:
         return PEPTable(ctx)

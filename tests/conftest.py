@@ -61,29 +61,51 @@ def toy_dir(tmp_path_factory, toy_raw):
     return folder
 
 
-def assert_resumes_identically(reference, make_trainer, crash_points, monkeypatch):
-    """Kill a run (KeyboardInterrupt out of ``train_epoch``) after each number of epochs in
-    ``crash_points``, resume it with a fresh trainer on the same work folder, and require the result of
-    the uninterrupted ``reference``: same checkpoints and metrics, epochs and final diagnostics.
-    ``make_trainer(name)`` returns a new trainer working in a folder named ``name``."""
+def crash_and_resume(make_trainer, name, crash_after, monkeypatch):
+    """Kill a run (KeyboardInterrupt out of ``train_epoch``) after ``crash_after`` epochs, then resume it
+    with a fresh trainer on the same work folder; ``make_trainer(name)`` returns a new trainer working in a
+    folder named ``name``. Returns the resumed run's result."""
     original = Trainer.train_epoch
+    calls = {"n": 0}
+
+    def crashing(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > crash_after:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train_epoch", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        make_trainer(name).fit()
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    return make_trainer(name).fit()
+
+
+def assert_same_outcome(resumed, reference, context=None):
+    """Same reported checkpoint, epochs, per-checkpoint epochs and metrics, and final diagnostics."""
+    assert resumed.reported == reference.reported
+    assert resumed.schedule.epochs_run == reference.schedule.epochs_run
+    for key, checkpoint in reference.checkpoints.items():
+        assert resumed.checkpoints[key].epoch == checkpoint.epoch
+        assert resumed.checkpoints[key].test == checkpoint.test, (context, key)
+    assert resumed.diagnostics == reference.diagnostics
+
+
+def assert_resumes_identically(reference, make_trainer, crash_points, monkeypatch):
+    """A run killed after each number of epochs in ``crash_points`` and resumed gives ``reference``."""
     for crash_after in crash_points:
-        calls = {"n": 0}
+        resumed = crash_and_resume(make_trainer, f"crash{crash_after}", crash_after, monkeypatch)
+        assert_same_outcome(resumed, reference, context=crash_after)
 
-        def crashing(self, *args, **kwargs):
-            calls["n"] += 1
-            if calls["n"] > crash_after:
-                raise KeyboardInterrupt("simulated kill")
-            return original(self, *args, **kwargs)
 
-        monkeypatch.setattr(Trainer, "train_epoch", crashing)
-        with pytest.raises(KeyboardInterrupt):
-            make_trainer(f"crash{crash_after}").fit()
-        monkeypatch.setattr(Trainer, "train_epoch", original)
-        resumed = make_trainer(f"crash{crash_after}").fit()
-        assert resumed.reported == reference.reported
-        assert resumed.schedule.epochs_run == reference.schedule.epochs_run
-        for key, checkpoint in reference.checkpoints.items():
-            assert resumed.checkpoints[key].epoch == checkpoint.epoch
-            assert resumed.checkpoints[key].test == checkpoint.test, (crash_after, key)
-        assert resumed.diagnostics == reference.diagnostics
+def count_stage_epochs(monkeypatch):
+    """Patch ``Trainer.train_epoch`` to log ``(run seed, stage name)`` per trained epoch; returns the log."""
+    trained = []
+    original = Trainer.train_epoch
+
+    def counting(self, stage, *args, **kwargs):
+        trained.append((self.seed, stage.name))
+        return original(self, stage, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train_epoch", counting)
+    return trained

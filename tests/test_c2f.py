@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.decomposition import SparsePCA
+from conftest import assert_same_outcome, count_stage_epochs, crash_and_resume
 from test_legcf import dense_expanded
 
 from lwbench import metis, sparse_pca
@@ -364,18 +365,6 @@ def c2f_trainer(data, tmp_path, name, seed=1, config=TOY_CONFIG, **options):
                    cache_dir=tmp_path / "cache", show_progress=False, log=lambda m: None)
 
 
-def stage_epochs(monkeypatch):
-    trained = []
-    original = Trainer.train_epoch
-
-    def counting(self, stage, *args, **kwargs):
-        trained.append((self.seed, stage.name))
-        return original(self, stage, *args, **kwargs)
-
-    monkeypatch.setattr(Trainer, "train_epoch", counting)
-    return trained
-
-
 def test_fine_stage_keeps_coarse_tensors_bit_identical_and_t_entries_per_row(toy, tmp_path, monkeypatch):
     original = CoarseToFineTable.refresh
     fine_refreshes = []
@@ -410,7 +399,7 @@ def test_fine_stage_keeps_coarse_tensors_bit_identical_and_t_entries_per_row(toy
 
 
 def test_fine_seeds_reuse_one_coarse_stage_and_fully_seeded_runs_do_not(toy, tmp_path, monkeypatch):
-    trained = stage_epochs(monkeypatch)
+    trained = count_stage_epochs(monkeypatch)
     first = c2f_trainer(toy, tmp_path, "a", seed=1, coarse_seed=7).fit()
     # Another seed and other fine settings (other fine tensor shapes) over the same coarse stage.
     second = c2f_trainer(toy, tmp_path, "b", seed=2, coarse_seed=7, fine_buckets=4, fine_topk=2, threshold=0.5).fit()
@@ -435,25 +424,8 @@ def test_resume_in_the_fine_stage_equals_an_uninterrupted_run(toy, tmp_path, mon
     reference = c2f_trainer(toy, tmp_path / "ref", "run").fit()
     stages = [(h["stage"], h["phase"]) for h in reference.history if "loss" in h]
     crash_after = stages.index(("fine", UPDATE)) + 2                                 # after two S^r refreshes
-    original = Trainer.train_epoch
-    calls = {"n": 0}
-
-    def crashing(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] > crash_after:
-            raise KeyboardInterrupt("simulated kill")
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Trainer, "train_epoch", crashing)
-    with pytest.raises(KeyboardInterrupt):
-        c2f_trainer(toy, tmp_path, "run").fit()
-    monkeypatch.setattr(Trainer, "train_epoch", original)
-    resumed = c2f_trainer(toy, tmp_path, "run").fit()
-    assert resumed.schedule.epochs_run == reference.schedule.epochs_run
-    for key, checkpoint in reference.checkpoints.items():
-        assert resumed.checkpoints[key].epoch == checkpoint.epoch
-        assert resumed.checkpoints[key].test == checkpoint.test, key
-    assert resumed.diagnostics == reference.diagnostics
+    resumed = crash_and_resume(lambda name: c2f_trainer(toy, tmp_path, name), "run", crash_after, monkeypatch)
+    assert_same_outcome(resumed, reference)
 
 
 def test_learns_on_synthetic_and_beats_random_embeddings(tmp_path):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import assert_resumes_identically
+from conftest import assert_resumes_identically, count_stage_epochs
 from lwbench.budget import ParamCount
 from lwbench.config import TrainerConfig
 from lwbench.datasets import load_dataset
@@ -131,18 +131,6 @@ class SharedFirstStage(TwoStageDummy):
 
 
 register(SharedFirstStage)
-
-
-def count_stage_epochs(monkeypatch):
-    trained = []
-    original = Trainer.train_epoch
-
-    def counting(self, stage, *args, **kwargs):
-        trained.append((self.seed, stage.name))
-        return original(self, stage, *args, **kwargs)
-
-    monkeypatch.setattr(Trainer, "train_epoch", counting)
-    return trained
 
 
 def shared_trainer(data, tmp_path, seed, config=CFG):
