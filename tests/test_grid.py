@@ -219,23 +219,27 @@ def test_execution_requests_are_checked(toy_dir):
         make_execution(ExecutionRequest(jobs=0), [], [])
 
 
-def test_dask_backend_gives_the_sequential_records(toy_dir, tmp_path, reference):
-    pytest.importorskip("distributed", reason="dask.distributed is an optional extra (lwbench[dask])")
+# backend -> (the module it needs, the extra that installs it)
+DISTRIBUTED = {"dask": ("distributed", "dask"), "ray": ("ray", "ray")}
+
+
+@pytest.mark.parametrize("backend", DISTRIBUTED)
+def test_distributed_backend_gives_the_sequential_records(backend, toy_dir, tmp_path, reference):
+    module, extra = DISTRIBUTED[backend]
+    pytest.importorskip(module, reason=f"{module} is an optional extra (lwbench[{extra}])")
     plan = plan_grid(toy_cells(toy_dir), SEEDS)
-    outcome = run_grid(plan, tmp_path, Execution(jobs=2, backend="dask", remote_device="cpu", threads=1, devices=()),
+    outcome = run_grid(plan, tmp_path, Execution(jobs=2, backend=backend, remote_device="cpu", threads=1, devices=()),
                        **QUIET)
     assert {run_id: comparable(r) for run_id, r in outcome.records.items()} == reference
 
 
-def test_missing_dask_is_a_clear_error(toy_dir, tmp_path, monkeypatch):
-    try:
-        import distributed  # noqa: F401
-        pytest.skip("dask.distributed is installed")
-    except ImportError:
-        pass
+@pytest.mark.parametrize("backend", DISTRIBUTED)
+def test_missing_backend_is_a_clear_error(backend, toy_dir, tmp_path, monkeypatch):
+    module, extra = DISTRIBUTED[backend]
+    monkeypatch.setitem(sys.modules, module, None)   # import fails as if it were not installed
     plan = plan_grid(toy_cells(toy_dir), [1])
-    with pytest.raises(RuntimeError, match=r"pip install 'lwbench\[dask\]'"):
-        run_grid(plan, tmp_path, Execution(jobs=1, backend="dask", devices=()), **QUIET)
+    with pytest.raises(RuntimeError, match=rf"pip install 'lwbench\[{extra}\]'"):
+        run_grid(plan, tmp_path, Execution(jobs=1, backend=backend, devices=()), **QUIET)
 
 
 def test_cell_overrides_reach_the_run(toy_dir):
