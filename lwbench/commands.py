@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from .cli import add_override_options, overrides_from, parse_seeds
-from .grid import BACKENDS, ExecutionRequest, describe_plan, expand, make_execution, parse_sweeps, plan_grid, \
-    run_grid, summarize_failures
+from .execution import BACKENDS, ExecutionRequest, make_execution
+from .grid import describe_plan, expand, parse_sweeps, plan_grid, run_grid, summarize_failures
 from .records import load_records
 from .runner import summary_table
 

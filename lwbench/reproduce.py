@@ -20,7 +20,8 @@ import pandas as pd
 
 from . import figures, report
 from .datasets import available_locally
-from .grid import Cell, ExecutionRequest, check_owners, describe_plan, make_execution, plan_grid, run_grid, summarize_failures
+from .execution import ExecutionRequest, make_execution
+from .grid import Cell, check_owners, describe_plan, plan_grid, run_grid, summarize_failures
 from .records import load_records, points, read_manifests, write_manifest
 from .reference import TABLE3_METHODS
 from .registry import get_method, method_names

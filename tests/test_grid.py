@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from lwbench.checkpoint import exclusive_lock
-from lwbench.grid import (Cell, Execution, ExecutionRequest, GridProgress, device_slot, estimate_seconds, expand,
-                          is_running, make_execution, parse_sweeps, plan_grid, run_grid, run_lock_path, runs_per_gpu,
+from lwbench.execution import (Execution, ExecutionRequest, device_slot, is_running, make_execution, run_lock_path,
+                               runs_per_gpu)
+from lwbench.grid import (Cell, GridProgress, estimate_seconds, expand, parse_sweeps, plan_grid, run_grid,
                           summarize_failures)
 from lwbench.plugin import BuildContext, Method
 from lwbench.registry import get_method, register
