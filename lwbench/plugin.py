@@ -216,8 +216,9 @@ class Method:
     # ``planned_count`` is the target the trained module must not exceed, while the freshly built
     # module still holds its dense tables.
     prunes: ClassVar[bool] = False
-    # Option overrides under which every stage finishes within the contract tests' one epoch on a
-    # tiny graph (e.g. a faster pruning-threshold clock). Only the contract tests use them.
+    # Option overrides under which every stage finishes within a few epochs on a small graph (e.g. a
+    # faster pruning-threshold clock): the contract tests (one epoch per stage) and `reproduce --quick`
+    # use them; real runs never do.
     smoke_options: ClassVar[dict[str, Any]] = {}
 
     def configure(self, options: dict, budget: int | None, stats: DatasetStats) -> dict:

@@ -265,7 +265,11 @@ def resolve_datasets(target: Target, options: ReproduceOptions) -> tuple[list[st
 
 
 def with_user_overrides(cell: Cell, overrides: dict, quick: bool) -> Cell:
-    merged = {owner: dict(options) for owner, options in cell.overrides.items()}
+    """The cell's options; with ``--quick`` over the method's ``smoke_options`` (so that e.g. a pruning
+    search reaches its target in a few epochs) and under the quick trainer settings; ``--set`` over all."""
+    merged = {cell.method: dict(get_method(cell.method).smoke_options)} if quick else {}
+    for owner, options in cell.overrides.items():
+        merged.setdefault(owner, {}).update(options)
     layers = ([{"trainer": QUICK_TRAINER}] if quick else []) + [overrides]
     for layer in layers:
         for owner, options in layer.items():

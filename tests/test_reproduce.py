@@ -78,3 +78,18 @@ def test_c2f_targets_use_the_option_mapping():
     assert [o["fine_buckets"] for o in fixed_coarse] == [20, 40, 60, 80, 100]
     fixed_total = [c.overrides["c2f"] for c in fig6 if c.coords["panel"] == "b"]
     assert all(o["coarse_buckets"] + o.get("fine_buckets", 0) == 200 for o in fixed_total)
+
+
+def test_quick_layers_smoke_options_under_the_cell_and_set_over_all():
+    """--quick starts from each method's smoke options, but a target's swept value (fig6's m^r) and the
+    user's --set win over them."""
+    smoke = reproduce.get_method("c2f").smoke_options
+    fig6 = reproduce.TARGETS["fig6"].cells(["synthetic"], ["c2f"])
+    swept = next(c for c in fig6 if "fine_buckets" in c.overrides["c2f"])
+    quick = reproduce.with_user_overrides(swept, {"c2f": {"gate": 0.3}}, quick=True)
+    assert quick.overrides["c2f"]["fine_buckets"] == swept.overrides["c2f"]["fine_buckets"] != smoke["fine_buckets"]
+    assert quick.overrides["c2f"]["fine_components"] == smoke["fine_components"]
+    assert quick.overrides["c2f"]["gate"] == 0.3
+    assert quick.overrides["trainer"] == reproduce.QUICK_TRAINER
+    full = reproduce.with_user_overrides(swept, {}, quick=False)
+    assert full.overrides == swept.overrides   # real targets never see smoke options
