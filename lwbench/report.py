@@ -57,9 +57,9 @@ def status_notes(pts: pd.DataFrame) -> list[str]:
 
 
 def _row_name(method: str, options: dict, label: str) -> tuple[str, str | None]:
-    """(display name, paper row or None)."""
-    row = reference.paper_row(method, options)
-    return (row or label), row
+    """(display name, paper row or None). The display name is the run's label in the paper's style
+    (``UD-128``, ``PEP``, ``C2F-PAPER``): one name per label, so variants never share a row name."""
+    return label.upper(), reference.paper_row(method, options)
 
 
 def table3(pts: pd.DataFrame, *, missing_methods: list[str] = ()) -> Table:
