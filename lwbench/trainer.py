@@ -138,7 +138,9 @@ class Trainer:
             if index != len(dirs):
                 raise ValueError(f"{self.method.name}: stage {stage.name!r} is shared but an earlier stage is "
                                  "not; only a prefix of the stages can be shared between runs")
-            material = {"method": self.method.name, "stage": dataclasses.asdict(stage),
+            # The seed enters as the one the stage draws from, so a stage seeded by the run (``seed=None``)
+            # and one given that seed explicitly share an outcome.
+            material = {"method": self.method.name, "stage": {**dataclasses.asdict(stage), "seed": None},
                         "trainer": dataclasses.asdict(self.stage_config(stage)), "seed": self.stage_seed(index),
                         "data": self.data.digest(), "previous": previous}
             previous = config_hash(material)

@@ -418,6 +418,11 @@ def test_fine_seeds_reuse_one_coarse_stage_and_fully_seeded_runs_do_not(toy, tmp
     seeded = [c2f_trainer(toy, tmp_path, f"s{seed}", seed=seed, coarse_seed=-1).fit() for seed in (1, 2)]
     assert {seed for seed, stage in trained if stage == "coarse"} == {1, 2}            # one coarse stage per seed
     assert seeded[0].checkpoints["coarse/update"].test != seeded[1].checkpoints["coarse/update"].test
+    # The fully seeded coarse stage of seed 2 is the one an explicit coarse_seed=2 asks for: reused.
+    trained.clear()
+    explicit = c2f_trainer(toy, tmp_path, "explicit", seed=5, coarse_seed=2).fit()
+    assert [stage for _, stage in trained if stage == "coarse"] == []
+    assert explicit.checkpoints["coarse/update"].test == seeded[1].checkpoints["coarse/update"].test
 
 
 def test_resume_in_the_fine_stage_equals_an_uninterrupted_run(toy, tmp_path, monkeypatch):
