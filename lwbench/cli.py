@@ -14,7 +14,7 @@ from .config import ConfigError, parse_set_options
 from .data import DataError
 from .datasets import available_cards, load_dataset
 from .environment import resolve_device
-from .registry import UnknownMethodError, method_names
+from .registry import UnknownMethodError, get_method, method_names
 from .runner import plan_runs, run_all, summary_table
 
 EPILOG = """budget forms: """ + "; ".join(ACCEPTED_FORMS) + """
@@ -103,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.list:
-        print("methods:", ", ".join(method_names()))
+        print("methods (options: --plan shows them resolved; --set method.option=value):")
+        for name in method_names():
+            method = get_method(name)
+            print(f"  {name:<10} {method.description}" + ("" if method.budgeted else " [unbudgeted]"))
         print("datasets:", ", ".join(available_cards()))
         return 0
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]

@@ -100,6 +100,18 @@ def test_plan_prints_knobs_params_and_budget(tmp_path, toy_dir, plugin_dir):
     assert by_method["ud"]["budget"]["applies"] is False and "ignores the budget" in by_method["ud"]["budget"]["note"]
 
 
+def test_list_shows_every_method_with_its_description_including_plugins(tmp_path, plugin_dir):
+    result = run(["--list"], tmp_path, plugin_dir)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    from lwbench.registry import get_method, method_names
+    for name in [*(n for n in method_names() if not n.startswith("test-")), "toyhash"]:  # test-*: in-process fixtures
+        assert any(line.split()[:1] == [name] for line in lines), name
+    described = {line.split()[0]: line for line in lines if line.startswith("  ")}
+    assert get_method("qr").description in described["qr"] and "[unbudgeted]" in described["ud"]
+    assert "datasets: amazon-book, gowalla, synthetic, yelp2020" in result.stdout
+
+
 @pytest.mark.parametrize("args, message", [
     (["--methods", "nosuch"], "unknown method 'nosuch'; registered methods: "),
     (["--budget", "lots"], "cannot parse budget 'lots'; accepted forms"),
