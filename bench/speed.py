@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Speed and memory of one method on one dataset: seconds per training epoch, seconds per full-ranking
-evaluation over all test users, and peak memory. A benchmark, not a test: run it on the machine you
+evaluation over all test users (split into propagation and ranking), and peak memory. A benchmark, not a test: run it on the machine you
 want numbers for (targets in the README are for one H100 on Gowalla).
 
     python bench/speed.py --method ud --dataset gowalla --data-dir ../shared/datasets --batch-size 8192
@@ -81,12 +81,19 @@ def main() -> None:
         trainer.train_epoch(stage, stage.phases[-1], epoch, config)  # last phase: includes any refresh hook
         sync(device)
         epoch_times.append(time.perf_counter() - started)
-    eval_times = []
+    # The inference profile in two parts: propagation of the layer-0 rows, then ranking (scoring every
+    # item, masking training items, top-k and metrics, chunk by chunk).
+    propagation_times, ranking_times = [], []
     for _ in range(args.evals + 1):
         started = time.perf_counter()
-        trainer.evaluator.per_user("test", *trainer.propagated_tables())
+        tables = trainer.propagated_tables()
         sync(device)
-        eval_times.append(time.perf_counter() - started)
+        propagated = time.perf_counter()
+        trainer.evaluator.per_user("test", *tables)
+        sync(device)
+        propagation_times.append(propagated - started)
+        ranking_times.append(time.perf_counter() - propagated)
+    eval_times = [p + r for p, r in zip(propagation_times, ranking_times)]
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     report = {
         "method": spec.label, "stage": stage.name, "dataset": dataset.interactions.name, "device": device_name(device),
@@ -95,6 +102,8 @@ def main() -> None:
         "epoch_seconds_median": round(statistics.median(epoch_times[1:]), 3),
         "epoch_seconds_all": [round(t, 3) for t in epoch_times],
         "eval_seconds_median": round(statistics.median(eval_times[1:]), 3),
+        "eval_propagation_seconds_median": round(statistics.median(propagation_times[1:]), 3),
+        "eval_ranking_seconds_median": round(statistics.median(ranking_times[1:]), 3),
         "eval_users": int(len(trainer.evaluator.users["test"])),
         "peak_gpu_memory_gib": None if peak is None else round(peak / 2**30, 3),
     }
