@@ -62,7 +62,9 @@ class Stage:
     ``start_from_best``: begin this stage from the previous stage's best checkpoint (that of its last
     phase that saved one, whether or not the stage is reported) rather than from its last weights.
     ``seed``: the seed this stage (and, for the first stage, the module's initialization) draws from;
-    ``None`` means the run's seed. Every stage after the first is re-seeded when it starts.
+    ``None`` means the run's seed (for a later stage, a seed derived from the run's seed and the stage's
+    position, so it never replays the initialization's random stream). Every stage after the first is
+    re-seeded when it starts.
     ``shared``: if not ``None``, the stage's outcome is shared between runs: it is trained once and
     reused by every run whose stage key matches (e.g. one C2F coarse stage under several fine seeds).
     The dict names the method options the stage depends on; the key also covers the stage itself,

@@ -17,6 +17,7 @@ work folder continues from it and ends with the same result as an uninterrupted 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 import resource
@@ -124,8 +125,16 @@ class Trainer:
                                    self.config.ks, self.device, self.config.eval_chunk_elements)
 
     def stage_seed(self, index: int) -> int:
+        """The seed stage ``index`` draws from: its own ``Stage.seed``, else the run's seed for the first
+        stage and a seed derived from (run seed, index) for later ones, so that no later stage replays
+        the random stream the module's initialization drew (e.g. PEP's fresh re-initialization)."""
         seed = self.stages[index].seed
-        return self.seed if seed is None else seed
+        if seed is not None:
+            return seed
+        if index == 0:
+            return self.seed
+        digest = hashlib.sha256(f"lwbench-stage/{self.seed}/{index}".encode()).digest()
+        return int.from_bytes(digest[:4], "little")
 
     def _shared_stage_dirs(self) -> dict[int, Path]:
         """Folders of the stages whose outcome is shared between runs (``Stage.shared``), keyed by a

@@ -116,7 +116,10 @@ class CERP(Method):
             raise BudgetError(f"cerp needs at least {least} buckets on {stats.name} (ceil(N/b) <= b keeps every "
                               f"entity's pair of meta rows distinct); the smallest budget it supports is "
                               f"{math.ceil(least * per_bucket)} at sparsity {options['sparsity']}, got {budget}")
-        target = pruning_target("cerp", options["target_nnz"], budget, 2 * b * width)
+        # Sized from the budget, b is the largest at the nominal sparsity and the target is the budget itself
+        # (methods.md 2.2: s = 0.49974 on Gowalla); with b given, the sparsity sets the target (methods.md 6).
+        kept = math.floor(round(b * per_bucket, 6)) if options["buckets"] else 2 * b * width  # round: 0.2 * 25600
+        target = pruning_target("cerp", options["target_nnz"], budget, kept)
         return {**options, "buckets": b, "target_nnz": target}
 
     def planned_count(self, options: dict, stats):

@@ -102,6 +102,28 @@ def test_retrain_rewinds_under_the_mask(toy, re_init):
     assert torch.equal(module.layer0().detach(), weight)   # no threshold once the mask is fixed
 
 
+@pytest.mark.parametrize("re_init", [False, True])
+def test_pep_retrain_in_a_run_starts_from_the_initialization_or_a_fresh_one(toy, tmp_path, monkeypatch, re_init):
+    """Through the trainer: the retrain stage is re-seeded, and a fresh re-initialization must not replay
+    the random stream of the module's own initialization (it once did, making re_init a no-op)."""
+    budget_text, overrides = SEARCH["pep"]
+    method, options = configured("pep", toy, budget_text, re_init=re_init, **overrides)
+    started = {}
+    original = ThresholdPruned.begin_stage
+
+    def record(self, stage):
+        original(self, stage)
+        if stage.name == ThresholdPruned.RETRAIN:
+            table = self.tables["table"]
+            started.update(weight=table.weight.detach().clone(), rewound=(table.initial * table.mask).clone(),
+                           mask=table.mask.clone())
+
+    monkeypatch.setattr(ThresholdPruned, "begin_stage", record)
+    fit(method, options, toy, tmp_path)
+    assert not started["weight"][~started["mask"]].any()
+    assert torch.equal(started["weight"], started["rewound"]) is (not re_init)
+
+
 def test_pep_threshold_granularities_and_soft_threshold(toy):
     shapes = {"global": (1, 1), "dimension": (1, 128), "feature": (toy.n_entities, 1),
               "feature_dim": (toy.n_entities, 128)}
@@ -135,6 +157,16 @@ def test_cerp_composition_pruning_loss_and_gamma(toy):
     for epoch in range(3):
         module.end_epoch(Stage(module.SEARCH), epoch + 1)
     assert float(module.gamma) == 0.125
+
+
+def test_cerp_target_follows_the_sparsity_when_the_buckets_are_given(toy):
+    budget = parse_budget("50%", toy.n_users, toy.n_items)
+    _, sized = configured("cerp", toy, "50%")
+    assert sized["target_nnz"] == budget                       # sized from the budget: the budget itself
+    _, given = configured("cerp", toy, "50%", buckets=100, sparsity=0.8)
+    assert given["target_nnz"] == int(0.2 * 2 * 100 * 128)    # (1 - s) * 2 * b * d  (methods.md 6)
+    _, capped = configured("cerp", toy, "50%", buckets=200, sparsity=0.1)
+    assert capped["target_nnz"] == budget                      # never above the budget
 
 
 def test_cerp_legacy_group_bpr_is_refused(toy):
