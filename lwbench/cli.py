@@ -42,21 +42,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", default="synthetic",
                         help="a dataset card name (synthetic, gowalla, yelp2020, amazon-book) or a folder "
                              "holding train.txt[.gz] and test.txt[.gz] (default: synthetic)")
-    parser.add_argument("--data-dir", help="folder holding <dataset>/train.txt[.gz] (else $LWBENCH_DATA, "
-                        "then the user cache, then a download)")
     parser.add_argument("--seeds", default="2024", help="comma-separated training seeds (default: 2024)")
     parser.add_argument("--device", default="auto", help="auto (GPU if visible), cpu, cuda, cuda:1, ...")
     parser.add_argument("--out", default="results/demo", help="output folder for run records (default: results/demo)")
     add_override_options(parser)
-    parser.add_argument("--split-seed", type=int, default=2024, help="seed of the validation/test split (default 2024)")
+    add_data_options(parser)
     parser.add_argument("--legacy-split", action="store_true",
                         help="draw the split from each run's seed, as the official code does (methods.md 1.1)")
     parser.add_argument("--plan", action="store_true", help="print the planned runs as JSON and exit")
     parser.add_argument("--force", action="store_true", help="re-run even when a record with the same config exists")
-    parser.add_argument("--offline", action="store_true", help="never try to download datasets")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--list", action="store_true", help="list registered methods and dataset cards, then exit")
     return parser
+
+
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    """Where datasets come from and how they are split: what every command that loads data accepts."""
+    parser.add_argument("--data-dir", help="folder holding <dataset>/train.txt[.gz] (else $LWBENCH_DATA, "
+                        "then the user cache, then a download)")
+    parser.add_argument("--split-seed", type=int, default=2024, help="seed of the validation/test split (default 2024)")
+    parser.add_argument("--offline", action="store_true", help="never try to download datasets")
 
 
 def add_override_options(parser: argparse.ArgumentParser) -> None:
@@ -74,6 +79,11 @@ def overrides_from(args: argparse.Namespace) -> dict:
     if args.epochs is not None:
         overrides.setdefault("trainer", {})["max_epochs"] = args.epochs
     return overrides
+
+
+def comma_list(text: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``."""
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -109,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"  {name:<10} {method.description}" + ("" if method.budgeted else " [unbudgeted]"))
         print("datasets:", ", ".join(available_cards()))
         return 0
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = comma_list(args.methods)
     seeds = parse_seeds(args.seeds)
     overrides = overrides_from(args)
     device = resolve_device(args.device)

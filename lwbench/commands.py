@@ -6,25 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli import add_override_options, overrides_from, parse_seeds
+from .cli import add_data_options, add_override_options, comma_list, overrides_from, parse_seeds
 from .execution import BACKENDS, ExecutionRequest, make_execution
 from .grid import describe_plan, expand, parse_sweeps, plan_grid, run_grid, summarize_failures
 from .records import load_records
 from .runner import summary_table
 
 
-def _comma_list(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", help="folder holding <dataset>/train.txt[.gz] (else $LWBENCH_DATA, the cache)")
-    parser.add_argument("--split-seed", type=int, default=2024, help="seed of the validation/test split (default 2024)")
-    parser.add_argument("--offline", action="store_true", help="never try to download datasets")
-
-
 def add_execution_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("execution")
+    group.add_argument("--plan", action="store_true", help="print the plan and exit")
     group.add_argument("--jobs", type=int, help="runs at a time (default: one per GPU times --runs-per-gpu; "
                        "with a dask/ray cluster, all its workers)")
     group.add_argument("--device", default="auto", help="auto (GPUs if visible), cpu, cuda, cuda:1 (default auto)")
@@ -59,7 +50,6 @@ def grid_parser() -> argparse.ArgumentParser:
                         help="sweep an option over values (repeatable; sweeps multiply)")
     parser.add_argument("--legacy-split", action="store_true", help="draw the split from each run's seed")
     parser.add_argument("--out", default="results/grid", help="output folder (default results/grid)")
-    parser.add_argument("--plan", action="store_true", help="print the plan and exit")
     add_data_options(parser)
     add_execution_options(parser)
     return parser
@@ -68,7 +58,7 @@ def grid_parser() -> argparse.ArgumentParser:
 def run_grid_command(argv: list[str]) -> int:
     args = grid_parser().parse_args(argv)
     overrides = overrides_from(args)
-    cells = expand(_comma_list(args.datasets), _comma_list(args.methods), _comma_list(args.budgets),
+    cells = expand(comma_list(args.datasets), comma_list(args.methods), comma_list(args.budgets),
                    overrides=overrides, sweeps=parse_sweeps(args.sweeps))
     plan = plan_grid(cells, parse_seeds(args.seeds), data_dir=args.data_dir, split_seed=args.split_seed,
                      legacy_split=args.legacy_split, offline=args.offline or None)
@@ -106,7 +96,6 @@ def reproduce_parser() -> argparse.ArgumentParser:
     parser.add_argument("--figures", help="figures folder (default figures, or figures/quick with --quick)")
     parser.add_argument("--alternative", choices=ALTERNATIVES, default="two-sided",
                         help="alternative hypothesis of the significance tests (default two-sided)")
-    parser.add_argument("--plan", action="store_true", help="print the plan and exit")
     add_data_options(parser)
     add_execution_options(parser)
     return parser
@@ -118,8 +107,8 @@ def run_reproduce_command(argv: list[str]) -> int:
     overrides = overrides_from(args)
     suffix = "/quick" if args.quick else ""
     options = ReproduceOptions(
-        quick=args.quick, datasets=_comma_list(args.datasets) if args.datasets else None,
-        methods=_comma_list(args.methods) if args.methods else None,
+        quick=args.quick, datasets=comma_list(args.datasets) if args.datasets else None,
+        methods=comma_list(args.methods) if args.methods else None,
         seeds=parse_seeds(args.seeds) if args.seeds else None, overrides=overrides, data_dir=args.data_dir,
         offline=args.offline or None, split_seed=args.split_seed, out=Path(args.out or f"results{suffix}"),
         figures_dir=Path(args.figures or f"figures{suffix}"), alternative=args.alternative, force=args.force,
