@@ -7,7 +7,7 @@ trivially (``t`` values and ``t`` indices per row, methods.md 2.1). This module 
 the methods share:
 
 * :func:`anchored_assignment` - the initialisation of methods.md 7.2 (one anchor column with weight
-  ``w*``, ``t-1`` random others sharing ``1-w*``); with ``t = columns`` it is C2F's dense ``S~`` (8.4);
+  ``w*``, ``t-1`` random others sharing ``1-w*``);
 * :func:`pinv_scores` and :func:`top_t_assignment` - the refresh ``top_t(H_rows pinv(H_meta))`` of 7.3;
 * :class:`ExpandedGraphBuilder` - the expanded, doubly normalised propagation graph of 7.1 / 8.5 with
   assignment blocks chained off the diagonal;
@@ -82,7 +82,7 @@ def anchored_assignment(anchors: torch.Tensor, n_cols: int, per_row: int, anchor
     """Row ``r`` gets ``anchor_weight`` at column ``anchors[r]`` and ``(1 - anchor_weight)/(per_row - 1)``
     at ``per_row - 1`` distinct other columns drawn uniformly; with ``per_row = 1`` the anchor gets 1.
     Every row sums to 1 (methods.md 7.2 step 2). ``anchors`` come from METIS (7.2) or are uniform
-    random (the non-METIS option, 7.2 step 4); ``per_row = n_cols`` fills every column (C2F's S~, 8.4)."""
+    random (the non-METIS option, 7.2 step 4); ``per_row = n_cols`` fills every column."""
     if not 1 <= per_row <= n_cols:
         raise ValueError(f"each row needs {per_row} distinct columns out of {n_cols}; "
                          f"choose between 1 and {n_cols} entries per row")

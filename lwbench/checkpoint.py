@@ -1,13 +1,15 @@
-"""Crash-safe files and RNG state capture, for resumable runs and atomic records."""
+"""Crash-safe files, cached arrays and RNG state capture, for resumable runs and atomic records."""
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import os
 import random
 import tempfile
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,22 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def cached_array(path: Path | None, compute: Callable[[], np.ndarray],
+                 usable: Callable[[np.ndarray], bool] = lambda array: True) -> np.ndarray:
+    """``compute()``, stored at ``path`` (``.npy``, written atomically) and loaded from there when it
+    exists and is ``usable``; ``path=None`` computes without caching (METIS parts, SparsePCA scores)."""
+    if path is not None and Path(path).exists():
+        array = np.load(path)
+        if usable(array):
+            return array
+    array = compute()
+    if path is not None:
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        atomic_write_bytes(path, buffer.getvalue())
+    return array
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

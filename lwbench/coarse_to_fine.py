@@ -62,8 +62,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .assignment import (RefreshSchedule, SparseAssignment, anchored_assignment, pinv_scores,
-                         top_t_assignment)
+from .assignment import RefreshSchedule, SparseAssignment, pinv_scores, top_t_assignment
 from .budget import ParamCount
 from .graph import lightgcn_propagate
 from .meta_embedding import MetaEmbeddingTable, metis_anchors
@@ -173,7 +172,10 @@ def bridged_scores(coarse: SparseAssignment, fine_parts: torch.Tensor, n_fine: i
                    anchor_weight: float) -> torch.Tensor:
     """``(S^c)^T S~`` (m^c x m^r, methods.md 8.4 steps 2-3), where ``S~`` gives every entity ``w*`` on its
     METIS part and ``(1-w*)/(m^r-1)`` on every other fine column."""
-    spread = anchored_assignment(fine_parts, n_fine, n_fine, anchor_weight).to_dense()
+    others = (1.0 - anchor_weight) / (n_fine - 1) if n_fine > 1 else 0.0
+    spread = torch.full((fine_parts.shape[0], n_fine), others, device=fine_parts.device)
+    spread[torch.arange(fine_parts.shape[0], device=fine_parts.device), fine_parts.long()] = \
+        anchor_weight if n_fine > 1 else 1.0
     return coarse.transpose_compose(spread)
 
 
@@ -297,9 +299,10 @@ class CoarseToFineTable(MetaEmbeddingTable):
             return super().layer0()
         settings = self.fine_settings
         fine = self.fine_rows()
-        refined = (1.0 - settings.gate) * self.meta + settings.gate * self.fine_assignment.compose(fine)
+        meta = self.meta.detach()   # E^c is frozen in the fine stage: no gradient work for it
+        refined = (1.0 - settings.gate) * meta + settings.gate * self.fine_assignment.compose(fine)
         if settings.code:
-            return torch.cat([torch.tanh(self.assignment.compose(self.meta)), refined, torch.tanh(fine)])
+            return torch.cat([torch.tanh(self.assignment.compose(meta)), refined, torch.tanh(fine)])
         return torch.cat([self.assignment.compose(refined), refined, fine])
 
     def propagate(self, x0: torch.Tensor, n_layers: int) -> torch.Tensor:

@@ -11,7 +11,6 @@ and every run of a sensitivity sweep that selects the same rows, fits once.
 from __future__ import annotations
 
 import hashlib
-import io
 import warnings
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import sklearn
 from sklearn.decomposition import SparsePCA
 from sklearn.exceptions import ConvergenceWarning
 
-from .checkpoint import atomic_write_bytes
+from .checkpoint import cached_array
 
 CACHE_FORMAT = "sparsepca-scores-v1"   # part of the cache key: change it when the call changes
 
@@ -41,15 +40,12 @@ def sparse_pca_scores(rows: np.ndarray, n_components: int, random_state: int, ca
                       f"{sklearn.__version__}|{CACHE_FORMAT}".encode())
         digest.update(rows.tobytes())
         path = Path(cache_dir) / "sparse_pca" / f"{digest.hexdigest()[:32]}.npy"
-        if path.exists():
-            return np.load(path)
+    return cached_array(path, lambda: _fit_scores(rows, n_components, random_state, alpha))
+
+
+def _fit_scores(rows: np.ndarray, n_components: int, random_state: int, alpha: float) -> np.ndarray:
     with warnings.catch_warnings():
         # LARS reports every path it ends early because the residues are already small: expected, and
         # hundreds of times per fit.
         warnings.filterwarnings("ignore", message="Early stopping the lars path", category=ConvergenceWarning)
-        scores = SparsePCA(n_components=n_components, alpha=alpha, random_state=random_state).fit_transform(rows)
-    if path is not None:
-        buffer = io.BytesIO()
-        np.save(buffer, scores)
-        atomic_write_bytes(path, buffer.getvalue())
-    return scores
+        return SparsePCA(n_components=n_components, alpha=alpha, random_state=random_state).fit_transform(rows)

@@ -204,7 +204,7 @@ class Trainer:
             if outcome.exists():
                 self.log(f"lwbench: {self.label} seed {self.seed}: reusing stage {self.stages[index].name!r} "
                          f"from {folder}")
-                schedule, _ = self._load_resume(outcome)
+                schedule, _ = self._load_resume(outcome, announce=False)
             else:
                 if progress.exists():
                     schedule, resume = self._load_resume(progress)
@@ -418,7 +418,7 @@ class Trainer:
             "optimizer": None if stage_done else self.optimizer.state_dict(),
             "rng": capture_rng(self.generator), "history": self.history, "results": self.results})
 
-    def _load_resume(self, path: Path) -> tuple[Schedule, dict | None]:
+    def _load_resume(self, path: Path, announce: bool = True) -> tuple[Schedule, dict | None]:
         """Restore what ``path`` holds: between stages, the state is applied here and ``None`` returned;
         inside a stage, the state is returned for :meth:`_restore` once the stage's hooks have run."""
         if not path.exists():
@@ -427,7 +427,7 @@ class Trainer:
         schedule = Schedule(**state["schedule"])
         self.history = state["history"]
         self.results = state["results"]
-        if path.name == "last.pt":
+        if announce:
             self.log(f"lwbench: {self.label} seed {self.seed}: resuming from {path} "
                      f"(stage {schedule.stage_index}, epoch {schedule.epoch})")
         if state["stage_done"]:
