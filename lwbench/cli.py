@@ -88,7 +88,7 @@ def comma_list(text: str) -> list[str]:
 
 def parse_seeds(text: str) -> list[int]:
     try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
+        seeds = [int(s) for s in comma_list(text)]
     except ValueError:
         raise ConfigError(f"--seeds {text!r}: expected comma-separated integers, e.g. 2024,2025,2026") from None
     if not seeds:

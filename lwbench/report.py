@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from . import reference, stats
+from .plugin import UPDATE
 from .records import checkpoint_metric, per_user, stage_checkpoint
 from .tables import Table
 
@@ -131,7 +132,7 @@ def table4(pts: pd.DataFrame, out: Path, *, coarse_stage: str, alternative: str 
         fine = {int(r["seed"]): r["record"] for _, r in done.iterrows()}
         for seed, record in fine.items():
             coarse = stage_checkpoint(record, coarse_stage)
-            if coarse != f"{coarse_stage}/update":
+            if coarse != f"{coarse_stage}/{UPDATE}":
                 fallbacks.append(f"{record['run_id']} ({coarse})")
             got = {name: {f: [checkpoint_metric(record, ckpt, f"{f}@{k}") for k in ks] for f in families}
                    for name, ckpt in (("coarse", coarse), ("C2F", record["reported_checkpoint"]))}
@@ -186,6 +187,8 @@ def _sound_comparisons(dataset: str, fine: dict[int, dict], out: Path, coarse_st
     """Across seeds and across users, for every metric at the Table-4 cutoffs."""
     found = []
     labels = ("C2F", "coarse")
+    users = {seed: (per_user(out, record), per_user(out, record, stage_checkpoint(record, coarse_stage)))
+             for seed, record in fine.items()}   # each per-user file read once
     for f in ("ndcg", "recall"):
         for k in reference.TABLE4_KS:
             metric = f"{f}@{k}"
@@ -194,32 +197,31 @@ def _sound_comparisons(dataset: str, fine: dict[int, dict], out: Path, coarse_st
                 b = {s: checkpoint_metric(r, stage_checkpoint(r, coarse_stage), metric) for s, r in fine.items()}
                 found += [("across seeds", dataset, metric, c)
                           for c in stats.across_seeds(a, b, labels=labels, alternative=alternative)]
-            for seed, record in fine.items():
-                users_a = per_user(out, record)[metric]
-                users_b = per_user(out, record, stage_checkpoint(record, coarse_stage))[metric]
+            for seed, (fine_users, coarse_users) in users.items():
                 found += [("across users", dataset, f"{metric} (seed {seed})", c)
-                          for c in stats.across_users(users_a, users_b, labels=labels, alternative=alternative)]
+                          for c in stats.across_users(fine_users[metric], coarse_users[metric], labels=labels,
+                                                      alternative=alternative)]
     return found
 
 
 def _stats_table(comparisons: list[tuple], alternative: str) -> Table:
     """Holm within each (dataset, protocol, test) family, then one row per comparison."""
-    adjusted = {}
     families: dict[tuple, list[int]] = {}
     for i, (protocol, dataset, _, c) in enumerate(comparisons):
         families.setdefault((dataset, protocol, c.test), []).append(i)
+    comparisons = list(comparisons)
     for members in families.values():
-        for i, p in zip(members, stats.holm([comparisons[i][3].pvalue for i in members])):
-            adjusted[i] = p
+        for i, c in zip(members, stats.with_holm([comparisons[i][3] for i in members])):
+            comparisons[i] = (*comparisons[i][:3], c)
     columns = ["dataset", "protocol", "comparison", "test", "n", "C2F", "coarse", "Δ [95% CI]", "effect", "p",
                "p (Holm)", "H1"]
     rows, data = [], []
-    for i, (protocol, dataset, what, c) in enumerate(comparisons):
+    for protocol, dataset, what, c in comparisons:
         ci = "" if math.isnan(c.ci_low) else f" [{c.ci_low:+.4f}, {c.ci_high:+.4f}]"
         rows.append([dataset, protocol, what, c.test, str(c.n), f"{c.mean_a:.4f}", f"{c.mean_b:.4f}",
                      f"{c.mean_diff:+.4f}{ci}", f"{c.effect_name} = {c.effect:.2f}", stats.format_p(c.pvalue),
-                     stats.format_p(adjusted[i]), c.hypothesis])
-        data.append({"dataset": dataset, "protocol": protocol, "comparison": what, **c.as_row(), "p_holm": adjusted[i]})
+                     stats.format_p(c.p_holm), c.hypothesis])
+        data.append({"dataset": dataset, "protocol": protocol, "comparison": what, **c.as_row()})
     notes = [f"Alternative hypothesis: {alternative} (stated per row in H1); differences are C2F − coarse.",
              "Holm correction within each family of one dataset, one protocol and one test.",
              "Across users: per-user test metrics of the same fixed test set (lwbench.runner.load_per_user); "

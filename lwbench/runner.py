@@ -243,10 +243,14 @@ SUMMARY_METRICS = ("ndcg@10", "recall@10", "ndcg@20", "recall@20")
 
 
 def summary_table(records: list[dict]) -> pd.DataFrame:
-    """One row per (dataset, label): seeds, #params, budget use, test metrics as mean ± std over seeds."""
+    """One row per configuration (runs whose resolved configs differ only in the seed): seeds, #params,
+    budget use, test metrics as mean ± std over seeds. Labels alone do not separate budgets or swept options."""
     rows = []
     for record in records:
-        row = {"dataset": record["dataset"], "method": record["label"], "seed": record["seed"],
+        configuration = json.dumps({k: v for k, v in record["config"].items() if k != "seed"}, sort_keys=True,
+                                   default=str)
+        row = {"configuration": configuration, "dataset": record["dataset"], "method": record["label"],
+               "budget text": record["budget"]["text"], "seed": record["seed"],
                "params": record["params"],
                "budget": record["budget"]["params"] if record["budget"]["applies"] else None,
                "epochs": record["epochs_run"], "train_s": record["train_seconds"]}
@@ -254,9 +258,9 @@ def summary_table(records: list[dict]) -> pd.DataFrame:
         rows.append(row)
     frame = pd.DataFrame(rows)
     out = []
-    for (dataset, method), group in frame.groupby(["dataset", "method"], sort=False):
+    for (_, dataset, method), group in frame.groupby(["configuration", "dataset", "method"], sort=False):
         budget = group["budget"].iloc[0]
-        entry = {"dataset": dataset, "method": method, "seeds": len(group), "#params": int(group["params"].iloc[0]),
+        entry = {"dataset": dataset, "method": method, "budget": group["budget text"].iloc[0], "seeds": len(group), "#params": int(group["params"].iloc[0]),
                  "budget use": "unbudgeted" if budget is None or pd.isna(budget) else f"{group['params'].iloc[0] / budget:.1%}"}
         for metric in SUMMARY_METRICS:
             values = group[metric]

@@ -200,19 +200,10 @@ def mean_std(values) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else math.nan
 
 
-def format_mean_std(values, digits: int = 4) -> str:
-    mean, std = mean_std(values)
-    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
 def format_p(p: float | None) -> str:
     if p is None or math.isnan(p):
         return "n/a"
     return f"{p:.3g}"
-
-
-def comparisons_frame(comparisons: list[Comparison]) -> pd.DataFrame:
-    return pd.DataFrame([c.as_row() for c in comparisons])
 
 
 def truncate(value: float, decimals: int) -> float:

@@ -27,9 +27,6 @@ class Table:
     bold: set[tuple[int, int]] = field(default_factory=set)   # (row, column) cells to emphasize
     notes: list[str] = field(default_factory=list)
 
-    def cell(self, row: int, column: str) -> str:
-        return self.rows[row][self.columns.index(column)]
-
     def to_markdown(self) -> str:
         def fmt(r: int, c: int, text: str) -> str:
             return f"**{text}**" if (r, c) in self.bold and text else text.replace("|", "\\|")
