@@ -1,11 +1,9 @@
 #!/usr/bin/env python3
-"""lwbench command line; see `python run_bench.py --help`. Thin on purpose: everything is in lwbench/."""
+"""lwbench command line from a checkout (the installed command is ``lwbench``); see ``--help``.
+Needs lwbench installed (``pip install -e .``): nothing here edits ``sys.path``."""
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from a checkout without installing
-
-from lwbench.cli import main  # noqa: E402
+from lwbench.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -23,24 +23,21 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from lwbench.assignment import pinv_scores, top_t_assignment  # noqa: E402
-from lwbench.coarse_to_fine import fine_assignment, weight_bridging_scores  # noqa: E402
-from lwbench.config import parse_set_options  # noqa: E402
-from lwbench.datasets import load_dataset  # noqa: E402
-from lwbench.environment import device_name, resolve_device  # noqa: E402
-from lwbench.metis import metis_parts, user_item_adjacency  # noqa: E402
-from lwbench.registry import get_method  # noqa: E402
-from lwbench.runner import plan_runs  # noqa: E402
-from lwbench.trainer import Trainer  # noqa: E402
+from lwbench.methods.common.assignment import pinv_scores, top_t_assignment
+from lwbench.methods.c2f.module import fine_assignment, weight_bridging_scores
+from lwbench.config import parse_set_options
+from lwbench.data.cards import load_dataset
+from lwbench.environment import device_name, resolve_device
+from lwbench.methods.common.metis import metis_parts, user_item_adjacency
+from lwbench.registry import get_method
+from lwbench.runner import plan_runs
+from lwbench.training.trainer import Trainer
 
 
 def sync(device: torch.device) -> None:

@@ -9,13 +9,13 @@ import json
 import sys
 from pathlib import Path
 
-from .budget import ACCEPTED_FORMS, BudgetError
-from .config import ConfigError, parse_set_options
-from .data import DataError
-from .datasets import available_cards, load_dataset
-from .environment import resolve_device
-from .registry import UnknownMethodError, get_method, method_names
-from .runner import plan_runs, run_all, summary_table
+from lwbench.budget import ACCEPTED_FORMS, BudgetError
+from lwbench.config import ConfigError, parse_set_options
+from lwbench.data.interactions import DataError
+from lwbench.data.cards import available_cards, load_dataset
+from lwbench.environment import resolve_device
+from lwbench.registry import UnknownMethodError, get_method, method_names
+from lwbench.runner import plan_runs, run_all, summary_table
 
 EPILOG = """budget forms: """ + "; ".join(ACCEPTED_FORMS) + """
 
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         if argv and argv[0] in SUBCOMMANDS:
-            from .commands import run_subcommand  # imported on demand: plain runs skip its imports
+            from lwbench.commands import run_subcommand  # imported on demand: plain runs skip its imports
             return run_subcommand(argv[0], argv[1:])
         return _run(build_parser().parse_args(argv))
     except (ConfigError, BudgetError, DataError, UnknownMethodError, FileNotFoundError, RuntimeError) as exc:

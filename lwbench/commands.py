@@ -6,11 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli import add_data_options, add_override_options, comma_list, overrides_from, parse_seeds
-from .execution import BACKENDS, ExecutionRequest, make_execution
-from .grid import describe_plan, expand, parse_sweeps, plan_grid, run_grid, summarize_failures
-from .records import load_records
-from .runner import summary_table
+from lwbench.cli import add_data_options, add_override_options, comma_list, overrides_from, parse_seeds
+from lwbench.grid.workers import BACKENDS, ExecutionRequest, make_execution
+from lwbench.grid.plan import describe_plan, expand, parse_sweeps, plan_grid, run_grid, summarize_failures
+from lwbench.records import load_records
+from lwbench.runner import summary_table
 
 
 def add_execution_options(parser: argparse.ArgumentParser) -> None:
@@ -79,8 +79,8 @@ def run_grid_command(argv: list[str]) -> int:
 
 
 def reproduce_parser() -> argparse.ArgumentParser:
-    from .reproduce import TARGETS
-    from .stats import ALTERNATIVES
+    from lwbench.reports.targets import TARGETS
+    from lwbench.reports.stats import ALTERNATIVES
     targets = "\n".join(f"  {name:<13} {t.description}" for name, t in TARGETS.items())
     parser = argparse.ArgumentParser(prog="run_bench.py reproduce", formatter_class=argparse.RawDescriptionHelpFormatter,
                                      description="Plan, run (reusing existing runs) and report one target.",
@@ -102,7 +102,7 @@ def reproduce_parser() -> argparse.ArgumentParser:
 
 
 def run_reproduce_command(argv: list[str]) -> int:
-    from .reproduce import ReproduceOptions, reproduce
+    from lwbench.reports.targets import ReproduceOptions, reproduce
     args = reproduce_parser().parse_args(argv)
     overrides = overrides_from(args)
     suffix = "/quick" if args.quick else ""
@@ -117,7 +117,7 @@ def run_reproduce_command(argv: list[str]) -> int:
 
 
 def report_parser() -> argparse.ArgumentParser:
-    from .stats import ALTERNATIVES
+    from lwbench.reports.stats import ALTERNATIVES
     parser = argparse.ArgumentParser(prog="run_bench.py report", description="Regenerate every table and figure "
                                      "from the records and target manifests in an output folder (no training).")
     parser.add_argument("--out", default="results", help="output folder holding runs/ and grids/ (default results)")
@@ -128,7 +128,7 @@ def report_parser() -> argparse.ArgumentParser:
 
 
 def run_report_command(argv: list[str]) -> int:
-    from .reproduce import build_report
+    from lwbench.reports.targets import build_report
     args = report_parser().parse_args(argv)
     _, errors = build_report(Path(args.out), Path(args.figures), args.alternative)
     for error in errors:

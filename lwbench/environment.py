@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
 _LIBRARIES = ("lwbench", "torch", "numpy", "scipy", "pandas", "scikit-learn", "pymetis", "joblib")
 
 
@@ -29,15 +29,23 @@ def resolve_device(name: str) -> torch.device:
 
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    """``git describe``-style id of the checkout (``+dirty`` when it has uncommitted changes)."""
+    """The commit of the checkout the package is imported from (``+dirty`` with uncommitted changes), or,
+    for an installed copy outside any checkout of lwbench, ``lwbench <version> (installed)``."""
     try:
-        commit = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        return commit + ("+dirty" if dirty else "")
+        top = subprocess.run(["git", "-C", str(PACKAGE_DIR), "rev-parse", "--show-toplevel"], capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        if Path(top).resolve() == PACKAGE_DIR.parent:   # this package's own checkout, not a repo it sits in
+            commit = subprocess.run(["git", "-C", top, "rev-parse", "HEAD"], capture_output=True, text=True,
+                                    timeout=10, check=True).stdout.strip()
+            dirty = subprocess.run(["git", "-C", top, "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+            return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return "unknown (not a git checkout)"
+        pass
+    try:
+        return f"lwbench {version('lwbench')} (installed)"
+    except PackageNotFoundError:
+        return "unknown (neither a git checkout nor an installed package)"
 
 
 def library_versions() -> dict[str, str]:

@@ -18,7 +18,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from .csr import DeviceCSR
+from lwbench.training.csr import DeviceCSR
 
 DEFAULT_KS = (1, 5, 10, 20, 50)
 

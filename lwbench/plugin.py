@@ -21,9 +21,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .budget import BudgetError, ParamCount
-from .data import DatasetStats, Interactions
-from .graph import SymmetricGraph, lightgcn_propagate
+from lwbench.budget import BudgetError, ParamCount
+from lwbench.data.interactions import DatasetStats, Interactions
+from lwbench.training.graph import SymmetricGraph, lightgcn_propagate
 
 FIXED, UPDATE, SINGLE = "fixed", "update", "single"
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .checkpoint import atomic_write_json
-from .plugin import FIXED, SINGLE, UPDATE
-from .runner import load_per_user
+from lwbench.files import atomic_write_json
+from lwbench.plugin import FIXED, SINGLE, UPDATE
+from lwbench.runner import load_per_user
 
 
 def load_records(out: Path) -> list[dict]:

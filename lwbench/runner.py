@@ -28,14 +28,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .budget import BudgetError, ParamCount, parse_budget
-from .checkpoint import atomic_write_bytes, atomic_write_json
-from .config import ConfigError, TrainerConfig, coerce_options, config_hash
-from .datasets import LoadedDataset
-from .environment import code_version, device_name, library_versions
-from .plugin import Method, check_within_budget
-from .registry import get_method
-from .trainer import Trainer
+from lwbench.budget import BudgetError, ParamCount, parse_budget
+from lwbench.files import atomic_write_bytes, atomic_write_json
+from lwbench.config import ConfigError, TrainerConfig, coerce_options, config_hash
+from lwbench.data.cards import LoadedDataset
+from lwbench.environment import code_version, device_name, library_versions
+from lwbench.plugin import Method, check_within_budget
+from lwbench.registry import get_method
+from lwbench.training.trainer import Trainer
 
 
 @dataclass(frozen=True)

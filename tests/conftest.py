@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from lwbench import synthetic
-from lwbench.data import build_interactions
-from lwbench.trainer import Trainer
+from lwbench.data import synthetic
+from lwbench.data.interactions import build_interactions
+from lwbench.training.trainer import Trainer
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from lwbench.records import write_manifest
-from lwbench.reproduce import TARGETS
+from lwbench.reports.targets import TARGETS
 from lwbench.runner import save_per_user
 
 KS = (1, 5, 10, 20, 50)

@@ -10,20 +10,20 @@ from sklearn.decomposition import SparsePCA
 from conftest import assert_same_outcome, count_stage_epochs, crash_and_resume
 from test_legcf import dense_expanded
 
-from lwbench import metis, sparse_pca
-from lwbench.assignment import SparseAssignment
+from lwbench.methods.common import metis, sparse_pca
+from lwbench.methods.common.assignment import SparseAssignment
 from lwbench.budget import BudgetError, parse_budget
-from lwbench.checkpoint import seed_everything, torch_load
-from lwbench.coarse_to_fine import (CoarseToFineTable, FineSettings, FineStreams, initial_fine_codebook,
+from lwbench.training.persistence import seed_everything, torch_load
+from lwbench.methods.c2f.module import (CoarseToFineTable, FineSettings, FineStreams, initial_fine_codebook,
                                     remix_layer, soft_threshold)
 from lwbench.config import ConfigError, TrainerConfig
-from lwbench.data import DatasetStats
-from lwbench.datasets import available_cards, load_dataset
+from lwbench.data.interactions import DatasetStats
+from lwbench.data.cards import available_cards, load_dataset
 from lwbench.evaluate import Evaluator
-from lwbench.graph import normalized_adjacency
+from lwbench.training.graph import normalized_adjacency
 from lwbench.plugin import FIXED, UPDATE, BuildContext, Stage
 from lwbench.registry import get_method
-from lwbench.trainer import Trainer
+from lwbench.training.trainer import Trainer
 
 SMALL = {"coarse_buckets": 12, "fine_buckets": 6, "fine_topk": 3, "fine_components": 5, "dim": 16}
 FINE = Stage("fine", two_phase=True)

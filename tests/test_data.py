@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lwbench import datasets
-from lwbench.data import DataError, build_interactions, fingerprint, read_split
-from lwbench.datasets import load_dataset
+from lwbench.data import cards as card_module
+from lwbench.data.interactions import DataError, build_interactions, fingerprint, read_split
+from lwbench.data.cards import load_dataset
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
@@ -71,7 +71,7 @@ def test_legacy_split_follows_the_run_seed(toy):
 
 
 def _raw_of(inter):
-    from lwbench.data import RawSplit
+    from lwbench.data.interactions import RawSplit
     full = (inter.valid + inter.test).tocoo()
     train = inter.train.tocoo()
     return (RawSplit(train.row.astype(np.int64), train.col.astype(np.int64), "train"),
@@ -107,7 +107,7 @@ def test_fingerprint_mismatch_is_an_error(tmp_path, monkeypatch, toy_dir):
     cards = tmp_path / "cards"
     cards.mkdir()
     (cards / "toycard.toml").write_text('name = "toycard"\n[fingerprints]\ntrain_sha256 = "' + "0" * 64 + '"\n')
-    monkeypatch.setattr(datasets, "CARDS_DIR", cards)
+    monkeypatch.setattr(card_module, "CARDS", cards)
     data = tmp_path / "data" / "toycard"
     data.mkdir(parents=True)
     for name in ("train.txt", "test.txt.gz"):

@@ -3,7 +3,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from lwbench.graph import lightgcn_propagate, normalized_adjacency
+from lwbench.training.graph import lightgcn_propagate, normalized_adjacency
 
 
 def dense_normalized(train):

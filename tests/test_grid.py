@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lwbench.checkpoint import exclusive_lock
-from lwbench.execution import (Execution, ExecutionRequest, device_slot, is_running, make_execution, run_lock_path,
+from lwbench.files import exclusive_lock
+from lwbench.grid.workers import (Execution, ExecutionRequest, device_slot, is_running, make_execution, run_lock_path,
                                runs_per_gpu)
-from lwbench.grid import (Cell, GridProgress, estimate_seconds, expand, parse_sweeps, plan_grid, run_grid,
+from lwbench.grid.plan import (Cell, GridProgress, estimate_seconds, expand, parse_sweeps, plan_grid, run_grid,
                           summarize_failures)
 from lwbench.plugin import BuildContext, Method
 from lwbench.registry import get_method, register

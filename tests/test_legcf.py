@@ -1,4 +1,4 @@
-"""LEGCF (methods.md 7) and its reusable pieces (lwbench.assignment, lwbench.metis), checked against
+"""LEGCF (methods.md 7) and its reusable pieces (lwbench.methods.common.assignment, lwbench.methods.common.metis), checked against
 dense numpy constructions of the formulas, scipy edge cuts, and the paper's parameter counts."""
 import numpy as np
 import pytest
@@ -6,19 +6,19 @@ import scipy.sparse as sp
 import torch
 
 from conftest import assert_resumes_identically
-from lwbench import metis
-from lwbench.assignment import (ExpandedGraphBuilder, RefreshSchedule, SparseAssignment, anchored_assignment,
+from lwbench.methods.common import metis
+from lwbench.methods.common.assignment import (ExpandedGraphBuilder, RefreshSchedule, SparseAssignment, anchored_assignment,
                                 pinv_scores, top_t_assignment)
 from lwbench.budget import BudgetError, parse_budget
 from lwbench.config import TrainerConfig
-from lwbench.data import DatasetStats
-from lwbench.datasets import load_dataset
+from lwbench.data.interactions import DatasetStats
+from lwbench.data.cards import load_dataset
 from lwbench.evaluate import Evaluator
-from lwbench.graph import normalized_adjacency
-from lwbench.meta_embedding import MetaEmbeddingTable
+from lwbench.training.graph import normalized_adjacency
+from lwbench.methods.common.meta_embedding import MetaEmbeddingTable
 from lwbench.plugin import FIXED, UPDATE, BuildContext, Step
 from lwbench.registry import get_method
-from lwbench.trainer import Trainer
+from lwbench.training.trainer import Trainer
 
 
 def build_module(toy, tmp_path, seed=0, **options):

@@ -9,10 +9,10 @@ import torch
 
 from lwbench.budget import BudgetError, parse_budget
 from lwbench.config import TrainerConfig
-from lwbench.graph import normalized_adjacency
+from lwbench.training.graph import normalized_adjacency
 from lwbench.plugin import BuildContext, Method
 from lwbench.registry import get_method, method_names, register
-from lwbench.trainer import Trainer
+from lwbench.training.trainer import Trainer
 
 TIGHT = "0.6%"
 BUDGETS = ("10%", "500buckets", TIGHT)

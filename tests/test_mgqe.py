@@ -9,11 +9,11 @@ import torch
 
 from lwbench.budget import parse_budget
 from lwbench.config import TrainerConfig
-from lwbench.data import DatasetStats
-from lwbench.graph import normalized_adjacency
+from lwbench.data.interactions import DatasetStats
+from lwbench.training.graph import normalized_adjacency
 from lwbench.plugin import BuildContext
 from lwbench.registry import get_method
-from lwbench.trainer import Trainer
+from lwbench.training.trainer import Trainer
 
 # methods.md 0 and 2.2: (users, items), DPQ K=256 D=8, MGQE K=256/64 D=8 with a top-10% head
 PAPER = {"gowalla": ((29858, 40981), 174_446, 142_568),

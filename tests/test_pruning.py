@@ -8,11 +8,11 @@ import torch
 
 from lwbench.budget import parse_budget
 from lwbench.config import TrainerConfig
-from lwbench.graph import normalized_adjacency
+from lwbench.training.graph import normalized_adjacency
 from lwbench.plugin import BuildContext, Stage, Step
-from lwbench.pruning import ThresholdPruned, soft_threshold
+from lwbench.methods.common.pruning import ThresholdPruned, soft_threshold
 from lwbench.registry import get_method
-from lwbench.trainer import Trainer
+from lwbench.training.trainer import Trainer
 
 CONFIG = TrainerConfig(max_epochs=12, eval_every=1, patience_update=1, batch_size=1024, layers=2)
 # Budgets and threshold clocks that reach the toy targets within a few epochs. PEP's steps are small

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from lwbench.budget import BudgetError, parse_budget
-from lwbench.data import DatasetStats
-from lwbench.graph import normalized_adjacency
+from lwbench.data.interactions import DatasetStats
+from lwbench.training.graph import normalized_adjacency
 from lwbench.plugin import BuildContext
 from lwbench.registry import get_method
 

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from lwbench import reproduce
+from lwbench.reports import targets as reproduce
 from lwbench.cli import main
-from lwbench.reference import TABLE3_METHODS
+from lwbench.studies.c2f_paper.reference import TABLE3_METHODS
 from lwbench.registry import method_names
 
 

@@ -5,7 +5,7 @@ import scipy.sparse as sp
 import torch
 from scipy import stats
 
-from lwbench.sampler import BPRSampler
+from lwbench.training.sampler import BPRSampler
 
 
 def test_epoch_shape_and_no_positive_negatives(toy):

@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from lwbench import reference, stats
+from lwbench.studies.c2f_paper import reference
+
+from lwbench.reports import stats
 
 # methods.md 13.3 as printed (6 decimals): the stored full-precision logs must round to these.
 PRINTED_13_3 = {

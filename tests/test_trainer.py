@@ -8,11 +8,11 @@ from torch import nn
 from conftest import assert_resumes_identically, count_stage_epochs
 from lwbench.budget import ParamCount
 from lwbench.config import TrainerConfig
-from lwbench.datasets import load_dataset
+from lwbench.data.cards import load_dataset
 from lwbench.evaluate import Evaluator
 from lwbench.plugin import FIXED, UPDATE, EmbeddingModule, Method, Stage
 from lwbench.registry import get_method, register
-from lwbench.trainer import Trainer
+from lwbench.training.trainer import Trainer
 
 
 class Recorder(EmbeddingModule):

@@ -1,0 +1,1 @@
+"""Grids: plan datasets x methods x budgets x seeds x sweeps, execute the runs on workers, resume."""

@@ -1,0 +1,244 @@
+"""Where grid runs execute: devices and the number of runs at once, per-run locks, GPU slots, the
+worker task, and the joblib backends (local processes, dask, ray).
+
+Locally the GPUs are shared out round-robin over ``jobs`` device slots (slot ``k`` is GPU ``k mod #GPUs``):
+a task takes a free slot for as long as it trains, so no GPU ever holds more than ``ceil(jobs / #GPUs)``
+runs, however long each run takes. A task holds an exclusive lock on ``<out>/locks/<run_id>.lock``
+while it runs (released by the kernel even on ``kill -9``), so a rerun started while workers of a killed
+grid are still finishing waits for them instead of training the same run twice.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from joblib import parallel_config
+
+from lwbench.files import exclusive_lock
+from lwbench.environment import resolve_device
+from lwbench.runner import find_record, run_or_record_failure
+
+if TYPE_CHECKING:
+    from lwbench.grid.plan import GridRun
+
+BACKENDS = ("local", "dask", "ray")
+MAX_RUNS_PER_GPU = 4   # beyond a few, runs on one GPU compete for its compute, not its memory (--runs-per-gpu)
+
+
+class GridError(RuntimeError):
+    """The grid cannot be executed as asked (missing backend, no such GPU, ...)."""
+
+
+@dataclass(frozen=True)
+class Execution:
+    """Where and how many runs at once. ``devices`` are dealt out round-robin to local tasks; remote
+    (dask/ray) workers resolve ``remote_device`` themselves."""
+
+    jobs: int = 1
+    devices: tuple[str, ...] = ("cpu",)
+    backend: str = "local"
+    scheduler: str | None = None
+    remote_device: str = "auto"
+    gpus_per_run: float = 1.0
+    threads: int | None = None       # torch CPU threads per local run (None: the cores shared out by jobs)
+
+
+@dataclass(frozen=True)
+class ExecutionRequest:
+    """What the command line asked for; :func:`make_execution` turns it into an :class:`Execution`."""
+
+    jobs: int | None = None          # None: one per GPU x runs per GPU (locally), every worker (remote)
+    device: str = "auto"
+    gpus: str | None = None          # "0,1"; None: every visible GPU
+    backend: str = "local"
+    scheduler: str | None = None     # dask scheduler / ray cluster address; None: a local cluster
+    runs_per_gpu: int | None = None  # None: from measured peak memory, else 1
+    threads: int | None = None       # torch CPU threads per local run
+
+
+def make_execution(request: ExecutionRequest, runs: list[GridRun], records: list[dict]) -> tuple[Execution, str]:
+    """The execution for a request, with a line saying how the number of parallel runs was chosen."""
+    if request.backend not in BACKENDS:
+        raise GridError(f"unknown backend {request.backend!r}; choose one of {', '.join(BACKENDS)}")
+    if request.jobs is not None and request.jobs < 1:
+        raise GridError(f"--jobs must be at least 1, got {request.jobs}")
+    if request.backend != "local":
+        if request.gpus:
+            raise GridError("--gpus applies to local runs; on a dask/ray cluster each worker uses its own GPU "
+                            "(start one worker per GPU, e.g. with dask-cuda)")
+        per_gpu = request.runs_per_gpu or 1
+        jobs = request.jobs or (-1 if request.scheduler else (os.cpu_count() or 1))
+        return (Execution(jobs=jobs, devices=(), backend=request.backend, scheduler=request.scheduler,
+                          remote_device=request.device, gpus_per_run=1 / per_gpu),
+                f"{request.backend} backend, {'all workers' if jobs == -1 else f'{jobs} workers'}")
+    devices = resolve_devices(request.device, request.gpus)
+    if request.runs_per_gpu:
+        per_gpu, why = request.runs_per_gpu, "--runs-per-gpu"
+    else:
+        per_gpu, why = runs_per_gpu(runs, records, devices)
+    jobs, why = (request.jobs, "--jobs") if request.jobs else (len(devices) * per_gpu, why)
+    return (Execution(jobs=jobs, devices=devices, threads=request.threads),
+            f"{jobs} parallel run(s) on {', '.join(devices)} ({why})")
+
+
+def resolve_devices(device: str, gpus: str | None) -> tuple[str, ...]:
+    """``--device`` and ``--gpus`` -> the devices local tasks are dealt: the listed GPUs, or every
+    visible GPU when the device is a GPU (``auto`` with GPUs, ``cuda``), else the CPU."""
+    resolved = resolve_device(device)
+    if resolved.type != "cuda":
+        if gpus:
+            raise GridError(f"--gpus {gpus} needs a GPU device, but --device {device} resolved to {resolved}")
+        return (str(resolved),)
+    visible = torch.cuda.device_count()
+    if gpus:
+        try:
+            ids = [int(g) for g in gpus.split(",") if g.strip()]
+        except ValueError:
+            raise GridError(f"--gpus {gpus!r}: expected comma-separated GPU indices, e.g. 0,1") from None
+        missing = [g for g in ids if not 0 <= g < visible]
+        if missing or not ids:
+            raise GridError(f"--gpus {gpus}: GPU(s) {missing or ids} are not visible ({visible} visible)")
+        return tuple(f"cuda:{g}" for g in ids)
+    if resolved.index is not None:
+        return (str(resolved),)
+    return tuple(f"cuda:{g}" for g in range(visible))
+
+
+def runs_per_gpu(runs: list[GridRun], records: list[dict], devices: tuple[str, ...]) -> tuple[int, str]:
+    """How many runs fit on one GPU at once, from the peak memory measured in existing records of
+    the same dataset and method (1 when any planned run has no measurement); with the reason."""
+    if not devices or not devices[0].startswith("cuda"):
+        return 1, "CPU runs: one at a time uses every core"
+    peaks = {}
+    for record in records:
+        if str(record.get("device", "")).startswith("cuda"):
+            key = (record["dataset"], record["method"])
+            peaks[key] = max(peaks.get(key, 0), int(record.get("peak_memory_bytes", 0)))
+    needed = {(r.dataset_name, r.spec.method) for r in runs}
+    unknown = needed - set(peaks)
+    if unknown or not needed:
+        return 1, "no measured peak memory for " + ", ".join(f"{d}/{m}" for d, m in sorted(unknown))
+    total = min(torch.cuda.get_device_properties(torch.device(d)).total_memory for d in devices)
+    peak = max(peaks[key] for key in needed)
+    fit = max(1, min(int(0.9 * total // max(peak, 1)), max(1, (os.cpu_count() or 1) // len(devices)),
+                     MAX_RUNS_PER_GPU))
+    return fit, f"measured peak {peak / 2**30:.1f} GiB of {total / 2**30:.0f} GiB per GPU"
+
+
+def run_lock_path(out: Path, run_id: str) -> Path:
+    """``<out>/locks/<run_id>.lock``: held (blocking) by whoever trains the run; the kernel drops it when
+    the process dies, so a rerun after ``kill -9`` waits only for workers that are still alive."""
+    return Path(out) / "locks" / f"{run_id}.lock"
+
+
+def is_running(out: Path, run_id: str) -> bool:
+    path = run_lock_path(out, run_id)
+    if not path.exists():
+        return False
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+def file_logger(path: Path) -> Callable[[str], None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(message: str) -> None:
+        with open(path, "a") as handle:
+            handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+    return log
+
+
+@contextlib.contextmanager
+def device_slot(out: Path, devices: tuple[str, ...], slots: int) -> Iterator[str]:
+    """Hold the first free of ``slots`` slot locks and yield its device (slot ``k`` -> ``devices[k mod n]``).
+    At most ``slots`` tasks run at once, so one is normally free; if workers of a killed grid still hold
+    them all, wait for slot 0. ``slots=0`` (remote workers, which own their device): ``devices[0]``, no lock."""
+    if slots == 0:
+        yield devices[0]
+        return
+    folder = Path(out) / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    k, handle = _acquire_slot(folder, slots)
+    try:
+        yield devices[k % len(devices)]
+    finally:
+        handle.close()  # closing the file releases its lock
+
+
+def _acquire_slot(folder: Path, slots: int):
+    for k in range(slots):
+        handle = open(folder / f"slot-{k}.lock", "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return k, handle
+        except BlockingIOError:
+            handle.close()
+    handle = open(folder / "slot-0.lock", "a")
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    return 0, handle
+
+
+def execute_task(run: GridRun, out: str, devices: tuple[str, ...], slots: int, threads: int | None,
+                 force: bool) -> dict:
+    """One grid task (runs in a worker): lock the run, skip it if done, else take a device slot, train
+    and record (or record the failure)."""
+    if threads:
+        torch.set_num_threads(threads)
+    out = Path(out)
+    with exclusive_lock(run_lock_path(out, run.run_id)):
+        existing = None if force else find_record(out, run.spec)
+        if existing is not None:
+            return {"run_id": run.run_id, "record": existing}
+        with device_slot(out, devices, slots) as device:
+            log = file_logger(out / "logs" / f"{run.run_id}.log")
+            log(f"training {run.run_id} on {device} (pid {os.getpid()})")
+            record, failure = run_or_record_failure(run.spec, run.dataset.load(), out, resolve_device(device),
+                                                    show_progress=False, log=log)
+            log("done" if failure is None else f"FAILED: {failure['error']}")
+    return {"run_id": run.run_id, "record": record, "failure": failure}
+
+
+@contextlib.contextmanager
+def joblib_backend(execution: Execution) -> Iterator[str]:
+    """Configure joblib for the execution backend; yields the ``return_as`` the backend supports."""
+    if execution.backend == "local":
+        with parallel_config(backend="loky"):
+            yield "generator_unordered"
+    elif execution.backend == "dask":
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise GridError("--backend dask needs dask.distributed: pip install 'lwbench[dask]'") from None
+        with contextlib.ExitStack() as stack:
+            target = execution.scheduler or stack.enter_context(
+                LocalCluster(n_workers=max(1, execution.jobs), threads_per_worker=1, processes=True,
+                             dashboard_address=None))
+            stack.enter_context(Client(target))
+            stack.enter_context(parallel_config(backend="dask"))
+            yield "generator_unordered"
+    elif execution.backend == "ray":
+        try:
+            import ray
+            from ray.util.joblib import register_ray
+        except ImportError:
+            raise GridError("--backend ray needs ray: pip install 'lwbench[ray]'") from None
+        if not ray.is_initialized():
+            ray.init(address=execution.scheduler)
+        register_ray()
+        remote = {"num_gpus": execution.gpus_per_run} if execution.remote_device.startswith("cuda") else {}
+        with parallel_config(backend="ray", ray_remote_args=remote):
+            yield "list"  # joblib's ray backend returns results only at the end
+    else:
+        raise GridError(f"unknown backend {execution.backend!r}; choose one of {', '.join(BACKENDS)}")

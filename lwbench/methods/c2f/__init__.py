@@ -1,0 +1,199 @@
+"""C2F: coarse-to-fine lightweight meta-embeddings (Wang et al.; methods.md 8, 10.2, 10.3).
+
+Two stages over one module (:class:`lwbench.methods.c2f.module.CoarseToFineTable`):
+
+1. ``coarse``: LEGCF with ``m^c`` meta-embeddings (two-phase, batch 8192, lr 1e-3, l2 factor 5,
+   evaluation every 5 epochs, patience 5/5, at most 900 epochs: the run's trainer settings). The stage is
+   **shared**: it depends only on ``coarse_buckets``, ``coarse_topk``, ``coarse_anchor_weight``, ``dim``,
+   its trainer settings, its seed and the data, so it is trained once and reused by every run with the
+   same key (e.g. fine seeds, variants, ablations and sensitivity sweeps over one coarse checkpoint).
+2. ``fine``: starts from the coarse stage's reported (UPDATE-phase best) checkpoint with ``E^c`` and
+   ``S^c`` frozen; two-phase again, lr ``fine_lr`` and batch ``fine_batch_size``.
+
+The run's record holds ``checkpoints["coarse/fixed"]``, ``["coarse/update"]``, ``["fine/fixed"]`` and
+``["fine/update"]``; the reported metrics are ``fine/update`` (Table 4 compares it with ``coarse/update``).
+
+Options (``--set c2f.<option>=<value>``):
+
+* ``coarse_buckets`` (m^c, 300), ``fine_buckets`` (m^r, 100), ``coarse_topk`` (t^c, 2), ``fine_topk`` (t^r, 4),
+  ``fine_components`` (d^r, 80), ``threshold`` (λ, 1.0), ``gate`` (w_cr, 0.2), ``dim`` (d, 128);
+* ``coarse_anchor_weight`` / ``fine_anchor_weight`` (w* of ``S^c``'s init and of ``S~``; 0.5 / 0.5, both
+  hard-coded in the official code);
+* ``variant``: ``code`` (default; the official code, which produced the published numbers) or ``paper``
+  (the paper's equations); the differences are tabulated in ``lwbench/coarse_to_fine.py``;
+* ``ablation``: ``none`` or Figure 4's cases ``A`` (no coarse selection), ``B`` (no SparsePCA), ``C`` (no
+  soft thresholding), ``D`` (no weight bridging), methods.md 11.1;
+* ``profile``: ``released`` (the released fine settings, the default) or ``paper_best`` (the paper's
+  sensitivity optima, methods.md 10.3: λ=3 on both datasets, w_cr=0.5 / 0.3 and t^r=5 / 3 on Gowalla /
+  Yelp2020). The paper states them only for those two datasets, so ``paper_best`` is keyed by the dataset
+  name (``gowalla``, ``yelp2020``) and is an error on any other; it sets ``threshold``, ``gate`` and
+  ``fine_topk``, which must then be left at their released values (or already equal the profile's);
+* ``coarse_seed``: the seed of the coarse stage and of the module's initialisation. Default 2024, the
+  paper's protocol (every fine seed starts from the seed-2024 coarse checkpoint, methods.md 12 item 12);
+  ``-1`` is the fully seeded protocol (the coarse stage uses the run's seed, one coarse run per seed).
+  The fine stage always uses the run's seed;
+* ``fine_lr`` (3e-3), ``fine_batch_size`` (32768), ``fine_layers`` (0 = the run's ``layers``; methods.md
+  12 item 10: the Yelp2020 seed-2025 fine run used 4 layers over a 3-layer coarse stage);
+* ``scale_to_budget`` (true): the budget rule below.
+
+Budget rule (methods.md 2.1, 2.2): the count is ``m^c d + t^c N + m^r d + t^r m^c``. If the configured
+``(m^c, m^r)`` fits the budget it is kept - the released 300 + 100 fits ``500buckets`` on every dataset
+(Gowalla 194,078, Yelp2020 284,796, Amazon-book 340,884). Otherwise both are scaled down by the same
+factor, keeping their ratio: the largest ``m^c`` below the configured one with
+``m^r = floor(m^c * m^r_configured / m^c_configured)`` that fits. With ``scale_to_budget=false`` a
+configuration that does not fit is an error. Either way a budget below the smallest configuration
+(``t^c`` and ``t^r`` still distinct columns per row) is an error that names that smallest budget.
+
+Layers come from the dataset card (Gowalla 3, Yelp2020 4, Amazon-book 4, as the README and the paper say);
+the released Yelp2020 logs used 3 (methods.md 10.2), which ``--set trainer.layers=3`` reproduces.
+Amazon-book: the official C2F code accepts only Gowalla and Yelp2020 and no logs exist, so C2F on
+Amazon-book (the card's L=4, m^c=300, the released fine settings) is a **[suite]** configuration.
+"""
+from __future__ import annotations
+
+import math
+
+from lwbench.budget import BudgetError, ParamCount
+from lwbench.methods.c2f.module import (ABLATIONS, FINE_STAGE, VARIANTS, CoarseToFineTable, FineSettings,
+                                    coarse_to_fine_count)
+from lwbench.config import ConfigError
+from lwbench.plugin import BuildContext, Method, Stage
+from lwbench.registry import register
+
+FULLY_SEEDED = -1          # coarse_seed: one coarse stage per run seed
+PROFILES = ("released", "paper_best")
+PROFILE_OPTIONS = ("threshold", "gate", "fine_topk")
+# methods.md 10.3: the optima stated in the paper's sensitivity analysis (section 4.4), per dataset.
+PAPER_BEST = {"gowalla": {"threshold": 3.0, "gate": 0.5, "fine_topk": 5},
+              "yelp2020": {"threshold": 3.0, "gate": 0.3, "fine_topk": 3}}
+# What the coarse stage (and the module's initialisation) depends on; the stage is shared by these.
+COARSE_OPTIONS = ("coarse_buckets", "coarse_topk", "coarse_anchor_weight", "dim")
+
+
+@register
+class C2F(Method):
+    name = "c2f"
+    description = "coarse LEGCF meta-embeddings refined by a sparse fine codebook in a second stage"
+    options = {"coarse_buckets": 300, "fine_buckets": 100, "coarse_topk": 2, "fine_topk": 4, "fine_components": 80,
+               "threshold": 1.0, "gate": 0.2, "ablation": "none", "variant": "code", "profile": "released",
+               "coarse_anchor_weight": 0.5, "fine_anchor_weight": 0.5, "coarse_seed": 2024, "dim": 128,
+               "fine_lr": 3e-3, "fine_batch_size": 32768, "fine_layers": 0, "scale_to_budget": True}
+    # methods.md 8.1 / 10.2: the coarse stage's settings (the fine stage changes lr and batch size).
+    trainer_defaults = {"batch_size": 8192, "lr": 1e-3, "l2_factor": 5.0, "eval_every": 5,
+                        "patience_fixed": 5, "patience_update": 5, "max_epochs": 900}
+    # The fine codebook's SparsePCA fit (100 x 128 rows, d^r = 80) dominates a one-epoch contract test: 15 s on CPU.
+    smoke_options = {"fine_buckets": 16, "fine_components": 4}
+
+    def configure(self, options: dict, budget: int | None, stats) -> dict:
+        options = with_profile(options, stats.name)
+        validate(options, stats.n_entities)
+        if budget is None:
+            return options
+        n, sizes = stats.n_entities, (options["coarse_buckets"], options["fine_buckets"])
+        if count_for(options, *sizes, n).table3 <= budget:
+            return options
+        smallest = smallest_sizes(options)
+        smallest_budget = count_for(options, *smallest, n).table3
+        if not options["scale_to_budget"]:
+            raise BudgetError(f"c2f with m^c={sizes[0]}, m^r={sizes[1]} needs a budget of at least "
+                              f"{count_for(options, *sizes, n).table3} parameters; got {budget}. Raise the budget, "
+                              "lower c2f.coarse_buckets / c2f.fine_buckets, or set c2f.scale_to_budget=true")
+        for coarse in range(sizes[0] - 1, smallest[0] - 1, -1):
+            fine = coarse * sizes[1] // sizes[0]
+            if count_for(options, coarse, fine, n).table3 <= budget:
+                return {**options, "coarse_buckets": coarse, "fine_buckets": fine}
+        raise BudgetError(f"c2f needs a budget of at least {smallest_budget} parameters (the smallest configuration "
+                          f"with the ratio m^c:m^r = {sizes[0]}:{sizes[1]} is m^c={smallest[0]}, m^r={smallest[1]} "
+                          f"with t^c={options['coarse_topk']}, t^r={options['fine_topk']}, d={options['dim']}, "
+                          f"N={n}); got {budget}")
+
+    def planned_count(self, options: dict, stats) -> ParamCount:
+        return count_for(options, options["coarse_buckets"], options["fine_buckets"], stats.n_entities)
+
+    def stages(self, options: dict) -> list[Stage]:
+        seed = None if options["coarse_seed"] == FULLY_SEEDED else options["coarse_seed"]
+        fine_trainer = {"lr": options["fine_lr"], "batch_size": options["fine_batch_size"]}
+        if options["fine_layers"]:
+            fine_trainer["layers"] = options["fine_layers"]
+        return [Stage("coarse", two_phase=True, seed=seed, shared={key: options[key] for key in COARSE_OPTIONS}),
+                Stage(FINE_STAGE, two_phase=True, start_from_best=True, trainer=fine_trainer)]
+
+    def build(self, ctx: BuildContext) -> CoarseToFineTable:
+        o = ctx.options
+        fine = FineSettings(n_fine=o["fine_buckets"], per_row=o["fine_topk"], components=o["fine_components"],
+                            threshold=o["threshold"], gate=o["gate"], anchor_weight=o["fine_anchor_weight"],
+                            variant=o["variant"], ablation=o["ablation"])
+        return CoarseToFineTable(ctx, o["coarse_buckets"], o["coarse_topk"], o["dim"], o["coarse_anchor_weight"], fine)
+
+    def label(self, options: dict) -> str:
+        parts = ["c2f"]
+        if options["variant"] != "code":
+            parts.append(options["variant"])
+        if options["profile"] != "released":
+            parts.append(options["profile"].replace("_", ""))
+        if options["ablation"] != "none":
+            parts.append(f"case{options['ablation']}")
+        seed = options["coarse_seed"]
+        if seed != C2F.options["coarse_seed"]:
+            parts.append("coarse-per-seed" if seed == FULLY_SEEDED else f"coarse{seed}")
+        return "-".join(parts)
+
+
+def count_for(options: dict, n_coarse: int, n_fine: int, n_entities: int) -> ParamCount:
+    return coarse_to_fine_count(n_coarse, n_fine, options["coarse_topk"], options["fine_topk"], options["dim"],
+                                n_entities)
+
+
+def smallest_sizes(options: dict) -> tuple[int, int]:
+    """The smallest ``(m^c, m^r)`` with the configured ratio that still holds ``t^c`` and ``t^r`` distinct
+    columns per row."""
+    coarse, fine = options["coarse_buckets"], options["fine_buckets"]
+    smallest = max(options["coarse_topk"], math.ceil(options["fine_topk"] * coarse / fine))
+    return smallest, smallest * fine // coarse
+
+
+def with_profile(options: dict, dataset: str) -> dict:
+    """Apply ``profile=paper_best`` (see the module docstring); ``released`` changes nothing."""
+    if options["profile"] not in PROFILES:
+        raise ConfigError(f"c2f.profile={options['profile']!r} is not one of {', '.join(PROFILES)}")
+    if options["profile"] == "released":
+        return dict(options)
+    if dataset not in PAPER_BEST:
+        raise ConfigError(f"c2f.profile=paper_best is defined for {', '.join(PAPER_BEST)} only (the paper states "
+                          f"its optima for those datasets), not for {dataset!r}; use profile=released and set "
+                          f"{', '.join(PROFILE_OPTIONS)} yourself")
+    best = PAPER_BEST[dataset]
+    for key in PROFILE_OPTIONS:
+        if options[key] not in (C2F.options[key], best[key]):
+            raise ConfigError(f"c2f.profile=paper_best sets c2f.{key}={best[key]}; it conflicts with "
+                              f"c2f.{key}={options[key]} (use profile=released to choose {key} yourself)")
+    return {**options, **best}
+
+
+def validate(options: dict, n_entities: int) -> None:
+    o = options
+    for key, choices in (("variant", VARIANTS), ("ablation", ABLATIONS)):
+        if o[key] not in choices:
+            raise ConfigError(f"c2f.{key}={o[key]!r} is not one of {', '.join(choices)}")
+    for key in ("coarse_buckets", "fine_buckets", "coarse_topk", "fine_topk", "fine_components", "dim",
+                "fine_batch_size"):
+        if o[key] < 1:
+            raise ConfigError(f"c2f.{key} must be at least 1, got {o[key]}")
+    if o["coarse_topk"] > o["coarse_buckets"] or o["fine_topk"] > o["fine_buckets"]:
+        raise ConfigError(f"c2f needs coarse_topk <= coarse_buckets and fine_topk <= fine_buckets (distinct "
+                          f"meta-embeddings per row), got t^c={o['coarse_topk']}, m^c={o['coarse_buckets']}, "
+                          f"t^r={o['fine_topk']}, m^r={o['fine_buckets']}")
+    if max(o["coarse_buckets"], o["fine_buckets"]) > n_entities:
+        raise ConfigError(f"c2f.coarse_buckets and c2f.fine_buckets are METIS part counts and cannot exceed the "
+                          f"N={n_entities} entities")
+    if o["variant"] == "paper" and o["fine_buckets"] > o["coarse_buckets"]:
+        raise ConfigError("c2f.variant=paper selects the fine rows without replacement, so it needs "
+                          f"fine_buckets <= coarse_buckets (got {o['fine_buckets']} > {o['coarse_buckets']})")
+    for key in ("gate", "coarse_anchor_weight", "fine_anchor_weight"):
+        if not 0.0 <= o[key] <= 1.0:
+            raise ConfigError(f"c2f.{key} must lie in [0, 1], got {o[key]}")
+    if o["threshold"] < 0 or o["fine_lr"] <= 0 or o["fine_layers"] < 0:
+        raise ConfigError("c2f.threshold must be >= 0, c2f.fine_lr > 0 and c2f.fine_layers >= 0 (0 = the run's layers)")
+    if o["coarse_seed"] < 0 and o["coarse_seed"] != FULLY_SEEDED:
+        raise ConfigError(f"c2f.coarse_seed must be a seed >= 0 or {FULLY_SEEDED} (the run's seed), "
+                          f"got {o['coarse_seed']}")

@@ -1,0 +1,186 @@
+"""Pruned embedding tables, shared by the pruning baselines (PEP, CERP, magnitude pruning).
+
+All three train dense tables, fix a binary mask once, then keep training with the mask applied on
+every forward: PEP and CERP fix it the first time their learnable soft thresholds bring the non-zeros
+under the target (methods.md 5 and 6), magnitude pruning from the largest entries of a trained table.
+A deployment keeps each masked table sparsely, as its non-zero values plus one position per value
+(methods.md 2.2), so that is what :class:`PrunedEmbedding` counts and reports.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lwbench.budget import BudgetError, ParamCount
+from lwbench.plugin import BuildContext, EmbeddingModule, InferenceState, Stage, Step
+
+THRESHOLD_WEIGHT_DECAY = 1e-5   # PEP and CERP: the weight decay that raises the thresholds (methods.md 5, 6)
+
+
+def pruning_target(method: str, requested: int, budget: int, dense: int) -> int:
+    """How many values to keep: ``requested`` (0 means the budget), at most the dense size."""
+    target = requested or min(budget, dense)
+    if target > budget:
+        raise BudgetError(f"{method}.target_nnz={target} exceeds the budget of {budget}; leave it 0 to use the budget")
+    return target
+
+
+def sparse_count(nnz: int) -> ParamCount:
+    """A table stored sparsely: ``nnz`` float values and one integer position per value."""
+    return ParamCount(table3=nnz, float_values=nnz, int_indices=nnz)
+
+
+def soft_threshold(values: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """``sign(v) * ReLU(|v| - threshold)``: entries with ``|v| <= threshold`` become exactly 0."""
+    return torch.sign(values) * torch.relu(values.abs() - threshold)
+
+
+def largest_magnitudes(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask of exactly ``min(k, numel)`` entries: those of largest ``|value|``."""
+    flat = values.detach().abs().flatten()
+    mask = torch.zeros_like(flat, dtype=torch.bool)
+    mask[torch.topk(flat, min(k, flat.numel()), sorted=False).indices] = True
+    return mask.view_as(values)
+
+
+class PrunableTable(nn.Module):
+    """A dense trainable table that is pruned once and then kept sparse.
+
+    Before the mask is fixed the table in use is ``weight``, soft-thresholded by
+    ``sigmoid(threshold)`` when a threshold is given (broadcast: one per table, column, row or entry);
+    afterwards it is ``weight * mask`` and the threshold is no longer used. ``initial`` keeps the
+    weights at construction (step 0) for lottery-ticket rewinding.
+    """
+
+    def __init__(self, weight: torch.Tensor, threshold: torch.Tensor | None = None, keep_initial: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(weight)
+        self.threshold = None if threshold is None else nn.Parameter(threshold)
+        self.register_buffer("mask", torch.ones_like(weight, dtype=torch.bool))
+        # On the CPU wherever the table lives: read on every forward without a device sync.
+        self.register_buffer("mask_fixed", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("initial", weight.detach().clone() if keep_initial else None)
+
+    def forward(self) -> torch.Tensor:
+        if bool(self.mask_fixed):
+            return self.weight * self.mask
+        if self.threshold is not None:
+            return soft_threshold(self.weight, torch.sigmoid(self.threshold))
+        return self.weight
+
+    @torch.no_grad()
+    def stored_mask(self) -> torch.Tensor:
+        """Positions a deployment stores: the fixed mask, or the current non-zeros before that."""
+        return self.mask if bool(self.mask_fixed) else self.forward() != 0
+
+    def nnz(self) -> int:
+        return int(self.stored_mask().sum())
+
+    @torch.no_grad()
+    def fix_mask(self, mask: torch.Tensor | None = None) -> None:
+        """Fix the mask (default: the current non-zeros) and stop thresholding."""
+        self.mask.copy_(self.stored_mask() if mask is None else mask)
+        self.mask_fixed.fill_(True)
+
+    @torch.no_grad()
+    def rewind(self, fresh: torch.Tensor | None = None) -> None:
+        """``weight <- initial * mask`` (lottery-ticket rewinding), or ``fresh * mask``."""
+        start = self.initial if fresh is None else fresh
+        if start is None:
+            raise RuntimeError("rewind() needs keep_initial=True at construction or a fresh initialization")
+        self.weight.copy_(start * self.mask)
+
+    @torch.no_grad()
+    def storage(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sparse values at the stored positions, the flat positions): what a deployment keeps."""
+        positions = self.stored_mask().flatten().nonzero().squeeze(1)
+        columns = self.weight.shape[1]
+        coordinates = torch.stack((positions // columns, positions % columns))
+        values = self.forward().flatten()[positions]
+        return torch.sparse_coo_tensor(coordinates, values, self.weight.shape), positions
+
+
+class PrunedEmbedding(EmbeddingModule):
+    """Base of the pruning baselines: named :class:`PrunableTable` s, a target number of stored
+    values, storage counted sparsely. Subclasses build ``X_0`` from the tables and decide when the
+    masks are fixed."""
+
+    def __init__(self, ctx: BuildContext, tables: dict[str, PrunableTable], target: int):
+        super().__init__(ctx)
+        self.tables = nn.ModuleDict(tables)
+        self.target = target
+
+    def nnz(self) -> int:
+        return sum(table.nnz() for table in self.tables.values())
+
+    @property
+    def masks_fixed(self) -> bool:
+        return all(bool(table.mask_fixed) for table in self.tables.values())
+
+    def param_count(self) -> ParamCount:
+        return sparse_count(self.nnz())
+
+    def inference_state(self) -> InferenceState:
+        state = InferenceState()
+        for name, table in self.tables.items():
+            state.values[name], state.indices[f"{name}_positions"] = table.storage()
+        return state
+
+    def diagnostics(self) -> dict:
+        nnz = self.nnz()
+        return {"nnz": nnz, "target_nnz": self.target, "masks_fixed": self.masks_fixed,
+                "density": nnz / sum(table.weight.numel() for table in self.tables.values())}
+
+
+class ThresholdPruned(PrunedEmbedding):
+    """PEP and CERP (methods.md 5, 6): a search stage trains weights and soft thresholds (the
+    thresholds in their own optimizer group, whose weight decay raises them) and ends the first time
+    the stored values fit the target (checked after every step); the retrain stage rewinds the
+    weights to their initialization under the found masks. A search that ends without reaching the
+    target fails the run rather than retraining an over-budget table."""
+
+    SEARCH, RETRAIN = "search", "retrain"
+
+    def __init__(self, ctx: BuildContext, tables: dict[str, PrunableTable], target: int, threshold_lr: float,
+                 method: str):
+        super().__init__(ctx, tables, target)
+        self.threshold_lr = threshold_lr
+        self.method = method
+
+    @classmethod
+    def schedule(cls, search_epochs: int) -> list[Stage]:
+        """The method's stages: the search (no early stopping, ended by the target), then the reported retrain."""
+        return [Stage(cls.SEARCH, early_stopping=False, reported=False, trainer={"max_epochs": search_epochs}),
+                Stage(cls.RETRAIN)]
+
+    def param_groups(self, stage: Stage) -> list[dict]:
+        groups = [{"params": [table.weight for table in self.tables.values()]}]
+        if stage.name == self.SEARCH:
+            groups.append({"params": [table.threshold for table in self.tables.values()],
+                           "lr": self.threshold_lr, "weight_decay": THRESHOLD_WEIGHT_DECAY})
+        return groups
+
+    def after_step(self, step: Step) -> bool:
+        if step.stage.name != self.SEARCH or self.masks_fixed:
+            return False
+        if self.nnz() > self.target:
+            return False
+        for table in self.tables.values():
+            table.fix_mask()
+        return True
+
+    def end_stage(self, stage: Stage) -> None:
+        if stage.name == self.SEARCH and not self.masks_fixed:
+            raise RuntimeError(
+                f"{self.method}: the {self.SEARCH} stage ended with {self.nnz():,} non-zeros, above the target of "
+                f"{self.target:,}; let the thresholds rise faster ({self.method}.threshold_lr), search longer "
+                f"({self.method}.search_epochs and --epochs), or give a larger budget")
+
+    def begin_stage(self, stage: Stage) -> None:
+        if stage.name == self.RETRAIN:
+            for table in self.tables.values():
+                table.rewind(self.fresh_weights(table))
+
+    def fresh_weights(self, table: PrunableTable) -> torch.Tensor | None:
+        """A new initialization to retrain from, or None to rewind to the step-0 weights."""
+        return None

@@ -1,0 +1,266 @@
+"""Product quantization shared by DPQ (Chen et al., ICML'20) and MGQE, its multi-granular variant for
+recommendation (Kang et al., 2020); methods.md 9. Each registers a subclass of :class:`QuantizedMethod`.
+
+Training keeps a query table ``Qy`` (``N x d``, training only) cut into ``D`` groups of width ``d/D``.
+Per group ``j`` an entity picks the code ``c = argmax_k r_k`` over ``K`` centroids, with responses
+``r_k = -||q^j - K^j_k||^2`` (VQ, values tied to the keys) or ``<q^j, K^j_k>`` (SX, separate values),
+batch-normalized over all entities without scale or shift. VQ outputs ``q + sg(V[c] - q)`` and adds
+``mean||V[c] - sg(q)||^2 + beta * mean||sg(V[c]) - q||^2``; SX outputs the straight-through one-hot
+of ``softmax(r)`` times the values. MGQE splits entities into frequency tiers by training degree (the
+top ``head_fraction`` of users and of items are the head): the head may use all ``K`` centroids, the
+tail only the first ``tail_k``. DPQ is the single-tier case.
+
+A deployment keeps the value codebooks (``K * d`` floats) and every entity's codes
+(``ceil(log2 K_tier)`` bits per group; MGQE also one tier bit per entity). The Table-3 count is
+``K * d + ceil(sum of code bits / 32)`` (codes as float32 equivalents; methods.md 2.1, 2.2). The codes
+are stored when the module is built and after every training epoch, so they travel with every
+checkpoint, and evaluation forms ``X_0`` from the stored codes, never from a fresh argmax.
+
+Sizing: ``k`` is the largest number of centroids (at most ``N``) that fits the budget with ``D``
+groups; MGQE's tail uses ``k // 4`` (methods.md 9: 256 / 64). ``k`` need not be a power of two: on
+Gowalla's 500-bucket budget DPQ gets k=361 (9-bit codes, 205,596 values) rather than the 2.2 table's
+k=256 (174,446), which ``--set dpq.k=256`` reproduces.
+"""
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from lwbench.budget import BudgetError, ParamCount
+from lwbench.config import ConfigError
+from lwbench.plugin import BuildContext, EmbeddingModule, InferenceState, Method, Stage, Step
+
+MODES = ("vq", "sx")
+BN_EPS = 1e-5
+
+
+def code_width(k: int) -> int:
+    """Bits of one code over ``k`` centroids."""
+    return math.ceil(math.log2(k)) if k > 1 else 0
+
+
+def head_size(n: int, fraction: float) -> int:
+    return math.floor(fraction * n + 1e-9)
+
+
+def head_entities(train, fraction: float) -> np.ndarray:
+    """Boolean mask over global entities: the top ``fraction`` of users and of items by training
+    degree (ties: the lower id first)."""
+    head = []
+    for degrees in (np.asarray(train.sum(axis=1)).ravel(), np.asarray(train.sum(axis=0)).ravel()):
+        mask = np.zeros(len(degrees), dtype=bool)
+        mask[np.argsort(-degrees, kind="stable")[:head_size(len(degrees), fraction)]] = True
+        head.append(mask)
+    return np.concatenate(head)
+
+
+def quantized_count(dim: int, groups: int, tiers: list[tuple[int, int]], tier_bits: int) -> ParamCount:
+    """``tiers``: (entities, centroids) per tier; ``tier_bits``: bits that record each entity's tier."""
+    codes = sum(groups * entities * code_width(k) for entities, k in tiers)
+    values = max(k for _, k in tiers) * dim
+    return ParamCount(table3=values + math.ceil(codes / 32), float_values=values, code_bits=codes + tier_bits)
+
+
+class QuantizedTable(EmbeddingModule):
+    """Product-quantized layer-0 rows; each tier of entities may use the first ``k`` centroids.
+
+    Both response kinds are linear in the augmented query ``[q^j, ||q^j||^2, 1]``, so the batch norm
+    over entities folds into the keys: its mean and variance per centroid follow from the mean and
+    covariance of the augmented queries (``(w+2) x (w+2)`` per group). One matrix product per tier then
+    gives the normalized responses, without passes over a ``D x N x K`` tensor for the statistics.
+    """
+
+    def __init__(self, ctx: BuildContext, tiers: dict[str, tuple[torch.Tensor, int]], store_tiers: bool):
+        """``tiers``: name -> (boolean entity mask, centroids the tier may use); the masks partition
+        the entities and the largest limit is the codebook size. ``store_tiers``: a deployment records
+        each entity's tier (one bit per entity)."""
+        super().__init__(ctx)
+        options = ctx.options
+        self.groups, self.dim = options["groups"], options["dim"]
+        self.mode, self.beta, self.response_bn = options["mode"], options["beta"], options["response_bn"]
+        self.k = max(k for _, k in tiers.values())
+        width = self.dim // self.groups
+        std = options["init_std"]
+        self.query = nn.Parameter(torch.randn(self.n_entities, self.dim, device=ctx.device) * std)
+        self.keys = nn.Parameter(torch.randn(self.groups, self.k, width, device=ctx.device) * std)
+        self.values = (nn.Parameter(torch.randn(self.groups, self.k, width, device=ctx.device) * std)
+                       if self.mode == "sx" else None)
+        self.tier_limits = {}
+        for name, (mask, k) in tiers.items():
+            self.register_buffer(f"{name}_rows", mask.nonzero().squeeze(1).to(ctx.device))
+            self.tier_limits[name] = k
+        self.store_tiers = store_tiers
+        self.register_buffer("codes", torch.zeros(self.n_entities, self.groups, dtype=torch.long, device=ctx.device))
+        self.store_codes()
+        self._aux = None
+
+    # --- quantization ----------------------------------------------------------------------------
+    def codebook(self) -> torch.Tensor:
+        """The centroids a deployment keeps: ``(D, K, d/D)``."""
+        return self.keys if self.values is None else self.values
+
+    def tier_rows(self, name: str) -> torch.Tensor:
+        return getattr(self, f"{name}_rows")
+
+    def scoring(self, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(augmented queries ``(D, N, w+2)``, scoring keys ``(D, w+2, K)``): their product is the
+        response, batch-normalized over all entities when ``response_bn``."""
+        q = query.view(-1, self.groups, self.dim // self.groups).transpose(0, 1)            # (D, N, w)
+        augmented = torch.cat((q, q.square().sum(-1, keepdim=True), torch.ones_like(q[..., :1])), dim=-1)
+        k = self.keys
+        if self.mode == "vq":   # -||q - k||^2 = 2 q.k - ||q||^2 - ||k||^2
+            keys = torch.cat((2 * k, -torch.ones_like(k[..., :1]), -k.square().sum(-1, keepdim=True)), dim=-1)
+        else:                   # q.k
+            keys = torch.cat((k, torch.zeros_like(k[..., :2])), dim=-1)
+        keys = keys.transpose(1, 2)                                                           # (D, w+2, K)
+        if not self.response_bn:
+            return augmented, keys
+        mean = augmented.mean(dim=1, keepdim=True)                                            # (D, 1, w+2)
+        centered = augmented - mean
+        covariance = torch.bmm(centered.transpose(1, 2), centered) / augmented.shape[1]      # (D, w+2, w+2)
+        response_mean = torch.bmm(mean, keys)                                                 # (D, 1, K)
+        response_var = (keys * torch.bmm(covariance, keys)).sum(1, keepdim=True)              # (D, 1, K)
+        scale = torch.rsqrt(response_var + BN_EPS)
+        # (r - mean) * scale: scale every key coefficient, and move the mean into the constant's one
+        shift = torch.zeros_like(keys)
+        shift[:, -1:, :] = response_mean
+        return augmented, (keys - shift) * scale
+
+    def tier_responses(self, query: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Normalized responses ``(D, n_tier, k_tier)`` of each tier's entities to its centroids."""
+        augmented, keys = self.scoring(query)
+        return {name: torch.bmm(augmented[:, self.tier_rows(name)], keys[:, :, :k])
+                for name, k in self.tier_limits.items()}
+
+    def assign(self, query: torch.Tensor) -> torch.Tensor:
+        """Codes ``(N, D)``: each entity's best centroid per group within its tier's limit."""
+        codes = torch.empty(self.n_entities, self.groups, dtype=torch.long, device=query.device)
+        for name, response in self.tier_responses(query).items():
+            codes[self.tier_rows(name)] = response.argmax(-1).transpose(0, 1)
+        return codes
+
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        """Rows ``(N, d)`` formed from codes ``(N, D)`` and the codebook."""
+        group = torch.arange(self.groups, device=codes.device)
+        return self.codebook()[group, codes].reshape(codes.shape[0], self.dim)
+
+    @torch.no_grad()
+    def store_codes(self) -> None:
+        """Fix the codes of every entity under the current weights: what a deployment keeps."""
+        self.codes.copy_(self.assign(self.query))
+
+    # --- forward and hooks -----------------------------------------------------------------------
+    def layer0(self) -> torch.Tensor:
+        self._aux = None
+        if not self.training:
+            return self.lookup(self.codes)
+        if self.mode == "vq":
+            with torch.no_grad():
+                codes = self.assign(self.query)
+            out = self.lookup(codes)
+            self._aux = ((out - self.query.detach()).square().mean()
+                         + self.beta * (out.detach() - self.query).square().mean())
+            return self.query + (out - self.query).detach()
+        rows = torch.zeros(self.groups, self.n_entities, self.dim // self.groups, device=self.query.device)
+        for name, response in self.tier_responses(self.query).items():
+            probs = torch.softmax(response, dim=-1)
+            onehot = torch.zeros_like(probs).scatter_(-1, probs.argmax(-1, keepdim=True), 1.0)
+            straight = probs - (probs - onehot).detach()
+            k = self.tier_limits[name]
+            rows = rows.index_copy(1, self.tier_rows(name), torch.bmm(straight, self.values[:, :k]))
+        return rows.transpose(0, 1).reshape(-1, self.dim)
+
+    def aux_loss(self, step: Step) -> torch.Tensor | None:
+        return self._aux
+
+    def end_epoch(self, stage: Stage, epoch: int) -> bool:
+        self.store_codes()
+        return False
+
+    def diagnostics(self) -> dict:
+        used = [int(torch.unique(self.codes[:, j]).numel()) for j in range(self.groups)]
+        return {"mean_centroids_used": float(np.mean(used))}
+
+    # --- accounting ------------------------------------------------------------------------------
+    def param_count(self) -> ParamCount:
+        tiers = [(self.tier_rows(name).numel(), k) for name, k in self.tier_limits.items()]
+        return quantized_count(self.dim, self.groups, tiers, self.n_entities if self.store_tiers else 0)
+
+    def inference_state(self) -> InferenceState:
+        state = InferenceState(values={"codebook": self.codebook().detach()})
+        for name, k in self.tier_limits.items():
+            state.codes[f"{name}_codes"] = (self.codes[self.tier_rows(name)], code_width(k))
+        if self.store_tiers:
+            first = next(iter(self.tier_limits))
+            in_first = torch.zeros(self.n_entities, dtype=torch.bool, device=self.codes.device)
+            in_first[self.tier_rows(first)] = True
+            state.codes["tier"] = (in_first, 1)
+        return state
+
+
+class QuantizedMethod(Method):
+    """Sizing, counting and building of a quantized table; DPQ and MGQE register subclasses that
+    differ in their options and in ``tiered``."""
+
+    options = {"dim": 128, "groups": 8, "k": 0, "mode": "vq", "beta": 0.0, "response_bn": True, "init_std": 0.1}
+    tiered = True
+    tail_ratio = 4            # tail centroids = k / 4 unless tail_k is set (methods.md 9: 256 / 64)
+
+    def configure(self, options: dict, budget: int, stats) -> dict:
+        if options["mode"] not in MODES:
+            raise ConfigError(f"{self.name}.mode must be one of {', '.join(MODES)}, got {options['mode']!r}")
+        if options["groups"] < 1 or options["dim"] % options["groups"]:
+            raise ConfigError(f"{self.name}.groups must divide {self.name}.dim={options['dim']}, "
+                              f"got {options['groups']}")
+        if self.tiered and not 0.0 <= options["head_fraction"] <= 1.0:
+            raise ConfigError(f"mgqe.head_fraction must be in [0, 1], got {options['head_fraction']}")
+        if options["k"]:
+            configured = self.with_k(options, options["k"])
+            if self.planned_count(configured, stats).table3 > budget:
+                raise BudgetError(f"{self.name} with k={options['k']} needs "
+                                  f"{self.planned_count(configured, stats).table3} parameters, over the budget of "
+                                  f"{budget}; leave {self.name}.k=0 to size it to the budget")
+            return configured
+        smallest = max(2 * self.tail_ratio, options["tail_k"]) if self.tiered else 2
+
+        def fits(k: int) -> bool:
+            return self.planned_count(self.with_k(options, k), stats).table3 <= budget
+
+        if not fits(smallest):
+            least = self.planned_count(self.with_k(options, smallest), stats).table3
+            raise BudgetError(f"{self.name} with {options['groups']} groups needs at least k={smallest}; the smallest "
+                              f"budget it supports is {least}, got {budget}")
+        low, high = smallest, max(smallest, stats.n_entities)   # the count grows with k: bisect
+        while low < high:
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if fits(middle) else (low, middle - 1)
+        return self.with_k(options, low)
+
+    def with_k(self, options: dict, k: int) -> dict:
+        if not self.tiered:
+            return {**options, "k": k}
+        tail = options["tail_k"] or k // self.tail_ratio
+        if not 1 <= tail <= k:
+            raise ConfigError(f"mgqe.tail_k must be between 1 and k={k}, got {tail}")
+        return {**options, "k": k, "tail_k": tail}
+
+    def tier_sizes(self, options: dict, stats) -> list[tuple[int, int]]:
+        if not self.tiered:
+            return [(stats.n_entities, options["k"])]
+        head = head_size(stats.n_users, options["head_fraction"]) + head_size(stats.n_items, options["head_fraction"])
+        return [(head, options["k"]), (stats.n_entities - head, options["tail_k"])]
+
+    def planned_count(self, options: dict, stats) -> ParamCount:
+        return quantized_count(options["dim"], options["groups"], self.tier_sizes(options, stats),
+                               stats.n_entities if self.tiered else 0)
+
+    def build(self, ctx: BuildContext) -> QuantizedTable:
+        options = ctx.options
+        if not self.tiered:
+            everyone = torch.ones(ctx.interactions.n_entities, dtype=torch.bool)
+            return QuantizedTable(ctx, {"all": (everyone, options["k"])}, store_tiers=False)
+        head = torch.from_numpy(head_entities(ctx.interactions.train, options["head_fraction"]))
+        return QuantizedTable(ctx, {"head": (head, options["k"]), "tail": (~head, options["tail_k"])},
+                              store_tiers=True)
+

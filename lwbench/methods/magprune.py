@@ -1,0 +1,54 @@
+"""Magnitude pruning: the cheap floor every lightweight-embedding method should beat.
+
+Train a full ``N x d`` table (as UD, early stopping; this stage is over budget, so it is not
+reported), keep its largest-magnitude entries up to the budget (one global top-k over the best
+checkpoint), then fine-tune with that mask fixed (``V * M`` on every forward, early stopping,
+reported). Recent benchmarks of embedding compression found this train-prune-fine-tune recipe hard
+to beat. The table is stored sparsely: its values plus one position per value (methods.md 2.2).
+"""
+import torch
+
+from lwbench.budget import ParamCount
+from lwbench.plugin import BuildContext, Method, Stage
+from lwbench.methods.common.pruning import PrunableTable, PrunedEmbedding, largest_magnitudes, pruning_target, sparse_count
+from lwbench.registry import register
+
+DENSE, FINETUNE = "dense", "finetune"
+
+
+class MagnitudePruned(PrunedEmbedding):
+    def __init__(self, ctx: BuildContext):
+        options = ctx.options
+        weight = torch.randn(ctx.interactions.n_entities, options["dim"], device=ctx.device) * options["init_std"]
+        super().__init__(ctx, {"table": PrunableTable(weight)}, options["target_nnz"])
+
+    def layer0(self) -> torch.Tensor:
+        return self.tables["table"]()
+
+    @torch.no_grad()
+    def begin_stage(self, stage: Stage) -> None:
+        if stage.name == FINETUNE:
+            table = self.tables["table"]
+            table.fix_mask(largest_magnitudes(table.weight, self.target))
+            table.weight.mul_(table.mask)
+
+
+@register
+class MagPrune(Method):
+    name = "magprune"
+    description = "train a full table, keep its largest entries up to the budget, fine-tune under that mask"
+    options = {"dim": 128, "init_std": 0.1, "target_nnz": 0}
+    prunes = True
+
+    def configure(self, options: dict, budget: int, stats) -> dict:
+        target = pruning_target("magprune", options["target_nnz"], budget, stats.n_entities * options["dim"])
+        return {**options, "target_nnz": target}
+
+    def planned_count(self, options: dict, stats) -> ParamCount:
+        return sparse_count(options["target_nnz"])
+
+    def stages(self, options: dict) -> list[Stage]:
+        return [Stage(DENSE, reported=False), Stage(FINETUNE, start_from_best=True)]
+
+    def build(self, ctx: BuildContext) -> MagnitudePruned:
+        return MagnitudePruned(ctx)

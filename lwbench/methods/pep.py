@@ -1,0 +1,78 @@
+"""PEP: learnable embedding sizes by soft-threshold pruning (Liu et al., ICLR'21; methods.md 5).
+
+Search: a dense Xavier table ``V`` is soft-thresholded, ``V~ = sign(V) * ReLU(|V| - sigmoid(s))``;
+the thresholds ``s`` (init -15) sit in their own optimizer group with weight decay 1e-5, which is
+what raises them while ``sigmoid`` is saturated. The first time ``nnz(V~)`` fits the budget (checked
+after every step) the mask ``M = 1[V~ != 0]`` is fixed; if that has not happened after
+``search_epochs`` epochs the run fails. Retrain (reported): ``V <- V_init * M`` (lottery-ticket
+rewinding; ``re_init=true`` draws a fresh Xavier table instead), thresholds off, ``V * M`` on every
+forward, early stopping as every method. The table is stored sparsely (values plus positions).
+"""
+import torch
+from torch import nn
+
+from lwbench.budget import ParamCount
+from lwbench.config import ConfigError
+from lwbench.plugin import BuildContext, Method, Stage
+from lwbench.methods.common.pruning import PrunableTable, ThresholdPruned, pruning_target, sparse_count
+from lwbench.registry import register
+
+GRANULARITIES = ("global", "dimension", "feature", "feature_dim")
+
+
+def threshold_shape(granularity: str, n_entities: int, dim: int) -> tuple[int, int]:
+    """One threshold per table, per column, per entity, or per entry (broadcast against ``V``)."""
+    return {"global": (1, 1), "dimension": (1, dim), "feature": (n_entities, 1),
+            "feature_dim": (n_entities, dim)}[granularity]
+
+
+def xavier(rows: int, cols: int, device) -> torch.Tensor:
+    return nn.init.xavier_uniform_(torch.empty(rows, cols, device=device))
+
+
+class PEPTable(ThresholdPruned):
+    def __init__(self, ctx: BuildContext):
+        options = ctx.options
+        dim = options["dim"]
+        threshold = torch.full(threshold_shape(options["granularity"], ctx.interactions.n_entities, dim),
+                               options["threshold_init"], device=ctx.device)
+        table = PrunableTable(xavier(ctx.interactions.n_entities, dim, ctx.device), threshold, keep_initial=True)
+        super().__init__(ctx, {"table": table}, options["target_nnz"], options["threshold_lr"], "pep")
+        self.re_init = options["re_init"]
+
+    def layer0(self) -> torch.Tensor:
+        return self.tables["table"]()
+
+    def fresh_weights(self, table: PrunableTable) -> torch.Tensor | None:
+        return xavier(*table.weight.shape, table.weight.device) if self.re_init else None
+
+    def diagnostics(self) -> dict:
+        threshold = self.tables["table"].threshold.detach()
+        return {**super().diagnostics(), "mean_sigmoid_threshold": float(torch.sigmoid(threshold).mean())}
+
+
+@register
+class PEP(Method):
+    name = "pep"
+    description = "soft-threshold pruning of a full table to the budget's density, then retraining under the mask"
+    options = {"dim": 128, "granularity": "feature_dim", "threshold_init": -15.0, "threshold_lr": 1e-3,
+               "search_epochs": 50, "re_init": False, "target_nnz": 0}
+    prunes = True
+    # A fast threshold clock: every target is reached within the few steps of one toy epoch.
+    smoke_options = {"threshold_init": -4.0, "threshold_lr": 0.2}  # reaches 500buckets on synthetic in 12 steps
+
+    def configure(self, options: dict, budget: int, stats) -> dict:
+        if options["granularity"] not in GRANULARITIES:
+            raise ConfigError(f"pep.granularity must be one of {', '.join(GRANULARITIES)}, "
+                              f"got {options['granularity']!r}")
+        target = pruning_target("pep", options["target_nnz"], budget, stats.n_entities * options["dim"])
+        return {**options, "target_nnz": target}
+
+    def planned_count(self, options: dict, stats) -> ParamCount:
+        return sparse_count(options["target_nnz"])
+
+    def stages(self, options: dict) -> list[Stage]:
+        return PEPTable.schedule(options["search_epochs"])
+
+    def build(self, ctx: BuildContext) -> PEPTable:
+        return PEPTable(ctx)

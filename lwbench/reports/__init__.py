@@ -1,0 +1,1 @@
+"""Reports: statistics, tables, figures and reproduction targets, built from records alone (no torch)."""

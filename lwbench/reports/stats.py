@@ -1,0 +1,244 @@
+"""Significance tests for comparing two methods, and the paper's own protocol.
+
+Every result says what was paired (the *unit*: cutoffs of one run, seeds, or users of the fixed test
+set), which test was used, and the alternative hypothesis, so that no p-value is printed without
+the question it answers.
+
+* The paper's protocol (methods.md 12): ``scipy.stats.ttest_rel`` over the four cutoff values
+  (@5, @10, @20, @50) of one run against the baseline run. It is reproduced exactly, but it is not a
+  test of whether a method is better: the four values are not independent samples.
+* Sound protocols: a paired t-test and the Wilcoxon signed-rank test across seeds (the same seeds
+  for both methods), and the same two tests across the users of the fixed test set, from the saved
+  per-user metrics. Each comes with means, the 95% confidence interval of the mean paired
+  difference, and an effect size; :func:`holm` corrects a family of comparisons.
+
+``python -m lwbench.reports.stats`` re-derives the paper's Table-4 p-values from the logged metrics.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from lwbench.studies.c2f_paper import reference
+
+ALTERNATIVES = ("two-sided", "greater", "less")
+PAPER_UNIT = "the 4 cutoffs @5/@10/@20/@50 of one run (the paper's protocol)"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One paired test of ``a`` against ``b`` (differences are ``a - b``)."""
+
+    test: str
+    unit: str
+    a: str
+    b: str
+    alternative: str
+    n: int
+    mean_a: float
+    mean_b: float
+    mean_diff: float
+    ci_low: float          # 95% t-interval of the mean paired difference
+    ci_high: float
+    statistic: float
+    pvalue: float
+    effect: float
+    effect_name: str
+    p_holm: float | None = None
+
+    @property
+    def hypothesis(self) -> str:
+        """The alternative hypothesis in words."""
+        diff = f"{self.a} - {self.b}"
+        if self.test == "paired t-test":
+            relation = {"two-sided": "!=", "greater": ">", "less": "<"}[self.alternative]
+            return f"H1: mean({diff}) {relation} 0 ({self.alternative})"
+        where = {"two-sided": "not symmetric about 0", "greater": "shifted above 0",
+                 "less": "shifted below 0"}[self.alternative]
+        return f"H1: {diff} is {where} ({self.alternative})"
+
+    def as_row(self) -> dict:
+        return {**dataclasses.asdict(self), "hypothesis": self.hypothesis}
+
+
+def _check_alternative(alternative: str) -> None:
+    if alternative not in ALTERNATIVES:
+        raise ValueError(f"alternative must be one of {', '.join(ALTERNATIVES)}, got {alternative!r}")
+
+
+def _paired(a, b) -> tuple[np.ndarray, np.ndarray]:
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"a paired test needs two 1-d samples of the same length, got shapes {a.shape} and {b.shape}")
+    if len(a) == 0:
+        raise ValueError("a paired test needs at least one pair")
+    return a, b
+
+
+def mean_ci(values, level: float = 0.95) -> tuple[float, float]:
+    """Two-sided t confidence interval of the mean (NaN for fewer than two values)."""
+    values = np.asarray(values, dtype=np.float64)
+    n = len(values)
+    if n < 2:
+        return math.nan, math.nan
+    half = sps.t.ppf(0.5 + level / 2, n - 1) * values.std(ddof=1) / math.sqrt(n)
+    return float(values.mean() - half), float(values.mean() + half)
+
+
+def rank_biserial(diff) -> float:
+    """Matched-pairs rank-biserial correlation ``(R+ - R-) / (R+ + R-)`` over the non-zero differences
+    (the effect size that goes with the signed-rank test; in [-1, 1])."""
+    diff = np.asarray(diff, dtype=np.float64)
+    diff = diff[diff != 0]
+    if len(diff) == 0:
+        return 0.0
+    ranks = sps.rankdata(np.abs(diff))
+    return float((ranks[diff > 0].sum() - ranks[diff < 0].sum()) / ranks.sum())
+
+
+def _base(a: np.ndarray, b: np.ndarray, unit: str, labels: tuple[str, str], alternative: str) -> dict:
+    diff = a - b
+    low, high = mean_ci(diff)
+    return dict(unit=unit, a=labels[0], b=labels[1], alternative=alternative, n=len(a), mean_a=float(a.mean()),
+                mean_b=float(b.mean()), mean_diff=float(diff.mean()), ci_low=low, ci_high=high)
+
+
+def paired_t(a, b, *, unit: str, labels: tuple[str, str] = ("A", "B"), alternative: str = "two-sided") -> Comparison:
+    """``scipy.stats.ttest_rel(a, b)``; effect size Cohen's d_z = mean(diff) / sd(diff)."""
+    _check_alternative(alternative)
+    a, b = _paired(a, b)
+    diff = a - b
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # n < 2 or zero variance: NaN, said in the output
+        result = sps.ttest_rel(a, b, alternative=alternative)
+        sd = diff.std(ddof=1) if len(diff) > 1 else math.nan
+        effect = diff.mean() / sd if sd > 0 else math.nan
+    return Comparison(test="paired t-test", statistic=float(result.statistic), pvalue=float(result.pvalue),
+                      effect=float(effect), effect_name="Cohen's d_z", **_base(a, b, unit, labels, alternative))
+
+
+def wilcoxon(a, b, *, unit: str, labels: tuple[str, str] = ("A", "B"), alternative: str = "two-sided") -> Comparison:
+    """``scipy.stats.wilcoxon(a - b)`` (zero differences dropped, scipy's default); effect size the
+    matched-pairs rank-biserial correlation."""
+    _check_alternative(alternative)
+    a, b = _paired(a, b)
+    diff = a - b
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all differences zero: p = 1
+        result = sps.wilcoxon(diff, alternative=alternative)
+    return Comparison(test="Wilcoxon signed-rank", statistic=float(result.statistic), pvalue=float(result.pvalue),
+                      effect=rank_biserial(diff), effect_name="rank-biserial r",
+                      **_base(a, b, unit, labels, alternative))
+
+
+def paired_tests(a, b, **kwargs) -> list[Comparison]:
+    """The paired t-test and the Wilcoxon signed-rank test of the same pairs."""
+    return [paired_t(a, b, **kwargs), wilcoxon(a, b, **kwargs)]
+
+
+def paper_protocol(run: Sequence[float], baseline: Sequence[float], *,
+                   labels: tuple[str, str] = ("C2F", "LEGCF")) -> Comparison:
+    """The paper's Table-4 test: ``ttest_rel`` over the cutoff values of one run against the baseline
+    run (two-sided, scipy's default)."""
+    return paired_t(run, baseline, unit=PAPER_UNIT, labels=labels)
+
+
+def across_seeds(a: Mapping[int, float], b: Mapping[int, float], *, labels: tuple[str, str] = ("A", "B"),
+                 alternative: str = "two-sided") -> list[Comparison]:
+    """Paired tests over seeds: ``a`` and ``b`` map seed -> metric and must have the same seeds."""
+    if set(a) != set(b):
+        raise ValueError(f"seed tests need the same seeds for both methods: {labels[0]} has "
+                         f"{sorted(a)}, {labels[1]} has {sorted(b)}; run the missing seeds first")
+    seeds = sorted(a)
+    unit = f"seeds {', '.join(str(s) for s in seeds)}"
+    return paired_tests([a[s] for s in seeds], [b[s] for s in seeds], unit=unit, labels=labels,
+                        alternative=alternative)
+
+
+def across_users(a: pd.Series, b: pd.Series, *, labels: tuple[str, str] = ("A", "B"),
+                 alternative: str = "two-sided", unit: str = "users of the fixed test set") -> list[Comparison]:
+    """Paired tests over users: ``a`` and ``b`` are per-user metrics indexed by user id (see
+    :func:`lwbench.runner.load_per_user`) on the same test set; they are aligned by user id."""
+    if len(a.index) != len(b.index) or set(a.index) != set(b.index):
+        raise ValueError(f"per-user tests need the same test users for both runs ({len(a)} vs {len(b)} users "
+                         "differ); compare runs on the same dataset and the same fixed split")
+    b = b.reindex(a.index)
+    return paired_tests(a.to_numpy(), b.to_numpy(), unit=f"{len(a)} {unit}", labels=labels, alternative=alternative)
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (step-down; NaN entries are left out of the family and stay NaN)."""
+    p = np.asarray(pvalues, dtype=np.float64)
+    adjusted = np.full_like(p, np.nan)
+    valid = np.flatnonzero(~np.isnan(p))
+    order = valid[np.argsort(p[valid], kind="stable")]
+    m = len(order)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def with_holm(comparisons: list[Comparison]) -> list[Comparison]:
+    """The comparisons with ``p_holm`` set, treating them as one family."""
+    adjusted = holm([c.pvalue for c in comparisons])
+    return [dataclasses.replace(c, p_holm=float(p)) for c, p in zip(comparisons, adjusted)]
+
+
+def mean_std(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (NaN std for a single value)."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else math.nan
+
+
+def format_p(p: float | None) -> str:
+    if p is None or math.isnan(p):
+        return "n/a"
+    return f"{p:.3g}"
+
+
+def truncate(value: float, decimals: int) -> float:
+    """Truncate (not round) toward zero, as the paper printed its p-values."""
+    scale = 10**decimals
+    return math.trunc(value * scale) / scale
+
+
+def paper_protocol_check() -> pd.DataFrame:
+    """The Table-4 p-values recomputed from the logged full-precision metrics (methods.md 13.3) with the
+    paper's protocol, beside the printed (truncated) values of methods.md 12."""
+    rows = []
+    for dataset, runs in reference.C2F_LOGS.items():
+        for seed in reference.TABLE4_SEEDS:
+            row = {"dataset": dataset, "seed": seed}
+            for metric, printed in zip(("ndcg", "recall"), reference.TABLE4_PVALUES[dataset][seed]):
+                p = paper_protocol(runs[seed][metric], runs["coarse"][metric]).pvalue
+                row[f"p({metric})"] = p
+                row[f"paper p({metric})"] = printed
+                row[f"{metric} matches"] = truncate(p, 5) == printed
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def main() -> int:
+    frame = paper_protocol_check()
+    print("Table 4 p-values, recomputed with the paper's protocol: scipy.stats.ttest_rel over the 4 cutoffs "
+          "@5/@10/@20/@50 of the fine run against the coarse run (two-sided; the logged values at full precision, methods.md 13.3).")
+    print("The paper prints them truncated to 5 decimals.\n")
+    shown = frame.copy()
+    for metric in ("ndcg", "recall"):
+        shown[f"p({metric})"] = shown[f"p({metric})"].map(format_p)
+    print(shown.to_string(index=False))
+    return 0 if frame[["ndcg matches", "recall matches"]].all().all() else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

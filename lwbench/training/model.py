@@ -1,0 +1,55 @@
+"""The recommender every method shares: a plugin's embedding module, LightGCN propagation, and the
+FM-style score of the official code (dot product plus an item bias, methods.md 1.3)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from lwbench.plugin import EmbeddingModule, Stage
+
+
+class Recommender(nn.Module):
+    def __init__(self, embedding: EmbeddingModule, n_layers: int, item_bias: bool, device: torch.device):
+        super().__init__()
+        self.embedding = embedding
+        self.n_layers = n_layers
+        # N(0, 1) as the official nn.Embedding(N, 1). The user half of that table and the global
+        # offset cancel in BPR and in per-user ranking, so only the item half is kept.
+        self.item_bias = (nn.Parameter(torch.randn(embedding.n_items, device=device))
+                          if item_bias else None)
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(layer-0 rows X_0, propagated rows H), over entities and any virtual nodes."""
+        x0 = self.embedding.layer0()
+        return x0, self.embedding.propagate(x0, self.n_layers)
+
+    def user_item_tables(self, propagated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n_users, n_items = self.embedding.n_users, self.embedding.n_items
+        return propagated[:n_users], propagated[n_users:n_users + n_items]
+
+    def bpr_loss(self, propagated: torch.Tensor, users, positives, negatives) -> torch.Tensor:
+        """mean softplus(s_uj - s_ui) (methods.md 1.4)."""
+        user_table, item_table = self.user_item_tables(propagated)
+        user_vec = user_table[users]
+        pos = (user_vec * item_table[positives]).sum(-1)
+        neg = (user_vec * item_table[negatives]).sum(-1)
+        if self.item_bias is not None:
+            pos = pos + self.item_bias[positives]
+            neg = neg + self.item_bias[negatives]
+        return F.softplus(neg - pos).mean()
+
+    def l2_loss(self, x0: torch.Tensor, users, positives, negatives, factor: float) -> torch.Tensor:
+        """(factor * 1e-4) * (|E0[u]|^2 + |E0[i+]|^2 + |E0[j]|^2) / B over layer-0 entity rows."""
+        ego = self.embedding.ego_rows(x0)
+        offset = self.embedding.n_users
+        total = (ego[users].square().sum() + ego[positives + offset].square().sum()
+                 + ego[negatives + offset].square().sum())
+        return factor * 1e-4 * total / len(users)
+
+    def param_groups(self, stage: Stage) -> list[dict]:
+        groups = self.embedding.param_groups(stage)
+        if self.item_bias is not None:
+            groups.append({"params": [self.item_bias]})
+        return groups
+
