@@ -12,6 +12,10 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 
+# The phases of a stage (methods.md 1.7): a two-phase stage runs FIXED then UPDATE, any other stage SINGLE.
+FIXED, UPDATE, SINGLE = "fixed", "update", "single"
+
+
 class ConfigError(ValueError):
     """An option name or value is not valid; the message lists the valid ones."""
 
@@ -41,7 +45,7 @@ class TrainerConfig:
         return dataclasses.replace(self, **coerce_options("trainer", dataclasses.asdict(self), changes))
 
     def patience(self, phase: str) -> int:
-        return self.patience_fixed if phase == "fixed" else self.patience_update
+        return self.patience_fixed if phase == FIXED else self.patience_update
 
 
 def coerce_options(owner: str, defaults: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

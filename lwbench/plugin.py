@@ -22,10 +22,10 @@ import torch
 from torch import nn
 
 from lwbench.budget import BudgetError, ParamCount
+from lwbench.config import FIXED, SINGLE, UPDATE  # noqa: F401 (re-exported: part of the plugin API)
 from lwbench.data.interactions import DatasetStats, Interactions
 from lwbench.training.graph import SymmetricGraph, lightgcn_propagate
 
-FIXED, UPDATE, SINGLE = "fixed", "update", "single"
 
 
 @dataclass

@@ -9,14 +9,15 @@ as missing rather than silently disappearing.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from lwbench.files import atomic_write_json
-from lwbench.plugin import FIXED, SINGLE, UPDATE
-from lwbench.runner import load_per_user
+from lwbench.config import FIXED, SINGLE, UPDATE
+from lwbench.files import atomic_write_bytes, atomic_write_json
 
 
 def load_records(out: Path) -> list[dict]:
@@ -75,3 +76,21 @@ def checkpoint_metric(record: dict, checkpoint: str, metric: str) -> float:
 def per_user(out: Path, record: dict, checkpoint: str | None = None) -> pd.DataFrame:
     """Per-user test metrics of a checkpoint (default: the reported one)."""
     return load_per_user(Path(out) / "runs" / record["per_user_file"], checkpoint or record["reported_checkpoint"])
+
+def save_per_user(path: Path, checkpoints: dict) -> None:
+    """Per-user test metrics of every checkpoint, as ``<checkpoint>::users`` / ``::values`` / ``::columns``."""
+    arrays = {}
+    for name, result in checkpoints.items():
+        frame = result.test_per_user
+        arrays[f"{name}::users"] = frame.index.to_numpy()
+        arrays[f"{name}::values"] = frame.to_numpy()
+        arrays[f"{name}::columns"] = np.array(frame.columns, dtype=str)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_per_user(path: Path, checkpoint: str) -> pd.DataFrame:
+    with np.load(path) as data:
+        return pd.DataFrame(data[f"{checkpoint}::values"], columns=list(data[f"{checkpoint}::columns"]),
+                            index=pd.Index(data[f"{checkpoint}::users"], name="user"))

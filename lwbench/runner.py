@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import io
 import json
 import sys
 import time
@@ -24,16 +23,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import pandas as pd
 import torch
 
 from lwbench.budget import BudgetError, ParamCount, parse_budget
-from lwbench.files import atomic_write_bytes, atomic_write_json
+from lwbench.files import atomic_write_json
 from lwbench.config import ConfigError, TrainerConfig, coerce_options, config_hash
 from lwbench.data.cards import LoadedDataset
 from lwbench.environment import code_version, device_name, library_versions
 from lwbench.plugin import Method, check_within_budget
+from lwbench.records import load_per_user, save_per_user  # noqa: F401 (load_per_user: public name)
 from lwbench.registry import get_method
 from lwbench.training.trainer import Trainer
 
@@ -171,23 +170,6 @@ def execute_run(spec: RunSpec, dataset: LoadedDataset, out: Path, device: torch.
     return record
 
 
-def save_per_user(path: Path, checkpoints: dict) -> None:
-    """Per-user test metrics of every checkpoint, as ``<checkpoint>::users`` / ``::values`` / ``::columns``."""
-    arrays = {}
-    for name, result in checkpoints.items():
-        frame = result.test_per_user
-        arrays[f"{name}::users"] = frame.index.to_numpy()
-        arrays[f"{name}::values"] = frame.to_numpy()
-        arrays[f"{name}::columns"] = np.array(frame.columns, dtype=str)
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def load_per_user(path: Path, checkpoint: str) -> pd.DataFrame:
-    with np.load(path) as data:
-        return pd.DataFrame(data[f"{checkpoint}::values"], columns=list(data[f"{checkpoint}::columns"]),
-                            index=pd.Index(data[f"{checkpoint}::users"], name="user"))
 
 
 def find_record(out: Path, spec: RunSpec) -> dict | None:

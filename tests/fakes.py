@@ -12,7 +12,7 @@ import pandas as pd
 
 from lwbench.records import write_manifest
 from lwbench.reports.targets import TARGETS
-from lwbench.runner import save_per_user
+from lwbench.records import save_per_user
 
 KS = (1, 5, 10, 20, 50)
 METRICS = [f"ndcg@{k}" for k in KS] + [f"recall@{k}" for k in KS]

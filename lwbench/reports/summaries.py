@@ -20,7 +20,7 @@ import pandas as pd
 from lwbench.studies.c2f_paper import reference
 
 from lwbench.reports import stats
-from lwbench.plugin import UPDATE
+from lwbench.config import UPDATE
 from lwbench.records import checkpoint_metric, per_user, stage_checkpoint
 from lwbench.reports.tables import Table
 
