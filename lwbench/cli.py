@@ -1,85 +1,185 @@
-"""Command line: ``python run_bench.py [options]`` (see ``--help``). With no arguments it runs the demo:
-UD on the built-in synthetic dataset, on the GPU when one is visible, else the CPU.
+"""The command line: one argparse tree, ``lwbench [run] | grid | reproduce NAME | report``.
 
-The subcommands ``grid``, ``reproduce NAME`` and ``report`` are in :mod:`lwbench.commands`."""
+The plain form (``lwbench --methods ud,legcf --budget 500buckets``, also ``run_bench.py``) is the ``run``
+command: a grid of one cell per method, executed by the same code as ``grid``. With no arguments it runs
+the demo: UD on the built-in synthetic dataset, on the GPU when one is visible, else the CPU. Options
+shared by several commands come from parent parsers, so each is declared once."""
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
+from lwbench import logs
 from lwbench.budget import ACCEPTED_FORMS, BudgetError
 from lwbench.config import ConfigError, parse_set_options
 from lwbench.data.interactions import DataError
-from lwbench.data.cards import available_cards, load_dataset
-from lwbench.environment import resolve_device
-from lwbench.registry import UnknownMethodError, get_method, method_names
-from lwbench.runner import plan_runs, run_all, summary_table
+from lwbench.records import RecordError
 
-EPILOG = """budget forms: """ + "; ".join(ACCEPTED_FORMS) + """
+logger = logging.getLogger(__name__)
+
+SUBCOMMANDS = ("run", "grid", "reproduce", "report")
+ALTERNATIVES = ("two-sided", "greater", "less")
+
+
+def program_name() -> str:
+    """The name the tool was invoked by (``lwbench``, ``run_bench.py``, ``python -m lwbench``)."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "lwbench"
+    return "python -m lwbench" if name in ("__main__.py", "-m", "-c", "") else name
+
+
+def epilog(prog: str) -> str:
+    return f"""budget forms: {'; '.join(ACCEPTED_FORMS)}
 
 examples:
-  python run_bench.py                                     # demo: ud on synthetic data
-  python run_bench.py --methods ud --budget 500buckets --dataset gowalla --data-dir ../shared/datasets
-  python run_bench.py --methods ud --set ud.dim=64 --set trainer.batch_size=2048 --plan
+  {prog}                                      # demo: ud on synthetic data
+  {prog} --methods ud --budget 500buckets --dataset gowalla --data-dir ../shared/datasets
+  {prog} --methods ud --set ud.dim=64 --set trainer.batch_size=2048 --plan
+  {prog} --list --verbose                     # every method with its options
 
-subcommands (each has --help):
-  python run_bench.py grid --datasets gowalla --methods ud,legcf --budgets 1%,2% --seeds 2024,2025 --jobs 4
-  python run_bench.py reproduce table3 --data-dir ../shared/datasets     # also table4, fig4, fig5, fig6, budget-curve
-  python run_bench.py reproduce table3 --quick                            # CPU smoke test on synthetic data
-  python run_bench.py report --out results                                # tables and figures from records only
+commands (each has --help):
+  {prog} grid --datasets gowalla --methods ud,legcf --budgets 1%,2% --seeds 2024,2025 --jobs 4
+  {prog} reproduce table3 --data-dir ../shared/datasets     # a reproduction target: plan, run, tables
+  {prog} reproduce table3 --quick                            # CPU smoke test on synthetic data
+  {prog} report --out results                                # tables and figures from records only
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="run_bench.py", description="lwbench: lightweight ID embeddings "
-                                     "for graph recommenders, compared under one trainer and one budget.",
-                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", default="ud", help="comma-separated method names (default: ud); "
-                        "--list shows the registered ones")
-    parser.add_argument("--budget", default="500buckets", help="memory budget (default: 500buckets)")
-    parser.add_argument("--dataset", default="synthetic",
-                        help="a dataset card name (synthetic, gowalla, yelp2020, amazon-book) or a folder "
-                             "holding train.txt[.gz] and test.txt[.gz] (default: synthetic)")
-    parser.add_argument("--seeds", default="2024", help="comma-separated training seeds (default: 2024)")
-    parser.add_argument("--device", default="auto", help="auto (GPU if visible), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--out", default="results/demo", help="output folder for run records (default: results/demo)")
-    add_override_options(parser)
-    add_data_options(parser)
-    parser.add_argument("--legacy-split", action="store_true",
-                        help="draw the split from each run's seed, as the official code does (methods.md 1.1)")
-    parser.add_argument("--plan", action="store_true", help="print the planned runs as JSON and exit")
-    parser.add_argument("--force", action="store_true", help="re-run even when a record with the same config exists")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--list", action="store_true", help="list registered methods and dataset cards, then exit")
+# --- parent parsers: each shared option is declared once ----------------------------------------------
+
+def output_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("output")
+    group.add_argument("-v", "--verbose", action="count", default=0, help="more detail on the terminal")
+    group.add_argument("-q", "--quiet", action="count", default=0, help="only warnings and errors on the terminal")
+    return parent
+
+
+def data_parent() -> argparse.ArgumentParser:
+    """Where datasets come from and how they are split."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("data")
+    group.add_argument("--data-dir", help="folder holding <dataset>/train.txt[.gz] (else $LWBENCH_DATA, "
+                       "then the user cache, then a download)")
+    group.add_argument("--split-seed", type=int, default=2024, help="seed of the validation/test split (default 2024)")
+    group.add_argument("--legacy-split", action="store_true",
+                       help="draw the split from each run's seed, as the official code does")
+    group.add_argument("--offline", action="store_true", help="never try to download datasets")
+    return parent
+
+
+def training_parent() -> argparse.ArgumentParser:
+    """What every command that trains accepts."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("training")
+    group.add_argument("--epochs", type=int, help="maximum epochs per stage (default: the trainer's 1000, "
+                       "with early stopping)")
+    group.add_argument("--set", dest="sets", action="append", default=[], metavar="OWNER.OPTION=VALUE",
+                       help="override a trainer or method option in every run whose method owns it, e.g. "
+                       "trainer.lr=3e-3 or ud.dim=64 (repeatable)")
+    return parent
+
+
+def execution_parent() -> argparse.ArgumentParser:
+    """Where and how many runs at once, resuming, progress."""
+    from lwbench.grid.workers import BACKENDS
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("execution")
+    group.add_argument("--plan", action="store_true", help="print the plan and exit")
+    group.add_argument("--device", default="auto", help="auto (GPUs if visible), cpu, cuda, cuda:1 (default auto)")
+    group.add_argument("--jobs", type=int, help="runs at a time (default: one per GPU times --runs-per-gpu; "
+                       "with a dask/ray cluster, all its workers)")
+    group.add_argument("--gpus", help="GPU indices to share out round-robin, e.g. 0,1 (default: all visible)")
+    group.add_argument("--runs-per-gpu", type=int, help="runs sharing one GPU (default: as many as the peak memory "
+                       "measured in existing records allows, else 1)")
+    group.add_argument("--threads", type=int, help="torch CPU threads per local run (default: the cores shared "
+                       "out among --jobs)")
+    group.add_argument("--backend", choices=BACKENDS, default="local",
+                       help="local processes (default), or a dask/ray cluster through joblib (optional extras "
+                            "lwbench[dask], lwbench[ray]); the output folder must be shared with the workers")
+    group.add_argument("--scheduler", help="dask scheduler address (tcp://host:8786) or ray address; "
+                       "default: start a local cluster")
+    group.add_argument("--force", action="store_true", help="re-run even when a record with the same config exists")
+    group.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parent
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    prog = prog or program_name()
+    output, data, training, execution = output_parent(), data_parent(), training_parent(), execution_parent()
+    parser = argparse.ArgumentParser(prog=prog, description="lwbench: lightweight ID embeddings for graph "
+                                     "recommenders, compared under one trainer and one budget.",
+                                     epilog=epilog(prog), formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", metavar="{run,grid,reproduce,report}")
+
+    run = commands.add_parser("run", parents=[output, data, training, execution], epilog=epilog(prog),
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              help="train methods on one dataset and budget (the default command)",
+                              description="Train the methods on one dataset at one budget, for each seed.")
+    run.add_argument("--methods", default="ud", help="comma-separated method names (default: ud); "
+                     "--list shows the registered ones")
+    run.add_argument("--budget", default="500buckets", help="memory budget (default: 500buckets)")
+    run.add_argument("--dataset", default="synthetic",
+                     help="a dataset card name (--list shows them) or a folder holding train.txt[.gz] and "
+                          "test.txt[.gz] (default: synthetic)")
+    run.add_argument("--seeds", default="2024", help="comma-separated training seeds (default: 2024)")
+    run.add_argument("--out", default="results/demo", help="output folder (default: results/demo)")
+    run.add_argument("--list", action="store_true", help="list registered methods and dataset cards, then exit "
+                     "(with --verbose: every method's options)")
+    run.set_defaults(handler=run_command)
+
+    grid = commands.add_parser("grid", parents=[output, data, training, execution],
+                               help="datasets x methods x budgets x seeds x sweeps, in parallel, resumable",
+                               description="Run datasets x methods x budgets x seeds x option sweeps in "
+                                           "parallel; rerun the same command to resume.")
+    grid.add_argument("--datasets", default="synthetic", help="comma-separated dataset cards or folders")
+    grid.add_argument("--methods", default="ud", help="comma-separated method names")
+    grid.add_argument("--budgets", default="500buckets", help="comma-separated budgets, e.g. 1%%,2%%,500buckets")
+    grid.add_argument("--seeds", default="2024", help="comma-separated training seeds")
+    grid.add_argument("--sweep", dest="sweeps", action="append", default=[], metavar="OWNER.OPTION=V1,V2",
+                      help="sweep an option over values (repeatable; sweeps multiply)")
+    grid.add_argument("--out", default="results/grid", help="output folder (default results/grid)")
+    grid.set_defaults(handler=grid_command)
+
+    reproduce = commands.add_parser("reproduce", parents=[output, data, training, execution],
+                                    formatter_class=argparse.RawDescriptionHelpFormatter,
+                                    help="plan, run and report one reproduction target",
+                                    description="Plan, run (reusing existing runs) and report one target.",
+                                    epilog="targets:\n" + target_lines())
+    reproduce.add_argument("name", metavar="NAME", help="the target (listed below)")
+    reproduce.add_argument("--quick", action="store_true", help="synthetic dataset, few epochs, one or two seeds: "
+                           "a CPU smoke test of the whole pipeline")
+    reproduce.add_argument("--datasets", help="comma-separated datasets (default: the target's, where available)")
+    reproduce.add_argument("--methods", help="restrict to these methods (default: every registered one)")
+    reproduce.add_argument("--seeds", help="comma-separated seeds (default 2024,2025,2026)")
+    reproduce.add_argument("--out", help="records and tables (default results, or results/quick with --quick)")
+    reproduce.add_argument("--figures", help="figures folder (default figures, or figures/quick with --quick)")
+    add_alternative(reproduce)
+    reproduce.set_defaults(handler=reproduce_command)
+
+    report = commands.add_parser("report", parents=[output], help="rebuild tables and figures from records",
+                                 description="Regenerate every table and figure from the records and target "
+                                             "manifests in an output folder (no training).")
+    report.add_argument("--out", default="results", help="output folder holding runs/ and grids/ (default results)")
+    report.add_argument("--figures", default="figures", help="figures folder (default figures)")
+    add_alternative(report)
+    report.set_defaults(handler=report_command)
     return parser
 
 
-def add_data_options(parser: argparse.ArgumentParser) -> None:
-    """Where datasets come from and how they are split: what every command that loads data accepts."""
-    parser.add_argument("--data-dir", help="folder holding <dataset>/train.txt[.gz] (else $LWBENCH_DATA, "
-                        "then the user cache, then a download)")
-    parser.add_argument("--split-seed", type=int, default=2024, help="seed of the validation/test split (default 2024)")
-    parser.add_argument("--offline", action="store_true", help="never try to download datasets")
+def add_alternative(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--alternative", choices=ALTERNATIVES, default="two-sided",
+                        help="alternative hypothesis of the significance tests (default two-sided)")
 
 
-def add_override_options(parser: argparse.ArgumentParser) -> None:
-    """``--epochs`` and ``--set``: what every command that trains accepts."""
-    parser.add_argument("--epochs", type=int, help="maximum epochs per stage (default: the trainer's 1000, "
-                        "with early stopping)")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="OWNER.OPTION=VALUE",
-                        help="override a trainer or method option in every run whose method owns it, e.g. "
-                        "trainer.lr=3e-3 or ud.dim=64 (repeatable)")
+def target_lines() -> str:
+    from lwbench.reports.targets import TARGETS
+    return "\n".join(f"  {name:<13} {t.description}" for name, t in TARGETS.items())
 
 
-def overrides_from(args: argparse.Namespace) -> dict:
-    """``--set`` options by owner, with ``--epochs`` as ``trainer.max_epochs``."""
-    overrides = parse_set_options(args.sets)
-    if args.epochs is not None:
-        overrides.setdefault("trainer", {})["max_epochs"] = args.epochs
-    return overrides
-
+# --- shared argument handling -------------------------------------------------------------------------
 
 def comma_list(text: str) -> list[str]:
     """``"a, b,,c"`` -> ``["a", "b", "c"]``."""
@@ -96,53 +196,132 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-SUBCOMMANDS = ("grid", "reproduce", "report")
+def overrides_from(args: argparse.Namespace) -> dict:
+    """``--set`` options by owner, with ``--epochs`` as ``trainer.max_epochs``."""
+    overrides = parse_set_options(args.sets)
+    if args.epochs is not None:
+        overrides.setdefault("trainer", {})["max_epochs"] = args.epochs
+    return overrides
+
+
+def execution_request(args: argparse.Namespace):
+    from lwbench.grid.workers import ExecutionRequest
+    return ExecutionRequest(jobs=args.jobs, device=args.device, gpus=args.gpus, backend=args.backend,
+                            scheduler=args.scheduler, runs_per_gpu=args.runs_per_gpu, threads=args.threads)
+
+
+def show_progress(args: argparse.Namespace) -> bool | None:
+    return False if args.no_progress or args.quiet else None
+
+
+# --- commands -----------------------------------------------------------------------------------------
+
+def list_command(verbose: bool) -> int:
+    from lwbench.data.cards import available_cards
+    from lwbench.registry import get_method, method_names
+    print("methods (--list --verbose shows their options; --set method.option=value changes one):")
+    for name in method_names():
+        method = get_method(name)
+        print(f"  {name:<10} {method.description}" + ("" if method.budgeted else " [unbudgeted]"))
+        if verbose:
+            for option, default in method.options.items():
+                print(f"      {option} = {default!r}")
+    print("datasets:", ", ".join(available_cards()))
+    return 0
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """The plain command: a grid with one cell per method on one dataset and budget."""
+    if args.list:
+        return list_command(args.verbose > 0)
+    from lwbench.environment import resolve_device
+    from lwbench.grid.plan import expand, plan_grid
+    device = resolve_device(args.device)       # a missing GPU is an error before anything is planned
+    methods = comma_list(args.methods)
+    if not methods:
+        raise ConfigError("--methods is empty; --list shows the registered methods")
+    cells = expand([args.dataset], methods, [args.budget], overrides=overrides_from(args))
+    plan = plan_grid(cells, parse_seeds(args.seeds), data_dir=args.data_dir, split_seed=args.split_seed,
+                     legacy_split=args.legacy_split, offline=args.offline or None, drop_unfit=False)
+    if args.plan:
+        print(json.dumps({"dataset": args.dataset, "device": str(device), "out": args.out,
+                          "runs": [run.spec.plan_entry() for run in plan.unique_runs()]}, indent=1, default=str))
+        return 0
+    return execute(plan, Path(args.out), args)
+
+
+def grid_command(args: argparse.Namespace) -> int:
+    from lwbench.grid.plan import expand, parse_sweeps, plan_grid
+    cells = expand(comma_list(args.datasets), comma_list(args.methods), comma_list(args.budgets),
+                   overrides=overrides_from(args), sweeps=parse_sweeps(args.sweeps))
+    plan = plan_grid(cells, parse_seeds(args.seeds), data_dir=args.data_dir, split_seed=args.split_seed,
+                     legacy_split=args.legacy_split, offline=args.offline or None)
+    return execute(plan, Path(args.out), args)
+
+
+def execute(plan, out: Path, args: argparse.Namespace) -> int:
+    """Describe the plan, then (unless ``--plan``) run it and print the summary of its records."""
+    from lwbench.grid.run import describe_plan, run_grid, summarize_failures
+    from lwbench.grid.workers import make_execution
+    from lwbench.records import load_records
+    from lwbench.reports.summaries import summary_table
+    records = load_records(out)
+    execution, how = make_execution(execution_request(args), plan.unique_runs(), records)
+    logger.info("%s", describe_plan(plan, out, records, execution, how))
+    if args.plan:
+        return 0
+    outcome = run_grid(plan, out, execution, force=args.force, show_progress=show_progress(args))
+    done = [outcome.records[r.run_id] for r in plan.unique_runs() if r.run_id in outcome.records]
+    if done:
+        print(summary_table(done).to_markdown())
+        print(f"\nrecords: {out / 'runs'}")
+    if outcome.failures:
+        logger.error("%s", summarize_failures(outcome.failures, out))
+    return 1 if outcome.failures else 0
+
+
+def reproduce_command(args: argparse.Namespace) -> int:
+    from lwbench.reports.targets import ReproduceOptions, reproduce
+    suffix = "/quick" if args.quick else ""
+    options = ReproduceOptions(
+        quick=args.quick, datasets=comma_list(args.datasets) if args.datasets else None,
+        methods=comma_list(args.methods) if args.methods else None,
+        seeds=parse_seeds(args.seeds) if args.seeds else None, overrides=overrides_from(args),
+        data_dir=args.data_dir, offline=args.offline or None, split_seed=args.split_seed,
+        out=Path(args.out or f"results{suffix}"), figures_dir=Path(args.figures or f"figures{suffix}"),
+        alternative=args.alternative, force=args.force, plan_only=args.plan, show_progress=show_progress(args))
+    return reproduce(args.name, options, execution_request(args))
+
+
+def report_command(args: argparse.Namespace) -> int:
+    from lwbench.reports.targets import build_report
+    _, errors = build_report(Path(args.out), Path(args.figures), args.alternative)
+    for error in errors:
+        logger.error("report: could not build %s", error)
+    return 1 if errors else 0
+
+
+# --- entry point --------------------------------------------------------------------------------------
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors that are the user's to fix: one line, exit status 2, no traceback."""
+    from lwbench.environment import DeviceError
+    from lwbench.grid.workers import GridError
+    from lwbench.registry import UnknownMethodError
+    from lwbench.reports.targets import TargetError
+    return (ConfigError, BudgetError, DataError, RecordError, UnknownMethodError, DeviceError, GridError,
+            TargetError, FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    prog = program_name()
+    if not argv or argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help"):
+        argv = ["run", *argv]            # the plain form is the run command
+    args = build_parser(prog).parse_args(argv)
+    logs.configure(args.verbose - args.quiet, prog)
     try:
-        if argv and argv[0] in SUBCOMMANDS:
-            from lwbench.commands import run_subcommand  # imported on demand: plain runs skip its imports
-            return run_subcommand(argv[0], argv[1:])
-        return _run(build_parser().parse_args(argv))
-    except (ConfigError, BudgetError, DataError, UnknownMethodError, FileNotFoundError, RuntimeError) as exc:
-        print(f"run_bench.py: error: {exc}", file=sys.stderr)
+        return args.handler(args)
+    except user_errors() as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
-
-
-def _run(args: argparse.Namespace) -> int:
-    if args.list:
-        print("methods (options: --plan shows them resolved; --set method.option=value):")
-        for name in method_names():
-            method = get_method(name)
-            print(f"  {name:<10} {method.description}" + ("" if method.budgeted else " [unbudgeted]"))
-        print("datasets:", ", ".join(available_cards()))
-        return 0
-    methods = comma_list(args.methods)
-    seeds = parse_seeds(args.seeds)
-    overrides = overrides_from(args)
-    device = resolve_device(args.device)
-    # The fixed split is shared by all seeds; the legacy split differs per seed (methods.md 1.1).
-    split_seeds = seeds if args.legacy_split else [None]
-    loaded = {s: load_dataset(args.dataset, data_dir=args.data_dir, split_seed=args.split_seed,
-                              legacy_split_seed=s, offline=args.offline or None) for s in split_seeds}
-    plans = {s: plan_runs(methods, data, args.budget, seeds if s is None else [s], overrides)
-             for s, data in loaded.items()}
-    if args.plan:
-        print(json.dumps({"dataset": args.dataset, "device": str(device), "out": args.out,
-                          "runs": [spec.plan_entry() for plan in plans.values() for spec in plan]},
-                         indent=1, default=str))
-        return 0
-    records, failures = [], []
-    for s, plan in plans.items():
-        got, failed = run_all(plan, loaded[s], Path(args.out), device, force=args.force,
-                              show_progress=False if args.no_progress else None)
-        records += got
-        failures += failed
-    if records:
-        print(summary_table(records).to_string(index=False))
-        print(f"\nrecords: {Path(args.out) / 'runs'}")
-    for failure in failures:
-        print(f"FAILED {failure['run_id']}: {failure['error']}", file=sys.stderr)
-    return 1 if failures else 0

@@ -15,6 +15,10 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 _LIBRARIES = ("lwbench", "torch", "numpy", "scipy", "pandas", "scikit-learn", "pymetis", "joblib")
 
 
+class DeviceError(RuntimeError):
+    """The device asked for does not exist here."""
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` means the first CUDA GPU when one is visible, else the CPU. An explicit CUDA device
     that is not available is an error, never a silent fallback."""
@@ -22,7 +26,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {name}: no CUDA GPU is visible to torch {torch.__version__} "
+        raise DeviceError(f"--device {name}: no CUDA GPU is visible to torch {torch.__version__} "
                            "(use --device cpu, or install a CUDA build of torch)")
     return device
 

@@ -1,17 +1,31 @@
-"""Read what an output folder holds: run records, failures, and grid manifests.
+"""The run record, and everything else an output folder holds: failures, per-user metrics, manifests.
 
-A grid manifest (``<out>/grids/<name>.json``) lists the points of one reproduction target (dataset,
-method, budget, seed, overrides and report coordinates) with the run id of each, written when the
-target is planned. Reports are rebuilt from manifests and records alone, so ``run_bench.py report``
-needs neither the datasets nor a re-plan, and a point whose run failed or never finished shows up
-as missing rather than silently disappearing.
+Layout of an output folder::
+
+    <out>/runs/<run_id>.json          the run record (:class:`RunRecord`; atomic write; the source of truth)
+    <out>/runs/<run_id>.peruser.npz   per-user test metrics of every evaluated checkpoint
+    <out>/runs/<run_id>.failed.json   error and traceback of a failed run (removed when it succeeds)
+    <out>/grids/<name>.json           the manifest of a reproduction target
+    <out>/work/<run_id>/              best checkpoints, and last.pt while the run is unfinished
+    <out>/logs/<run_id>.log           the run's log
+
+This module owns the record's format: :func:`write_record` validates before writing, :func:`read_record`
+validates what it reads, and a record of another schema version, or one that cannot be parsed, is
+never used silently. It imports no torch, so reports and statistics can be built on any machine.
+
+A grid manifest lists the points of one reproduction target (dataset, method, budget, seed, overrides
+and report coordinates) with the run id of each, written when the target is planned. Reports are
+rebuilt from manifests and records alone, so ``report`` needs neither the datasets nor a re-plan, and a
+point whose run failed or never finished shows up as missing rather than silently disappearing.
 """
 from __future__ import annotations
 
 import datetime as dt
 import io
 import json
+import logging
 from pathlib import Path
+from typing import Any, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -19,11 +33,131 @@ import pandas as pd
 from lwbench.config import FIXED, SINGLE, UPDATE
 from lwbench.files import atomic_write_bytes, atomic_write_json
 
+logger = logging.getLogger(__name__)
 
-def load_records(out: Path) -> list[dict]:
-    """Every finished run record in ``<out>/runs``."""
-    runs = Path(out) / "runs"
-    return [json.loads(p.read_text()) for p in sorted(runs.glob("*.json")) if not p.name.endswith(".failed.json")]
+SCHEMA_VERSION = 1
+
+
+class RecordError(ValueError):
+    """A record file that cannot be used: unreadable, another schema version, or fields missing."""
+
+
+class RunRecord(TypedDict):
+    """One finished run (schema version :data:`SCHEMA_VERSION`); written once, read by every report."""
+
+    schema_version: int
+    run_id: str
+    method: str
+    label: str                      # display name, e.g. ``ud-64``
+    dataset: str
+    seed: int
+    budget: dict                    # {"text", "params", "applies"}
+    params: int                     # Table-3 count of the trained module
+    bytes: int                      # storage bytes of the trained module
+    param_count: dict               # ParamCount of the trained module (both conventions)
+    planned_param_count: dict       # what the plan predicted
+    within_budget: bool
+    metrics: dict                   # {"valid": {...}, "test": {...}} of the reported checkpoint
+    reported_checkpoint: str        # e.g. ``train/single``, ``fine/update``
+    shared_stages: dict             # stage name -> folder of its shared outcome
+    checkpoints: dict               # name -> {"epoch", "valid", "test"}
+    config: dict                    # the fully resolved configuration
+    config_hash: str
+    epochs_run: int
+    train_seconds: float
+    eval_seconds: float
+    peak_memory_bytes: int
+    peak_memory_kind: str
+    versions: dict                  # library versions
+    code_version: str
+    device: str
+    device_name: str
+    started_at: str
+    finished_at: str
+    final_diagnostics: dict
+    history: list
+    per_user_file: str
+
+
+RECORD_FIELDS = tuple(RunRecord.__annotations__)
+
+
+def record_path(out: Path, run_id: str) -> Path:
+    return Path(out) / "runs" / f"{run_id}.json"
+
+
+def failure_path(out: Path, run_id: str) -> Path:
+    return Path(out) / "runs" / f"{run_id}.failed.json"
+
+
+def validate_record(record: Any, where: str = "record") -> RunRecord:
+    """``record`` if it is a complete record of this schema version, else a :class:`RecordError`."""
+    if not isinstance(record, dict):
+        raise RecordError(f"{where}: a run record is a JSON object, got {type(record).__name__}")
+    version = record.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise RecordError(f"{where}: schema version {version!r}, this lwbench reads version {SCHEMA_VERSION}; "
+                          "rerun the run (the same command, with --force) to write it anew")
+    missing = [name for name in RECORD_FIELDS if name not in record]
+    if missing:
+        raise RecordError(f"{where}: fields missing: {', '.join(missing)}")
+    if record["reported_checkpoint"] not in record["checkpoints"]:
+        raise RecordError(f"{where}: the reported checkpoint {record['reported_checkpoint']!r} is not among its "
+                          f"checkpoints ({', '.join(record['checkpoints'])})")
+    for split in ("valid", "test"):
+        if not isinstance(record["metrics"].get(split), dict):
+            raise RecordError(f"{where}: metrics.{split} is missing")
+    return record
+
+
+def write_record(out: Path, record: dict) -> RunRecord:
+    """Stamp the schema version, validate, and write ``<out>/runs/<run_id>.json`` atomically; a failure
+    file of the same run is removed (the run has now succeeded)."""
+    record = validate_record({**record, "schema_version": SCHEMA_VERSION}, f"record of {record.get('run_id')}")
+    atomic_write_json(record_path(out, record["run_id"]), record)
+    failure_path(out, record["run_id"]).unlink(missing_ok=True)
+    return record
+
+
+def read_record(path: Path) -> RunRecord:
+    """A validated record; :class:`RecordError` naming the file when it cannot be used."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RecordError(f"{path}: unreadable run record ({exc})") from exc
+    return validate_record(record, str(path))
+
+
+def find_record(out: Path, run_id: str, config_hash: str) -> RunRecord | None:
+    """The finished record of a run with this configuration hash, or None. A record that cannot be used
+    (corrupt, another schema) is reported and treated as absent, so the run is trained again."""
+    path = record_path(out, run_id)
+    if not path.exists():
+        return None
+    try:
+        record = read_record(path)
+    except RecordError as exc:
+        logger.warning("%s; the run will be trained again", exc)
+        return None
+    return record if record["config_hash"] == config_hash else None
+
+
+def load_records(out: Path) -> list[RunRecord]:
+    """Every usable run record in ``<out>/runs``; unusable ones are named in a warning and left out."""
+    records = []
+    for path in sorted((Path(out) / "runs").glob("*.json")):
+        if path.name.endswith(".failed.json"):
+            continue
+        try:
+            records.append(read_record(path))
+        except RecordError as exc:
+            logger.warning("%s; left out", exc)
+    return records
+
+
+def write_failure(out: Path, failure: dict) -> None:
+    atomic_write_json(failure_path(out, failure["run_id"]), failure)
 
 
 def write_manifest(out: Path, name: str, rows: list[dict], **info) -> Path:
@@ -41,12 +175,16 @@ def read_manifests(out: Path) -> dict[str, dict]:
 def points(out: Path, manifest: dict) -> pd.DataFrame:
     """One row per manifest point: its coordinates, ``status`` (done / failed / missing), the record
     (column ``record``, None unless done) and the reported test metrics as ``test:<metric>`` columns."""
-    runs = Path(out) / "runs"
     rows = []
     for row in manifest["rows"]:
-        record_path = runs / f"{row['run_id']}.json"
-        record = json.loads(record_path.read_text()) if record_path.exists() else None
-        status = "done" if record else ("failed" if (runs / f"{row['run_id']}.failed.json").exists() else "missing")
+        path = record_path(out, row["run_id"])
+        record = None
+        if path.exists():
+            try:
+                record = read_record(path)
+            except RecordError as exc:
+                logger.warning("%s; shown as missing", exc)
+        status = "done" if record else ("failed" if failure_path(out, row["run_id"]).exists() else "missing")
         entry = {**{k: v for k, v in row.items() if k != "coords"}, **row["coords"], "status": status,
                  "record": record, "params": record["params"] if record else None}
         if record:

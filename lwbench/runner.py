@@ -1,12 +1,6 @@
-"""Plan and execute runs: resolve each (method, seed) to a full configuration, train it, and write
-one run record per run.
-
-Layout of an output folder::
-
-    <out>/runs/<run_id>.json          the run record (atomic write; the source of truth)
-    <out>/runs/<run_id>.peruser.npz   per-user test metrics of every evaluated checkpoint
-    <out>/runs/<run_id>.failed.json   error and traceback of a failed run (removed when it succeeds)
-    <out>/work/<run_id>/              best checkpoints, and last.pt while the run is unfinished
+"""One run: resolve a (method, seed) to a full configuration (:func:`plan_runs`), train it and write its
+record (:func:`execute_run`). Which runs to execute, in which order and where is the grid's business
+(:mod:`lwbench.grid`); the output folder's layout is described in :mod:`lwbench.records`.
 
 ``run_id`` ends with the first characters of the configuration hash, so a changed option gives a
 new run, and a repeated command finds its records and skips them.
@@ -14,27 +8,25 @@ new run, and a repeated command finds its records and skips them.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import datetime as dt
-import json
-import sys
-import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-import pandas as pd
 import torch
 
 from lwbench.budget import BudgetError, ParamCount, parse_budget
-from lwbench.files import atomic_write_json
 from lwbench.config import ConfigError, TrainerConfig, coerce_options, config_hash
 from lwbench.data.cards import LoadedDataset
 from lwbench.environment import code_version, device_name, library_versions
 from lwbench.plugin import Method, check_within_budget
-from lwbench.records import load_per_user, save_per_user  # noqa: F401 (load_per_user: public name)
+from lwbench.records import load_per_user  # noqa: F401 (a public name: lwbench.runner.load_per_user)
+from lwbench.records import RunRecord, save_per_user, write_failure, write_record
 from lwbench.registry import get_method
 from lwbench.training.trainer import Trainer
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -87,15 +79,20 @@ def resolve_options(dataset: LoadedDataset, method: Method, overrides: dict) -> 
     return options
 
 
+def check_owners(owners: list[str], methods: list[str]) -> None:
+    """Every ``--set``/``--sweep`` owner must be ``trainer`` or one of the methods (never silently ignored)."""
+    unknown = sorted(set(owners) - {"trainer"} - set(methods))
+    if unknown:
+        raise ConfigError(f"--set/--sweep name {', '.join(unknown)}, which is neither 'trainer' nor one of the "
+                          f"grid's methods ({', '.join(methods)})")
+
+
 def plan_runs(method_names: list[str], dataset: LoadedDataset, budget_text: str, seeds: list[int],
               overrides: dict[str, dict] | None = None) -> list[RunSpec]:
     """Resolve every (method, seed) run; fails before training on any bad name, option or budget."""
     overrides = dict(overrides or {})
     methods = [get_method(name) for name in method_names]
-    unknown = set(overrides) - {"trainer"} - {m.name for m in methods}
-    if unknown:
-        raise ConfigError(f"--set names {', '.join(sorted(unknown))}, which is neither 'trainer' nor one of the "
-                          f"selected methods ({', '.join(method_names)})")
+    check_owners(list(overrides), method_names)
     data = dataset.interactions
     stats = data.stats()
     budget = parse_budget(budget_text, data.n_users, data.n_items)
@@ -127,16 +124,15 @@ def plan_runs(method_names: list[str], dataset: LoadedDataset, budget_text: str,
 
 
 def execute_run(spec: RunSpec, dataset: LoadedDataset, out: Path, device: torch.device, *,
-                show_progress: bool | None = None, log: Callable[[str], None] | None = None) -> dict:
+                show_progress: bool | None = None) -> RunRecord:
     """Train and evaluate one run and write its record; returns the record."""
-    log = log or (lambda message: print(message, file=sys.stderr))
     runs = Path(out) / "runs"
     work = Path(out) / "work" / spec.run_id
     started = dt.datetime.now(dt.timezone.utc)
     method = get_method(spec.method)
     trainer = Trainer(method, spec.options, dataset.interactions, spec.trainer, seed=spec.seed, device=device,
                       work_dir=work, cache_dir=Path(out) / "cache", label=spec.label, show_progress=show_progress,
-                      log=log)
+                      log=lambda message: logger.info(message))
     result = trainer.fit()
     count = with_item_bias(result.param_count, spec.trainer, dataset.interactions.n_items)
     check_within_budget(method, count, spec.budget)
@@ -164,91 +160,21 @@ def execute_run(spec: RunSpec, dataset: LoadedDataset, out: Path, device: torch.
         "per_user_file": f"{spec.run_id}.peruser.npz",
     }
     save_per_user(runs / record["per_user_file"], result.checkpoints)
-    atomic_write_json(runs / f"{spec.run_id}.json", record)
-    (runs / f"{spec.run_id}.failed.json").unlink(missing_ok=True)
+    record = write_record(out, record)
     (work / "last.pt").unlink(missing_ok=True)
     return record
 
 
-
-
-def find_record(out: Path, spec: RunSpec) -> dict | None:
-    path = Path(out) / "runs" / f"{spec.run_id}.json"
-    if not path.exists():
-        return None
-    record = json.loads(path.read_text())
-    return record if record.get("config_hash") == spec.config_hash else None
-
-
 def run_or_record_failure(spec: RunSpec, dataset: LoadedDataset, out: Path, device: torch.device, *,
-                          show_progress: bool | None = None, log: Callable[[str], None] | None = None
-                          ) -> tuple[dict | None, dict | None]:
+                          show_progress: bool | None = None) -> tuple[RunRecord | None, dict | None]:
     """Execute one run; returns (record, None), or (None, failure) after writing ``<run_id>.failed.json``.
-    A failed run must not stop the others (here or in a grid), so its error is kept on disk instead."""
+    A failed run must not stop the others, so its error is kept on disk instead."""
     try:
-        return execute_run(spec, dataset, out, device, show_progress=show_progress, log=log), None
+        return execute_run(spec, dataset, out, device, show_progress=show_progress), None
     except KeyboardInterrupt:
         raise
     except Exception as exc:
         failure = {"run_id": spec.run_id, "method": spec.method, "seed": spec.seed, "error": repr(exc),
                    "traceback": traceback.format_exc(), "config": spec.config, "config_hash": spec.config_hash}
-        atomic_write_json(Path(out) / "runs" / f"{spec.run_id}.failed.json", failure)
+        write_failure(out, failure)
         return None, failure
-
-
-def run_all(specs: list[RunSpec], dataset: LoadedDataset, out: Path, device: torch.device, *, force: bool = False,
-            show_progress: bool | None = None, log: Callable[[str], None] | None = None
-            ) -> tuple[list[dict], list[dict]]:
-    """Run the specs in order; returns (records, failures). A failed run is recorded and skipped."""
-    log = log or (lambda message: print(message, file=sys.stderr))
-    records, failures = [], []
-    for index, spec in enumerate(specs, start=1):
-        existing = None if force else find_record(out, spec)
-        if existing is not None:
-            log(f"[{index}/{len(specs)}] {spec.run_id}: record exists (same config hash), skipping")
-            records.append(existing)
-            continue
-        log(f"[{index}/{len(specs)}] {spec.run_id}: training on {device}")
-        started = time.perf_counter()
-        record, failure = run_or_record_failure(spec, dataset, out, device, show_progress=show_progress, log=log)
-        if failure is not None:
-            failures.append(failure)
-            log(f"[{index}/{len(specs)}] {spec.run_id}: FAILED: {failure['error']} "
-                f"(traceback in runs/{spec.run_id}.failed.json)")
-            continue
-        records.append(record)
-        log(f"[{index}/{len(specs)}] {spec.run_id}: done in {time.perf_counter() - started:.1f}s")
-    return records, failures
-
-
-SUMMARY_METRICS = ("ndcg@10", "recall@10", "ndcg@20", "recall@20")
-
-
-def summary_table(records: list[dict]) -> pd.DataFrame:
-    """One row per configuration (runs whose resolved configs differ only in the seed): seeds, #params,
-    budget use, test metrics as mean ± std over seeds. Labels alone do not separate budgets or swept options."""
-    rows = []
-    for record in records:
-        configuration = json.dumps({k: v for k, v in record["config"].items() if k != "seed"}, sort_keys=True,
-                                   default=str)
-        row = {"configuration": configuration, "dataset": record["dataset"], "method": record["label"],
-               "budget text": record["budget"]["text"], "seed": record["seed"],
-               "params": record["params"],
-               "budget": record["budget"]["params"] if record["budget"]["applies"] else None,
-               "epochs": record["epochs_run"], "train_s": record["train_seconds"]}
-        row.update({m: record["metrics"]["test"][m] for m in SUMMARY_METRICS})
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    out = []
-    for (_, dataset, method), group in frame.groupby(["configuration", "dataset", "method"], sort=False):
-        budget = group["budget"].iloc[0]
-        entry = {"dataset": dataset, "method": method, "budget": group["budget text"].iloc[0], "seeds": len(group), "#params": int(group["params"].iloc[0]),
-                 "budget use": "unbudgeted" if budget is None or pd.isna(budget) else f"{group['params'].iloc[0] / budget:.1%}"}
-        for metric in SUMMARY_METRICS:
-            values = group[metric]
-            entry[metric] = (f"{values.mean():.4f} ± {values.std(ddof=1):.4f}" if len(values) > 1
-                             else f"{values.iloc[0]:.4f}")
-        entry["epochs"] = int(group["epochs"].mean())
-        entry["train s"] = round(float(group["train_s"].mean()), 1)
-        out.append(entry)
-    return pd.DataFrame(out)

@@ -12,6 +12,7 @@ import pandas as pd
 
 from lwbench.records import write_manifest
 from lwbench.reports.targets import TARGETS
+from lwbench import records
 from lwbench.records import save_per_user
 
 KS = (1, 5, 10, 20, 50)
@@ -42,12 +43,14 @@ def write_record(out: Path, *, run_id: str, dataset: str, method: str, label: st
         "eval_seconds": seconds_per_epoch * epochs * 0.1, "peak_memory_bytes": 2**30, "device": device,
         "per_user_file": f"{run_id}.peruser.npz", "final_diagnostics": {"nonzero_fraction": params / 2000, "phase": "x"},
     }
+    unused = {"param_count": {"table3": params}, "planned_param_count": {"table3": params}, "within_budget": True,
+              "shared_stages": {}, "config_hash": run_id, "peak_memory_kind": "fake", "versions": {},
+              "code_version": "fake", "device_name": device, "started_at": "", "finished_at": "", "history": []}
     runs = Path(out) / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     save_per_user(runs / record["per_user_file"],
                   {name: SimpleNamespace(test_per_user=frame) for name, frame in per_user.items()})
-    (runs / f"{run_id}.json").write_text(json.dumps(record))
-    return record
+    return records.write_record(out, {**unused, **record})
 
 
 def fake_target(out: Path, target: str, datasets: list[str], methods: list[str], seeds: list[int], level, *,

@@ -1,11 +1,16 @@
-"""End-to-end: run_bench.py as a user types it, on a toy dataset folder."""
+"""End-to-end: the command line as a user types it, on a toy dataset folder. The commands run in-process
+through ``lwbench.cli.main`` (fast); one smoke test runs ``run_bench.py`` as a separate process."""
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+
+from lwbench import registry
+from lwbench.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,15 +62,46 @@ def plugin_dir(tmp_path):
     return folder
 
 
-def run(args, tmp_path, plugins=None):
-    env = dict(os.environ, LWBENCH_OFFLINE="1")
-    if plugins:
-        env["LWBENCH_PLUGINS"] = str(plugins)
-    return subprocess.run([sys.executable, str(ROOT / "run_bench.py"), *args], capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=600)
+@pytest.fixture
+def isolated_registry(monkeypatch):
+    """Plugins loaded by a test stay in that test: the registry is restored and rediscovered afterwards."""
+    registry.discover()
+    saved = dict(registry._REGISTRY)
+    yield
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(saved)
+    for name in [m for m in sys.modules if m.startswith("lwbench_plugins.")]:
+        del sys.modules[name]
 
 
-def test_end_to_end_run_writes_records_and_skips_repeats(tmp_path, toy_dir):
+@pytest.fixture
+def run(capsys, monkeypatch, isolated_registry):
+    """``run(args, cwd, plugins=None)``: ``main(args)`` in this process, as ``run_bench.py`` would run it."""
+    def invoke(args, cwd, plugins=None):
+        monkeypatch.chdir(cwd)
+        monkeypatch.setenv("LWBENCH_OFFLINE", "1")
+        monkeypatch.setattr(sys, "argv", ["run_bench.py"])
+        if plugins:
+            monkeypatch.setenv("LWBENCH_PLUGINS", str(plugins))
+            monkeypatch.setattr(registry, "_discovered", False)
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+    return invoke
+
+
+def test_run_bench_py_runs_as_a_separate_process(tmp_path, toy_dir):
+    """The one subprocess smoke test: the checkout's entry script, a fresh interpreter, one epoch."""
+    result = subprocess.run([sys.executable, str(ROOT / "run_bench.py"), "--methods", "ud", "--dataset",
+                             str(toy_dir), "--epochs", "1", "--device", "cpu", "--set", "ud.dim=8",
+                             "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                            env=dict(os.environ, LWBENCH_OFFLINE="1"), cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "ud-8" in result.stdout and len(list((tmp_path / "out" / "runs").glob("*.json"))) == 1
+    assert "run_bench.py: " in result.stderr     # messages carry the name the tool was invoked by
+
+
+def test_end_to_end_run_writes_records_and_skips_repeats(tmp_path, toy_dir, run):
     args = ["--methods", "ud", "--dataset", str(toy_dir), "--seeds", "1,2", "--epochs", "3", "--device", "cpu",
             "--out", str(tmp_path / "out"), "--set", "trainer.eval_every=1", "--set", "ud.dim=16"]
     first = run(args, tmp_path)
@@ -89,7 +125,7 @@ def test_end_to_end_run_writes_records_and_skips_repeats(tmp_path, toy_dir):
     assert second.stderr.count("record exists (same config hash), skipping") == 2
 
 
-def test_plan_prints_knobs_params_and_budget(tmp_path, toy_dir, plugin_dir):
+def test_plan_prints_knobs_params_and_budget(tmp_path, toy_dir, plugin_dir, run):
     result = run(["--methods", "ud,toyhash", "--dataset", str(toy_dir), "--budget", "1000", "--plan"],
                  tmp_path, plugin_dir)
     assert result.returncode == 0, result.stderr
@@ -100,7 +136,7 @@ def test_plan_prints_knobs_params_and_budget(tmp_path, toy_dir, plugin_dir):
     assert by_method["ud"]["budget"]["applies"] is False and "ignores the budget" in by_method["ud"]["budget"]["note"]
 
 
-def test_list_shows_every_method_with_its_description_including_plugins(tmp_path, plugin_dir):
+def test_list_shows_every_method_with_its_description_including_plugins(tmp_path, plugin_dir, run):
     result = run(["--list"], tmp_path, plugin_dir)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -121,7 +157,7 @@ def test_list_shows_every_method_with_its_description_including_plugins(tmp_path
     (["--seeds", "a,b"], "--seeds 'a,b': expected comma-separated integers"),
     (["--device", "cuda:3"], None),
 ])
-def test_bad_input_gives_a_clear_error(tmp_path, toy_dir, plugin_dir, args, message):
+def test_bad_input_gives_a_clear_error(tmp_path, toy_dir, plugin_dir, args, message, run):
     result = run(["--dataset", str(toy_dir), "--plan", *args], tmp_path, plugin_dir)
     if message is None:  # only an error when no such GPU exists
         import torch

@@ -1,6 +1,7 @@
 """The grid runner: expansion, failures that do not stop the grid, parallel = sequential, resume after
 kill -9, progress states, plan estimates, and the dask backend (when installed)."""
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -15,15 +16,15 @@ import torch
 from lwbench.files import exclusive_lock
 from lwbench.grid.workers import (Execution, ExecutionRequest, device_slot, is_running, make_execution, run_lock_path,
                                runs_per_gpu)
-from lwbench.grid.plan import (Cell, GridProgress, estimate_seconds, expand, parse_sweeps, plan_grid, run_grid,
-                          summarize_failures)
+from lwbench.grid.plan import Cell, expand, parse_sweeps, plan_grid
+from lwbench.grid.run import GridProgress, estimate_seconds, run_grid, summarize_failures
 from lwbench.plugin import BuildContext, Method
 from lwbench.registry import get_method, register
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = [1, 2]
 TRAINER = {"max_epochs": 20, "eval_every": 5, "batch_size": 1024}
-QUIET = dict(show_progress=False, log=lambda message: None)
+QUIET = dict(show_progress=False)
 
 
 def toy_cells(toy_dir, method="ud"):
@@ -78,11 +79,12 @@ class FailsOnSeedTwo(Method):
         return get_method("ud").build(ctx)
 
 
-def test_a_failing_run_does_not_stop_the_grid(toy_dir, tmp_path):
+def test_a_failing_run_does_not_stop_the_grid(toy_dir, tmp_path, caplog):
     plan = plan_grid(expand([str(toy_dir)], ["test-fails-on-seed-2"], ["none"],
                             overrides={"trainer": {**TRAINER, "max_epochs": 2}}), [1, 2, 3])
-    messages = []
-    outcome = run_grid(plan, tmp_path, Execution(jobs=1, threads=1), show_progress=False, log=messages.append)
+    with caplog.at_level(logging.INFO, logger="lwbench"):
+        outcome = run_grid(plan, tmp_path, Execution(jobs=1, threads=1), show_progress=False)
+    messages = [record.getMessage() for record in caplog.records]
     assert sorted(r["seed"] for r in outcome.records.values()) == [1, 3]
     (run_id, failure), = outcome.failures.items()
     assert "seed 2" in failure["error"] and "Traceback" in failure["traceback"]
@@ -139,7 +141,7 @@ def test_progress_sees_done_failed_and_running(tmp_path):
         def __init__(self, run_id):
             self.run_id = run_id
     runs = [Run(name) for name in ("done", "failed", "running", "pending")]
-    progress = GridProgress(runs, tmp_path, jobs=2, show=False, log=lambda message: None)
+    progress = GridProgress(runs, tmp_path, jobs=2, show=False)
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "done.json").write_text("{}")
     (tmp_path / "runs" / "failed.failed.json").write_text("{}")

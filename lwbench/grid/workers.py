@@ -10,23 +10,25 @@ grid are still finishing waits for them instead of training the same run twice.
 from __future__ import annotations
 
 import contextlib
+import logging
 import fcntl
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from joblib import parallel_config
 
 from lwbench.files import exclusive_lock
 from lwbench.environment import resolve_device
-from lwbench.runner import find_record, run_or_record_failure
+from lwbench.grid.plan import GridRun
+from lwbench.logs import run_log
+from lwbench.records import failure_path, find_record
+from lwbench.runner import run_or_record_failure
 
-if TYPE_CHECKING:
-    from lwbench.grid.plan import GridRun
+logger = logging.getLogger(__name__)
 
 BACKENDS = ("local", "dask", "ray")
 MAX_RUNS_PER_GPU = 4   # beyond a few, runs on one GPU compete for its compute, not its memory (--runs-per-gpu)
@@ -151,13 +153,6 @@ def is_running(out: Path, run_id: str) -> bool:
         return False
 
 
-def file_logger(path: Path) -> Callable[[str], None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def log(message: str) -> None:
-        with open(path, "a") as handle:
-            handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
-    return log
 
 
 @contextlib.contextmanager
@@ -191,22 +186,27 @@ def _acquire_slot(folder: Path, slots: int):
 
 
 def execute_task(run: GridRun, out: str, devices: tuple[str, ...], slots: int, threads: int | None,
-                 force: bool) -> dict:
-    """One grid task (runs in a worker): lock the run, skip it if done, else take a device slot, train
-    and record (or record the failure)."""
+                 force: bool, show_progress: bool | None = False) -> dict:
+    """One grid task (in a worker, or in this process when one run goes at a time): lock the run, skip
+    it if done, else take a device slot, train and record (or record the failure), logging to the run's
+    log file."""
     if threads:
         torch.set_num_threads(threads)
     out = Path(out)
     with exclusive_lock(run_lock_path(out, run.run_id)):
-        existing = None if force else find_record(out, run.spec)
+        existing = None if force else find_record(out, run.run_id, run.spec.config_hash)
         if existing is not None:
             return {"run_id": run.run_id, "record": existing}
-        with device_slot(out, devices, slots) as device:
-            log = file_logger(out / "logs" / f"{run.run_id}.log")
-            log(f"training {run.run_id} on {device} (pid {os.getpid()})")
+        with device_slot(out, devices, slots) as device, run_log(out / "logs" / f"{run.run_id}.log"):
+            logger.info("training %s on %s (pid %d)", run.run_id, device, os.getpid())
+            started = time.perf_counter()
             record, failure = run_or_record_failure(run.spec, run.dataset.load(), out, resolve_device(device),
-                                                    show_progress=False, log=log)
-            log("done" if failure is None else f"FAILED: {failure['error']}")
+                                                    show_progress=show_progress)
+            if failure is None:
+                logger.info("%s: done in %.1f s", run.run_id, time.perf_counter() - started)
+            else:
+                logger.warning("%s: FAILED: %s (traceback in %s)", run.run_id, failure["error"],
+                               failure_path(out, run.run_id))
     return {"run_id": run.run_id, "record": record, "failure": failure}
 
 

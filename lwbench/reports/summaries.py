@@ -293,7 +293,8 @@ def summary_table(records: list[dict]) -> Table | None:
     pts["options"] = _distinguishing_options(pts)
     keys, metrics = ["dataset", "method", "budget", "options"], ["ndcg@10", "recall@10", "ndcg@20", "recall@20"]
     return series_table("summary", "All runs in this folder (mean ± std over seeds)", summarize(pts, keys, metrics),
-                        keys, metrics)
+                        keys, metrics, notes=[f"{', '.join(metric_label(m) for m in metrics)}: test "
+                                              f"{', '.join(metrics)} of each run's reported checkpoint."])
 
 
 def _distinguishing_options(pts: pd.DataFrame) -> pd.Series:

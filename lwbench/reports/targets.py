@@ -11,7 +11,6 @@ so they are easy to adjust to the c2f plugin.
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -21,7 +20,9 @@ import pandas as pd
 from lwbench.reports import figures, summaries
 from lwbench.data.cards import available_locally
 from lwbench.grid.workers import ExecutionRequest, make_execution
-from lwbench.grid.plan import Cell, check_owners, describe_plan, plan_grid, run_grid, summarize_failures
+from lwbench.grid.plan import Cell, plan_grid
+from lwbench.grid.run import describe_plan, run_grid, summarize_failures
+from lwbench.runner import check_owners
 from lwbench.records import load_records, points, read_manifests, write_manifest
 from lwbench.studies.c2f_paper.reference import TABLE3_METHODS
 from lwbench.registry import get_method, method_names
@@ -302,8 +303,7 @@ def reproduce(name: str, options: ReproduceOptions, request: ExecutionRequest, l
         return 0
     write_manifest(options.out, name, plan.manifest_rows(), target=name, quick=options.quick, seeds=seeds,
                    missing_methods=missing, skipped_datasets=skipped, dropped=plan.dropped)
-    outcome = run_grid(plan, options.out, execution, force=options.force, show_progress=options.show_progress,
-                       log=lambda message: print(message, file=sys.stderr))
+    outcome = run_grid(plan, options.out, execution, force=options.force, show_progress=options.show_progress)
     if outcome.failures:
         log(summarize_failures(outcome.failures, options.out))
     build_target(name, options.out, options.figures_dir, options.alternative, log)

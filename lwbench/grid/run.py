@@ -1,0 +1,215 @@
+"""Execute a grid plan: one joblib task per run, ``jobs`` at a time, on local GPU slots or a dask/ray
+cluster (:mod:`lwbench.grid.workers`; the output folder must then be on a filesystem the workers share).
+
+* **Resume**: a run whose record exists is skipped, and the trainer resumes an unfinished run from
+  ``<out>/work/<run_id>/last.pt``; per-run locks keep a rerun from training a run that a worker of a
+  killed grid is still finishing.
+* **Failures**: a failed run writes ``<run_id>.failed.json`` (error and traceback) and the grid goes on.
+* **Progress**: a bar over the runs to train (done / running / failed, time left), fed by watching the
+  output folder, so it works the same for every backend. Each run logs to ``<out>/logs/<run_id>.log``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from joblib import Parallel, delayed
+from tqdm.auto import tqdm
+
+from lwbench.grid.plan import GridPlan, GridRun
+from lwbench.grid.workers import Execution, execute_task, is_running, joblib_backend
+from lwbench.records import failure_path, find_record, load_records, record_path
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GridOutcome:
+    records: dict[str, dict]       # run_id -> record (reused and new)
+    failures: dict[str, dict]      # run_id -> failure
+    reused: int
+
+
+def run_grid(plan: GridPlan, out: Path, execution: Execution, *, force: bool = False,
+             show_progress: bool | None = None) -> GridOutcome:
+    """Execute every unique run of the plan (reusing existing records unless ``force``)."""
+    out = Path(out)
+    runs = plan.unique_runs()
+    records = {} if force else existing_records(runs, out)
+    for run_id in records:
+        logger.info("%s: record exists (same config hash), skipping", run_id)
+    pending = [r for r in runs if r.run_id not in records]
+    outcome = GridOutcome(records=records, failures={}, reused=len(records))
+    if not pending:
+        return outcome
+    local = execution.backend == "local"
+    threads = execution.threads or (max(1, (os.cpu_count() or 1) // execution.jobs) if local else None)
+    devices, slots = (execution.devices, execution.jobs) if local else ((execution.remote_device,), 0)
+    # One local run at a time trains in this process (joblib runs n_jobs=1 inline) and shows the trainer's
+    # own bar; workers never draw bars, the grid's bar follows them instead.
+    inline = local and execution.jobs == 1
+    tasks = [delayed(execute_task)(run, str(out), devices, slots, threads, force, show_progress if inline else False)
+             for run in pending]
+    monitor = None
+    if not inline:   # the bar follows workers through the output folder
+        prior, unknown = estimate_seconds(pending, load_records(out), device_type(execution))
+        monitor = GridProgress(pending, out, execution.jobs, show_progress, prior_seconds=None if unknown else prior)
+        monitor.start()
+    try:
+        with joblib_backend(execution) as return_as:
+            for result in Parallel(n_jobs=execution.jobs, batch_size=1, return_as=return_as)(tasks):
+                run_id = result["run_id"]
+                if result.get("failure") is not None:
+                    outcome.failures[run_id] = result["failure"]
+                    logger.warning("grid: failed %s (traceback in %s)", run_id, failure_path(out, run_id))
+                else:
+                    outcome.records[run_id] = result["record"]
+                    logger.info("grid: done %s", run_id)
+    finally:
+        if monitor is not None:
+            monitor.stop()
+    return outcome
+
+
+class GridProgress(threading.Thread):
+    """Watches the output folder: finished records, fresh failure files and held run locks."""
+
+    def __init__(self, runs: list[GridRun], out: Path, jobs: int, show: bool | None, every: float = 1.0,
+                 prior_seconds: float | None = None):
+        super().__init__(daemon=True)
+        self.runs, self.out, self.jobs, self.every = runs, Path(out), jobs, every
+        self.prior_seconds = prior_seconds   # estimated time of all runs, from existing records (None: unknown)
+        self.started = time.time()
+        self.state = {r.run_id: "pending" for r in runs}
+        self.bar = tqdm(total=len(runs), desc="grid", unit="run", dynamic_ncols=True,
+                        bar_format="{desc} {n_fmt}/{total_fmt} |{bar}| {elapsed}{postfix}",
+                        disable=None if show is None else not show)
+        self._halt = threading.Event()
+
+    def poll(self) -> None:
+        for run_id, state in self.state.items():
+            if state in ("done", "failed"):
+                continue
+            if record_path(self.out, run_id).exists():
+                new = "done"
+            elif (failed := failure_path(self.out, run_id)).exists() and failed.stat().st_mtime >= self.started:
+                new = "failed"
+            else:
+                new = "running" if is_running(self.out, run_id) else "pending"
+            self.state[run_id] = new
+        counts = {s: sum(v == s for v in self.state.values()) for s in ("done", "failed", "running", "pending")}
+        self.bar.n = counts["done"] + counts["failed"]
+        left = self.time_left(self.bar.n)
+        self.bar.set_postfix_str(f"done {counts['done']}, running {counts['running']}, failed {counts['failed']}, "
+                                 f"left {'?' if left is None else format_duration(left)}", refresh=False)
+        self.bar.refresh()
+
+    def time_left(self, finished: int) -> float | None:
+        """From this grid's throughput once a run has finished, before that from the prior estimate."""
+        elapsed = time.time() - self.started
+        if finished:
+            return elapsed / finished * (len(self.state) - finished)
+        if self.prior_seconds:
+            return max(0.0, self.prior_seconds / max(1, self.jobs) - elapsed)
+        return None
+
+    def run(self) -> None:
+        while not self._halt.wait(self.every):
+            self.poll()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+        self.poll()
+        self.bar.close()
+
+
+# --- plan summary ---------------------------------------------------------------------------------
+
+def existing_records(runs: list[GridRun], out: Path) -> dict[str, dict]:
+    """run_id -> record, for the runs whose record exists with the same configuration hash."""
+    return {r.run_id: record for r in runs if (record := find_record(out, r.run_id, r.spec.config_hash)) is not None}
+
+
+def estimate_seconds(runs: list[GridRun], records: list[dict], device_type: str) -> tuple[float, int]:
+    """(estimated seconds for the runs, number of runs without an estimate). Seconds per epoch come
+    from existing records of the same dataset and method on the same kind of device; the number of
+    epochs from those with the same epoch cap, else the cap itself (an upper bound)."""
+    per_epoch, epochs = {}, {}
+    for record in records:
+        if str(record.get("device", "")).split(":")[0] != device_type or not record.get("epochs_run"):
+            continue
+        key = (record["dataset"], record["method"])
+        seconds = (record["train_seconds"] + record["eval_seconds"]) / record["epochs_run"]
+        per_epoch.setdefault(key, []).append(seconds)
+        cap = record["config"]["trainer"]["max_epochs"]
+        epochs.setdefault(key + (cap,), []).append(record["epochs_run"])
+    total, unknown = 0.0, 0
+    for run in runs:
+        key = (run.dataset_name, run.spec.method)
+        if key not in per_epoch:
+            unknown += 1
+            continue
+        cap = run.spec.trainer.max_epochs
+        expected = epochs.get(key + (cap,))
+        n_epochs = statistics.median(expected) if expected else cap * len(run.spec.config["stages"])
+        total += statistics.median(per_epoch[key]) * n_epochs
+    return total, unknown
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def device_type(execution: Execution) -> str:
+    """``cuda`` or ``cpu``: the kind of device the runs will use (remote ``auto`` judged from this machine)."""
+    kind = (execution.devices[0] if execution.devices else execution.remote_device).split(":")[0]
+    return ("cuda" if torch.cuda.is_available() else "cpu") if kind == "auto" else kind
+
+
+def describe_plan(plan: GridPlan, out: Path, records: list[dict], execution: Execution, how: str = "") -> str:
+    """The plan as text: runs per dataset and method, how many exist, estimated time."""
+    out = Path(out)
+    runs = plan.unique_runs()
+    existing = set(existing_records(runs, out))
+    todo = [r for r in runs if r.run_id not in existing]
+    kind = device_type(execution)
+    lines = [f"plan: {len(runs)} runs ({len(existing)} reused from {out / 'runs'}, {len(todo)} to train)"
+             + (f"; {how}" if how else "")]
+    groups: dict[tuple, list[GridRun]] = {}
+    for run in runs:
+        groups.setdefault((run.dataset_name, run.spec.method, run.cell.budget), []).append(run)
+    for (dataset, method, budget), group in groups.items():
+        done = sum(r.run_id in existing for r in group)
+        lines.append(f"  {dataset:<12} {method:<10} {budget:<11} {len(group):>4} runs  {done:>4} exist")
+    seconds, unknown = estimate_seconds(todo, records, kind)
+    kind = "GPU" if kind == "cuda" else "CPU"
+    if todo:
+        known = len(todo) - unknown
+        estimate = (f"{format_duration(seconds)} of {kind} time for {known} runs measured in existing records"
+                    if known else "")
+        if unknown:
+            estimate += ("; " if estimate else "") + f"unknown for {unknown} runs (no record of that dataset " \
+                        f"and method on {kind})"
+        parallel = f"; wall time ≈ {format_duration(seconds / execution.jobs)}" if execution.jobs > 0 else ""
+        lines.append(f"estimated: {estimate}" + (parallel if seconds and not unknown else ""))
+    for reason in plan.dropped:
+        lines.append(f"  dropped: {reason}")
+    return "\n".join(lines)
+
+
+def summarize_failures(failures: dict[str, dict], out: Path) -> str:
+    lines = [f"{len(failures)} run(s) FAILED (the others completed):"] if failures else []
+    for run_id, failure in failures.items():
+        lines.append(f"  {run_id}: {failure['error']}  (traceback: {failure_path(out, run_id)})")
+    return "\n".join(lines)
