@@ -167,3 +167,22 @@ def test_bad_input_gives_a_clear_error(tmp_path, toy_dir, plugin_dir, args, mess
     assert result.returncode == 2, result.stdout
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_missing_plugin_folder_is_an_error_naming_it(tmp_path, run):
+    result = run(["--list"], tmp_path, tmp_path / "no-such-folder")
+    assert result.returncode == 2
+    assert f"plugin folder {tmp_path / 'no-such-folder'} (from LWBENCH_PLUGINS) does not exist" in result.stderr
+
+
+def test_code_version_outside_a_checkout_is_the_installed_version(tmp_path, monkeypatch):
+    from importlib.metadata import version
+
+    from lwbench import environment
+    assert environment.code_version().split("+")[0].isalnum()     # here: the checkout's commit
+    monkeypatch.setattr(environment, "PACKAGE_DIR", tmp_path / "site-packages" / "lwbench")
+    environment.code_version.cache_clear()
+    try:
+        assert environment.code_version() == f"lwbench {version('lwbench')} (installed)"
+    finally:
+        environment.code_version.cache_clear()
