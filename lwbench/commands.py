@@ -79,13 +79,14 @@ def run_grid_command(argv: list[str]) -> int:
 
 
 def reproduce_parser() -> argparse.ArgumentParser:
-    from lwbench.reports.targets import TARGETS
+    from lwbench.reports.targets import targets
     from lwbench.reports.stats import ALTERNATIVES
-    targets = "\n".join(f"  {name:<13} {t.description}" for name, t in TARGETS.items())
+    known = targets()
+    listing = "\n".join(f"  {name:<13} {t.description}" for name, t in known.items())
     parser = argparse.ArgumentParser(prog="run_bench.py reproduce", formatter_class=argparse.RawDescriptionHelpFormatter,
                                      description="Plan, run (reusing existing runs) and report one target.",
-                                     epilog=f"targets:\n{targets}")
-    parser.add_argument("name", choices=list(TARGETS), metavar="NAME", help="target: " + ", ".join(TARGETS))
+                                     epilog=f"targets:\n{listing}")
+    parser.add_argument("name", choices=list(known), metavar="NAME", help="target: " + ", ".join(known))
     parser.add_argument("--quick", action="store_true", help="synthetic dataset, few epochs, one or two seeds: "
                         "a CPU smoke test of the whole pipeline")
     parser.add_argument("--datasets", help="comma-separated datasets (default: the target's, where available)")
@@ -102,7 +103,7 @@ def reproduce_parser() -> argparse.ArgumentParser:
 
 
 def run_reproduce_command(argv: list[str]) -> int:
-    from lwbench.reports.targets import ReproduceOptions, reproduce
+    from lwbench.reports.reproduce import ReproduceOptions, reproduce
     args = reproduce_parser().parse_args(argv)
     overrides = overrides_from(args)
     suffix = "/quick" if args.quick else ""

@@ -10,9 +10,8 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from lwbench.records import write_manifest
-from lwbench.reports.targets import TARGETS
-from lwbench.records import save_per_user
+from lwbench.records import save_per_user, write_manifest
+from lwbench.reports.targets import get_target
 
 KS = (1, 5, 10, 20, 50)
 METRICS = [f"ndcg@{k}" for k in KS] + [f"recall@{k}" for k in KS]
@@ -57,7 +56,7 @@ def fake_target(out: Path, target: str, datasets: list[str], methods: list[str],
     ``level(cell, seed, checkpoint)`` gives the mean metric level of each checkpoint; the last checkpoint
     is the reported one. Points whose run id is in ``skip`` get no record (unfinished runs)."""
     rows = []
-    for cell in TARGETS[target].cells(datasets, methods):
+    for cell in get_target(target).cells(datasets, methods):
         options = dict(cell.overrides.get(cell.method, {}))
         label = f"ud-{options.get('dim', 128)}" if cell.method == "ud" else cell.method
         for seed in seeds:

@@ -8,15 +8,16 @@ import pytest
 from scipy import stats as sps
 
 from fakes import fake_target
-from lwbench.studies.c2f_paper import reference
 from lwbench.budget import ParamCount
 from lwbench.plugin import Method
 from lwbench.records import per_user, points, read_manifests
 from lwbench.registry import register
-from lwbench.reports.targets import C2F_COARSE_STAGE, build_report, build_target
+from lwbench.reports.stats import holm
+from lwbench.reports.targets import build_report, build_target
+from lwbench.studies.c2f_paper import reference
+from lwbench.studies.c2f_paper.targets import C2F_COARSE_STAGE
 
 COARSE = f"{C2F_COARSE_STAGE}/update"
-from lwbench.reports.stats import holm
 
 TABLE3_METHODS = ["ud", "qr", "legcf", "c2f"]
 METRIC_COLUMNS = {"ndcg@10": "N@10", "recall@10": "R@10", "ndcg@20": "N@20", "recall@20": "R@20"}

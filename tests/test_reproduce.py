@@ -4,10 +4,12 @@ import json
 
 import pytest
 
-from lwbench.reports import targets as reproduce
 from lwbench.cli import main
-from lwbench.studies.c2f_paper.reference import TABLE3_METHODS
 from lwbench.registry import method_names
+from lwbench.reports import reproduce
+from lwbench.reports.targets import get_target
+from lwbench.studies.c2f_paper.reference import TABLE3_METHODS
+from lwbench.studies.c2f_paper.targets import C2F_OPTIONS
 
 
 @pytest.mark.parametrize("target", ["table4", "fig4", "fig5", "fig6"])
@@ -66,13 +68,13 @@ def test_report_needs_records(tmp_path, capsys):
 
 
 def test_c2f_targets_use_the_option_mapping():
-    options = set(reproduce.C2F_OPTIONS.values())
-    fig5 = reproduce.TARGETS["fig5"].cells(["gowalla"], ["c2f"])
+    options = set(C2F_OPTIONS.values())
+    fig5 = get_target("fig5").cells(["gowalla"], ["c2f"])
     assert len(fig5) == 20 and all(len(c.overrides["c2f"]) == 1 and set(c.overrides["c2f"]) <= options for c in fig5)
     assert {c.overrides["c2f"]["threshold"] for c in fig5 if "threshold" in c.overrides["c2f"]} == {0.5, 1, 3, 5, 10}
-    fig4 = reproduce.TARGETS["fig4"].cells(["gowalla"], ["c2f"])
+    fig4 = get_target("fig4").cells(["gowalla"], ["c2f"])
     assert [c.overrides["c2f"]["ablation"] for c in fig4] == ["none", "A", "B", "C", "D"]
-    fig6 = reproduce.TARGETS["fig6"].cells(["gowalla"], ["c2f"])
+    fig6 = get_target("fig6").cells(["gowalla"], ["c2f"])
     fixed_coarse = [c.overrides["c2f"] for c in fig6 if c.coords["panel"] == "a"]
     assert all(o["coarse_buckets"] == 100 for o in fixed_coarse)
     assert [o["fine_buckets"] for o in fixed_coarse] == [20, 40, 60, 80, 100]
@@ -84,7 +86,7 @@ def test_quick_layers_smoke_options_under_the_cell_and_set_over_all():
     """--quick starts from each method's smoke options, but a target's swept value (fig6's m^r) and the
     user's --set win over them."""
     smoke = reproduce.get_method("c2f").smoke_options
-    fig6 = reproduce.TARGETS["fig6"].cells(["synthetic"], ["c2f"])
+    fig6 = get_target("fig6").cells(["synthetic"], ["c2f"])
     swept = next(c for c in fig6 if "fine_buckets" in c.overrides["c2f"])
     quick = reproduce.with_user_overrides(swept, {"c2f": {"gate": 0.3}}, quick=True)
     assert quick.overrides["c2f"]["fine_buckets"] == swept.overrides["c2f"]["fine_buckets"] != smoke["fine_buckets"]
