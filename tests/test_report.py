@@ -1,6 +1,8 @@
 """Tables and figures of the reproduction targets, from fabricated records (tests/fakes.py)."""
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -211,3 +213,22 @@ def test_report_regenerates_everything_without_training(tmp_path):
     assert set(summary[summary["method"] == "c2f"]["options"]) == {f"ablation={c}" for c in "none A B C D".split()}
     assert json.loads((out / "grids" / "fig4.json").read_text())["target"] == "fig4"
     assert not math.isnan(summary["ndcg@10:mean"].iloc[0])
+
+
+def test_building_reports_imports_no_torch(tmp_path):
+    """Every built-in study's tables and figures, rebuilt in a fresh interpreter, without torch."""
+    out = tmp_path / "out"
+    fake_target(out, "table3", ["synthetic"], ["ud", "qr"], [1, 2], table3_level)
+    fake_target(out, "table4", ["gowalla"], ["c2f"], [2024, 2025], table4_level, checkpoints=(COARSE, "fine/update"))
+    fake_target(out, "fig6", ["gowalla"], ["c2f"], [1], c2f_level, checkpoints=(COARSE, "fine/update"))
+    fake_target(out, "budget-curve", ["gowalla"], ["ud", "test-lightweight"], [1], c2f_level)
+    code = ("import sys\n"
+            "from lwbench.reports.targets import build_report\n"
+            f"written, errors = build_report({str(out)!r}, {str(tmp_path / 'figs')!r}, log=lambda *_: None)\n"
+            "assert errors == [], errors\n"
+            "print(len(written))\n"
+            "assert 'torch' not in sys.modules, 'building reports imported torch'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (out / "table4-stats.csv").exists() and (tmp_path / "figs" / "budget-curve.png").exists()
+    assert int(result.stdout) == 3 + 2 * 3 + (3 + 2) + (3 + 2) + 3   # table3, table4(+stats), fig6, budget-curve, summary

@@ -1,13 +1,17 @@
 """`run_bench.py reproduce` / `report`: plans, clear errors for missing methods, the real UD runs of
-table3 on toy data, regeneration from records, and the grids of the C2F targets."""
+table3 on toy data, regeneration from records, the grids of the C2F targets, and a second study
+added from outside lwbench."""
 import json
+from importlib.metadata import EntryPoint
 
+import pandas as pd
 import pytest
 
 from lwbench.cli import main
+from lwbench.records import load_records
 from lwbench.registry import method_names
-from lwbench.reports import reproduce
-from lwbench.reports.targets import get_target
+from lwbench.reports import reproduce, targets
+from lwbench.reports.targets import build_report, get_target
 from lwbench.studies.c2f_paper.reference import TABLE3_METHODS
 from lwbench.studies.c2f_paper.targets import C2F_OPTIONS
 
@@ -95,3 +99,30 @@ def test_quick_layers_smoke_options_under_the_cell_and_set_over_all():
     assert quick.overrides["trainer"] == reproduce.QUICK_TRAINER
     full = reproduce.with_user_overrides(swept, {}, quick=False)
     assert full.overrides == swept.overrides   # real targets never see smoke options
+
+
+def test_a_study_from_another_package_plans_runs_and_reports(toy_dir, tmp_path, monkeypatch, capsys):
+    """tests/fakes.py's study, found through the ``lwbench.studies`` entry-point group as an installed
+    package's would be, runs through the same commands as the paper's targets and is rebuilt by
+    ``report``: adding a study needs no change to lwbench."""
+    monkeypatch.setattr(targets, "_TARGETS", dict(targets.targets()))   # the registry as it was, restored after
+    monkeypatch.setattr(targets, "_discovered", False)
+    entry = EntryPoint(name="tiny", value="fakes:TINY_STUDY", group=targets.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(targets, "entry_points", lambda group: [entry] if group == targets.ENTRY_POINT_GROUP else [])
+    assert {"tiny-widths", "table3", "budget-curve"} <= set(targets.targets())
+
+    out, figures = tmp_path / "results", tmp_path / "figures"
+    assert main(["reproduce", "tiny-widths", "--quick", "--datasets", str(toy_dir), "--seeds", "1", "--epochs", "1",
+                 "--out", str(out), "--figures", str(figures), "--device", "cpu", "--no-progress"]) == 0
+    assert "target tiny-widths: UD at two small widths" in capsys.readouterr().out
+    records = {r["config"]["method"]["options"]["dim"]: r for r in load_records(out)}
+    assert sorted(records) == [8, 16]
+
+    (out / "tiny-widths.csv").unlink()
+    written, errors = build_report(out, figures, log=lambda *_: None)
+    assert errors == []
+    assert {out / "tiny-widths.md", out / "tiny-widths.csv", figures / "tiny-widths.png"} <= set(written)
+    data = pd.read_csv(out / "tiny-widths.csv")
+    assert sorted(data["width"]) == [8, 16] and (data["seeds"] == 1).all()
+    for _, row in data.iterrows():
+        assert row["ndcg@20:mean"] == pytest.approx(records[row["width"]]["metrics"]["test"]["ndcg@20"])

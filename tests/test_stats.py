@@ -1,6 +1,7 @@
 """Statistics: the paper's Table-4 p-values from the logged numbers (the C2F study's protocol), and
 the sound protocols checked against scipy and against independent formulas on synthetic data."""
 import math
+import runpy
 
 import numpy as np
 import pandas as pd
@@ -60,6 +61,13 @@ def test_main_prints_the_table_and_succeeds(capsys):
     assert protocol.main() == 0
     out = capsys.readouterr().out
     assert "0.000258" in out and "0.00779" in out and "ttest_rel" in out
+
+
+def test_the_study_prints_the_check_as_a_module(capsys):
+    """``python -m lwbench.studies.c2f_paper``."""
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_module("lwbench.studies.c2f_paper", run_name="__main__")
+    assert exited.value.code == 0 and "0.00779" in capsys.readouterr().out
 
 
 def synthetic_users(n=400, shift=0.01, seed=0):
