@@ -175,8 +175,8 @@ def add_alternative(parser: argparse.ArgumentParser) -> None:
 
 
 def target_lines() -> str:
-    from lwbench.reports.targets import TARGETS
-    return "\n".join(f"  {name:<13} {t.description}" for name, t in TARGETS.items())
+    from lwbench.reports.targets import targets
+    return "\n".join(f"  {name:<13} {t.description}" for name, t in targets().items())
 
 
 # --- shared argument handling -------------------------------------------------------------------------
@@ -281,7 +281,7 @@ def execute(plan, out: Path, args: argparse.Namespace) -> int:
 
 
 def reproduce_command(args: argparse.Namespace) -> int:
-    from lwbench.reports.targets import ReproduceOptions, reproduce
+    from lwbench.reports.reproduce import ReproduceOptions, reproduce
     suffix = "/quick" if args.quick else ""
     options = ReproduceOptions(
         quick=args.quick, datasets=comma_list(args.datasets) if args.datasets else None,

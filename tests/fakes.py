@@ -1,5 +1,6 @@
 """Fabricated run records, per-user files and target manifests in the runner's format, so reports
-can be tested without training (the values are chosen by the tests, hence known exactly)."""
+can be tested without training (the values are chosen by the tests, hence known exactly); and
+:data:`TINY_STUDY`, a second study registered the way an installed package would register one."""
 from __future__ import annotations
 
 import hashlib
@@ -10,10 +11,11 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from lwbench.records import write_manifest
-from lwbench.reports.targets import TARGETS
+from lwbench.grid.plan import Cell
+from lwbench.records import save_per_user, write_manifest
+from lwbench.reports import figures, summaries
+from lwbench.reports.targets import Outputs, Target, get_target
 from lwbench import records
-from lwbench.records import save_per_user
 
 KS = (1, 5, 10, 20, 50)
 METRICS = [f"ndcg@{k}" for k in KS] + [f"recall@{k}" for k in KS]
@@ -60,7 +62,7 @@ def fake_target(out: Path, target: str, datasets: list[str], methods: list[str],
     ``level(cell, seed, checkpoint)`` gives the mean metric level of each checkpoint; the last checkpoint
     is the reported one. Points whose run id is in ``skip`` get no record (unfinished runs)."""
     rows = []
-    for cell in TARGETS[target].cells(datasets, methods):
+    for cell in get_target(target).cells(datasets, methods):
         options = dict(cell.overrides.get(cell.method, {}))
         label = f"ud-{options.get('dim', 128)}" if cell.method == "ud" else cell.method
         for seed in seeds:
@@ -78,3 +80,26 @@ def fake_target(out: Path, target: str, datasets: list[str], methods: list[str],
     write_manifest(out, target, rows, target=target, quick=False, seeds=seeds,
                    missing_methods=["pep"] if target == "table3" else [], dropped=[])
     return rows
+
+
+TINY_WIDTHS = (8, 16)
+TINY_METRICS = ["ndcg@20", "recall@20"]
+
+
+def _tiny_cells(datasets: list[str], methods: list[str]) -> list[Cell]:
+    return [Cell(d, "ud", "none", {"ud": {"dim": dim}}, {"width": dim}) for d in datasets for dim in TINY_WIDTHS]
+
+
+def _tiny_build(pts, out, manifest, alternative) -> Outputs:
+    summary = summaries.summarize(pts, ["dataset", "width"], TINY_METRICS)
+    table = summaries.series_table("tiny-widths", "UD at two widths", summary, ["dataset", "width"], TINY_METRICS,
+                                   notes=summaries.status_notes(pts))
+    figure, axes = figures.new_figure(1, 1)
+    for metric in TINY_METRICS:
+        figures.mean_std_line(axes[0, 0], summary, "width", metric, label=summaries.metric_label(metric))
+    return Outputs([table], {"tiny-widths": figure})
+
+
+# A study outside lwbench: the tests load it through the ``lwbench.studies`` entry-point group.
+TINY_STUDY = Target("tiny-widths", "UD at two small widths (a study of the tests)", ("synthetic",), ("ud",),
+                    _tiny_cells, _tiny_build)

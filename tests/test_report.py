@@ -1,6 +1,8 @@
 """Tables and figures of the reproduction targets, from fabricated records (tests/fakes.py)."""
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -8,15 +10,16 @@ import pytest
 from scipy import stats as sps
 
 from fakes import fake_target
-from lwbench.studies.c2f_paper import reference
 from lwbench.budget import ParamCount
 from lwbench.plugin import Method
 from lwbench.records import per_user, points, read_manifests
 from lwbench.registry import register
-from lwbench.reports.targets import C2F_COARSE_STAGE, build_report, build_target
+from lwbench.reports.stats import holm
+from lwbench.reports.targets import build_report, build_target
+from lwbench.studies.c2f_paper import reference
+from lwbench.studies.c2f_paper.targets import C2F_COARSE_STAGE
 
 COARSE = f"{C2F_COARSE_STAGE}/update"
-from lwbench.reports.stats import holm
 
 TABLE3_METHODS = ["ud", "qr", "legcf", "c2f"]
 METRIC_COLUMNS = {"ndcg@10": "N@10", "recall@10": "R@10", "ndcg@20": "N@20", "recall@20": "R@20"}
@@ -38,7 +41,7 @@ def table3_out(tmp_path):
 
 
 def test_table3_rows_paper_values_and_bold_best(table3_out, tmp_path):
-    written = build_target("table3", table3_out, tmp_path / "figs", "two-sided", log=lambda *_: None)
+    written = build_target("table3", table3_out, tmp_path / "figs", "two-sided")
     assert {p.name for p in written} == {"table3.md", "table3.tex", "table3.csv"}
     data = pd.read_csv(table3_out / "table3.csv")
     pts = points(table3_out, read_manifests(table3_out)["table3"])
@@ -70,7 +73,7 @@ def test_missing_runs_are_reported_not_dropped(tmp_path):
     out = tmp_path / "out"
     rows = fake_target(out, "table3", ["synthetic"], ["ud", "qr"], [1, 2], table3_level)
     (out / "runs" / f"{rows[-1]['run_id']}.json").unlink()
-    build_target("table3", out, tmp_path / "figs", "two-sided", log=lambda *_: None)
+    build_target("table3", out, tmp_path / "figs", "two-sided")
     markdown = (out / "table3.md").read_text()
     assert "| synthetic | QR | 1 |" in markdown
     assert f"not run yet or unfinished: {rows[-1]['run_id']}" in markdown
@@ -84,7 +87,7 @@ def test_table4_protocols_against_scipy(tmp_path):
     out = tmp_path / "out"
     fake_target(out, "table4", ["gowalla"], ["c2f"], [2024, 2025, 2026], table4_level,
                 checkpoints=(COARSE, "fine/update"))
-    build_target("table4", out, tmp_path / "figs", "two-sided", log=lambda *_: None)
+    build_target("table4", out, tmp_path / "figs", "two-sided")
     pts = points(out, read_manifests(out)["table4"])
     records = {int(p["seed"]): p["record"] for _, p in pts.iterrows()}
     data = pd.read_csv(out / "table4.csv")
@@ -122,9 +125,9 @@ def test_table4_refuses_runs_without_the_coarse_checkpoint(tmp_path):
     out = tmp_path / "out"
     fake_target(out, "table4", ["gowalla"], ["c2f"], [2024, 2025], table4_level, checkpoints=("fine/update",))
     with pytest.raises(RuntimeError, match="cannot build table4 from the records .* no checkpoint of stage 'coarse'"):
-        build_target("table4", out, tmp_path / "figs", "two-sided", log=lambda *_: None)
+        build_target("table4", out, tmp_path / "figs", "two-sided")
     fake_target(out, "table3", ["synthetic"], ["ud"], [1], table3_level)
-    written, errors = build_report(out, tmp_path / "figs", log=lambda *_: None)  # one bad target, others go on
+    written, errors = build_report(out, tmp_path / "figs")  # one bad target, others go on
     assert len(errors) == 1 and errors[0].startswith("table4: cannot build") and "stage 'coarse'" in errors[0]
     assert out / "table3.md" in written
 
@@ -133,7 +136,7 @@ def test_table4_uses_the_fixed_coarse_checkpoint_of_a_short_run_and_says_so(tmp_
     out = tmp_path / "out"
     fake_target(out, "table4", ["gowalla"], ["c2f"], [2024, 2025], lambda c, s, name: 0.1 if "coarse" in name else 0.2,
                 checkpoints=("coarse/fixed", "fine/update"))
-    build_target("table4", out, tmp_path / "figs", "two-sided", log=lambda *_: None)
+    build_target("table4", out, tmp_path / "figs", "two-sided")
     data = pd.read_csv(out / "table4.csv")
     pts = points(out, read_manifests(out)["table4"])
     record = pts[pts["seed"] == 2024]["record"].iloc[0]
@@ -176,7 +179,7 @@ def test_figures_and_their_tables(tmp_path, target, methods, expected_rows):
     out = tmp_path / "out"
     datasets = ["gowalla"] if target == "fig6" else ["gowalla", "yelp2020"]
     fake_target(out, target, datasets, methods, [1, 2], c2f_level, checkpoints=(COARSE, "fine/update"))
-    written = build_target(target, out, tmp_path / "figs", "two-sided", log=lambda *_: None)
+    written = build_target(target, out, tmp_path / "figs", "two-sided")
     for ext in ("png", "pdf"):
         figure = tmp_path / "figs" / f"{target}.{ext}"
         assert figure in written and figure.stat().st_size > 5000
@@ -201,7 +204,7 @@ def test_report_regenerates_everything_without_training(tmp_path):
     out = tmp_path / "out"
     fake_target(out, "table3", ["synthetic"], ["ud", "qr"], [1, 2], table3_level)
     fake_target(out, "fig4", ["synthetic"], ["c2f"], [1, 2], c2f_level, checkpoints=(COARSE, "fine/update"))
-    written, errors = build_report(out, tmp_path / "figs", log=lambda *_: None)
+    written, errors = build_report(out, tmp_path / "figs")
     assert errors == []
     names = {p.name for p in written}
     assert {"table3.md", "fig4.csv", "fig4.png", "fig4.pdf", "summary.md", "summary.tex", "summary.csv"} <= names
@@ -210,3 +213,22 @@ def test_report_regenerates_everything_without_training(tmp_path):
     assert set(summary[summary["method"] == "c2f"]["options"]) == {f"ablation={c}" for c in "none A B C D".split()}
     assert json.loads((out / "grids" / "fig4.json").read_text())["target"] == "fig4"
     assert not math.isnan(summary["ndcg@10:mean"].iloc[0])
+
+
+def test_building_reports_imports_no_torch(tmp_path):
+    """Every built-in study's tables and figures, rebuilt in a fresh interpreter, without torch."""
+    out = tmp_path / "out"
+    fake_target(out, "table3", ["synthetic"], ["ud", "qr"], [1, 2], table3_level)
+    fake_target(out, "table4", ["gowalla"], ["c2f"], [2024, 2025], table4_level, checkpoints=(COARSE, "fine/update"))
+    fake_target(out, "fig6", ["gowalla"], ["c2f"], [1], c2f_level, checkpoints=(COARSE, "fine/update"))
+    fake_target(out, "budget-curve", ["gowalla"], ["ud", "test-lightweight"], [1], c2f_level)
+    code = ("import sys\n"
+            "from lwbench.reports.targets import build_report\n"
+            f"written, errors = build_report({str(out)!r}, {str(tmp_path / 'figs')!r})\n"
+            "assert errors == [], errors\n"
+            "print(f'written={len(written)}')\n"
+            "assert 'torch' not in sys.modules, 'building reports imported torch'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (out / "table4-stats.csv").exists() and (tmp_path / "figs" / "budget-curve.png").exists()
+    assert int(result.stdout.split("written=")[1]) == 3 + 2 * 3 + (3 + 2) + (3 + 2) + 3   # table3, table4(+stats), fig6, budget-curve, summary

@@ -1,13 +1,19 @@
 """`run_bench.py reproduce` / `report`: plans, clear errors for missing methods, the real UD runs of
-table3 on toy data, regeneration from records, and the grids of the C2F targets."""
+table3 on toy data, regeneration from records, the grids of the C2F targets, and a second study
+added from outside lwbench."""
 import json
+from importlib.metadata import EntryPoint
 
+import pandas as pd
 import pytest
 
-from lwbench.reports import targets as reproduce
 from lwbench.cli import main
-from lwbench.studies.c2f_paper.reference import TABLE3_METHODS
+from lwbench.records import load_records
 from lwbench.registry import method_names
+from lwbench.reports import reproduce, targets
+from lwbench.reports.targets import build_report, get_target
+from lwbench.studies.c2f_paper.reference import TABLE3_METHODS
+from lwbench.studies.c2f_paper.targets import C2F_OPTIONS
 
 
 @pytest.mark.parametrize("target", ["table4", "fig4", "fig5", "fig6"])
@@ -66,13 +72,13 @@ def test_report_needs_records(tmp_path, capsys):
 
 
 def test_c2f_targets_use_the_option_mapping():
-    options = set(reproduce.C2F_OPTIONS.values())
-    fig5 = reproduce.TARGETS["fig5"].cells(["gowalla"], ["c2f"])
+    options = set(C2F_OPTIONS.values())
+    fig5 = get_target("fig5").cells(["gowalla"], ["c2f"])
     assert len(fig5) == 20 and all(len(c.overrides["c2f"]) == 1 and set(c.overrides["c2f"]) <= options for c in fig5)
     assert {c.overrides["c2f"]["threshold"] for c in fig5 if "threshold" in c.overrides["c2f"]} == {0.5, 1, 3, 5, 10}
-    fig4 = reproduce.TARGETS["fig4"].cells(["gowalla"], ["c2f"])
+    fig4 = get_target("fig4").cells(["gowalla"], ["c2f"])
     assert [c.overrides["c2f"]["ablation"] for c in fig4] == ["none", "A", "B", "C", "D"]
-    fig6 = reproduce.TARGETS["fig6"].cells(["gowalla"], ["c2f"])
+    fig6 = get_target("fig6").cells(["gowalla"], ["c2f"])
     fixed_coarse = [c.overrides["c2f"] for c in fig6 if c.coords["panel"] == "a"]
     assert all(o["coarse_buckets"] == 100 for o in fixed_coarse)
     assert [o["fine_buckets"] for o in fixed_coarse] == [20, 40, 60, 80, 100]
@@ -84,7 +90,7 @@ def test_quick_layers_smoke_options_under_the_cell_and_set_over_all():
     """--quick starts from each method's smoke options, but a target's swept value (fig6's m^r) and the
     user's --set win over them."""
     smoke = reproduce.get_method("c2f").smoke_options
-    fig6 = reproduce.TARGETS["fig6"].cells(["synthetic"], ["c2f"])
+    fig6 = get_target("fig6").cells(["synthetic"], ["c2f"])
     swept = next(c for c in fig6 if "fine_buckets" in c.overrides["c2f"])
     quick = reproduce.with_user_overrides(swept, {"c2f": {"gate": 0.3}}, quick=True)
     assert quick.overrides["c2f"]["fine_buckets"] == swept.overrides["c2f"]["fine_buckets"] != smoke["fine_buckets"]
@@ -93,3 +99,30 @@ def test_quick_layers_smoke_options_under_the_cell_and_set_over_all():
     assert quick.overrides["trainer"] == reproduce.QUICK_TRAINER
     full = reproduce.with_user_overrides(swept, {}, quick=False)
     assert full.overrides == swept.overrides   # real targets never see smoke options
+
+
+def test_a_study_from_another_package_plans_runs_and_reports(toy_dir, tmp_path, monkeypatch, capsys):
+    """tests/fakes.py's study, found through the ``lwbench.studies`` entry-point group as an installed
+    package's would be, runs through the same commands as the paper's targets and is rebuilt by
+    ``report``: adding a study needs no change to lwbench."""
+    monkeypatch.setattr(targets, "_TARGETS", dict(targets.targets()))   # the registry as it was, restored after
+    monkeypatch.setattr(targets, "_discovered", False)
+    entry = EntryPoint(name="tiny", value="fakes:TINY_STUDY", group=targets.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(targets, "entry_points", lambda group: [entry] if group == targets.ENTRY_POINT_GROUP else [])
+    assert {"tiny-widths", "table3", "budget-curve"} <= set(targets.targets())
+
+    out, figures = tmp_path / "results", tmp_path / "figures"
+    assert main(["reproduce", "tiny-widths", "--quick", "--datasets", str(toy_dir), "--seeds", "1", "--epochs", "1",
+                 "--out", str(out), "--figures", str(figures), "--device", "cpu", "--no-progress"]) == 0
+    assert "target tiny-widths: UD at two small widths" in capsys.readouterr().out
+    records = {r["config"]["method"]["options"]["dim"]: r for r in load_records(out)}
+    assert sorted(records) == [8, 16]
+
+    (out / "tiny-widths.csv").unlink()
+    written, errors = build_report(out, figures)
+    assert errors == []
+    assert {out / "tiny-widths.md", out / "tiny-widths.csv", figures / "tiny-widths.png"} <= set(written)
+    data = pd.read_csv(out / "tiny-widths.csv")
+    assert sorted(data["width"]) == [8, 16] and (data["seeds"] == 1).all()
+    for _, row in data.iterrows():
+        assert row["ndcg@20:mean"] == pytest.approx(records[row["width"]]["metrics"]["test"]["ndcg@20"])

@@ -1,15 +1,15 @@
-"""Statistics: the paper's Table-4 p-values from the logged numbers, and the sound protocols checked
-against scipy and against independent formulas on synthetic data."""
+"""Statistics: the paper's Table-4 p-values from the logged numbers (the C2F study's protocol), and
+the sound protocols checked against scipy and against independent formulas on synthetic data."""
 import math
+import runpy
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from lwbench.studies.c2f_paper import reference
-
 from lwbench.reports import stats
+from lwbench.studies.c2f_paper import protocol, reference
 
 # methods.md 13.3 as printed (6 decimals): the stored full-precision logs must round to these.
 PRINTED_13_3 = {
@@ -33,7 +33,7 @@ def test_stored_logs_round_to_the_printed_table(key):
 
 
 def test_table4_pvalues_from_the_logged_values():
-    frame = stats.paper_protocol_check()
+    frame = protocol.paper_protocol_check()
     assert len(frame) == 6
     for _, row in frame.iterrows():
         expected_n, expected_r = COMPUTED_12[(row["dataset"], row["seed"])]
@@ -50,7 +50,7 @@ def test_paper_protocol_is_the_textbook_paired_t_over_cutoffs():
     base = reference.C2F_LOGS["gowalla"]["coarse"]["ndcg"]
     diff = np.subtract(run, base)
     t = diff.mean() / (diff.std(ddof=1) / math.sqrt(4))
-    result = stats.paper_protocol(run, base)
+    result = protocol.paper_protocol(run, base)
     assert result.statistic == pytest.approx(t)
     assert result.pvalue == pytest.approx(2 * sps.t.sf(abs(t), 3))
     assert result.n == 4 and "cutoffs" in result.unit and "paper" in result.unit
@@ -58,9 +58,16 @@ def test_paper_protocol_is_the_textbook_paired_t_over_cutoffs():
 
 
 def test_main_prints_the_table_and_succeeds(capsys):
-    assert stats.main() == 0
+    assert protocol.main() == 0
     out = capsys.readouterr().out
     assert "0.000258" in out and "0.00779" in out and "ttest_rel" in out
+
+
+def test_the_study_prints_the_check_as_a_module(capsys):
+    """``python -m lwbench.studies.c2f_paper``."""
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_module("lwbench.studies.c2f_paper", run_name="__main__")
+    assert exited.value.code == 0 and "0.00779" in capsys.readouterr().out
 
 
 def synthetic_users(n=400, shift=0.01, seed=0):

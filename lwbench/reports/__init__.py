@@ -1,1 +1,2 @@
-"""Reports: statistics, tables, figures and reproduction targets, built from records alone (no torch)."""
+"""Reports: statistics, tables, figures and the target registry, built from records alone (no torch);
+:mod:`lwbench.reports.reproduce` alone plans and trains (it imports the grid)."""

@@ -1,18 +1,12 @@
-"""Significance tests for comparing two methods, and the paper's own protocol.
+"""Significance tests for comparing two methods.
 
-Every result says what was paired (the *unit*: cutoffs of one run, seeds, or users of the fixed test
-set), which test was used, and the alternative hypothesis, so that no p-value is printed without
-the question it answers.
-
-* The paper's protocol (methods.md 12): ``scipy.stats.ttest_rel`` over the four cutoff values
-  (@5, @10, @20, @50) of one run against the baseline run. It is reproduced exactly, but it is not a
-  test of whether a method is better: the four values are not independent samples.
-* Sound protocols: a paired t-test and the Wilcoxon signed-rank test across seeds (the same seeds
-  for both methods), and the same two tests across the users of the fixed test set, from the saved
-  per-user metrics. Each comes with means, the 95% confidence interval of the mean paired
-  difference, and an effect size; :func:`holm` corrects a family of comparisons.
-
-``python -m lwbench.reports.stats`` re-derives the paper's Table-4 p-values from the logged metrics.
+Every result says what was paired (the *unit*: e.g. seeds, or users of the fixed test set), which test
+was used, and the alternative hypothesis, so that no p-value is printed without the question it
+answers: a paired t-test and the Wilcoxon signed-rank test across seeds (the same seeds for both
+methods), and the same two tests across the users of the fixed test set, from the saved per-user
+metrics. Each comes with means, the 95% confidence interval of the mean paired difference, and an
+effect size; :func:`holm` corrects a family of comparisons. A study that must reproduce a published
+test names its own unit through :func:`paired_t`.
 """
 from __future__ import annotations
 
@@ -26,10 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from lwbench.studies.c2f_paper import reference
-
 ALTERNATIVES = ("two-sided", "greater", "less")
-PAPER_UNIT = "the 4 cutoffs @5/@10/@20/@50 of one run (the paper's protocol)"
 
 
 @dataclass(frozen=True)
@@ -144,13 +135,6 @@ def paired_tests(a, b, **kwargs) -> list[Comparison]:
     return [paired_t(a, b, **kwargs), wilcoxon(a, b, **kwargs)]
 
 
-def paper_protocol(run: Sequence[float], baseline: Sequence[float], *,
-                   labels: tuple[str, str] = ("C2F", "LEGCF")) -> Comparison:
-    """The paper's Table-4 test: ``ttest_rel`` over the cutoff values of one run against the baseline
-    run (two-sided, scipy's default)."""
-    return paired_t(run, baseline, unit=PAPER_UNIT, labels=labels)
-
-
 def across_seeds(a: Mapping[int, float], b: Mapping[int, float], *, labels: tuple[str, str] = ("A", "B"),
                  alternative: str = "two-sided") -> list[Comparison]:
     """Paired tests over seeds: ``a`` and ``b`` map seed -> metric and must have the same seeds."""
@@ -204,41 +188,3 @@ def format_p(p: float | None) -> str:
     if p is None or math.isnan(p):
         return "n/a"
     return f"{p:.3g}"
-
-
-def truncate(value: float, decimals: int) -> float:
-    """Truncate (not round) toward zero, as the paper printed its p-values."""
-    scale = 10**decimals
-    return math.trunc(value * scale) / scale
-
-
-def paper_protocol_check() -> pd.DataFrame:
-    """The Table-4 p-values recomputed from the logged full-precision metrics (methods.md 13.3) with the
-    paper's protocol, beside the printed (truncated) values of methods.md 12."""
-    rows = []
-    for dataset, runs in reference.C2F_LOGS.items():
-        for seed in reference.TABLE4_SEEDS:
-            row = {"dataset": dataset, "seed": seed}
-            for metric, printed in zip(("ndcg", "recall"), reference.TABLE4_PVALUES[dataset][seed]):
-                p = paper_protocol(runs[seed][metric], runs["coarse"][metric]).pvalue
-                row[f"p({metric})"] = p
-                row[f"paper p({metric})"] = printed
-                row[f"{metric} matches"] = truncate(p, 5) == printed
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def main() -> int:
-    frame = paper_protocol_check()
-    print("Table 4 p-values, recomputed with the paper's protocol: scipy.stats.ttest_rel over the 4 cutoffs "
-          "@5/@10/@20/@50 of the fine run against the coarse run (two-sided; the logged values at full precision, methods.md 13.3).")
-    print("The paper prints them truncated to 5 decimals.\n")
-    shown = frame.copy()
-    for metric in ("ndcg", "recall"):
-        shown[f"p({metric})"] = shown[f"p({metric})"].map(format_p)
-    print(shown.to_string(index=False))
-    return 0 if frame[["ndcg matches", "recall matches"]].all().all() else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

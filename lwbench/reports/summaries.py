@@ -1,27 +1,22 @@
 """Tables of the reproduction targets, built from grid points (:func:`lwbench.records.points`).
 
-* :func:`table3`: every method at the 500-bucket budget, with the paper's value and the difference
-  beside each cell and the best lightweight (budgeted) result in bold.
-* :func:`table4`: C2F against its own coarse stage, per seed, with the paper's protocol and the sound
-  protocols of :mod:`lwbench.reports.stats`.
-* :func:`series_table`: mean ± std per point of a figure (the numbers behind every figure).
+* :func:`summarize` and :func:`series_table`: mean ± std per point of a figure (the numbers behind
+  every figure), optionally of the checkpoint that stands for one stage of a staged method.
+* :func:`comparison_table`: paired tests (:mod:`lwbench.reports.stats`), one row each, with Holm
+  within each family.
+* :func:`summary_table`: every record in an output folder.
 
-Functions take the name of C2F's coarse stage as an argument: the names C2F uses live in one place,
-:mod:`lwbench.reports.targets`.
+A study's own tables (e.g. published numbers beside ours) live with the study (:mod:`lwbench.studies`).
 """
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from lwbench.studies.c2f_paper import reference
-
+from lwbench.records import checkpoint_metric, stage_checkpoint
 from lwbench.reports import stats
-from lwbench.config import UPDATE
-from lwbench.records import checkpoint_metric, per_user, stage_checkpoint
 from lwbench.reports.tables import Table
 
 
@@ -33,7 +28,7 @@ def metric_label(metric: str) -> str:
 
 def values(pts: pd.DataFrame, metric: str, stage: str | None = None) -> pd.Series:
     """A test metric per point (NaN where the run is not done): of the reported checkpoint, or of the
-    checkpoint standing for ``stage`` (e.g. C2F's coarse stage)."""
+    checkpoint standing for ``stage`` (e.g. the first stage of a two-stage method)."""
     def get(record):
         if record is None:
             return math.nan
@@ -43,7 +38,7 @@ def values(pts: pd.DataFrame, metric: str, stage: str | None = None) -> pd.Serie
     return pts["record"].map(get).astype(float)
 
 
-def _fmt(mean: float, std: float, digits: int = 4) -> str:
+def format_mean_std(mean: float, std: float, digits: int = 4) -> str:
     if math.isnan(mean):
         return "–"
     return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
@@ -59,155 +54,10 @@ def status_notes(pts: pd.DataFrame) -> list[str]:
     return notes
 
 
-def _row_name(method: str, options: dict, label: str) -> tuple[str, str | None]:
-    """(display name, paper row or None). The display name is the run's label in the paper's style
-    (``UD-128``, ``PEP``, ``C2F-PAPER``): one name per label, so variants never share a row name."""
-    return label.upper(), reference.paper_row(method, options)
-
-
-def table3(pts: pd.DataFrame, *, missing_methods: list[str] = ()) -> Table:
-    """Every method x dataset: N@10, R@10, N@20, R@20 and #Param as mean ± std over seeds, the paper's
-    value and ours − paper beside each; the best budgeted (lightweight) mean per dataset in bold."""
-    metrics = reference.TABLE3_METRICS
-    columns = ["dataset", "method", "seeds", "#Param", "paper #Param"]
-    for metric in metrics:
-        columns += [metric_label(metric), "paper", "Δ"]
-    rows, bold, data = [], set(), []
-    for dataset, block in pts.groupby("dataset", sort=False):
-        entries = []
-        for _, group in block.groupby("label", sort=False):
-            first = group.iloc[0]
-            name, paper_row = _row_name(first["method"], first["options"], first["label"])
-            done = group[group["status"] == "done"]
-            budgeted = bool(done["record"].map(lambda r: r["budget"]["applies"]).any()) if len(done) else False
-            paper = reference.table3(paper_row, dataset) if paper_row else None
-            entries.append((name, group, done, budgeted, paper))
-        best = {}
-        for metric in metrics:
-            means = [values(done, metric).mean() for _, _, done, budgeted, _ in entries if budgeted and len(done)]
-            best[metric] = max(means) if means else None
-        for name, group, done, budgeted, paper in entries:
-            params = done["params"].dropna()
-            row = [dataset, name, str(len(done)), f"{params.iloc[0] / 1e6:.2f}m" if len(params) else "–",
-                   f"{paper['params_millions']:.2f}m" if paper else "–"]
-            for metric in metrics:
-                vals = values(done, metric)
-                mean, std = stats.mean_std(vals) if len(vals) else (math.nan, math.nan)
-                ours = _fmt(mean, std)
-                ref = paper[metric] if paper else math.nan
-                diff = mean - ref
-                is_best = budgeted and best[metric] is not None and mean == best[metric]
-                if is_best:
-                    bold.add((len(rows), len(row)))
-                row += [ours, "–" if math.isnan(ref) else f"{ref:.4f}", "–" if math.isnan(diff) else f"{diff:+.4f}"]
-                data.append({"dataset": dataset, "method": name, "lightweight": budgeted, "metric": metric,
-                             "mean": mean, "std": std, "n_seeds": len(done), "params": params.iloc[0] if len(params) else None,
-                             "paper": ref, "diff": diff, "best_lightweight": is_best})
-            rows.append(row)
-    notes = ["Values are test metrics of the reported checkpoint, mean ± std over seeds; Δ = ours − paper "
-             "(paper values: methods.md 13.1).",
-             "Bold: the best lightweight (budgeted) method per dataset and metric; UD rows are unbudgeted references.",
-             "#Param in the paper's Table-3 convention (methods.md 2.1)."]
-    if missing_methods:
-        notes.append(f"Not implemented (no registered method): {', '.join(missing_methods)}.")
-    notes += status_notes(pts)
-    return Table("table3", "Table 3: methods at the 500-bucket budget", columns, rows, pd.DataFrame(data), bold, notes)
-
-
-def table4(pts: pd.DataFrame, out: Path, *, coarse_stage: str, alternative: str = "two-sided"
-           ) -> tuple[Table, Table]:
-    """C2F (its reported fine-stage checkpoint) against its coarse stage (``coarse_stage``: its UPDATE
-    checkpoint, or FIXED where a short run never reached UPDATE, which the notes list) per seed.
-
-    Returns (metrics table, statistics table). The metrics table shows both checkpoints at @5/@10/@20/@50,
-    the improvement in %, and the paper's-protocol p-values; the statistics table gives, per metric, the
-    paired t-test and the Wilcoxon signed-rank test across seeds and across users (per seed), with
-    Holm-adjusted p-values within each (dataset, protocol, test) family."""
-    ks = reference.TABLE4_KS
-    families = ("ndcg", "recall")
-    columns = ["dataset", "run", "seed"]
-    for family in families:
-        columns += [metric_label(f"{family}@{k}") for k in ks] + [f"p({family[0].upper()}) paper protocol"]
-    rows, data, comparisons, fallbacks = [], [], [], []
-    for dataset, block in pts.groupby("dataset", sort=False):
-        done = block[block["status"] == "done"].sort_values("seed")
-        fine = {int(r["seed"]): r["record"] for _, r in done.iterrows()}
-        for seed, record in fine.items():
-            coarse = stage_checkpoint(record, coarse_stage)
-            if coarse != f"{coarse_stage}/{UPDATE}":
-                fallbacks.append(f"{record['run_id']} ({coarse})")
-            got = {name: {f: [checkpoint_metric(record, ckpt, f"{f}@{k}") for k in ks] for f in families}
-                   for name, ckpt in (("coarse", coarse), ("C2F", record["reported_checkpoint"]))}
-            paper_p = {f: stats.paper_protocol(got["C2F"][f], got["coarse"][f], labels=("C2F", "coarse")) for f in families}
-            for name in ("coarse", "C2F"):
-                row = [dataset, "coarse stage (LEGCF)" if name == "coarse" else "C2F", str(seed)]
-                for f in families:
-                    row += [f"{v:.4f}" for v in got[name][f]] + [stats.format_p(paper_p[f].pvalue) if name == "C2F" else ""]
-                rows.append(row)
-            improvement = [dataset, "improvement %", str(seed)]
-            for f in families:
-                improvement += [f"{100 * (a - b) / b:+.2f}%" for a, b in zip(got["C2F"][f], got["coarse"][f])] + [""]
-            rows.append(improvement)
-            for f in families:
-                for k, a, b in zip(ks, got["C2F"][f], got["coarse"][f]):
-                    data.append({"dataset": dataset, "seed": seed, "metric": f"{f}@{k}", "c2f": a, "coarse": b,
-                                 "improvement_pct": 100 * (a - b) / b,
-                                 "p_paper_protocol": paper_p[f].pvalue})
-                comparisons.append(("paper protocol", dataset, f"{f}@5..50 (seed {seed})", paper_p[f]))
-        comparisons += _sound_comparisons(dataset, fine, out, coarse_stage, alternative)
-        if dataset in reference.TABLE4_PRINTED:
-            printed = reference.TABLE4_PRINTED[dataset]
-            for seed in ("coarse",) + reference.TABLE4_SEEDS:
-                row = [dataset, "paper: coarse (2024)" if seed == "coarse" else "paper: C2F", "2024" if seed == "coarse" else str(seed)]
-                for i, f in enumerate(families):
-                    row += [f"{v:.4f}" for v in printed[seed][f]] + ["" if seed == "coarse" else _paper_p(dataset, seed, i, f)]
-                rows.append(row)
-    notes = [reference.TABLE4_HEADER_NOTE,
-             "Paper protocol: scipy.stats.ttest_rel over the 4 cutoff values of one run against its coarse stage "
-             "(two-sided); the cutoffs are not independent samples, so these p-values do not test whether C2F is "
-             f"better. The statistics table ({'table4-stats'}) gives tests across seeds and across users.",
-             "Here each C2F seed is compared with its own coarse stage; in the paper every fine seed started from "
-             "the one seed-2024 coarse run. Paper rows: methods.md 13.2 (p-values truncated to 5 decimals)."]
-    if fallbacks:
-        notes.append(f"Coarse stage that never reached its UPDATE phase (its FIXED checkpoint is used): "
-                     f"{', '.join(fallbacks)}.")
-    notes += status_notes(pts)
-    metrics_table = Table("table4", "Table 4: C2F against its coarse stage (LEGCF), corrected cutoffs", columns,
-                          rows, pd.DataFrame(data), notes=notes)
-    return metrics_table, _stats_table(comparisons, alternative)
-
-
-def _paper_p(dataset: str, seed: int, index: int, family: str) -> str:
-    """The printed Table-4 p-value and the one recomputed from the logs with the paper's protocol."""
-    logs = reference.C2F_LOGS[dataset]
-    recomputed = stats.paper_protocol(logs[seed][family], logs["coarse"][family]).pvalue
-    return f"{reference.TABLE4_PVALUES[dataset][seed][index]:.5f} (logs: {stats.format_p(recomputed)})"
-
-
-def _sound_comparisons(dataset: str, fine: dict[int, dict], out: Path, coarse_stage: str,
-                       alternative: str) -> list[tuple]:
-    """Across seeds and across users, for every metric at the Table-4 cutoffs."""
-    found = []
-    labels = ("C2F", "coarse")
-    users = {seed: (per_user(out, record), per_user(out, record, stage_checkpoint(record, coarse_stage)))
-             for seed, record in fine.items()}   # each per-user file read once
-    for f in ("ndcg", "recall"):
-        for k in reference.TABLE4_KS:
-            metric = f"{f}@{k}"
-            if len(fine) >= 2:
-                a = {s: checkpoint_metric(r, r["reported_checkpoint"], metric) for s, r in fine.items()}
-                b = {s: checkpoint_metric(r, stage_checkpoint(r, coarse_stage), metric) for s, r in fine.items()}
-                found += [("across seeds", dataset, metric, c)
-                          for c in stats.across_seeds(a, b, labels=labels, alternative=alternative)]
-            for seed, (fine_users, coarse_users) in users.items():
-                found += [("across users", dataset, f"{metric} (seed {seed})", c)
-                          for c in stats.across_users(fine_users[metric], coarse_users[metric], labels=labels,
-                                                      alternative=alternative)]
-    return found
-
-
-def _stats_table(comparisons: list[tuple], alternative: str) -> Table:
-    """Holm within each (dataset, protocol, test) family, then one row per comparison."""
+def comparison_table(name: str, title: str, comparisons: list[tuple], alternative: str,
+                     labels: tuple[str, str], notes: list[str] = ()) -> Table:
+    """``comparisons`` as ``(protocol, dataset, what, Comparison)``: Holm within each (dataset, protocol,
+    test) family, then one row per comparison; ``labels`` name the two compared columns."""
     families: dict[tuple, list[int]] = {}
     for i, (protocol, dataset, _, c) in enumerate(comparisons):
         families.setdefault((dataset, protocol, c.test), []).append(i)
@@ -215,7 +65,7 @@ def _stats_table(comparisons: list[tuple], alternative: str) -> Table:
     for members in families.values():
         for i, c in zip(members, stats.with_holm([comparisons[i][3] for i in members])):
             comparisons[i] = (*comparisons[i][:3], c)
-    columns = ["dataset", "protocol", "comparison", "test", "n", "C2F", "coarse", "Δ [95% CI]", "effect", "p",
+    columns = ["dataset", "protocol", "comparison", "test", "n", *labels, "Δ [95% CI]", "effect", "p",
                "p (Holm)", "H1"]
     rows, data = [], []
     for protocol, dataset, what, c in comparisons:
@@ -224,12 +74,9 @@ def _stats_table(comparisons: list[tuple], alternative: str) -> Table:
                      f"{c.mean_diff:+.4f}{ci}", f"{c.effect_name} = {c.effect:.2f}", stats.format_p(c.pvalue),
                      stats.format_p(c.p_holm), c.hypothesis])
         data.append({"dataset": dataset, "protocol": protocol, "comparison": what, **c.as_row()})
-    notes = [f"Alternative hypothesis: {alternative} (stated per row in H1); differences are C2F − coarse.",
-             "Holm correction within each family of one dataset, one protocol and one test.",
-             "Across users: per-user test metrics of the same fixed test set (lwbench.runner.load_per_user); "
-             "Wilcoxon drops zero differences (scipy's default)."]
-    return Table("table4-stats", "Table 4: significance of C2F against its coarse stage", columns, rows,
-                 pd.DataFrame(data), notes=notes)
+    notes = [f"Alternative hypothesis: {alternative} (stated per row in H1); differences are {labels[0]} − {labels[1]}.",
+             "Holm correction within each family of one dataset, one protocol and one test.", *notes]
+    return Table(name, title, columns, rows, pd.DataFrame(data), notes=notes)
 
 
 def series_table(name: str, title: str, summary: pd.DataFrame, keys: list[str], metrics: list[str],
@@ -238,7 +85,7 @@ def series_table(name: str, title: str, summary: pd.DataFrame, keys: list[str], 
     mean of each diagnostic (the numbers behind a figure)."""
     columns = keys + ["seeds"] + [metric_label(m) for m in metrics] + list(diagnostics)
     rows = [[_display(r[k]) for k in keys] + [str(int(r["seeds"]))] +
-            [_fmt(r[f"{m}:mean"], r[f"{m}:std"]) for m in metrics] +
+            [format_mean_std(r[f"{m}:mean"], r[f"{m}:std"]) for m in metrics] +
             [f"{r[f'{d}:mean']:.4g}" for d in diagnostics] for _, r in summary.iterrows()]
     return Table(name, title, columns, rows, summary, notes=list(notes))
 

@@ -19,7 +19,7 @@ _LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{
 
 @dataclass
 class Table:
-    name: str                      # file stem, e.g. "table3"
+    name: str                      # file stem, e.g. "summary"
     title: str
     columns: list[str]
     rows: list[list[str]]

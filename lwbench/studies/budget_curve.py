@@ -1,0 +1,69 @@
+"""The budget curve: every budgeted method's N@20 and R@20 from 1% to 10% of the full N x 128 table,
+with the unbudgeted full-size UD model (``ud`` at 128 dimensions) as the reference line.
+
+Cells are built only when planning: the grid and the method registry import torch, so they are imported
+inside :func:`_cells`, never by building the report.
+"""
+from __future__ import annotations
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from lwbench.reports import figures, summaries
+from lwbench.reports.targets import Outputs, Target, TargetError, register_target
+
+NAME = "budget-curve"
+BUDGET_PERCENTS = [1, 2, 3, 5, 7.5, 10]
+DATASETS = ("gowalla", "yelp2020", "amazon-book")
+REFERENCE = "ud"   # the unbudgeted full table, drawn as a line
+METRICS = ["ndcg@20", "recall@20"]
+
+
+def _cells(datasets, methods):
+    from lwbench.grid.plan import Cell
+    from lwbench.registry import get_method
+    budgeted = [m for m in methods if get_method(m).budgeted]
+    if not budgeted:
+        raise TargetError(f"{NAME} needs at least one budgeted method; registered: {', '.join(methods)}")
+    cells = []
+    for d in datasets:
+        cells += [Cell(d, m, f"{pct}%", {}, {"budget_pct": pct, "reference": False})
+                  for m in budgeted for pct in BUDGET_PERCENTS]
+        if REFERENCE in methods:
+            cells.append(Cell(d, REFERENCE, "none", {REFERENCE: {"dim": 128}}, {"reference": True}))
+    return cells
+
+
+def _build(pts, out, manifest, alternative) -> Outputs:
+    is_reference = pts["reference"] == True  # noqa: E712
+    summary = summaries.summarize(pts[~is_reference], ["dataset", "method", "budget_pct"], METRICS)
+    references = summaries.summarize(pts[is_reference], ["dataset", "label"], METRICS).rename(columns={"label": "method"})
+    frame = pd.concat([summary, references.assign(budget_pct="unbudgeted")])
+    table = summaries.series_table(NAME, "N@20 and R@20 against the budget (% of the full N × 128 table)",
+                                   frame, ["dataset", "method", "budget_pct"], METRICS,
+                                   notes=[f"Not run (cannot fit the budget): {d}" for d in manifest.get("dropped", [])]
+                                   + summaries.status_notes(pts))
+    return Outputs([table], {NAME: budget_curves(summary, references)})
+
+
+def budget_curves(summary: pd.DataFrame, references: pd.DataFrame, metric: str = "ndcg@20") -> Figure:
+    """Every budgeted method's metric against the budget (% of the full N x 128 table), one panel per
+    dataset, with the unbudgeted references as horizontal lines."""
+    datasets = list(dict.fromkeys(summary["dataset"]))
+    figure, axes = figures.new_figure(1, len(datasets), width=4.5, height=3.4)
+    for ax, dataset in zip(axes[0], datasets):
+        block = summary[summary["dataset"] == dataset]
+        for method, group in block.groupby("method", sort=False):
+            figures.mean_std_line(ax, group, "budget_pct", metric, label=method)
+        for _, ref in references[references["dataset"] == dataset].iterrows():
+            ax.axhline(ref[f"{metric}:mean"], color="gray", linestyle="--", linewidth=1)
+            ax.annotate(f"{ref['method']} (unbudgeted)", (1, ref[f"{metric}:mean"]), xycoords=("axes fraction", "data"),
+                        ha="right", va="bottom", fontsize="x-small", color="gray")
+        ax.set_xlabel("budget (% of the full N × 128 table)")
+        ax.set_ylabel(summaries.metric_label(metric))
+        ax.set_title(dataset)
+        ax.legend(fontsize="x-small")
+    return figure
+
+
+register_target(Target(NAME, "every method's N@20 from 1% to 10% of the full table", DATASETS, (), _cells, _build))

@@ -1,0 +1,34 @@
+"""The C2F paper's figure metrics and its Figure 6 (coarse/fine ratios); Figures 4 and 5 are drawn
+with the generic primitives of :mod:`lwbench.reports.figures`."""
+from __future__ import annotations
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from lwbench.reports.figures import mean_std_line, new_figure
+from lwbench.reports.summaries import metric_label
+
+FIGURE_METRICS = ("ndcg@5", "ndcg@20", "recall@5", "recall@20")   # methods.md 11: the authors' 4 panels
+
+
+def ratio_curves(fixed_coarse: pd.DataFrame, fixed_total: pd.DataFrame, before: pd.DataFrame) -> Figure:
+    """Figure 6: row (a) the metrics against ρ = m^r / m^c at fixed m^c; row (b) before and after the
+    fine stage against m^r at fixed m^c + m^r, one row pair per dataset."""
+    datasets = list(dict.fromkeys(pd.concat([fixed_coarse["dataset"], fixed_total["dataset"]])))
+    figure, axes = new_figure(2 * len(datasets), len(FIGURE_METRICS))
+    for d, dataset in enumerate(datasets):
+        a = fixed_coarse[fixed_coarse["dataset"] == dataset]
+        b = fixed_total[fixed_total["dataset"] == dataset]
+        pre = before[before["dataset"] == dataset]
+        for c, metric in enumerate(FIGURE_METRICS):
+            top, bottom = axes[2 * d, c], axes[2 * d + 1, c]
+            mean_std_line(top, a, "rho", metric)
+            top.set_xlabel(r"$\rho = m^r / m^c$ (fixed $m^c$)")
+            top.set_title(f"{dataset} (a) {metric_label(metric)}", fontsize="small")
+            mean_std_line(bottom, pre, "fine", metric, marker="s", linestyle="--", label="before fine stage")
+            mean_std_line(bottom, b, "fine", metric, label="after fine stage")
+            bottom.set_xlabel(r"$m^r$ ($m^c + m^r$ fixed)")
+            bottom.set_title(f"{dataset} (b) {metric_label(metric)}", fontsize="small")
+            if c == 0:
+                bottom.legend(fontsize="x-small")
+    return figure

@@ -1,0 +1,147 @@
+"""The C2F paper's reproduction targets: table3, table4 (with table4-stats), fig4, fig5 and fig6.
+
+C2F's option and stage names are kept in one place (:data:`C2F_OPTIONS`, :data:`C2F_COARSE_STAGE`), keyed
+by the paper's symbols, so the grids below read like the paper and follow the c2f method if it renames
+an option. Cells are built only when planning: :class:`lwbench.grid.plan.Cell` is imported inside the
+functions that build them, because the grid imports torch and building reports must not.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from lwbench.reports import figures, summaries
+from lwbench.reports.targets import Outputs, Target, register_target
+from lwbench.studies.c2f_paper import tables
+from lwbench.studies.c2f_paper.figures import FIGURE_METRICS, ratio_curves
+from lwbench.studies.c2f_paper.reference import TABLE3_METHODS
+
+if TYPE_CHECKING:
+    from lwbench.grid.plan import Cell
+
+# --- C2F names (methods.md 11) ------------------------------------------------------------------------
+C2F = "c2f"
+C2F_OPTIONS = {
+    "d^r": "fine_components",   # n_components_ft
+    "λ": "threshold",           # threshold_ft
+    "w_cr": "gate",             # gate
+    "t^r": "fine_topk",         # top_k_ft
+    "m^c": "coarse_buckets",    # num_clusters
+    "m^r": "fine_buckets",      # num_clusters_ft
+    "ablation": "ablation",     # {none, A, B, C, D}
+}
+C2F_COARSE_STAGE = "coarse"   # its checkpoint "coarse/update" (the phase-UPDATE best) is the LEGCF reference
+ABLATION_CASES = {"Full": "none", "A": "A", "B": "B", "C": "C", "D": "D"}
+SENSITIVITY_GRIDS = {"d^r": [40, 60, 80, 100, 120], "λ": [0.5, 1, 3, 5, 10], "w_cr": [0.1, 0.3, 0.5, 0.7, 0.9],
+                     "t^r": [2, 3, 4, 5, 6]}
+RATIO_FIXED_COARSE, RATIO_RHOS = 100, [0.2, 0.4, 0.6, 0.8, 1.0]
+RATIO_TOTAL, RATIO_FINE = 200, [0, 20, 40, 60, 80, 100]
+PAPER_DATASETS = ("gowalla", "yelp2020", "amazon-book")
+
+
+def c2f_cell(dataset: str, options: dict, coords: dict, budget: str = "500buckets") -> Cell:
+    """A C2F run with options given by their paper symbols (keys of :data:`C2F_OPTIONS`)."""
+    from lwbench.grid.plan import Cell
+    return Cell(dataset, C2F, budget, {C2F: {C2F_OPTIONS[k]: v for k, v in options.items()}}, coords)
+
+
+def _table3_cells(datasets: list[str], methods: list[str]) -> list[Cell]:
+    from lwbench.grid.plan import Cell
+    cells = []
+    for dataset in datasets:
+        if "ud" in methods:
+            cells += [Cell(dataset, "ud", "500buckets", {"ud": {"dim": dim}}) for dim in (128, 64)]
+        cells += [Cell(dataset, m, "500buckets") for m in methods if m != "ud"]
+    return cells
+
+
+def _build_table3(pts, out, manifest, alternative) -> Outputs:
+    return Outputs(tables=[tables.table3(pts, missing_methods=manifest.get("missing_methods", []))])
+
+
+def _table4_cells(datasets, methods):
+    return [c2f_cell(d, {}, {}) for d in datasets]
+
+
+def _build_table4(pts, out, manifest, alternative) -> Outputs:
+    return Outputs(tables=list(tables.table4(pts, out, coarse_stage=C2F_COARSE_STAGE, alternative=alternative)))
+
+
+def _fig4_cells(datasets, methods):
+    return [c2f_cell(d, {"ablation": value}, {"case": case}) for d in datasets for case, value in ABLATION_CASES.items()]
+
+
+def _build_fig4(pts, out, manifest, alternative) -> Outputs:
+    metrics = list(FIGURE_METRICS)
+    summary = summaries.summarize(pts, ["dataset", "case"], metrics)
+    coarse = summaries.summarize(pts[pts["case"] == "Full"], ["dataset"], metrics, C2F_COARSE_STAGE)
+    table = summaries.series_table("fig4", "Figure 4: C2F ablation (cases A-D against the full model)",
+                                   pd.concat([summary, coarse.assign(case="LEGCF (coarse stage of Full)")]),
+                                   ["dataset", "case"], metrics,
+                                   notes=["A: random E^r selection; B: no SparsePCA; C: no soft threshold; "
+                                          "D: direct matching instead of weight bridging (methods.md 11.1)."]
+                                   + summaries.status_notes(pts))
+    figure = figures.grouped_bars(summary, metrics, list(ABLATION_CASES), reference=coarse,
+                                  reference_label="LEGCF (coarse)")
+    return Outputs([table], {"fig4": figure})
+
+
+def _fig5_cells(datasets, methods):
+    return [c2f_cell(d, {factor: value}, {"factor": factor, "value": value})
+            for d in datasets for factor, grid in SENSITIVITY_GRIDS.items() for value in grid]
+
+
+def _build_fig5(pts, out, manifest, alternative) -> Outputs:
+    metrics = list(FIGURE_METRICS)
+    diagnostics = summaries.diagnostic_names(pts)   # e.g. the non-zero fraction of S_λ(E^r) (methods.md 11.2)
+    summary = summaries.summarize(pts, ["dataset", "factor", "value"], metrics, diagnostics=diagnostics)
+    notes = summaries.status_notes(pts)
+    if diagnostics:
+        notes.append("Diagnostic columns: the method's own diagnostics at the reported checkpoint, mean over seeds.")
+    table = summaries.series_table("fig5", "Figure 5: C2F sensitivity (one factor at a time, others as released)",
+                                   summary, ["dataset", "factor", "value"], metrics, notes=notes,
+                                   diagnostics=diagnostics)
+    return Outputs([table], {"fig5": figures.sweep_lines(summary, list(SENSITIVITY_GRIDS), metrics)})
+
+
+def _fig6_cells(datasets, methods):
+    cells = []
+    for d in datasets:
+        cells += [c2f_cell(d, {"m^c": RATIO_FIXED_COARSE, "m^r": round(rho * RATIO_FIXED_COARSE)},
+                           {"panel": "a", "rho": rho}) for rho in RATIO_RHOS]
+        for fine in RATIO_FINE:
+            # m^r = 0 is the coarse stage alone (m^c = total): read from the coarse checkpoint of a C2F run
+            # with that m^c, so no method has to accept an empty fine table.
+            options = {"m^c": RATIO_TOTAL - fine} if fine == 0 else {"m^c": RATIO_TOTAL - fine, "m^r": fine}
+            cells.append(c2f_cell(d, options, {"panel": "b", "fine": fine, "coarse_only": fine == 0}))
+    return cells
+
+
+def _build_fig6(pts, out, manifest, alternative) -> Outputs:
+    metrics = list(FIGURE_METRICS)
+    a = summaries.summarize(pts[pts["panel"] == "a"], ["dataset", "rho"], metrics)
+    b = pts[pts["panel"] == "b"]
+    coarse_only = b["coarse_only"] == True  # noqa: E712 (a column that is NaN outside panel b)
+    after = pd.concat([summaries.summarize(b[~coarse_only], ["dataset", "fine"], metrics),
+                       summaries.summarize(b[coarse_only], ["dataset", "fine"], metrics, C2F_COARSE_STAGE)])
+    before = summaries.summarize(b, ["dataset", "fine"], metrics, C2F_COARSE_STAGE)
+    frame = pd.concat([a.assign(panel="a: fixed m^c, after fine stage"),
+                       before.assign(panel="b: fixed total, before fine stage"),
+                       after.assign(panel="b: fixed total, after fine stage")])
+    keys = ["dataset", "panel", "rho", "fine"]
+    table = summaries.series_table("fig6", "Figure 6: coarse/fine ratio", frame, keys, metrics,
+                                   notes=[f"(a) m^c = {RATIO_FIXED_COARSE}, m^r = ρ·m^c; (b) m^c + m^r = {RATIO_TOTAL}; "
+                                          "m^r = 0 is the coarse stage alone."] + summaries.status_notes(pts))
+    return Outputs([table], {"fig6": ratio_curves(a, after, before)})
+
+
+TARGETS = tuple(register_target(target) for target in (
+    Target("table3", "every method at the 500-bucket budget (Table 3)", PAPER_DATASETS, (), _table3_cells,
+           _build_table3, listed=TABLE3_METHODS),
+    Target("table4", "C2F against its coarse stage per seed (Table 4)", ("gowalla", "yelp2020"), (C2F,),
+           _table4_cells, _build_table4, min_seeds=2),
+    Target("fig4", "C2F component ablation (Figure 4)", ("gowalla", "yelp2020"), (C2F,), _fig4_cells, _build_fig4),
+    Target("fig5", "C2F sensitivity sweeps (Figure 5)", ("gowalla", "yelp2020"), (C2F,), _fig5_cells, _build_fig5),
+    Target("fig6", "C2F coarse/fine ratios (Figure 6)", ("gowalla",), (C2F,), _fig6_cells, _build_fig6),
+))
