@@ -28,9 +28,10 @@ import torch
 
 from lwbench.budget import BudgetError, ParamCount, parse_budget
 from lwbench.files import atomic_write_json
-from lwbench.config import ConfigError, TrainerConfig, coerce_options, config_hash
+from lwbench.config import ConfigError, TrainerConfig, config_hash
 from lwbench.data.cards import LoadedDataset
 from lwbench.environment import code_version, device_name, library_versions
+from lwbench.options import resolve
 from lwbench.plugin import Method, check_within_budget
 from lwbench.records import load_per_user, save_per_user  # noqa: F401 (load_per_user: public name)
 from lwbench.registry import get_method
@@ -81,10 +82,8 @@ def resolve_trainer(dataset: LoadedDataset, method: Method, overrides: dict) -> 
 
 
 def resolve_options(dataset: LoadedDataset, method: Method, overrides: dict) -> dict:
-    options = dict(method.options)
-    for layer in ((dataset.card.methods.get(method.name, {}) if dataset.card else {}), overrides):
-        options.update(coerce_options(method.name, method.options, layer))
-    return options
+    """The method's declared defaults -> dataset card -> command line, each value converted and checked."""
+    return resolve(method, dataset.card.methods.get(method.name, {}) if dataset.card else {}, overrides)
 
 
 def plan_runs(method_names: list[str], dataset: LoadedDataset, budget_text: str, seeds: list[int],
