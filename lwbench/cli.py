@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+import textwrap
 from pathlib import Path
 
 from lwbench import logs
@@ -218,14 +219,14 @@ def show_progress(args: argparse.Namespace) -> bool | None:
 
 def list_command(verbose: bool) -> int:
     from lwbench.data.cards import available_cards
+    from lwbench.options import describe_options
     from lwbench.registry import get_method, method_names
     print("methods (--list --verbose shows their options; --set method.option=value changes one):")
     for name in method_names():
         method = get_method(name)
         print(f"  {name:<10} {method.description}" + ("" if method.budgeted else " [unbudgeted]"))
         if verbose:
-            for option, default in method.options.items():
-                print(f"      {option} = {default!r}")
+            print(textwrap.indent(describe_options(method), " " * 6))
     print("datasets:", ", ".join(available_cards()))
     return 0
 

@@ -11,13 +11,12 @@ import json
 from dataclasses import dataclass, fields
 from typing import Any
 
+# ConfigError and parse_value stay importable from here: the command line and the grid use them.
+from lwbench.options import ConfigError, coerce_options, parse_value  # noqa: F401
+
 
 # The phases of a stage (methods.md 1.7): a two-phase stage runs FIXED then UPDATE, any other stage SINGLE.
 FIXED, UPDATE, SINGLE = "fixed", "update", "single"
-
-
-class ConfigError(ValueError):
-    """An option name or value is not valid; the message lists the valid ones."""
 
 
 @dataclass(frozen=True)
@@ -48,67 +47,11 @@ class TrainerConfig:
         return self.patience_fixed if phase == FIXED else self.patience_update
 
 
-def coerce_options(owner: str, defaults: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    """Validate ``changes`` against ``defaults`` (names and types) and return them converted."""
-    out = {}
-    for key, value in changes.items():
-        if key not in defaults:
-            raise ConfigError(f"{owner} has no option {key!r}; its options are: {', '.join(sorted(defaults))}")
-        out[key] = _coerce(f"{owner}.{key}", defaults[key], value)
-    return out
-
-
-def _coerce(name: str, default: Any, value: Any) -> Any:
-    if isinstance(value, str) and not isinstance(default, str):
-        value = parse_value(value)
-    if default is None or value is None:
-        return value
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{name} expects true or false, got {value!r}")
-    if isinstance(default, int) and not isinstance(default, bool):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{name} expects an integer, got {value!r}")
-    if isinstance(default, float):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{name} expects a number, got {value!r}")
-    if isinstance(default, (tuple, list)):
-        if isinstance(value, (int, float)):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{name} expects a list, got {value!r}")
-        return tuple(value)
-    if isinstance(default, str) and not isinstance(value, str):
-        raise ConfigError(f"{name} expects a string, got {value!r}")
-    return value
-
-
-def parse_value(text: str) -> Any:
-    """Parse a command-line value: JSON when possible (numbers, true/false, lists), else a string.
-    Comma-separated numbers become a list (``ks=5,10,20``)."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    lowered = text.strip().lower()
-    if lowered in ("true", "yes", "on"):
-        return True
-    if lowered in ("false", "no", "off"):
-        return False
-    if "," in text:
-        return [parse_value(part) for part in text.split(",") if part.strip()]
-    return text
-
-
 def parse_set_options(items: list[str]) -> dict[str, dict[str, Any]]:
     """``["legcf.num_buckets=300", "trainer.lr=3e-3"]`` -> ``{"legcf": {"num_buckets": "300"}, ...}``.
 
-    Values stay strings here; they are converted against each owner's defaults later."""
+    Values stay strings here; they are converted against each owner's declarations later
+    (:func:`lwbench.options.coerce_options`)."""
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         key, sep, value = item.partition("=")

@@ -3,8 +3,8 @@
 A method is two objects:
 
 * a :class:`Method` (registered by name with :func:`lwbench.registry.register`) that declares its
-  options, sizes itself to a budget (:meth:`Method.configure`), predicts its parameter count for the
-  plan, lists its training stages, and builds
+  options (:class:`lwbench.options.Option`), sizes itself to a budget (:meth:`Method.configure`),
+  predicts its parameter count for the plan, lists its training stages, and builds
 * an :class:`EmbeddingModule`: the trainable part. It produces the layer-0 rows ``X_0`` (entity rows,
   plus any virtual nodes such as meta-embeddings), the graph they propagate over, and reacts to the
   trainer through hooks (assignment refreshes, pruning targets, stage hand-offs, auxiliary losses).
@@ -14,6 +14,7 @@ something the hooks do not offer, extend the hooks for everyone.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -108,7 +109,7 @@ class BuildContext:
     interactions: Interactions
     graph: SymmetricGraph           # LightGCN-normalized user-item adjacency on the device
     device: torch.device
-    options: dict                   # resolved options (after configure)
+    options: dict                   # resolved option values (after configure)
     seed: int                       # the first stage's seed, which the module's initialization draws from
     cache_dir: Path                 # for reusable artefacts (e.g. METIS partitions)
 
@@ -196,14 +197,18 @@ class EmbeddingModule(nn.Module):
         pass
 
     # --- accounting ------------------------------------------------------------------------------
-    def param_count(self) -> ParamCount:
-        """Counts in both conventions of methods.md 2.1 for the current state of the module."""
+    def inference_state(self) -> InferenceState:
+        """The tensors a deployment keeps to form layer-0 rows, as they would be stored: the one
+        statement of the module's size, from which :meth:`param_count` derives."""
         raise NotImplementedError
 
-    def inference_state(self) -> InferenceState:
-        """The tensors a deployment keeps to form layer-0 rows, as they would be stored. The contract
-        tests recount :meth:`param_count` from these, so both must describe the same storage."""
-        raise NotImplementedError
+    def param_count(self) -> ParamCount:
+        """Counts in both conventions of methods.md 2.1 for the current state of the module, derived
+        from :meth:`inference_state`: storage is its inventory; Table 3 counts its float values and its
+        codes as float32 equivalents (``ceil(bits / 32)``), never its integer indices. Override only
+        where a method's Table-3 convention leaves out something it stores, keeping the inventory."""
+        floats, ints, bits = self.inference_state().counts()
+        return ParamCount(table3=floats + math.ceil(bits / 32), float_values=floats, int_indices=ints, code_bits=bits)
 
 
 class Method:
@@ -211,7 +216,8 @@ class Method:
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
-    options: ClassVar[dict[str, Any]] = {}          # option -> default (its type is the option's type)
+    # option name -> lwbench.options.Option (type, default, choices or range, help), or a bare default
+    options: ClassVar[dict[str, Any]] = {}
     trainer_defaults: ClassVar[dict[str, Any]] = {}  # trainer settings this method changes by default
     budgeted: ClassVar[bool] = True                  # False: the method ignores budgets (UD)
     # True: the count is reached by pruning during training (PEP, CERP, magnitude pruning), so
@@ -226,7 +232,10 @@ class Method:
     def configure(self, options: dict, budget: int | None, stats: DatasetStats) -> dict:
         """Return the options with the budget-dependent knobs filled in, such that
         ``planned_count(...).table3 <= budget``; raise :class:`BudgetError` (saying the smallest
-        budget supported) when that is impossible."""
+        budget supported) when that is impossible. ``options`` arrive resolved
+        (:func:`lwbench.options.resolve`): every value already has its declared type, choices and
+        range, so only checks across options (or against the dataset) belong here, raising
+        :class:`lwbench.options.ConfigError`."""
         if self.budgeted:
             raise NotImplementedError(f"method {self.name!r} is budgeted but does not implement configure()")
         return dict(options)

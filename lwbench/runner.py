@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 
 from lwbench.budget import BudgetError, ParamCount, parse_budget
-from lwbench.config import ConfigError, TrainerConfig, coerce_options, config_hash
+from lwbench.config import ConfigError, TrainerConfig, config_hash
 from lwbench.data.cards import LoadedDataset
 from lwbench.environment import code_version, device_name, library_versions
+from lwbench.options import resolve
 from lwbench.plugin import Method, check_within_budget
 from lwbench.records import load_per_user  # noqa: F401 (a public name: lwbench.runner.load_per_user)
 from lwbench.records import RunRecord, save_per_user, write_failure, write_record
@@ -73,10 +74,8 @@ def resolve_trainer(dataset: LoadedDataset, method: Method, overrides: dict) -> 
 
 
 def resolve_options(dataset: LoadedDataset, method: Method, overrides: dict) -> dict:
-    options = dict(method.options)
-    for layer in ((dataset.card.methods.get(method.name, {}) if dataset.card else {}), overrides):
-        options.update(coerce_options(method.name, method.options, layer))
-    return options
+    """The method's declared defaults -> dataset card -> command line, each value converted and checked."""
+    return resolve(method, dataset.card.methods.get(method.name, {}) if dataset.card else {}, overrides)
 
 
 def check_owners(owners: list[str], methods: list[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +110,20 @@ def count_stage_epochs(monkeypatch):
 
     monkeypatch.setattr(Trainer, "train_epoch", counting)
     return trained
+
+
+@pytest.fixture
+def isolated_registry():
+    """The method registry as it was, restored after the test, so that a method the test registers (or a
+    plugin module it loads) is not seen by other tests. Built-ins are discovered first, so that they are
+    part of what is restored."""
+    from lwbench import registry
+    registry.discover()
+    methods, discovered, modules = dict(registry._REGISTRY), registry._discovered, set(sys.modules)
+    yield
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(methods)
+    registry._discovered = discovered
+    for name in set(sys.modules) - modules:
+        if name.startswith("lwbench_plugins."):
+            del sys.modules[name]

@@ -22,6 +22,7 @@ from lwbench.data.cards import available_cards, load_dataset
 from lwbench.evaluate import Evaluator
 from lwbench.training.graph import normalized_adjacency
 from lwbench.plugin import FIXED, UPDATE, BuildContext, Stage
+from lwbench.options import resolve
 from lwbench.registry import get_method
 from lwbench.training.trainer import Trainer
 
@@ -31,7 +32,7 @@ FINE = Stage("fine", two_phase=True)
 
 def configured(toy, **options):
     method = get_method("c2f")
-    return method.configure({**method.options, **SMALL, **options}, None, toy.stats())
+    return method.configure(resolve(method, SMALL, options), None, toy.stats())
 
 
 def build_module(toy, tmp_path, seed=0, **options) -> CoarseToFineTable:
@@ -129,7 +130,7 @@ def test_released_configuration_fits_500buckets_on_every_dataset_card(card):
         (card.generator["n_users"], card.generator["n_items"])
     stats = DatasetStats(name=card.name, n_users=n_users, n_items=n_items, n_train=1)
     budget = parse_budget("500buckets", n_users, n_items)
-    options = method.configure({**method.options, **card.methods.get("c2f", {})}, budget, stats)
+    options = method.configure(resolve(method, card.methods.get("c2f", {})), budget, stats)
     assert (options["coarse_buckets"], options["fine_buckets"], options["coarse_topk"], options["fine_topk"]) == \
         (300, 100, 2, 4)
     count = method.planned_count(options, stats)
@@ -146,49 +147,49 @@ def test_budget_scaling_keeps_the_ratio_and_fails_below_the_smallest_configurati
     count = lambda c, r: c * 128 + 2 * n + r * 128 + 4 * c  # noqa: E731
 
     budget = parse_budget("200buckets", 29858, 40981)
-    options = method.configure(dict(method.options), budget, stats)
+    options = method.configure(resolve(method), budget, stats)
     c, r = options["coarse_buckets"], options["fine_buckets"]
     assert r == c * 100 // 300 and count(c, r) <= budget < count(c + 1, (c + 1) * 100 // 300)
     assert method.planned_count(options, stats).table3 == count(c, r)
     with pytest.raises(BudgetError, match=f"at least {count(300, 100)}"):
-        method.configure({**method.options, "scale_to_budget": False}, budget, stats)
+        method.configure(resolve(method, {"scale_to_budget": False}), budget, stats)
     smallest = count(12, 4)                                  # t^r = 4 fine rows need m^c = 12 at 3:1
-    assert method.configure(dict(method.options), smallest, stats)["coarse_buckets"] == 12
+    assert method.configure(resolve(method), smallest, stats)["coarse_buckets"] == 12
     with pytest.raises(BudgetError, match=f"at least {smallest} parameters"):
-        method.configure(dict(method.options), smallest - 1, stats)
+        method.configure(resolve(method), smallest - 1, stats)
 
 
 def test_paper_best_profile_is_per_dataset_and_refuses_conflicts():
     method = get_method("c2f")
     for name, expected in (("gowalla", (3.0, 0.5, 5)), ("yelp2020", (3.0, 0.3, 3))):
         stats = DatasetStats(name=name, n_users=29858, n_items=40981, n_train=1)
-        options = method.configure({**method.options, "profile": "paper_best"}, None, stats)
+        options = method.configure(resolve(method, {"profile": "paper_best"}), None, stats)
         assert (options["threshold"], options["gate"], options["fine_topk"]) == expected
         assert method.configure(options, None, stats) == options             # idempotent
     gowalla = DatasetStats(name="gowalla", n_users=29858, n_items=40981, n_train=1)
-    assert method.planned_count(method.configure({**method.options, "profile": "paper_best"}, None, gowalla),
+    assert method.planned_count(method.configure(resolve(method, {"profile": "paper_best"}), None, gowalla),
                                 gowalla).table3 == 194378                     # t^r = 5 (methods.md 2.1)
     with pytest.raises(ConfigError, match="conflicts"):
-        method.configure({**method.options, "profile": "paper_best", "gate": 0.7}, None, gowalla)
+        method.configure(resolve(method, {"profile": "paper_best", "gate": 0.7}), None, gowalla)
     with pytest.raises(ConfigError, match="gowalla, yelp2020 only"):
-        method.configure({**method.options, "profile": "paper_best"}, None,
+        method.configure(resolve(method, {"profile": "paper_best"}), None,
                          DatasetStats(name="amazon-book", n_users=5, n_items=5, n_train=1))
 
 
 def test_stages_share_the_coarse_stage_by_its_options_and_seed():
     method = get_method("c2f")
-    coarse, fine = method.stages(dict(method.options))
+    coarse, fine = method.stages(resolve(method))
     assert (coarse.name, coarse.two_phase, coarse.seed, coarse.start_from_best) == ("coarse", True, 2024, False)
     assert coarse.shared == {"coarse_buckets": 300, "coarse_topk": 2, "coarse_anchor_weight": 0.5, "dim": 128}
     assert (fine.name, fine.two_phase, fine.start_from_best, fine.shared) == ("fine", True, True, None)
     assert fine.trainer == {"lr": 3e-3, "batch_size": 32768}
-    assert method.stages({**method.options, "coarse_seed": -1})[0].seed is None      # the run's seed
+    assert method.stages(resolve(method, {"coarse_seed": -1}))[0].seed is None      # the run's seed
     # Fine-stage knobs leave the coarse stage (its key) unchanged.
-    other = {**method.options, "variant": "paper", "ablation": "D", "threshold": 3.0, "fine_buckets": 40}
+    other = resolve(method, {"variant": "paper", "ablation": "D", "threshold": 3.0, "fine_buckets": 40})
     assert method.stages(other)[0] == coarse
-    assert method.stages({**method.options, "fine_layers": 4})[1].trainer["layers"] == 4
+    assert method.stages(resolve(method, {"fine_layers": 4}))[1].trainer["layers"] == 4
     # Labels (summary tables group by them) tell the protocols and switches apart.
-    assert method.label(dict(method.options)) == "c2f"
+    assert method.label(resolve(method)) == "c2f"
     assert method.label({**other, "coarse_seed": -1}) == "c2f-paper-caseD-coarse-per-seed"
 
 
@@ -360,7 +361,7 @@ TOY_OPTIONS = {**SMALL, "fine_lr": 1e-1, "fine_batch_size": 4096}
 
 def c2f_trainer(data, tmp_path, name, seed=1, config=TOY_CONFIG, **options):
     method = get_method("c2f")
-    options = method.configure({**method.options, **TOY_OPTIONS, **options}, None, data.stats())
+    options = method.configure(resolve(method, TOY_OPTIONS, options), None, data.stats())
     return Trainer(method, options, data, config, seed=seed, device="cpu", work_dir=tmp_path / name,
                    cache_dir=tmp_path / "cache", show_progress=False, log=lambda m: None)
 

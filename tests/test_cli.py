@@ -63,18 +63,6 @@ def plugin_dir(tmp_path):
 
 
 @pytest.fixture
-def isolated_registry(monkeypatch):
-    """Plugins loaded by a test stay in that test: the registry is restored and rediscovered afterwards."""
-    registry.discover()
-    saved = dict(registry._REGISTRY)
-    yield
-    registry._REGISTRY.clear()
-    registry._REGISTRY.update(saved)
-    for name in [m for m in sys.modules if m.startswith("lwbench_plugins.")]:
-        del sys.modules[name]
-
-
-@pytest.fixture
 def run(capsys, monkeypatch, isolated_registry):
     """``run(args, cwd, plugins=None)``: ``main(args)`` in this process, as ``run_bench.py`` would run it."""
     def invoke(args, cwd, plugins=None):
@@ -186,3 +174,14 @@ def test_code_version_outside_a_checkout_is_the_installed_version(tmp_path, monk
         assert environment.code_version() == f"lwbench {version('lwbench')} (installed)"
     finally:
         environment.code_version.cache_clear()
+
+
+def test_list_verbose_shows_every_option_with_its_default_and_choices(tmp_path, run):
+    result = run(["--list", "--verbose"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    from lwbench.registry import get_method, method_names
+    for name in method_names():
+        for option in get_method(name).options:
+            assert f"      {option} (" in result.stdout, (name, option)
+    assert "mode (str, default 'vq', one of vq, sx)" in result.stdout
+    assert "dim (int, default 128, at least 1)" in result.stdout

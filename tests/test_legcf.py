@@ -17,13 +17,14 @@ from lwbench.evaluate import Evaluator
 from lwbench.training.graph import normalized_adjacency
 from lwbench.methods.common.meta_embedding import MetaEmbeddingTable
 from lwbench.plugin import FIXED, UPDATE, BuildContext, Step
+from lwbench.options import resolve
 from lwbench.registry import get_method
 from lwbench.training.trainer import Trainer
 
 
 def build_module(toy, tmp_path, seed=0, **options):
     method = get_method("legcf")
-    options = method.configure({**method.options, **options}, None, toy.stats())
+    options = method.configure(resolve(method, options), None, toy.stats())
     ctx = BuildContext(interactions=toy, graph=normalized_adjacency(toy.train), device=torch.device("cpu"),
                        options=options, seed=seed, cache_dir=tmp_path / "cache")
     return method.build(ctx)
@@ -223,30 +224,30 @@ def test_500buckets_gives_the_paper_configuration(n_users, n_items, table3):
     method = get_method("legcf")
     stats = DatasetStats(name="paper", n_users=n_users, n_items=n_items, n_train=1)
     budget = parse_budget("500buckets", n_users, n_items)
-    options = method.configure(dict(method.options), budget, stats)
+    options = method.configure(resolve(method), budget, stats)
     assert (options["num_buckets"], options["buckets_per_entity"]) == (500, 2)
     count = method.planned_count(options, stats)
     assert count.table3 == table3 <= budget
     assert count.int_indices == 2 * (n_users + n_items) and count.float_values == table3
     assert method.planned_count({**options, "num_buckets": 501}, stats).table3 > budget   # the largest m
     with pytest.raises(BudgetError, match="at most 500"):
-        method.configure({**method.options, "num_buckets": 501}, budget, stats)
-    assert method.configure({**method.options, "num_buckets": 300}, budget, stats)["num_buckets"] == 300
+        method.configure(resolve(method, {"num_buckets": 501}), budget, stats)
+    assert method.configure(resolve(method, {"num_buckets": 300}), budget, stats)["num_buckets"] == 300
 
 
 def test_budget_below_the_minimum_says_what_the_minimum_is():
     method = get_method("legcf")
     stats = DatasetStats(name="paper", n_users=29858, n_items=40981, n_train=1)
     minimum = 2 * 128 + 2 * 70839
-    assert method.configure(dict(method.options), minimum, stats)["num_buckets"] == 2
+    assert method.configure(resolve(method), minimum, stats)["num_buckets"] == 2
     with pytest.raises(BudgetError, match=f"at least {minimum} parameters"):
-        method.configure(dict(method.options), minimum - 1, stats)
+        method.configure(resolve(method), minimum - 1, stats)
 
 
 # --- training --------------------------------------------------------------------------------------
 def legcf_trainer(data, options, config, work, seed=3):
     method = get_method("legcf")
-    options = method.configure({**method.options, **options}, None, data.stats())
+    options = method.configure(resolve(method, options), None, data.stats())
     return Trainer(method, options, data, config, seed=seed, device="cpu", work_dir=work,
                    cache_dir=work.parent / "cache", show_progress=False, log=lambda m: None)
 

@@ -1,8 +1,11 @@
 """Contract tests run for every registered method, so a new plugin is covered automatically:
 it sizes itself to generous, 500buckets-equivalent and tight budgets (or refuses with a message
-saying what it needs), its built module's count matches the plan and the budget (a pruning method's
-after training), and it trains and evaluates for an epoch per stage."""
+saying what it needs), its built module's count equals the plan (a pruning method's: at most the plan
+after training) and the budget, it trains and evaluates for an epoch per stage, and its option
+defaults satisfy their declarations. The example plugin of docs/adding-a-method.md runs through the
+same checks."""
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +14,8 @@ from lwbench.budget import BudgetError, parse_budget
 from lwbench.config import TrainerConfig
 from lwbench.training.graph import normalized_adjacency
 from lwbench.plugin import BuildContext, Method
+from lwbench.options import coerce_options, defaults, describe_options, resolve
+from lwbench import registry
 from lwbench.registry import get_method, method_names, register
 from lwbench.training.trainer import Trainer
 
@@ -22,7 +27,7 @@ PLUGINS = [name for name in method_names() if not name.startswith("test-")]  # "
 def configured(name, budget_text, toy, overrides=None):
     method = get_method(name)
     budget = parse_budget(budget_text, toy.n_users, toy.n_items)
-    options = method.configure({**method.options, **(overrides or {})}, budget if method.budgeted else None,
+    options = method.configure(resolve(method, overrides or {}), budget if method.budgeted else None,
                                toy.stats())
     return method, budget, options
 
@@ -36,15 +41,15 @@ def stated_minimum(message):
 
 def fits(method, budget, toy):
     try:
-        method.configure(dict(method.options), budget, toy.stats())
+        method.configure(resolve(method), budget, toy.stats())
     except BudgetError:
         return False
     return True
 
 
-@pytest.mark.parametrize("budget_text", BUDGETS)
-@pytest.mark.parametrize("name", PLUGINS)
-def test_count_fits_budget_and_matches_built_module(name, budget_text, toy):
+def check_sizing_and_built_count(name, budget_text, toy):
+    """The method fits the budget (or refuses the tight one naming the exact smallest budget it fits),
+    and the freshly built module's count is the plan's (a pruning method's dense tables: at least it)."""
     try:
         method, budget, options = configured(name, budget_text, toy)
     except BudgetError as exc:
@@ -65,6 +70,7 @@ def test_count_fits_budget_and_matches_built_module(name, budget_text, toy):
         assert module.param_count().table3 >= planned.table3
     else:
         assert module.param_count().table3 == planned.table3
+        assert module.param_count() == planned, "the plan's storage inventory must be the built module's"
     assert module.layer0().shape[0] >= toy.n_entities
     assert_count_matches_kept_tensors(module)
 
@@ -76,8 +82,9 @@ def assert_count_matches_kept_tensors(module):
     assert (count.float_values, count.int_indices, count.code_bits) == (floats, ints, bits)
 
 
-@pytest.mark.parametrize("name", PLUGINS)
-def test_trains_one_epoch_and_evaluates(name, toy, tmp_path):
+def check_training(name, toy, tmp_path):
+    """One epoch per stage (under the method's smoke options) trains, evaluates, and leaves a module
+    whose count is the plan's (a pruning method's: at most the plan's)."""
     method, budget, options = configured(name, "500buckets", toy, get_method(name).smoke_options)
     config = TrainerConfig(max_epochs=1, eval_every=1, batch_size=4096, layers=2)  # caps every stage
     trainer = Trainer(method, options, toy, config, seed=1, device="cpu", work_dir=tmp_path / "w",
@@ -88,9 +95,59 @@ def test_trains_one_epoch_and_evaluates(name, toy, tmp_path):
     assert_count_matches_kept_tensors(trainer.module)  # after training (pruning changes counts)
     if method.budgeted:
         assert trainer.module.param_count().table3 <= budget
+    planned, trained = method.planned_count(options, toy.stats()), trainer.module.param_count()
+    if method.prunes:
+        assert trained.table3 <= planned.table3 and trained.storage_bytes <= planned.storage_bytes
+    else:
+        assert trained == planned
 
 
-def test_registry_rejects_duplicates_and_non_methods():
+def check_declarations(name):
+    """Every default satisfies its own declaration, and --list --verbose describes every option."""
+    method = get_method(name)
+    assert coerce_options(name, method.options, defaults(method)) == defaults(method)
+    described = describe_options(method).splitlines()
+    assert [line.split(" (")[0] for line in described] == list(method.options)
+
+
+@pytest.mark.parametrize("budget_text", BUDGETS)
+@pytest.mark.parametrize("name", PLUGINS)
+def test_count_fits_budget_and_matches_built_module(name, budget_text, toy):
+    check_sizing_and_built_count(name, budget_text, toy)
+
+
+@pytest.mark.parametrize("name", PLUGINS)
+def test_trains_one_epoch_and_evaluates(name, toy, tmp_path):
+    check_training(name, toy, tmp_path)
+
+
+@pytest.mark.parametrize("name", PLUGINS)
+def test_options_are_declared_consistently(name):
+    check_declarations(name)
+
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "adding-a-method.md"
+
+
+def test_the_documented_example_plugin_passes_the_contract(tmp_path, monkeypatch, toy, isolated_registry):
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+    assert len(blocks) == 1, "docs/adding-a-method.md holds one complete plugin"
+    folder = tmp_path / "my_methods"
+    folder.mkdir()
+    (folder / "doc_example.py").write_text(blocks[0])
+    before = set(method_names())
+    monkeypatch.setenv("LWBENCH_PLUGINS", str(folder))
+    registry._discovered = False
+    added = set(method_names()) - before
+    assert len(added) == 1, added
+    name = added.pop()
+    check_declarations(name)
+    for budget_text in BUDGETS:
+        check_sizing_and_built_count(name, budget_text, toy)
+    check_training(name, toy, tmp_path)
+
+
+def test_registry_rejects_duplicates_and_non_methods(isolated_registry):
     with pytest.raises(TypeError):
         register(object)
 

@@ -12,6 +12,7 @@ from lwbench.config import TrainerConfig
 from lwbench.data.interactions import DatasetStats
 from lwbench.training.graph import normalized_adjacency
 from lwbench.plugin import BuildContext
+from lwbench.options import resolve
 from lwbench.registry import get_method
 from lwbench.training.trainer import Trainer
 
@@ -27,7 +28,7 @@ def test_counts_equal_the_budget_table(dataset):
     stats = DatasetStats(dataset, users, items, 0)
     for name, expected in (("dpq", dpq_count), ("mgqe", mgqe_count)):
         method = get_method(name)
-        options = method.with_k(dict(method.options), 256)
+        options = method.with_k(resolve(method), 256)
         assert method.planned_count(options, stats).table3 == expected, name
     # independently: K*d floats + codes as bits/32 (ceil), head = floor(10%) of users plus of items
     head = users // 10 + items // 10
@@ -41,16 +42,16 @@ def test_sizing_takes_the_largest_codebook_that_fits(name, dataset):
     stats = DatasetStats(dataset, users, items, 0)
     budget = parse_budget("500buckets", users, items)
     method = get_method(name)
-    options = method.configure(dict(method.options), budget, stats)
+    options = method.configure(resolve(method), budget, stats)
     assert method.planned_count(options, stats).table3 <= budget
-    bigger = method.with_k(dict(method.options), options["k"] + 1)
+    bigger = method.with_k(resolve(method), options["k"] + 1)
     assert method.planned_count(bigger, stats).table3 > budget
 
 
 def build(name, toy, **overrides):
     method = get_method(name)
     budget = parse_budget("10%", toy.n_users, toy.n_items)
-    options = method.configure({**method.options, **overrides}, budget, toy.stats())
+    options = method.configure(resolve(method, overrides), budget, toy.stats())
     torch.manual_seed(0)
     ctx = BuildContext(interactions=toy, graph=normalized_adjacency(toy.train), device=torch.device("cpu"),
                        options=options, seed=0, cache_dir=None)
@@ -92,7 +93,7 @@ def test_folded_batch_norm_equals_a_dense_reference(toy, mode):
 def test_codes_in_range_and_evaluation_uses_the_stored_codes(toy, tmp_path, mode):
     method = get_method("mgqe")
     budget = parse_budget("10%", toy.n_users, toy.n_items)
-    options = method.configure({**method.options, "mode": mode}, budget, toy.stats())
+    options = method.configure(resolve(method, {"mode": mode}), budget, toy.stats())
     config = TrainerConfig(max_epochs=2, eval_every=1, batch_size=2048, layers=2)
     trainer = Trainer(method, options, toy, config, seed=3, device="cpu", work_dir=tmp_path / "w",
                       cache_dir=tmp_path / "c", show_progress=False, log=lambda m: None)

@@ -11,6 +11,7 @@ from lwbench.config import TrainerConfig
 from lwbench.training.graph import normalized_adjacency
 from lwbench.plugin import BuildContext, Stage, Step
 from lwbench.methods.common.pruning import ThresholdPruned, soft_threshold
+from lwbench.options import resolve
 from lwbench.registry import get_method
 from lwbench.training.trainer import Trainer
 
@@ -25,7 +26,7 @@ SEARCH = {"pep": ("50%", {"threshold_init": -4.0, "threshold_lr": 0.01}),
 def configured(name, toy, budget_text, **overrides):
     method = get_method(name)
     budget = parse_budget(budget_text, toy.n_users, toy.n_items)
-    return method, method.configure({**method.options, **overrides}, budget, toy.stats())
+    return method, method.configure(resolve(method, overrides), budget, toy.stats())
 
 
 def built(name, toy, budget_text="50%", **overrides):

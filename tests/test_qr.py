@@ -10,6 +10,7 @@ from lwbench.budget import BudgetError, parse_budget
 from lwbench.data.interactions import DatasetStats
 from lwbench.training.graph import normalized_adjacency
 from lwbench.plugin import BuildContext
+from lwbench.options import resolve
 from lwbench.registry import get_method
 
 # methods.md 2.2: (users, items) -> (b, q, count) at the 500-bucket budget
@@ -24,7 +25,7 @@ def test_remainder_size_matches_the_budget_table(dataset):
     stats = DatasetStats(dataset, users, items, 0)
     budget = parse_budget("500buckets", users, items)
     method = get_method("qr")
-    options = method.configure(dict(method.options), budget, stats)
+    options = method.configure(resolve(method), budget, stats)
     assert options["buckets"] == b and math.ceil((users + items) / b) == q
     assert method.planned_count(options, stats).table3 == count <= budget
     # brute force: no larger remainder size fits
@@ -35,7 +36,7 @@ def test_remainder_size_matches_the_budget_table(dataset):
 def build(toy, budget_text="10%", **overrides):
     method = get_method("qr")
     budget = parse_budget(budget_text, toy.n_users, toy.n_items)
-    options = method.configure({**method.options, **overrides}, budget, toy.stats())
+    options = method.configure(resolve(method, overrides), budget, toy.stats())
     torch.manual_seed(0)
     ctx = BuildContext(interactions=toy, graph=normalized_adjacency(toy.train), device=torch.device("cpu"),
                        options=options, seed=0, cache_dir=None)
@@ -73,7 +74,7 @@ def test_mult_composition_by_hand(toy):
 def test_per_type_split_stores_the_most_values_within_budget(toy):
     method = get_method("qr")
     budget = parse_budget("20%", toy.n_users, toy.n_items)
-    options = method.configure({**method.options, "per_type": True}, budget, toy.stats())
+    options = method.configure(resolve(method, {"per_type": True}), budget, toy.stats())
     chosen = method.planned_count(options, toy.stats()).table3
     rows = budget // 128
     best = max((bu + math.ceil(toy.n_users / bu) + bi + math.ceil(toy.n_items / bi)) * 128
@@ -86,5 +87,5 @@ def test_budget_below_the_smallest_qr_is_refused_with_its_minimum(toy):
     method = get_method("qr")
     smallest = min(b + math.ceil(toy.n_entities / b) for b in range(1, toy.n_entities + 1)) * 128
     with pytest.raises(BudgetError, match=f"smallest budget it supports is {smallest}"):
-        method.configure(dict(method.options), smallest - 1, toy.stats())
-    assert method.configure(dict(method.options), smallest, toy.stats())["buckets"] > 0
+        method.configure(resolve(method), smallest - 1, toy.stats())
+    assert method.configure(resolve(method), smallest, toy.stats())["buckets"] > 0

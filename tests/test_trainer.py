@@ -10,6 +10,7 @@ from lwbench.budget import ParamCount
 from lwbench.config import TrainerConfig
 from lwbench.data.cards import load_dataset
 from lwbench.evaluate import Evaluator
+from lwbench.options import resolve
 from lwbench.plugin import FIXED, UPDATE, EmbeddingModule, Method, Stage
 from lwbench.registry import get_method, register
 from lwbench.training.trainer import Trainer
@@ -67,7 +68,7 @@ CFG = TrainerConfig(max_epochs=40, eval_every=1, patience_fixed=3, patience_upda
 
 
 def make_trainer(method, data, tmp_path, name, seed=5, config=CFG):
-    return Trainer(method, dict(method.options), data, config, seed=seed, device="cpu",
+    return Trainer(method, resolve(method), data, config, seed=seed, device="cpu",
                    work_dir=tmp_path / name, cache_dir=tmp_path / "cache", show_progress=False, log=lambda m: None)
 
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from lwbench.budget import BudgetError
-from lwbench.config import ConfigError
+from lwbench.options import TO_BUDGET, Option
 from lwbench.plugin import BuildContext, Method, Stage, Step
 from lwbench.methods.common.pruning import PrunableTable, ThresholdPruned, pruning_target, sparse_count
 from lwbench.registry import register
@@ -89,9 +89,21 @@ class CERPTables(ThresholdPruned):
 class CERP(Method):
     name = "cerp"
     description = "two soft-threshold-pruned meta tables composed per entity (regularized pruning), then retraining"
-    options = {"dim": 128, "combine": "add", "sparsity": 0.5, "buckets": 0, "target_nnz": 0,
-               "threshold_init": -100.0, "threshold_lr": 1e-2, "gamma_init": 1.0, "gamma_decay": 0.5,
-               "eta": 100.0, "search_epochs": 50, "legacy_group_bpr": False}
+    options = {
+        "dim": Option(128, min=1, help="embedding dimension d (each table d/2 wide with combine=concat)"),
+        "combine": Option("add", choices=COMBINES, help="how the two meta rows compose an entity"),
+        "sparsity": Option(0.5, min=0, below=1, help="nominal fraction of pruned values that sizes b"),
+        "buckets": Option(0, min=1, special=TO_BUDGET, help="rows b of each meta table"),
+        "target_nnz": Option(0, min=1, special=TO_BUDGET, help="stored values to prune down to"),
+        "threshold_init": Option(-100.0, help="initial threshold s (the threshold in use is sigmoid(s))"),
+        "threshold_lr": Option(1e-2, above=0, help="learning rate of the thresholds' optimizer group"),
+        "gamma_init": Option(1.0, min=0, help="initial weight gamma of the regularized-pruning loss"),
+        "gamma_decay": Option(0.5, min=0, max=1, help="factor applied to gamma after every prune epoch"),
+        "eta": Option(100.0, above=0, help="slope of tanh in the pruning loss"),
+        "search_epochs": Option(50, min=1,
+                                help="epochs the prune stage may take to reach the target (or the run fails)"),
+        "legacy_group_bpr": Option(False, help="the official per-user-group BPR (not implemented)"),
+    }
     prunes = True
     # A fast threshold clock, and no pruning loss (while gamma is large its gradient holds the thresholds
     # down, for longer than a one-epoch smoke test): every target is reached within one toy epoch.
@@ -103,10 +115,6 @@ class CERP(Method):
                 "cerp.legacy_group_bpr is not implemented: the official per-user-group BPR (1 positive vs 5 "
                 "negatives, summed over negatives) needs group-aligned batches that the common sampler does not "
                 "produce; CERP trains with the common trainer's BPR (methods.md 6, lwbench adaptation)")
-        if options["combine"] not in COMBINES:
-            raise ConfigError(f"cerp.combine must be one of {', '.join(COMBINES)}, got {options['combine']!r}")
-        if not 0.0 <= options["sparsity"] < 1.0:
-            raise ConfigError(f"cerp.sparsity must be in [0, 1), got {options['sparsity']}")
         width = table_width(options)
         n = stats.n_entities
         least = smallest_unique_buckets(n)

@@ -6,22 +6,16 @@ by least squares in the UPDATE phase. The module is :class:`lwbench.methods.comm
 (shared with C2F's coarse stage); this file sizes it to the budget and declares its options and
 trainer defaults.
 
-Options:
-
-* ``num_buckets`` (m): 0 = the largest m with ``m*d + t*N <= budget`` (500buckets gives 500);
-* ``buckets_per_entity`` (t, default 2);
-* ``anchor_weight`` (w*, default 0.9): the official LEGCF code hard-codes 0.9 and ignores its command
-  line; the README's per-dataset values are Gowalla 0.5, Yelp2020 0.6, Amazon-book 0.9, e.g.
-  ``--set legcf.anchor_weight=0.5`` (C2F's coarse stage hard-codes 0.5);
-* ``assignment_init``: ``metis`` (default) or ``random`` (uniform random anchor, methods.md 7.2 step 4);
-* ``meta_init``: ``normal`` (N(0,1), the code) or ``xavier`` (Xavier-uniform, the paper's text);
-* ``assignment_update_frequency``: ``every-epoch`` (default), ``only-once``, ``every-K-epochs``.
+``anchor_weight`` (w*) defaults to 0.9 because the official LEGCF code hard-codes 0.9 and ignores its
+command line; the README's per-dataset values are Gowalla 0.5, Yelp2020 0.6, Amazon-book 0.9, e.g.
+``--set legcf.anchor_weight=0.5`` (C2F's coarse stage hard-codes 0.5). ``meta_init=normal`` is the
+code's N(0, 1); ``xavier`` is the paper's text.
 """
 from __future__ import annotations
 
 from lwbench.methods.common.assignment import RefreshSchedule
 from lwbench.budget import BudgetError, ParamCount
-from lwbench.config import ConfigError
+from lwbench.options import TO_BUDGET, ConfigError, Option
 from lwbench.methods.common.meta_embedding import ASSIGNMENT_INITS, META_INITS, MetaEmbeddingTable, meta_embedding_count
 from lwbench.plugin import BuildContext, Method, Stage
 from lwbench.registry import register
@@ -31,8 +25,18 @@ from lwbench.registry import register
 class LEGCF(Method):
     name = "legcf"
     description = "meta-embeddings as graph nodes, sparse METIS-initialised assignment refreshed by pinv (SIGIR'24)"
-    options = {"num_buckets": 0, "buckets_per_entity": 2, "dim": 128, "anchor_weight": 0.9,
-               "assignment_init": "metis", "meta_init": "normal", "assignment_update_frequency": "every-epoch"}
+    options = {
+        "num_buckets": Option(0, min=1, special=TO_BUDGET,
+                              help="meta-embeddings m (sized: the largest m with m*d + t*N <= budget)"),
+        "buckets_per_entity": Option(2, min=1, help="meta-embeddings t combined per entity"),
+        "dim": Option(128, min=1, help="embedding dimension d"),
+        "anchor_weight": Option(0.9, min=0, max=1, help="w*: the initial weight of the entity's own METIS part"),
+        "assignment_init": Option("metis", choices=ASSIGNMENT_INITS,
+                                  help="anchor part of each entity: its METIS part, or uniform at random"),
+        "meta_init": Option("normal", choices=META_INITS, help="initialization of the meta-embeddings"),
+        "assignment_update_frequency": Option("every-epoch",
+                                              help=f"UPDATE-phase refreshes of S: {RefreshSchedule.CHOICES}"),
+    }
     # methods.md 7.4 / 10.1 (set_parse.py defaults with the README's l2 factor 5).
     trainer_defaults = {"batch_size": 2048, "lr": 1e-3, "l2_factor": 5.0, "eval_every": 1,
                         "patience_fixed": 10, "patience_update": 10, "max_epochs": 1000}
@@ -61,17 +65,11 @@ class LEGCF(Method):
 
     @staticmethod
     def _validate(options: dict) -> None:
+        """What the declarations cannot say: num_buckets against buckets_per_entity, and the schedule's format."""
         per_row, requested = options["buckets_per_entity"], options["num_buckets"]
-        if per_row < 1 or options["dim"] < 1 or requested < 0:
-            raise ConfigError("legcf.buckets_per_entity and legcf.dim must be at least 1, legcf.num_buckets at least 0")
         if 0 < requested < per_row:
             raise ConfigError(f"legcf.num_buckets={requested} cannot hold {per_row} distinct meta-embeddings per "
                               "entity; raise num_buckets or lower buckets_per_entity")
-        if not 0.0 <= options["anchor_weight"] <= 1.0:
-            raise ConfigError(f"legcf.anchor_weight must lie in [0, 1], got {options['anchor_weight']}")
-        for key, choices in (("assignment_init", ASSIGNMENT_INITS), ("meta_init", META_INITS)):
-            if options[key] not in choices:
-                raise ConfigError(f"legcf.{key}={options[key]!r} is not one of {', '.join(choices)}")
         try:
             RefreshSchedule.parse(options["assignment_update_frequency"])
         except ValueError as exc:

@@ -9,6 +9,7 @@ to beat. The table is stored sparsely: its values plus one position per value (m
 import torch
 
 from lwbench.budget import ParamCount
+from lwbench.options import TO_BUDGET, Option
 from lwbench.plugin import BuildContext, Method, Stage
 from lwbench.methods.common.pruning import PrunableTable, PrunedEmbedding, largest_magnitudes, pruning_target, sparse_count
 from lwbench.registry import register
@@ -37,7 +38,9 @@ class MagnitudePruned(PrunedEmbedding):
 class MagPrune(Method):
     name = "magprune"
     description = "train a full table, keep its largest entries up to the budget, fine-tune under that mask"
-    options = {"dim": 128, "init_std": 0.1, "target_nnz": 0}
+    options = {"dim": Option(128, min=1, help="embedding dimension d"),
+               "init_std": Option(0.1, above=0, help="standard deviation of the dense table's N(0, std^2) init"),
+               "target_nnz": Option(0, min=1, special=TO_BUDGET, help="largest entries kept for fine-tuning")}
     prunes = True
 
     def configure(self, options: dict, budget: int, stats) -> dict:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from lwbench.budget import ParamCount
-from lwbench.config import ConfigError
+from lwbench.options import TO_BUDGET, Option
 from lwbench.plugin import BuildContext, Method, Stage
 from lwbench.methods.common.pruning import PrunableTable, ThresholdPruned, pruning_target, sparse_count
 from lwbench.registry import register
@@ -55,16 +55,21 @@ class PEPTable(ThresholdPruned):
 class PEP(Method):
     name = "pep"
     description = "soft-threshold pruning of a full table to the budget's density, then retraining under the mask"
-    options = {"dim": 128, "granularity": "feature_dim", "threshold_init": -15.0, "threshold_lr": 1e-3,
-               "search_epochs": 50, "re_init": False, "target_nnz": 0}
+    options = {
+        "dim": Option(128, min=1, help="embedding dimension d"),
+        "granularity": Option("feature_dim", choices=GRANULARITIES,
+                              help="one threshold per table, per column, per entity or per entry"),
+        "threshold_init": Option(-15.0, help="initial threshold s (the threshold in use is sigmoid(s))"),
+        "threshold_lr": Option(1e-3, above=0, help="learning rate of the thresholds' optimizer group"),
+        "search_epochs": Option(50, min=1, help="epochs the search may take to reach the target (or the run fails)"),
+        "re_init": Option(False, help="retrain from a fresh Xavier table instead of rewinding to the initial one"),
+        "target_nnz": Option(0, min=1, special=TO_BUDGET, help="stored values to prune down to"),
+    }
     prunes = True
     # A fast threshold clock: every target is reached within the few steps of one toy epoch.
     smoke_options = {"threshold_init": -4.0, "threshold_lr": 0.2}  # reaches 500buckets on synthetic in 12 steps
 
     def configure(self, options: dict, budget: int, stats) -> dict:
-        if options["granularity"] not in GRANULARITIES:
-            raise ConfigError(f"pep.granularity must be one of {', '.join(GRANULARITIES)}, "
-                              f"got {options['granularity']!r}")
         target = pruning_target("pep", options["target_nnz"], budget, stats.n_entities * options["dim"])
         return {**options, "target_nnz": target}
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from lwbench.budget import BudgetError, ParamCount
-from lwbench.config import ConfigError
+from lwbench.options import TO_BUDGET, ConfigError, Option
 from lwbench.plugin import BuildContext, EmbeddingModule, InferenceState, Method
 from lwbench.registry import register
 
@@ -109,10 +109,6 @@ class QRTables(EmbeddingModule):
                         else torch.cat((q, r), dim=1))
         return torch.cat(rows) if len(rows) > 1 else rows[0]
 
-    def param_count(self) -> ParamCount:
-        values = sum(table.numel() for table in self.tables.values())
-        return ParamCount(table3=values, float_values=values)
-
     def inference_state(self) -> InferenceState:
         # The (quotient, remainder) indices are arithmetic on the entity id: nothing to store.
         return InferenceState(values={name: table.detach() for name, table in self.tables.items()})
@@ -122,14 +118,18 @@ class QRTables(EmbeddingModule):
 class QR(Method):
     name = "qr"
     description = "quotient-remainder compositional embedding: two small tables combined per entity"
-    options = {"dim": 128, "combine": "mult", "init": "xavier", "init_std": 0.3, "per_type": False,
-               "buckets": 0, "user_buckets": 0, "item_buckets": 0}
+    options = {
+        "dim": Option(128, min=1, help="embedding dimension d (each table d/2 wide with combine=concat)"),
+        "combine": Option("mult", choices=COMBINES, help="how the quotient and remainder rows combine"),
+        "init": Option("xavier", choices=INITS, help="Xavier-uniform per table, or N(0, init_std^2)"),
+        "init_std": Option(0.3, above=0, help="standard deviation of init=normal"),
+        "per_type": Option(False, help="separate QR tables for users and for items"),
+        "buckets": Option(0, min=1, special=TO_BUDGET, help="remainder buckets b of the shared tables"),
+        "user_buckets": Option(0, min=1, special=TO_BUDGET, help="remainder buckets of the user tables (per_type)"),
+        "item_buckets": Option(0, min=1, special=TO_BUDGET, help="remainder buckets of the item tables (per_type)"),
+    }
 
     def configure(self, options: dict, budget: int, stats) -> dict:
-        if options["combine"] not in COMBINES:
-            raise ConfigError(f"qr.combine must be one of {', '.join(COMBINES)}, got {options['combine']!r}")
-        if options["init"] not in INITS:
-            raise ConfigError(f"qr.init must be one of {', '.join(INITS)}, got {options['init']!r}")
         if options["combine"] == "concat" and options["dim"] % 2:
             raise ConfigError(f"qr.combine=concat needs an even qr.dim, got {options['dim']}")
         width = self.width(options)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from lwbench.budget import ParamCount
+from lwbench.options import Option
 from lwbench.plugin import BuildContext, EmbeddingModule, InferenceState, Method
 from lwbench.registry import register
 
@@ -18,9 +19,6 @@ class FullTable(EmbeddingModule):
     def layer0(self) -> torch.Tensor:
         return self.table
 
-    def param_count(self) -> ParamCount:
-        return ParamCount(table3=self.table.numel(), float_values=self.table.numel())
-
     def inference_state(self) -> InferenceState:
         return InferenceState(values={"table": self.table.detach()})
 
@@ -29,7 +27,8 @@ class FullTable(EmbeddingModule):
 class UD(Method):
     name = "ud"
     description = "full N x d embedding table (no compression); ignores the budget"
-    options = {"dim": 128, "init_std": 0.1}
+    options = {"dim": Option(128, min=1, help="embedding dimension d"),
+               "init_std": Option(0.1, above=0, help="standard deviation of the N(0, std^2) initialization")}
     budgeted = False
 
     def planned_count(self, options: dict, stats) -> ParamCount:

@@ -13,14 +13,13 @@ Two stages over one module (:class:`lwbench.methods.c2f.module.CoarseToFineTable
 The run's record holds ``checkpoints["coarse/fixed"]``, ``["coarse/update"]``, ``["fine/fixed"]`` and
 ``["fine/update"]``; the reported metrics are ``fine/update`` (Table 4 compares it with ``coarse/update``).
 
-Options (``--set c2f.<option>=<value>``):
+Options (``--set c2f.<option>=<value>``; ``lwbench --list --verbose`` lists them all) that need more than
+their one-line help:
 
-* ``coarse_buckets`` (m^c, 300), ``fine_buckets`` (m^r, 100), ``coarse_topk`` (t^c, 2), ``fine_topk`` (t^r, 4),
-  ``fine_components`` (d^r, 80), ``threshold`` (λ, 1.0), ``gate`` (w_cr, 0.2), ``dim`` (d, 128);
-* ``coarse_anchor_weight`` / ``fine_anchor_weight`` (w* of ``S^c``'s init and of ``S~``; 0.5 / 0.5, both
-  hard-coded in the official code);
+* ``coarse_anchor_weight`` / ``fine_anchor_weight`` (w* of ``S^c``'s init and of ``S~``): both 0.5,
+  hard-coded in the official code;
 * ``variant``: ``code`` (default; the official code, which produced the published numbers) or ``paper``
-  (the paper's equations); the differences are tabulated in ``lwbench/coarse_to_fine.py``;
+  (the paper's equations); the differences are tabulated in :mod:`lwbench.methods.c2f.module`;
 * ``ablation``: ``none`` or Figure 4's cases ``A`` (no coarse selection), ``B`` (no SparsePCA), ``C`` (no
   soft thresholding), ``D`` (no weight bridging), methods.md 11.1;
 * ``profile``: ``released`` (the released fine settings, the default) or ``paper_best`` (the paper's
@@ -32,9 +31,8 @@ Options (``--set c2f.<option>=<value>``):
   paper's protocol (every fine seed starts from the seed-2024 coarse checkpoint, methods.md 12 item 12);
   ``-1`` is the fully seeded protocol (the coarse stage uses the run's seed, one coarse run per seed).
   The fine stage always uses the run's seed;
-* ``fine_lr`` (3e-3), ``fine_batch_size`` (32768), ``fine_layers`` (0 = the run's ``layers``; methods.md
-  12 item 10: the Yelp2020 seed-2025 fine run used 4 layers over a 3-layer coarse stage);
-* ``scale_to_budget`` (true): the budget rule below.
+* ``fine_layers``: the released Yelp2020 seed-2025 fine run used 4 layers over a 3-layer coarse stage
+  (methods.md 12 item 10).
 
 Budget rule (methods.md 2.1, 2.2): the count is ``m^c d + t^c N + m^r d + t^r m^c``. If the configured
 ``(m^c, m^r)`` fits the budget it is kept - the released 300 + 100 fits ``500buckets`` on every dataset
@@ -56,7 +54,7 @@ import math
 from lwbench.budget import BudgetError, ParamCount
 from lwbench.methods.c2f.module import (ABLATIONS, FINE_STAGE, VARIANTS, CoarseToFineTable, FineSettings,
                                     coarse_to_fine_count)
-from lwbench.config import ConfigError
+from lwbench.options import ConfigError, Option
 from lwbench.plugin import BuildContext, Method, Stage
 from lwbench.registry import register
 
@@ -74,10 +72,27 @@ COARSE_OPTIONS = ("coarse_buckets", "coarse_topk", "coarse_anchor_weight", "dim"
 class C2F(Method):
     name = "c2f"
     description = "coarse LEGCF meta-embeddings refined by a sparse fine codebook in a second stage"
-    options = {"coarse_buckets": 300, "fine_buckets": 100, "coarse_topk": 2, "fine_topk": 4, "fine_components": 80,
-               "threshold": 1.0, "gate": 0.2, "ablation": "none", "variant": "code", "profile": "released",
-               "coarse_anchor_weight": 0.5, "fine_anchor_weight": 0.5, "coarse_seed": 2024, "dim": 128,
-               "fine_lr": 3e-3, "fine_batch_size": 32768, "fine_layers": 0, "scale_to_budget": True}
+    options = {
+        "coarse_buckets": Option(300, min=1, help="m^c: coarse meta-embeddings (METIS parts)"),
+        "fine_buckets": Option(100, min=1, help="m^r: fine meta-embeddings"),
+        "coarse_topk": Option(2, min=1, help="t^c: coarse meta-embeddings per entity"),
+        "fine_topk": Option(4, min=1, help="t^r: fine meta-embeddings per coarse one"),
+        "fine_components": Option(80, min=1, help="d^r: SparsePCA components of the fine codebook"),
+        "threshold": Option(1.0, min=0, help="λ: soft threshold of the fine codebook"),
+        "gate": Option(0.2, min=0, max=1, help="w_cr: weight of the fine refinement in the coarse rows"),
+        "ablation": Option("none", choices=ABLATIONS, help="Figure 4's cases: remove one component"),
+        "variant": Option("code", choices=VARIANTS, help="the official code's behaviour or the paper's equations"),
+        "profile": Option("released", choices=PROFILES, help="the released fine settings or the paper's optima"),
+        "coarse_anchor_weight": Option(0.5, min=0, max=1, help="w* of the coarse assignment's METIS init"),
+        "fine_anchor_weight": Option(0.5, min=0, max=1, help="w* of the fine assignment's METIS init"),
+        "coarse_seed": Option(2024, min=0, special={FULLY_SEEDED: "the run's seed"},
+                              help="seed of the coarse stage and of the module's initialisation"),
+        "dim": Option(128, min=1, help="embedding dimension d"),
+        "fine_lr": Option(3e-3, above=0, help="the fine stage's learning rate"),
+        "fine_batch_size": Option(32768, min=1, help="the fine stage's batch size"),
+        "fine_layers": Option(0, min=1, special={0: "the run's layers"}, help="the fine stage's LightGCN layers"),
+        "scale_to_budget": Option(True, help="shrink m^c and m^r (keeping their ratio) to fit the budget"),
+    }
     # methods.md 8.1 / 10.2: the coarse stage's settings (the fine stage changes lr and batch size).
     trainer_defaults = {"batch_size": 8192, "lr": 1e-3, "l2_factor": 5.0, "eval_every": 5,
                         "patience_fixed": 5, "patience_update": 5, "max_epochs": 900}
@@ -134,7 +149,7 @@ class C2F(Method):
         if options["ablation"] != "none":
             parts.append(f"case{options['ablation']}")
         seed = options["coarse_seed"]
-        if seed != C2F.options["coarse_seed"]:
+        if seed != C2F.options["coarse_seed"].default:
             parts.append("coarse-per-seed" if seed == FULLY_SEEDED else f"coarse{seed}")
         return "-".join(parts)
 
@@ -154,8 +169,6 @@ def smallest_sizes(options: dict) -> tuple[int, int]:
 
 def with_profile(options: dict, dataset: str) -> dict:
     """Apply ``profile=paper_best`` (see the module docstring); ``released`` changes nothing."""
-    if options["profile"] not in PROFILES:
-        raise ConfigError(f"c2f.profile={options['profile']!r} is not one of {', '.join(PROFILES)}")
     if options["profile"] == "released":
         return dict(options)
     if dataset not in PAPER_BEST:
@@ -164,21 +177,15 @@ def with_profile(options: dict, dataset: str) -> dict:
                           f"{', '.join(PROFILE_OPTIONS)} yourself")
     best = PAPER_BEST[dataset]
     for key in PROFILE_OPTIONS:
-        if options[key] not in (C2F.options[key], best[key]):
+        if options[key] not in (C2F.options[key].default, best[key]):
             raise ConfigError(f"c2f.profile=paper_best sets c2f.{key}={best[key]}; it conflicts with "
                               f"c2f.{key}={options[key]} (use profile=released to choose {key} yourself)")
     return {**options, **best}
 
 
 def validate(options: dict, n_entities: int) -> None:
+    """What the declarations cannot say: checks across options and against the dataset."""
     o = options
-    for key, choices in (("variant", VARIANTS), ("ablation", ABLATIONS)):
-        if o[key] not in choices:
-            raise ConfigError(f"c2f.{key}={o[key]!r} is not one of {', '.join(choices)}")
-    for key in ("coarse_buckets", "fine_buckets", "coarse_topk", "fine_topk", "fine_components", "dim",
-                "fine_batch_size"):
-        if o[key] < 1:
-            raise ConfigError(f"c2f.{key} must be at least 1, got {o[key]}")
     if o["coarse_topk"] > o["coarse_buckets"] or o["fine_topk"] > o["fine_buckets"]:
         raise ConfigError(f"c2f needs coarse_topk <= coarse_buckets and fine_topk <= fine_buckets (distinct "
                           f"meta-embeddings per row), got t^c={o['coarse_topk']}, m^c={o['coarse_buckets']}, "
@@ -189,11 +196,3 @@ def validate(options: dict, n_entities: int) -> None:
     if o["variant"] == "paper" and o["fine_buckets"] > o["coarse_buckets"]:
         raise ConfigError("c2f.variant=paper selects the fine rows without replacement, so it needs "
                           f"fine_buckets <= coarse_buckets (got {o['fine_buckets']} > {o['coarse_buckets']})")
-    for key in ("gate", "coarse_anchor_weight", "fine_anchor_weight"):
-        if not 0.0 <= o[key] <= 1.0:
-            raise ConfigError(f"c2f.{key} must lie in [0, 1], got {o[key]}")
-    if o["threshold"] < 0 or o["fine_lr"] <= 0 or o["fine_layers"] < 0:
-        raise ConfigError("c2f.threshold must be >= 0, c2f.fine_lr > 0 and c2f.fine_layers >= 0 (0 = the run's layers)")
-    if o["coarse_seed"] < 0 and o["coarse_seed"] != FULLY_SEEDED:
-        raise ConfigError(f"c2f.coarse_seed must be a seed >= 0 or {FULLY_SEEDED} (the run's seed), "
-                          f"got {o['coarse_seed']}")

@@ -349,11 +349,6 @@ class CoarseToFineTable(MetaEmbeddingTable):
                         "params_sparse_aware": self.param_count().table3 - self.fine_meta.numel() + nonzeros})
         return out
 
-    def param_count(self) -> ParamCount:
-        settings = self.fine_settings
-        return coarse_to_fine_count(self.n_meta, settings.n_fine, self.per_row, settings.per_row, self.meta.shape[1],
-                                    self.n_entities)
-
     def inference_state(self) -> InferenceState:
         """``E^c``, ``S^c``, ``S_λ(E^r)`` (stored densely, as Table 3 counts it) and ``S^r``. Before the
         fine stage the fine part is the zero table and zero assignment the official coarse stage keeps."""

@@ -127,9 +127,6 @@ class MetaEmbeddingTable(EmbeddingModule):
                 "refreshes": int(self.refreshes), "clamped_last_refresh": int(self.clamped_last),
                 "clamped_total": int(self.clamped_total)}
 
-    def param_count(self) -> ParamCount:
-        return meta_embedding_count(self.n_meta, self.meta.shape[1], self.per_row, self.n_entities)
-
     def inference_state(self) -> InferenceState:
         return InferenceState(values={"meta_embeddings": self.meta.detach(),
                                       "assignment_values": self.assignment_values},

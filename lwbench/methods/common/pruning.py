@@ -117,9 +117,6 @@ class PrunedEmbedding(EmbeddingModule):
     def masks_fixed(self) -> bool:
         return all(bool(table.mask_fixed) for table in self.tables.values())
 
-    def param_count(self) -> ParamCount:
-        return sparse_count(self.nnz())
-
     def inference_state(self) -> InferenceState:
         state = InferenceState()
         for name, table in self.tables.items():
