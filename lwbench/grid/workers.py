@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -161,6 +162,23 @@ def file_logger(path: Path) -> Callable[[str], None]:
 
 
 @contextlib.contextmanager
+def logging_to(path: Path) -> Iterator[None]:
+    """Append the package's INFO log records (the trainer's resume and per-validation lines) to ``path``."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    logger = logging.getLogger("lwbench")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        handler.close()
+
+
+@contextlib.contextmanager
 def device_slot(out: Path, devices: tuple[str, ...], slots: int) -> Iterator[str]:
     """Hold the first free of ``slots`` slot locks and yield its device (slot ``k`` -> ``devices[k mod n]``).
     At most ``slots`` tasks run at once, so one is normally free; if workers of a killed grid still hold
@@ -204,8 +222,9 @@ def execute_task(run: GridRun, out: str, devices: tuple[str, ...], slots: int, t
         with device_slot(out, devices, slots) as device:
             log = file_logger(out / "logs" / f"{run.run_id}.log")
             log(f"training {run.run_id} on {device} (pid {os.getpid()})")
-            record, failure = run_or_record_failure(run.spec, run.dataset.load(), out, resolve_device(device),
-                                                    show_progress=False, log=log)
+            with logging_to(out / "logs" / f"{run.run_id}.log"):
+                record, failure = run_or_record_failure(run.spec, run.dataset.load(), out, resolve_device(device),
+                                                        show_progress=False, log=log)
             log("done" if failure is None else f"FAILED: {failure['error']}")
     return {"run_id": run.run_id, "record": record, "failure": failure}
 
