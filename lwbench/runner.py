@@ -130,8 +130,7 @@ def execute_run(spec: RunSpec, dataset: LoadedDataset, out: Path, device: torch.
     started = dt.datetime.now(dt.timezone.utc)
     method = get_method(spec.method)
     trainer = Trainer(method, spec.options, dataset.interactions, spec.trainer, seed=spec.seed, device=device,
-                      work_dir=work, cache_dir=Path(out) / "cache", label=spec.label, show_progress=show_progress,
-                      log=lambda message: logger.info(message))
+                      work_dir=work, cache_dir=Path(out) / "cache", label=spec.label, show_progress=show_progress)
     result = trainer.fit()
     count = with_item_bias(result.param_count, spec.trainer, dataset.interactions.n_items)
     check_within_budget(method, count, spec.budget)

@@ -363,7 +363,7 @@ def c2f_trainer(data, tmp_path, name, seed=1, config=TOY_CONFIG, **options):
     method = get_method("c2f")
     options = method.configure(resolve(method, TOY_OPTIONS, options), None, data.stats())
     return Trainer(method, options, data, config, seed=seed, device="cpu", work_dir=tmp_path / name,
-                   cache_dir=tmp_path / "cache", show_progress=False, log=lambda m: None)
+                   cache_dir=tmp_path / "cache", show_progress=False)
 
 
 def test_fine_stage_keeps_coarse_tensors_bit_identical_and_t_entries_per_row(toy, tmp_path, monkeypatch):
@@ -386,7 +386,7 @@ def test_fine_stage_keeps_coarse_tensors_bit_identical_and_t_entries_per_row(toy
     update_epochs = [h for h in result.history if h.get("stage") == "fine" and h.get("phase") == UPDATE
                      and "loss" in h]
     assert update_epochs and fine_refreshes == list(range(1, len(update_epochs) + 1))
-    coarse = torch_load(trainer.shared_dirs[0] / "best-coarse-update.pt")["model"]
+    coarse = torch_load(trainer.files.shared_dirs[0] / "best-coarse-update.pt")["model"]
     assert not any(key.startswith("embedding.fine") for key in coarse)              # the shared stage holds none
     for phase in (FIXED, UPDATE):
         fine = torch_load(tmp_path / "run" / f"best-fine-{phase}.pt")["model"]

@@ -249,7 +249,7 @@ def legcf_trainer(data, options, config, work, seed=3):
     method = get_method("legcf")
     options = method.configure(resolve(method, options), None, data.stats())
     return Trainer(method, options, data, config, seed=seed, device="cpu", work_dir=work,
-                   cache_dir=work.parent / "cache", show_progress=False, log=lambda m: None)
+                   cache_dir=work.parent / "cache", show_progress=False)
 
 
 # A high learning rate so that FIXED plateaus within a few epochs and UPDATE is reached.

@@ -88,7 +88,7 @@ def check_training(name, toy, tmp_path):
     method, budget, options = configured(name, "500buckets", toy, get_method(name).smoke_options)
     config = TrainerConfig(max_epochs=1, eval_every=1, batch_size=4096, layers=2)  # caps every stage
     trainer = Trainer(method, options, toy, config, seed=1, device="cpu", work_dir=tmp_path / "w",
-                      cache_dir=tmp_path / "c", show_progress=False, log=lambda m: None)
+                      cache_dir=tmp_path / "c", show_progress=False)
     result = trainer.fit()
     test = result.reported_checkpoint.test
     assert 0.0 <= test["ndcg@20"] <= 1.0 and 0.0 <= test["recall@20"] <= 1.0

@@ -96,7 +96,7 @@ def test_codes_in_range_and_evaluation_uses_the_stored_codes(toy, tmp_path, mode
     options = method.configure(resolve(method, {"mode": mode}), budget, toy.stats())
     config = TrainerConfig(max_epochs=2, eval_every=1, batch_size=2048, layers=2)
     trainer = Trainer(method, options, toy, config, seed=3, device="cpu", work_dir=tmp_path / "w",
-                      cache_dir=tmp_path / "c", show_progress=False, log=lambda m: None)
+                      cache_dir=tmp_path / "c", show_progress=False)
     trainer.fit()
     module = trainer.module
     codes = module.codes

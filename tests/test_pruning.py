@@ -39,7 +39,7 @@ def built(name, toy, budget_text="50%", **overrides):
 
 def fit(method, options, toy, tmp_path, config=CONFIG):
     trainer = Trainer(method, options, toy, config, seed=4, device="cpu", work_dir=tmp_path / "work",
-                      cache_dir=tmp_path / "cache", show_progress=False, log=lambda m: None)
+                      cache_dir=tmp_path / "cache", show_progress=False)
     return trainer, trainer.fit()
 
 

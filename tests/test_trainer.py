@@ -1,5 +1,8 @@
 """The shared trainer: learning happens, the two-phase schedule and stage hooks behave as
 methods.md 1.7 says, and a run killed at any epoch resumes to the identical result."""
+import logging
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -67,9 +70,9 @@ CFG = TrainerConfig(max_epochs=40, eval_every=1, patience_fixed=3, patience_upda
                     lr=5e-3, layers=2)
 
 
-def make_trainer(method, data, tmp_path, name, seed=5, config=CFG):
+def make_trainer(method, data, tmp_path, name, seed=5, config=CFG, show_progress=False):
     return Trainer(method, resolve(method), data, config, seed=seed, device="cpu",
-                   work_dir=tmp_path / name, cache_dir=tmp_path / "cache", show_progress=False, log=lambda m: None)
+                   work_dir=tmp_path / name, cache_dir=tmp_path / "cache", show_progress=show_progress)
 
 
 def test_two_phase_schedule_and_hooks(toy, tmp_path):
@@ -96,6 +99,53 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(toy, tmp_path, monkeyp
     reference = make_trainer(method, toy, tmp_path, "reference").fit()
     assert_resumes_identically(   # crashes in the warm stage, early in main, in main's UPDATE phase
         reference, lambda name: make_trainer(method, toy, tmp_path, name), (1, 6, 31), monkeypatch)
+
+VALIDATION_LINE = re.compile(r"lwbench: (?P<run>\S+) seed (?P<seed>\d+): stage (?P<stage>\S+), phase (?P<phase>\S+), "
+                             r"epoch (?P<epoch>\d+): loss (?P<loss>\S+), valid (?P<metric>\S+) (?P<value>[\d.]+) "
+                             r"\((?P<gain>improved|no gain)\), (?P<seconds>\S+) s/epoch")
+
+
+def validation_lines(caplog, level):
+    return [VALIDATION_LINE.fullmatch(r.getMessage()) for r in caplog.records
+            if r.name.startswith("lwbench.") and r.levelno == level and " valid " in r.getMessage()]
+
+
+def test_without_a_bar_every_validation_logs_one_line(toy, tmp_path, caplog):
+    """Without a terminal the bar is off; each validation then reports epoch, phase, loss, validation value
+    and seconds per epoch at INFO, so that a long run is not silent until it ends."""
+    caplog.set_level(logging.INFO, logger="lwbench")
+    config = CFG.replace(max_epochs=8, eval_every=2, patience_fixed=1, patience_update=1)
+    result = make_trainer(TwoStageDummy(), toy, tmp_path, "logged", config=config).fit()
+    lines = validation_lines(caplog, logging.INFO)
+    validations = [h for h in result.history if "valid" in h]
+    assert len(lines) == len(validations) > 2 and all(lines)
+    best = {}
+    for line, entry in zip(lines, validations):
+        trained = [h for h in result.history if "loss" in h and h["stage"] == entry["stage"]
+                   and entry["epoch"] - config.eval_every < h["epoch"] <= entry["epoch"]]
+        value = entry["valid"][config.early_stop_metric]
+        improved = value > best.get((entry["stage"], entry["phase"]), -1.0)
+        best[entry["stage"], entry["phase"]] = max(value, best.get((entry["stage"], entry["phase"]), -1.0))
+        assert line["run"] == "test-two-stage" and line["seed"] == "5"
+        assert (line["stage"], line["phase"], int(line["epoch"])) == (entry["stage"], entry["phase"], entry["epoch"])
+        assert line["metric"] == config.early_stop_metric and line["value"] == f"{value:.4f}"
+        assert line["gain"] == ("improved" if improved else "no gain")
+        if trained:   # the loss of the last trained epoch, the mean time of those since the last validation
+            assert line["loss"] == f"{trained[-1]['loss']:.4f}"
+            assert line["seconds"] == f"{np.mean([h['seconds'] for h in trained]):.2f}"
+        else:         # the stage's first validation, before any epoch of it
+            assert entry["epoch"] == 0 and line["loss"] == line["seconds"] == "-"
+    assert {line["phase"] for line in lines} == {FIXED, UPDATE}
+
+
+def test_with_a_bar_the_validation_lines_go_to_debug(toy, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG, logger="lwbench")
+    result = make_trainer(get_method("ud"), toy, tmp_path, "bar", config=CFG.replace(max_epochs=2),
+                          show_progress=True).fit()
+    assert validation_lines(caplog, logging.INFO) == []
+    lines = validation_lines(caplog, logging.DEBUG)
+    assert len(lines) == len([h for h in result.history if "valid" in h]) == 2 and all(lines)
+
 
 def test_same_seed_same_metrics_different_seed_differs(toy, tmp_path):
     method = get_method("ud")
@@ -137,7 +187,7 @@ register(SharedFirstStage)
 def shared_trainer(data, tmp_path, seed, config=CFG):
     method = SharedFirstStage()
     return Trainer(method, {}, data, config, seed=seed, device="cpu", work_dir=tmp_path / f"run{seed}",
-                   cache_dir=tmp_path / "cache", show_progress=False, log=lambda m: None)
+                   cache_dir=tmp_path / "cache", show_progress=False)
 
 
 def test_shared_stage_is_trained_once_and_reused(toy, tmp_path, monkeypatch):
@@ -151,7 +201,7 @@ def test_shared_stage_is_trained_once_and_reused(toy, tmp_path, monkeypatch):
     assert first.shared_stages == second.shared_stages and "pre" in first.shared_stages
     # The shared stage does not depend on the run seed: a fresh cache reproduces it under seed 3.
     third = Trainer(SharedFirstStage(), {}, toy, CFG, seed=3, device="cpu", work_dir=tmp_path / "run3",
-                    cache_dir=tmp_path / "other-cache", show_progress=False, log=lambda m: None).fit()
+                    cache_dir=tmp_path / "other-cache", show_progress=False).fit()
     assert third.checkpoints["pre/single"].test == first.checkpoints["pre/single"].test
 
 
@@ -186,7 +236,7 @@ def test_module_is_built_from_the_first_stage_seed_and_a_stage_can_start_without
 
     for seed in (1, 2):
         trainer = Trainer(SeedRecorder(), {}, toy, CFG, seed=seed, device="cpu", work_dir=tmp_path / f"r{seed}",
-                          cache_dir=tmp_path / "cache", show_progress=False, log=lambda m: None)
+                          cache_dir=tmp_path / "cache", show_progress=False)
         trainer.build()
     assert seen == [11, 11]
     # Benchmarks enter a later stage from the current weights: no previous checkpoint is needed.

@@ -10,8 +10,8 @@ grid are still finishing waits for them instead of training the same run twice.
 from __future__ import annotations
 
 import contextlib
-import logging
 import fcntl
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -151,8 +151,6 @@ def is_running(out: Path, run_id: str) -> bool:
             return True
         fcntl.flock(handle, fcntl.LOCK_UN)
         return False
-
-
 
 
 @contextlib.contextmanager

@@ -1,13 +1,32 @@
-"""Training state on disk: torch checkpoints written atomically, and the RNG streams a resumed run restores."""
+"""Training state on disk, so that a run killed at any moment continues to the result it would have had.
+
+:class:`RunFiles` owns one run's files: the resume file ``last.pt`` in its work folder, the best checkpoint
+of every stage and phase, and the folders of the stages whose outcome several runs share (trained once,
+under a file lock, then reused). Writes are atomic, so a kill never leaves a half-written file behind.
+The trainer decides *when* to save and load; this module decides *what* a file holds and where it lives.
+"""
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import random
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
+
+from lwbench.config import TrainerConfig, config_hash
+from lwbench.files import exclusive_lock
+from lwbench.plugin import EmbeddingModule, Stage
+
+logger = logging.getLogger(__name__)
+
+RESUME_FILE = "last.pt"
+OUTCOME_FILE = "outcome.pt"   # a shared stage's resume file once the stage is finished
 
 
 def atomic_torch_save(path: Path, obj: Any) -> None:
@@ -44,3 +63,143 @@ def restore_rng(state: dict, generator: torch.Generator) -> None:
     generator.set_state(state["sampler"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def shared_stage_dirs(cache_dir: Path, method: str, stages: list[Stage], configs: list[TrainerConfig],
+                      seeds: list[int], data_digest: str) -> dict[int, Path]:
+    """Folders of the stages whose outcome is shared between runs (``Stage.shared``), by stage index, each
+    named by a hash of everything that determines the stage: method, stage definition and the options it
+    declares, its trainer settings (``configs``) and seed (``seeds``), the data, and the stages before it."""
+    dirs, previous = {}, None
+    for index, stage in enumerate(stages):
+        if stage.shared is None:
+            continue
+        if index != len(dirs):
+            raise ValueError(f"{method}: stage {stage.name!r} is shared but an earlier stage is "
+                             "not; only a prefix of the stages can be shared between runs")
+        # The seed enters as the one the stage draws from, so a stage seeded by the run (``seed=None``)
+        # and one given that seed explicitly share an outcome.
+        material = {"method": method, "stage": {**dataclasses.asdict(stage), "seed": None},
+                    "trainer": dataclasses.asdict(configs[index]), "seed": seeds[index],
+                    "data": data_digest, "previous": previous}
+        previous = config_hash(material)
+        dirs[index] = Path(cache_dir) / "stages" / f"{method}-{stage.name}-{previous[:16]}"
+    return dirs
+
+
+@dataclass
+class Saved:
+    """A resume file as loaded: the loop's position and records, and, if it was written inside a stage,
+    the state to apply once that stage's start hooks have run again (see :meth:`RunFiles.restore_inside`)."""
+
+    schedule: dict
+    history: list
+    results: dict
+    inside_stage: dict | None
+
+
+class RunFiles:
+    """One run's training state on disk, and in memory the snapshot (weights and the module's extra state)
+    that every file holds. ``name`` (label and seed) identifies the run in messages."""
+
+    def __init__(self, work_dir: Path, stages: list[Stage], shared_dirs: dict[int, Path], model: torch.nn.Module,
+                 module: EmbeddingModule, generator: torch.Generator, device: torch.device, name: str):
+        self.work_dir = Path(work_dir)
+        self.resume_path = self.work_dir / RESUME_FILE
+        self.stages = stages
+        self.shared_dirs = shared_dirs
+        self.model = model
+        self.module = module
+        self.generator = generator
+        self.device = device
+        self.name = name
+
+    # --- snapshots -------------------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        return {"model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                "extra": self.module.extra_state()}
+
+    def restore(self, snapshot: dict) -> None:
+        self.model.load_state_dict({k: v.to(self.device) for k, v in snapshot["model"].items()})
+        self.module.load_extra_state(snapshot["extra"])
+        self.module.after_load()
+
+    # --- best checkpoints ------------------------------------------------------------------------
+    def best_path(self, stage: str, phase: str) -> Path:
+        """A shared stage keeps its checkpoints in its shared folder, every other stage in the work folder."""
+        index = next(i for i, s in enumerate(self.stages) if s.name == stage)
+        return self.shared_dirs.get(index, self.work_dir) / f"best-{stage}-{phase}.pt"
+
+    def save_best(self, stage: str, phase: str, epoch: int) -> None:
+        atomic_torch_save(self.best_path(stage, phase), {**self.snapshot(), "epoch": epoch})
+
+    def load_best(self, stage: str, phase: str) -> bool:
+        """Restore the best checkpoint of ``stage``/``phase``; False if that phase saved none."""
+        path = self.best_path(stage, phase)
+        if not path.exists():
+            return False
+        self.restore(torch_load(path))
+        return True
+
+    def load_hand_off(self, index: int) -> None:
+        """Restore the best checkpoint of stage ``index`` (its last phase that saved one), reported or not:
+        e.g. a dense pre-training stage that is over budget hands its best weights to the next stage."""
+        stage = self.stages[index]
+        for phase in reversed(stage.phases):
+            if self.load_best(stage.name, phase):
+                return
+        raise RuntimeError(f"{self.name}: stage {stage.name!r} saved no checkpoint to start the next stage from")
+
+    # --- resume files ----------------------------------------------------------------------------
+    def save_resume(self, path: Path, schedule: dict, history: list, results: dict,
+                    optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Write everything a run needs to continue: with ``optimizer``, a point inside a stage; without,
+        the point between two stages (the next stage builds its own optimizer)."""
+        atomic_torch_save(path, {
+            "schedule": schedule, "stage_done": optimizer is None, **self.snapshot(),
+            "optimizer": None if optimizer is None else optimizer.state_dict(),
+            "rng": capture_rng(self.generator), "history": history, "results": results})
+
+    def load_resume(self, path: Path, announce: bool = True) -> Saved | None:
+        """Load ``path`` if it exists. Saved between stages, its weights and RNG streams are restored here;
+        saved inside a stage, they are returned in ``inside_stage`` for :meth:`restore_inside`."""
+        if not path.exists():
+            return None
+        state = torch_load(path)
+        if announce:
+            logger.info("lwbench: %s: resuming from %s (stage %d, epoch %d)", self.name, path,
+                        state["schedule"]["stage_index"], state["schedule"]["epoch"])
+        saved = Saved(state["schedule"], state["history"], state["results"], None if state["stage_done"] else state)
+        if state["stage_done"]:
+            self.restore(state)
+            restore_rng(state["rng"], self.generator)
+        return saved
+
+    def restore_inside(self, state: dict, make_optimizer: Callable[[], torch.optim.Optimizer]
+                       ) -> torch.optim.Optimizer:
+        """Apply a state saved inside a stage (after the stage's start hooks ran again): weights, then
+        ``make_optimizer()`` with the saved optimizer state, then the RNG streams. The optimizer is made
+        only then, so that its parameter groups see the module as it was when the file was written."""
+        self.restore(state)
+        optimizer = make_optimizer()
+        optimizer.load_state_dict(state["optimizer"])
+        restore_rng(state["rng"], self.generator)
+        return optimizer
+
+    # --- shared stages ---------------------------------------------------------------------------
+    @contextmanager
+    def shared_stage(self, index: int) -> Iterator[tuple[Saved | None, Path | None]]:
+        """Hold the lock of shared stage ``index``, so that concurrent runs (a parallel grid) wait for the
+        one that trains it. Yields ``(saved, progress)``: an earlier run finished the stage -> its outcome,
+        already restored, and ``None``; else what an interrupted run left (or ``None``) and the progress
+        file to train with, which becomes the outcome when the block ends. The progress file lives in
+        the shared folder, so whichever run comes next continues an interrupted stage."""
+        folder = self.shared_dirs[index]
+        outcome, progress = folder / OUTCOME_FILE, folder / RESUME_FILE
+        with exclusive_lock(folder / ".lock"):
+            if outcome.exists():
+                logger.info("lwbench: %s: reusing stage %r from %s", self.name, self.stages[index].name, folder)
+                yield self.load_resume(outcome, announce=False), None
+            else:
+                yield self.load_resume(progress), progress
+                os.replace(progress, outcome)

@@ -10,37 +10,38 @@ Schedule per stage (methods.md 1.7), with patience counted in evaluations::
         if bad == patience(phase): last phase -> stop; else next phase (from the current weights)
         train one epoch
 
-A run can be killed at any moment: ``last.pt`` (model, optimizer, RNG streams, schedule, results of
-finished stages) is written atomically after every epoch, and a new :class:`Trainer` on the same
-work folder continues from it and ends with the same result as an uninterrupted run.
+A run can be killed at any moment: the resume file (model, optimizer, RNG streams, schedule, results of
+finished stages) is written every ``checkpoint_every`` epochs and after every stage, and a new
+:class:`Trainer` on the same work folder continues from it and ends with the same result as an
+uninterrupted run. What those files hold and where they live is :mod:`lwbench.training.persistence`.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import math
 import os
 import resource
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from lwbench.budget import ParamCount
-from lwbench.files import exclusive_lock
-from lwbench.training.persistence import atomic_torch_save, capture_rng, restore_rng, seed_everything, torch_load
-from lwbench.config import TrainerConfig, config_hash
+from lwbench.config import TrainerConfig
 from lwbench.data.interactions import Interactions
 from lwbench.evaluate import Evaluator
+from lwbench.plugin import BuildContext, Method, Stage, Step
 from lwbench.training.graph import normalized_adjacency
 from lwbench.training.model import Recommender
-from lwbench.plugin import BuildContext, Method, Stage, Step
+from lwbench.training.persistence import RunFiles, Saved, seed_everything, shared_stage_dirs
+from lwbench.training.progress import StageProgress
 from lwbench.training.sampler import BPRSampler
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -88,7 +89,7 @@ class TrainResult:
 class Trainer:
     def __init__(self, method: Method, options: dict, interactions: Interactions, config: TrainerConfig, *,
                  seed: int, device: torch.device | str, work_dir: Path, cache_dir: Path,
-                 label: str = "", show_progress: bool | None = None, log: Callable[[str], None] | None = None):
+                 label: str = "", show_progress: bool | None = None):
         self.method = method
         self.options = options
         self.data = interactions
@@ -99,7 +100,6 @@ class Trainer:
         self.cache_dir = Path(cache_dir)
         self.label = label or method.name
         self.show_progress = show_progress
-        self.log = log or (lambda message: print(message, file=sys.stderr))
         self.stages = method.stages(options)
         self.history: list[dict] = []
         self.results: dict[str, CheckpointResult] = {}
@@ -107,7 +107,10 @@ class Trainer:
     # --- set-up ----------------------------------------------------------------------------------
     def build(self) -> None:
         """Seed everything, then build graph, module, sampler and evaluator (called by :meth:`fit`)."""
-        self.shared_dirs = self._shared_stage_dirs()
+        shared_dirs = shared_stage_dirs(self.cache_dir, self.method.name, self.stages,
+                                        [self.stage_config(stage) for stage in self.stages],
+                                        [self.stage_seed(index) for index in range(len(self.stages))],
+                                        self.data.digest())
         seed_everything(self.stage_seed(0))
         if self.config.deterministic:
             # cuBLAS reads this when its first handle is created; without it, matmuls may differ run to run.
@@ -123,6 +126,8 @@ class Trainer:
         self.generator.manual_seed(self.stage_seed(0))
         self.evaluator = Evaluator(self.data.train, {"valid": self.data.valid, "test": self.data.test},
                                    self.config.ks, self.device, self.config.eval_chunk_elements)
+        self.files = RunFiles(self.work_dir, self.stages, shared_dirs, self.model, self.module, self.generator,
+                              self.device, name=f"{self.label} seed {self.seed}")
 
     def stage_seed(self, index: int) -> int:
         """The seed stage ``index`` draws from: its own ``Stage.seed``, else the run's seed for the first
@@ -136,26 +141,6 @@ class Trainer:
         digest = hashlib.sha256(f"lwbench-stage/{self.seed}/{index}".encode()).digest()
         return int.from_bytes(digest[:4], "little")
 
-    def _shared_stage_dirs(self) -> dict[int, Path]:
-        """Folders of the stages whose outcome is shared between runs (``Stage.shared``), keyed by a
-        hash of everything that determines the stage: method, stage definition and the options it
-        declares, trainer settings, seed, the data (train/valid/test) and the stages before it."""
-        dirs, previous = {}, None
-        for index, stage in enumerate(self.stages):
-            if stage.shared is None:
-                continue
-            if index != len(dirs):
-                raise ValueError(f"{self.method.name}: stage {stage.name!r} is shared but an earlier stage is "
-                                 "not; only a prefix of the stages can be shared between runs")
-            # The seed enters as the one the stage draws from, so a stage seeded by the run (``seed=None``)
-            # and one given that seed explicitly share an outcome.
-            material = {"method": self.method.name, "stage": {**dataclasses.asdict(stage), "seed": None},
-                        "trainer": dataclasses.asdict(self.stage_config(stage)), "seed": self.stage_seed(index),
-                        "data": self.data.digest(), "previous": previous}
-            previous = config_hash(material)
-            dirs[index] = self.cache_dir / "stages" / f"{self.method.name}-{stage.name}-{previous[:16]}"
-        return dirs
-
     def stage_config(self, stage: Stage) -> TrainerConfig:
         """The run's settings with the stage's changes; a stage may shorten ``max_epochs``, never extend
         it, so ``--epochs`` caps every stage."""
@@ -167,19 +152,27 @@ class Trainer:
         self.build()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        schedule, resume = self._load_resume(self.work_dir / "last.pt")
+        schedule, resume = self._continue(self.files.load_resume(self.files.resume_path), Schedule())
         for index in range(schedule.stage_index, len(self.stages)):
-            if index in self.shared_dirs and resume is None:
+            if index in self.files.shared_dirs and resume is None:
                 schedule = self._run_shared_stage(index, schedule)
             else:
-                schedule = self._run_own_stage(index, schedule, resume, self.work_dir / "last.pt")
+                schedule = self._run_own_stage(index, schedule, resume, self.files.resume_path)
             resume = None
         reported = self._reported_name()
-        self._load_checkpoint(self._best_path(*reported.split("/")))
+        self.files.load_best(*reported.split("/"))
         return TrainResult(checkpoints=self.results, reported=reported, schedule=schedule, history=self.history,
                            param_count=self.module.param_count(), peak_memory_bytes=self._peak_memory(),
                            diagnostics=self.module.diagnostics(),
-                           shared_stages={self.stages[i].name: d.name for i, d in self.shared_dirs.items()})
+                           shared_stages={self.stages[i].name: d.name for i, d in self.files.shared_dirs.items()})
+
+    def _continue(self, saved: Saved | None, schedule: Schedule) -> tuple[Schedule, dict | None]:
+        """Take over a loaded resume file's position and records (``schedule`` if there is none); returns
+        the schedule and, if the file was written inside a stage, the state :meth:`_restore` applies."""
+        if saved is None:
+            return schedule, None
+        self.history, self.results = saved.history, saved.results
+        return Schedule(**saved.schedule), saved.inside_stage
 
     def _run_own_stage(self, index: int, schedule: Schedule, resume: dict | None, resume_path: Path) -> Schedule:
         if resume is None:
@@ -190,29 +183,17 @@ class Trainer:
         self._finish_stage(index, schedule)
         schedule = dataclasses.replace(schedule, stage_index=index + 1, epoch=0, phase_index=0, bad_evals=0,
                                        best={}, best_epoch={})
-        self._save_resume(resume_path, schedule, stage_done=True)
+        self._save_resume(resume_path, schedule, inside_stage=False)
         return schedule
 
     def _run_shared_stage(self, index: int, schedule: Schedule) -> Schedule:
-        """Train a shared stage once for all runs with the same stage key, or load its outcome.
-
-        The lock makes concurrent runs (a parallel grid) wait for the one that trains it; the stage's
-        own resume file lives in the shared folder, so whichever run comes next continues it."""
-        folder = self.shared_dirs[index]
-        outcome, progress = folder / "outcome.pt", folder / "last.pt"
-        with exclusive_lock(folder / ".lock"):
-            if outcome.exists():
-                self.log(f"lwbench: {self.label} seed {self.seed}: reusing stage {self.stages[index].name!r} "
-                         f"from {folder}")
-                schedule, _ = self._load_resume(outcome, announce=False)
-            else:
-                if progress.exists():
-                    schedule, resume = self._load_resume(progress)
-                else:
-                    resume = None
+        """Train a shared stage once for all runs with the same stage key (continuing where an interrupted
+        run left it), or take the outcome an earlier run left."""
+        with self.files.shared_stage(index) as (saved, progress):
+            schedule, resume = self._continue(saved, schedule)
+            if progress is not None:
                 schedule = self._run_own_stage(index, schedule, resume, progress)
-                os.replace(progress, outcome)
-        self._save_resume(self.work_dir / "last.pt", schedule, stage_done=True)
+        self._save_resume(self.files.resume_path, schedule, inside_stage=False)
         return schedule
 
     def start_stage(self, index: int, hand_off: bool = True) -> None:
@@ -222,7 +203,7 @@ class Trainer:
         stage's best checkpoint (for benchmarks that time a later stage without training earlier ones)."""
         stage = self.stages[index]
         if stage.start_from_best and index > 0 and hand_off:
-            self._load_checkpoint(self._handoff_path(index - 1))
+            self.files.load_hand_off(index - 1)
         if index > 0:
             # Each stage draws from its own seed, so its outcome does not depend on how many random
             # numbers earlier stages consumed (and a shared stage is the same in every run).
@@ -243,14 +224,12 @@ class Trainer:
         cfg = self.stage_config(stage)
         if resume is not None:
             self._restore(stage, schedule, resume)
-        bar = tqdm(total=cfg.max_epochs, initial=schedule.epoch, desc=f"{self.label} s{self.seed} {stage.name}",
-                   disable=None if self.show_progress is None else not self.show_progress,  # None: off if not a TTY
-                   leave=False, dynamic_ncols=True)
-        last_valid = math.nan
+        progress = StageProgress(self.label, self.seed, stage.name, self.config.early_stop_metric, cfg.max_epochs,
+                                 schedule.epoch, self.show_progress)
         while schedule.epoch < cfg.max_epochs:
             phase = stage.phases[schedule.phase_index]
             if stage.early_stopping and schedule.epoch % cfg.eval_every == 0:
-                last_valid = self._validate_and_track(stage, phase, schedule)
+                progress.validated(phase, schedule.epoch, *self._validate_and_track(stage, phase, schedule))
             if stage.early_stopping and schedule.bad_evals >= cfg.patience(phase):
                 if schedule.phase_index == len(stage.phases) - 1:
                     break
@@ -267,16 +246,15 @@ class Trainer:
             stop = self.module.end_epoch(stage, schedule.epoch) or stop
             self.history.append({"stage": stage.name, "phase": phase, "epoch": schedule.epoch, "loss": loss,
                                  "seconds": seconds})
-            bar.update(1)
-            bar.set_postfix(phase=phase, loss=f"{loss:.4f}", valid=f"{last_valid:.4f}", s_per_epoch=f"{seconds:.2f}")
+            progress.trained(phase, loss, seconds)
             if stop:
                 break
             if schedule.epoch % cfg.checkpoint_every == 0:
-                self._save_resume(resume_path, schedule)
-        bar.close()
+                self._save_resume(resume_path, schedule, inside_stage=True)
+        progress.close()
         self.module.end_stage(stage)
         if not stage.early_stopping:
-            self._save_checkpoint(self._best_path(stage.name, stage.phases[-1]), schedule.epoch)
+            self.files.save_best(stage.name, stage.phases[-1], schedule.epoch)
             schedule.best_epoch[stage.phases[-1]] = schedule.epoch
 
     def train_epoch(self, stage: Stage, phase: str, epoch: int, cfg: TrainerConfig) -> tuple[float, bool]:
@@ -331,51 +309,41 @@ class Trainer:
         schedule.eval_seconds += time.perf_counter() - started
         return frame
 
-    def _validate_and_track(self, stage: Stage, phase: str, schedule: Schedule) -> float:
+    def _validate_and_track(self, stage: Stage, phase: str, schedule: Schedule) -> tuple[float, bool]:
+        """Validate, and save a best checkpoint on improvement; returns (value, whether it improved)."""
         means = self._evaluate("valid", schedule).mean().to_dict()
         metric = self.config.early_stop_metric
         if metric not in means:
             raise KeyError(f"early_stop_metric {metric!r} is not computed; choose one of {sorted(means)}")
         value = means[metric]
         best = schedule.best.get(phase)
-        if best is None or value > best:
+        improved = best is None or value > best
+        if improved:
             schedule.best[phase] = value
             schedule.best_epoch[phase] = schedule.epoch
             schedule.bad_evals = 0
-            self._save_checkpoint(self._best_path(stage.name, phase), schedule.epoch)
+            self.files.save_best(stage.name, phase, schedule.epoch)
         else:
             schedule.bad_evals += 1
         self.history.append({"stage": stage.name, "phase": phase, "epoch": schedule.epoch, "valid": means,
                              "diagnostics": self.module.diagnostics()})
-        return value
+        return value, improved
 
     def _finish_stage(self, index: int, schedule: Schedule) -> None:
         """Evaluate the stage's best checkpoints on validation and test, then restore its final weights."""
         stage = self.stages[index]
         if stage.reported:
-            final = self._snapshot()
+            final = self.files.snapshot()
             for phase in stage.phases:
-                path = self._best_path(stage.name, phase)
-                if not path.exists():
+                if not self.files.load_best(stage.name, phase):
                     continue
-                self._load_checkpoint(path)
                 valid = self._evaluate("valid", schedule)
                 test = self._evaluate("test", schedule)
                 name = f"{stage.name}/{phase}"
                 self.results[name] = CheckpointResult(name=name, epoch=schedule.best_epoch[phase],
                                                       valid=valid.mean().to_dict(), test=test.mean().to_dict(),
                                                       test_per_user=test)
-            self._restore_snapshot(final)
-
-    def _handoff_path(self, index: int) -> Path:
-        """The best checkpoint of stage ``index`` (its last phase that saved one), reported or not:
-        e.g. a dense pre-training stage that is over budget hands its best weights to the next stage."""
-        stage = self.stages[index]
-        for phase in reversed(stage.phases):
-            path = self._best_path(stage.name, phase)
-            if path.exists():
-                return path
-        raise RuntimeError(f"{self.label}: stage {stage.name!r} saved no checkpoint to start the next stage from")
+            self.files.restore(final)
 
     def _reported_name(self) -> str:
         """The last phase with a checkpoint of the last reported stage."""
@@ -385,60 +353,15 @@ class Trainer:
             for phase in reversed(stage.phases):
                 if f"{stage.name}/{phase}" in self.results:
                     if phase != stage.phases[-1]:
-                        self.log(f"lwbench: {self.label}: stage {stage.name!r} never reached its "
-                                 f"{stage.phases[-1]} phase; reporting its {phase} checkpoint")
+                        logger.warning("lwbench: %s: stage %r never reached its %s phase; reporting its %s "
+                                       "checkpoint", self.label, stage.name, stage.phases[-1], phase)
                     return f"{stage.name}/{phase}"
         raise RuntimeError(f"{self.label}: no reported stage produced a checkpoint")
 
-    # --- checkpoints -----------------------------------------------------------------------------
-    def _best_path(self, stage: str, phase: str) -> Path:
-        index = next(i for i, s in enumerate(self.stages) if s.name == stage)
-        return self.shared_dirs.get(index, self.work_dir) / f"best-{stage}-{phase}.pt"
-
-    def _snapshot(self) -> dict:
-        return {"model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
-                "extra": self.module.extra_state()}
-
-    def _restore_snapshot(self, snapshot: dict) -> None:
-        self.model.load_state_dict(snapshot["model"])
-        self.module.load_extra_state(snapshot["extra"])
-        self.module.after_load()
-
-    def _save_checkpoint(self, path: Path, epoch: int) -> None:
-        atomic_torch_save(path, {**self._snapshot(), "epoch": epoch})
-
-    def _load_checkpoint(self, path: Path) -> None:
-        state = torch_load(path)
-        self._restore_snapshot({"model": {k: v.to(self.device) for k, v in state["model"].items()},
-                                "extra": state["extra"]})
-
-    def _save_resume(self, path: Path, schedule: Schedule, stage_done: bool = False) -> None:
-        atomic_torch_save(path, {
-            "schedule": dataclasses.asdict(schedule), "stage_done": stage_done, **self._snapshot(),
-            "optimizer": None if stage_done else self.optimizer.state_dict(),
-            "rng": capture_rng(self.generator), "history": self.history, "results": self.results})
-
-    def _load_resume(self, path: Path, announce: bool = True) -> tuple[Schedule, dict | None]:
-        """Restore what ``path`` holds: between stages, the state is applied here and ``None`` returned;
-        inside a stage, the state is returned for :meth:`_restore` once the stage's hooks have run."""
-        if not path.exists():
-            return Schedule(), None
-        state = torch_load(path)
-        schedule = Schedule(**state["schedule"])
-        self.history = state["history"]
-        self.results = state["results"]
-        if announce:
-            self.log(f"lwbench: {self.label} seed {self.seed}: resuming from {path} "
-                     f"(stage {schedule.stage_index}, epoch {schedule.epoch})")
-        if state["stage_done"]:
-            # Between stages: the next stage starts normally from the restored weights and RNG.
-            self._restore_snapshot(self._to_device(state))
-            restore_rng(state["rng"], self.generator)
-            return schedule, None
-        return schedule, state
-
-    def _to_device(self, state: dict) -> dict:
-        return {"model": {k: v.to(self.device) for k, v in state["model"].items()}, "extra": state["extra"]}
+    # --- resume ----------------------------------------------------------------------------------
+    def _save_resume(self, path: Path, schedule: Schedule, inside_stage: bool) -> None:
+        self.files.save_resume(path, dataclasses.asdict(schedule), self.history, self.results,
+                               self.optimizer if inside_stage else None)
 
     def _restore(self, stage: Stage, schedule: Schedule, state: dict) -> None:
         """Re-enter a stage mid-way: replay its start hooks, then overwrite with the saved state."""
@@ -446,10 +369,7 @@ class Trainer:
         self.module.begin_stage(stage)
         for phase in stage.phases[:schedule.phase_index + 1]:
             self.module.begin_phase(stage, phase)
-        self._restore_snapshot(self._to_device(state))
-        self.optimizer = self._make_optimizer(stage)
-        self.optimizer.load_state_dict(state["optimizer"])
-        restore_rng(state["rng"], self.generator)
+        self.optimizer = self.files.restore_inside(state, lambda: self._make_optimizer(stage))
 
     def _peak_memory(self) -> int:
         if self.device.type == "cuda":
