@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Speed of the assignment machinery of LEGCF (methods.md 7.2, 7.3) and C2F (8.4, 8.6). A benchmark, not a
+"""Speed of the assignment machinery of LEGCF (docs/protocol.md §7.2, §7.3) and C2F (8.4, 8.6). A benchmark, not a
 test.
 
 ``--method legcf`` (default): METIS initialisation (uncached), and one assignment refresh

@@ -1,7 +1,7 @@
 """Memory budgets and parameter counts.
 
 One budget language is used everywhere (command line, plans, records, tables). A budget is always
-resolved to an integer number of parameters in the paper's Table-3 convention (methods.md 2.1):
+resolved to an integer number of parameters in the paper's Table-3 convention (docs/protocol.md §5.1):
 float values needed at inference to form the layer-0 embeddings, integer indices excluded.
 
 Accepted forms (case-insensitive):
@@ -71,12 +71,12 @@ def _positive(value: int, text: str) -> int:
 
 @dataclass(frozen=True)
 class ParamCount:
-    """What a method keeps for inference, in the two conventions of methods.md 2.1.
+    """What a method keeps for inference, in the two conventions of docs/protocol.md §5.1.
 
     ``table3``: float values needed to form layer-0 embeddings (the paper's #Param).
     ``float_values`` / ``int_indices`` / ``code_bits``: the storage inventory; ``storage_bytes``
     prices it as float32 values, int32 indices and packed codes.
-    ``aux_params``: trained parameters outside the Table-3 count (the item bias, methods.md 1.3).
+    ``aux_params``: trained parameters outside the Table-3 count (the item bias, docs/protocol.md §2.3).
     """
 
     table3: int

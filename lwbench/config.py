@@ -15,13 +15,13 @@ from typing import Any
 from lwbench.options import ConfigError, coerce_options, parse_value  # noqa: F401
 
 
-# The phases of a stage (methods.md 1.7): a two-phase stage runs FIXED then UPDATE, any other stage SINGLE.
+# The phases of a stage (docs/protocol.md §3.4): a two-phase stage runs FIXED then UPDATE, any other stage SINGLE.
 FIXED, UPDATE, SINGLE = "fixed", "update", "single"
 
 
 @dataclass(frozen=True)
 class TrainerConfig:
-    """Shared trainer settings (methods.md 1 and 10.4: the C2F coarse-stage settings for baselines)."""
+    """Shared trainer settings (docs/protocol.md §3 and §3.6: the C2F coarse-stage settings for baselines)."""
 
     lr: float = 1e-3
     batch_size: int = 8192
@@ -34,7 +34,7 @@ class TrainerConfig:
     n_negatives: int = 5
     grad_clip_value: float = 3.0  # element-wise gradient clamp
     layers: int = 3
-    item_bias: bool = True        # the official FM score's item bias (methods.md 1.3)
+    item_bias: bool = True        # the official FM score's item bias (docs/protocol.md §2.3)
     ks: tuple = (1, 5, 10, 20, 50)
     eval_chunk_elements: int = 2**26   # scores held at once during full ranking (floats)
     checkpoint_every: int = 1     # epochs between resume checkpoints

@@ -1,4 +1,4 @@
-"""Full-ranking evaluation on the device (methods.md 1.6).
+"""Full-ranking evaluation on the device (docs/protocol.md §4).
 
 Every item is scored for every evaluated user, training items are masked, the top ``max(ks)`` are
 taken on the device, and per-user NDCG@k / Recall@k are computed from the hit matrix:

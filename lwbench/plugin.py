@@ -31,7 +31,7 @@ from lwbench.training.graph import SymmetricGraph, lightgcn_propagate
 
 @dataclass
 class InferenceState:
-    """Storage inventory of a trained module (methods.md 2.1 and 2.2).
+    """Storage inventory of a trained module (docs/protocol.md §5.1 and §5.5).
 
     ``values``: float tensors; a sparse tensor counts its stored non-zeros.
     ``indices``: integer tensors (sparse positions, assignments), counted per entry.
@@ -55,7 +55,7 @@ class InferenceState:
 class Stage:
     """One training stage (e.g. PEP's search then retrain, C2F's coarse then fine).
 
-    ``two_phase``: early stopping runs the FIXED then UPDATE schedule of methods.md 1.7.
+    ``two_phase``: early stopping runs the FIXED then UPDATE schedule of docs/protocol.md §3.4.
     ``trainer``: trainer settings that differ in this stage (e.g. ``{"lr": 3e-3}``).
     ``early_stopping``: if False, the stage runs until ``max_epochs`` or until a hook ends it.
     ``reported``: whether this stage's best checkpoint is a candidate for the run's metrics
@@ -121,7 +121,7 @@ class BuildContext:
 class EmbeddingModule(nn.Module):
     """Base class of a method's trainable module. Override :meth:`layer0`; the rest has defaults.
 
-    Global entity index: user ``u`` is ``u`` and item ``i`` is ``n_users + i`` (methods.md 0).
+    Global entity index: user ``u`` is ``u`` and item ``i`` is ``n_users + i`` (docs/protocol.md §1).
     """
 
     def __init__(self, ctx: BuildContext):
@@ -148,7 +148,7 @@ class EmbeddingModule(nn.Module):
         return lightgcn_propagate(self.graph(), x0, n_layers)
 
     def ego_rows(self, x0: torch.Tensor) -> torch.Tensor:
-        """The layer-0 entity rows that the L2 term regularizes (methods.md 1.4)."""
+        """The layer-0 entity rows that the L2 term regularizes (docs/protocol.md §3.2)."""
         return x0[: self.n_entities]
 
     # --- hooks -----------------------------------------------------------------------------------
@@ -159,7 +159,7 @@ class EmbeddingModule(nn.Module):
         """Called when a phase of a stage starts (FIXED, UPDATE or SINGLE)."""
 
     def param_groups(self, stage: Stage) -> list[dict]:
-        """Optimizer groups for a stage. Frozen tensors belong in a group with ``lr=0`` (methods.md 1.4)."""
+        """Optimizer groups for a stage. Frozen tensors belong in a group with ``lr=0`` (docs/protocol.md §3.2)."""
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 
     def after_forward(self, step: Step) -> None:
@@ -203,7 +203,7 @@ class EmbeddingModule(nn.Module):
         raise NotImplementedError
 
     def param_count(self) -> ParamCount:
-        """Counts in both conventions of methods.md 2.1 for the current state of the module, derived
+        """Counts in both conventions of docs/protocol.md §5.1 for the current state of the module, derived
         from :meth:`inference_state`: storage is its inventory; Table 3 counts its float values and its
         codes as float32 equivalents (``ceil(bits / 32)``), never its integer indices. Override only
         where a method's Table-3 convention leaves out something it stores, keeping the inventory."""

@@ -61,7 +61,7 @@ class RunSpec:
 
 
 def with_item_bias(count: ParamCount, trainer: TrainerConfig, n_items: int) -> ParamCount:
-    """The trainer's item bias is trained and kept, but outside the Table-3 count (methods.md 1.3)."""
+    """The trainer's item bias is trained and kept, but outside the Table-3 count (docs/protocol.md §2.3)."""
     return dataclasses.replace(count, aux_params=count.aux_params + (n_items if trainer.item_bias else 0))
 
 

@@ -1,4 +1,4 @@
-"""Budget language (methods.md 2.2) and parameter-count conventions."""
+"""Budget language (docs/protocol.md §5.5) and parameter-count conventions."""
 import pytest
 
 from lwbench.budget import BudgetError, ParamCount, parse_budget

@@ -1,4 +1,4 @@
-"""C2F (methods.md 8): fine-stage initialisation, forward pass, S^r refresh, the variant and ablation
+"""C2F (docs/protocol.md §8): fine-stage initialisation, forward pass, S^r refresh, the variant and ablation
 switches, parameter counts, and the two-stage protocol (frozen coarse tensors, shared coarse stages),
 checked against dense numpy constructions of the formulas, scikit-learn and scipy."""
 import dataclasses
@@ -79,7 +79,7 @@ def assert_top_t(assignment: SparseAssignment, scores: np.ndarray, t: int, atol=
 
 
 def fine_init_scores(toy, module, softmax):
-    """The scores S^r is cut from (methods.md 8.4), written out: dense S~ from METIS, (S^c)^T S~, an
+    """The scores S^r is cut from (docs/protocol.md §8.4), written out: dense S~ from METIS, (S^c)^T S~, an
     optional row softmax."""
     settings = module.fine_settings
     parts = metis.metis_parts(metis.user_item_adjacency(toy.train), settings.n_fine, seed=0)
@@ -94,7 +94,7 @@ def dense(assignment: SparseAssignment) -> np.ndarray:
 
 
 def dense_layer0(module, fine_rows, code):
-    """Layer 0 of methods.md 8.5 (code) or eqs. 17-19 (paper), from dense matrices."""
+    """Layer 0 of docs/protocol.md §8.5 (code) or eqs. 17-19 (paper), from dense matrices."""
     sc, sr = dense(module.assignment), dense(module.fine_assignment)
     meta = module.meta.detach().double().numpy()
     w = module.fine_settings.gate
@@ -119,8 +119,8 @@ def dense_propagation(module, x0, n_layers, code):
     return np.mean(layers, axis=0)
 
 
-# --- parameter counts and budgets (methods.md 2.1, 2.2, 8.8) ---------------------------------------
-PAPER_COUNTS = {"gowalla": 194078, "yelp2020": 284796, "amazon-book": 340884}   # methods.md 2.1
+# --- parameter counts and budgets (docs/protocol.md §5.1, §5.5, §8.8) ---------------------------------------
+PAPER_COUNTS = {"gowalla": 194078, "yelp2020": 284796, "amazon-book": 340884}   # docs/protocol.md §5.1
 
 
 @pytest.mark.parametrize("card", sorted(available_cards().values(), key=lambda c: c.name), ids=lambda c: c.name)
@@ -168,7 +168,7 @@ def test_paper_best_profile_is_per_dataset_and_refuses_conflicts():
         assert method.configure(options, None, stats) == options             # idempotent
     gowalla = DatasetStats(name="gowalla", n_users=29858, n_items=40981, n_train=1)
     assert method.planned_count(method.configure(resolve(method, {"profile": "paper_best"}), None, gowalla),
-                                gowalla).table3 == 194378                     # t^r = 5 (methods.md 2.1)
+                                gowalla).table3 == 194378                     # t^r = 5 (docs/protocol.md §5.1)
     with pytest.raises(ConfigError, match="conflicts"):
         method.configure(resolve(method, {"profile": "paper_best", "gate": 0.7}), None, gowalla)
     with pytest.raises(ConfigError, match="gowalla, yelp2020 only"):
@@ -193,7 +193,7 @@ def test_stages_share_the_coarse_stage_by_its_options_and_seed():
     assert method.label({**other, "coarse_seed": -1}) == "c2f-paper-caseD-coarse-per-seed"
 
 
-# --- fine-stage initialisation (methods.md 8.3, 8.4) ------------------------------------------------
+# --- fine-stage initialisation (docs/protocol.md §8.3, §8.4) ------------------------------------------------
 def test_fine_init_follows_selection_sparse_pca_padding_and_bridging(toy, tmp_path):
     module = enter_fine(build_module(toy, tmp_path))
     options = configured(toy)
@@ -220,7 +220,7 @@ def test_fine_init_follows_selection_sparse_pca_padding_and_bridging(toy, tmp_pa
     assert np.allclose(graph, expected, atol=1e-6) and np.allclose(graph, graph.T, atol=1e-7)
     assert graph.min() >= 0 and graph.max() <= 1
     assert module.param_groups(FINE)[1] == {"params": [module.meta], "lr": 0.0}     # E^c frozen
-    # d^r >= d: the SparsePCA scores are used unpadded (methods.md 8.3 step 5).
+    # d^r >= d: the SparsePCA scores are used unpadded (docs/protocol.md §8.3 step 5).
     unpadded = enter_fine(build_module(toy, tmp_path, fine_components=40)).fine_meta.detach().numpy()
     full_rank = SparsePCA(n_components=16, alpha=1, random_state=streams.sparse_pca_state).fit_transform(meta[selection])
     assert unpadded.shape == (6, 16) and np.allclose(unpadded, full_rank, atol=1e-5)
@@ -283,7 +283,7 @@ def weight_bridging_reference(toy, propagated, n_coarse=12):
     return a1.T @ a2
 
 
-# --- forward pieces (methods.md 8.5) ----------------------------------------------------------------
+# --- forward pieces (docs/protocol.md §8.5) ----------------------------------------------------------------
 def test_remix_layer_equals_the_formula_on_a_dense_case():
     generator = torch.Generator().manual_seed(0)
     n, m_c, m_r, d, w = 7, 4, 3, 5, 0.2
@@ -298,7 +298,7 @@ def test_remix_layer_equals_the_formula_on_a_dense_case():
     out = remix_layer(layer, n, SparseAssignment(coarse.columns, coarse.values.double(), m_c),
                       SparseAssignment(fine.columns, fine.values.double(), m_r), w).numpy()
     assert np.allclose(out, np.concatenate([f_new, c_new, r]), atol=1e-12)
-    assert np.allclose(c_new, (1 - w) * c + (2 * w - 1) * sr @ r)                   # methods.md's simplification
+    assert np.allclose(c_new, (1 - w) * c + (2 * w - 1) * sr @ r)                   # the simplified form (docs/protocol.md §8.5)
 
 
 def test_soft_threshold_zeroes_small_entries_and_blocks_their_gradient(toy, tmp_path):
@@ -316,7 +316,7 @@ def test_soft_threshold_zeroes_small_entries_and_blocks_their_gradient(toy, tmp_
     assert module.diagnostics()["fine_nonzeros"] == int((~dead).sum())
 
 
-# --- ablations (methods.md 11.1) --------------------------------------------------------------------
+# --- ablations (docs/protocol.md §8.10) --------------------------------------------------------------------
 def test_ablation_switches_change_what_they_claim_and_nothing_else(toy, tmp_path):
     cases = {case: enter_fine(build_module(toy, tmp_path, ablation=case)) for case in ("none", "A", "B", "C", "D")}
     full = cases["none"]

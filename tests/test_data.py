@@ -1,5 +1,5 @@
 """Dataset loading: format errors name file and line, ids are range-checked, cards are verified,
-the validation split follows methods.md 1.1 and does not depend on the training seed."""
+the validation split follows docs/protocol.md §1.3 and does not depend on the training seed."""
 import math
 from pathlib import Path
 
@@ -131,4 +131,4 @@ def test_gowalla_card_matches_shared_files():
     stats = loaded.interactions.stats()
     assert loaded.verification == {"train": "fingerprint", "test": "fingerprint"}
     assert (stats.n_users, stats.n_items, stats.n_train) == (29858, 40981, 810128)
-    assert (stats.n_valid, stats.n_test) == (80990, 136252)  # methods.md 1.1 pair counts
+    assert (stats.n_valid, stats.n_test) == (80990, 136252)  # docs/protocol.md §1.3 pair counts

@@ -26,7 +26,6 @@ the opening fence.
 """
 from __future__ import annotations
 
-import os
 import re
 import runpy
 import shlex
@@ -38,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from lwbench import cli, registry
+from lwbench import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -49,15 +48,6 @@ FENCE = re.compile(r"^(`{3,})\s*([\w+-]*)")
 # TEMPORARY, for the README rewrite: fence lines of README.md blocks that are known to fail or to be far
 # too slow for the test suite, with the reason. They are reported as xfail without being run. Mark
 # each one `<!-- not run: REASON -->` (or make it fast) in the README, then delete this constant.
-README_KNOWN_BAD = {
-    18: "demo `python run_bench.py` trains UD on synthetic for up to 1000 epochs (~1-2 min on CPU, > 20 s)",
-    24: "`python -m pytest -q` runs the whole test suite from inside it (recursive, minutes)",
-    34: "2 seeds x 50 epochs of UD on synthetic: ~2 min on CPU (> 20 s)",
-    67: "trains Gowalla grids and Table 3 on the real datasets (hours); `report --out results` then "
-        "fails: only results/quick exists",
-}
-
-
 @dataclass(frozen=True)
 class Block:
     path: Path
@@ -201,21 +191,12 @@ def collected() -> list:
             marks = []
             if block.skip_reason:
                 marks.append(pytest.mark.skip(reason=f"not run: {block.skip_reason}"))
-            elif path.name == "README.md" and block.line in README_KNOWN_BAD:
-                marks.append(pytest.mark.xfail(reason=README_KNOWN_BAD[block.line], run=False))
             params.append(pytest.param(block, id=block.id, marks=marks))
     return params
 
 
-@pytest.fixture
-def private_registry(monkeypatch):
-    """Methods a block registers disappear after it (the other tests see the built-ins only)."""
-    registry.discover()
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-
-
 @pytest.mark.parametrize("block", collected())
-def test_block(block: Block, tmp_path, monkeypatch, private_registry):
+def test_block(block: Block, tmp_path, monkeypatch, isolated_registry):
     monkeypatch.chdir(tmp_path)
     if block.language == "python":
         run_python_block(block)

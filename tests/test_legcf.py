@@ -1,4 +1,4 @@
-"""LEGCF (methods.md 7) and its reusable pieces (lwbench.methods.common.assignment, lwbench.methods.common.metis), checked against
+"""LEGCF (docs/protocol.md §7) and its reusable pieces (lwbench.methods.common.assignment, lwbench.methods.common.metis), checked against
 dense numpy constructions of the formulas, scipy edge cuts, and the paper's parameter counts."""
 import numpy as np
 import pytest
@@ -81,7 +81,7 @@ def test_metis_rejects_bad_graphs_and_part_counts(toy):
     assert not metis.metis_parts(adjacency, 1, seed=0).any()
 
 
-# --- initialisation (methods.md 7.2) ---------------------------------------------------------------
+# --- initialisation (docs/protocol.md §7.2) ---------------------------------------------------------------
 @pytest.mark.parametrize("per_row,anchor_weight", [(2, 0.9), (3, 0.5), (1, 0.9)])
 def test_metis_init_rows_follow_the_anchor_weight(toy, tmp_path, per_row, anchor_weight):
     module = build_module(toy, tmp_path, seed=7, num_buckets=12, buckets_per_entity=per_row,
@@ -102,7 +102,7 @@ def test_metis_init_rows_follow_the_anchor_weight(toy, tmp_path, per_row, anchor
 
 
 def test_anchored_assignment_fills_every_column_when_asked():
-    """C2F's S~ (methods.md 8.4): the anchor gets w*, every other column (1-w*)/(m-1)."""
+    """C2F's S~ (docs/protocol.md §8.4): the anchor gets w*, every other column (1-w*)/(m-1)."""
     anchors = torch.tensor([0, 3, 1, 3])
     dense = anchored_assignment(anchors, 4, 4, 0.5).to_dense().numpy()
     expected = np.full((4, 4), 0.5 / 3)
@@ -121,7 +121,7 @@ def test_random_init_and_xavier_option(toy, tmp_path):
     assert np.abs(meta).max() <= bound and meta.std() > bound / 3
 
 
-# --- expanded graph (methods.md 7.1, 8.5) ----------------------------------------------------------
+# --- expanded graph (docs/protocol.md §7.1, §8.5) ----------------------------------------------------------
 def test_expanded_graph_is_symmetric_and_doubly_normalized(toy, tmp_path):
     module = build_module(toy, tmp_path, num_buckets=40)
     # Make one meta-embedding unused: its node must get a zero row, not a NaN.
@@ -161,7 +161,7 @@ def test_expanded_graph_chains_assignment_blocks(toy):
         builder.build([SparseAssignment(coarse.columns, -coarse.values, 10)])
 
 
-# --- refresh (methods.md 7.3) ----------------------------------------------------------------------
+# --- refresh (docs/protocol.md §7.3) ----------------------------------------------------------------------
 def test_refresh_equals_dense_numpy_reference(toy, tmp_path):
     module = build_module(toy, tmp_path, num_buckets=150, buckets_per_entity=3)   # m > d as in the paper
     n, m = toy.n_entities, 150
@@ -217,7 +217,7 @@ def test_refresh_happens_at_batch_0_of_scheduled_update_epochs(toy, tmp_path, fr
     assert refreshed == expected
 
 
-# --- budget (methods.md 2.1, 2.2) ----------------------------------------------------------------
+# --- budget (docs/protocol.md §5.1, §5.5) ----------------------------------------------------------------
 @pytest.mark.parametrize("n_users,n_items,table3", [(29858, 40981, 205678), (71135, 45063, 296396),
                                                      (52643, 91599, 352484)])
 def test_500buckets_gives_the_paper_configuration(n_users, n_items, table3):

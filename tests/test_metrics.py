@@ -1,4 +1,4 @@
-"""rank_metrics against a brute-force numpy implementation of methods.md 1.6."""
+"""rank_metrics against a brute-force numpy implementation of docs/protocol.md §4."""
 import math
 
 import numpy as np

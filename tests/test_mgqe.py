@@ -1,4 +1,4 @@
-"""DPQ and MGQE: counts equal the methods.md 2.2 formulas on the paper's dataset statistics, sizing
+"""DPQ and MGQE: counts equal the docs/protocol.md §5.5 formulas on the paper's dataset statistics, sizing
 picks the largest codebook under the budget, tiers follow training degree, the folded batch norm
 equals a dense reference, codes stay in range, and evaluation reads the stored codes."""
 import math
@@ -16,7 +16,7 @@ from lwbench.options import resolve
 from lwbench.registry import get_method
 from lwbench.training.trainer import Trainer
 
-# methods.md 0 and 2.2: (users, items), DPQ K=256 D=8, MGQE K=256/64 D=8 with a top-10% head
+# docs/protocol.md §1 and §5.5: (users, items), DPQ K=256 D=8, MGQE K=256/64 D=8 with a top-10% head
 PAPER = {"gowalla": ((29858, 40981), 174_446, 142_568),
          "yelp2020": ((71135, 45063), 265_164, 212_875),
          "amazon-book": ((52643, 91599), 321_252, 256_343)}

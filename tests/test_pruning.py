@@ -165,7 +165,7 @@ def test_cerp_target_follows_the_sparsity_when_the_buckets_are_given(toy):
     _, sized = configured("cerp", toy, "50%")
     assert sized["target_nnz"] == budget                       # sized from the budget: the budget itself
     _, given = configured("cerp", toy, "50%", buckets=100, sparsity=0.8)
-    assert given["target_nnz"] == int(0.2 * 2 * 100 * 128)    # (1 - s) * 2 * b * d  (methods.md 6)
+    assert given["target_nnz"] == int(0.2 * 2 * 100 * 128)    # (1 - s) * 2 * b * d  (docs/protocol.md §6.4)
     _, capped = configured("cerp", toy, "50%", buckets=200, sparsity=0.1)
     assert capped["target_nnz"] == budget                      # never above the budget
 

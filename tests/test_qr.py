@@ -1,4 +1,4 @@
-"""QR: the remainder size is the largest that fits (methods.md 2.2 table, checked by brute force),
+"""QR: the remainder size is the largest that fits (docs/protocol.md §5.5 table, checked by brute force),
 every entity gets its own (quotient, remainder) pair, and the per-type split stores the most values
 the budget allows."""
 import math
@@ -13,7 +13,7 @@ from lwbench.plugin import BuildContext
 from lwbench.options import resolve
 from lwbench.registry import get_method
 
-# methods.md 2.2: (users, items) -> (b, q, count) at the 500-bucket budget
+# docs/protocol.md §5.5: (users, items) -> (b, q, count) at the 500-bucket budget
 TABLE = {"gowalla": ((29858, 40981), (1560, 46, 205_568)),
          "yelp2020": ((71135, 45063), (2263, 52, 296_320)),
          "amazon-book": ((52643, 91599), (2699, 54, 352_384))}

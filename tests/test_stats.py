@@ -11,14 +11,14 @@ from scipy import stats as sps
 from lwbench.reports import stats
 from lwbench.studies.c2f_paper import protocol, reference
 
-# methods.md 13.3 as printed (6 decimals): the stored full-precision logs must round to these.
+# docs/protocol.md §10.10 as printed (6 decimals): the stored full-precision logs must round to these.
 PRINTED_13_3 = {
     ("gowalla", "coarse"): (".078770 .085647 .098436 .121331", ".067751 .097844 .140548 .223336"),
     ("gowalla", 2024): (".082907 .089734 .102093 .124682", ".071187 .101629 .143266 .225054"),
     ("yelp2020", 2025): (".017781 .022565 .030295 .043982", ".018904 .032213 .056083 .107226"),
     ("yelp2020", "coarse"): (".016661 .021364 .028731 .041736", ".017721 .030647 .053294 .101745"),
 }
-# methods.md 12: p-values computed from the full-precision logs.
+# docs/protocol.md §11: p-values computed from the full-precision logs.
 COMPUTED_12 = {("gowalla", 2024): (0.000257948, 0.00778754), ("gowalla", 2025): (0.000150580, 0.00421218),
                ("gowalla", 2026): (0.000188249, 0.00428273), ("yelp2020", 2024): (0.00159099, 0.0254875),
                ("yelp2020", 2025): (0.00937659, 0.0658588), ("yelp2020", 2026): (0.00194967, 0.0215314)}

@@ -1,5 +1,5 @@
 """The shared trainer: learning happens, the two-phase schedule and stage hooks behave as
-methods.md 1.7 says, and a run killed at any epoch resumes to the identical result."""
+docs/protocol.md §3.4 says, and a run killed at any epoch resumes to the identical result."""
 import logging
 import re
 

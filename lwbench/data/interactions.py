@@ -2,7 +2,7 @@
 
 A dataset is a pair of files ``train.txt[.gz]`` and ``test.txt[.gz]``, one line per user:
 ``uid iid iid ...`` with 0-based integer ids. All of train is training data; validation is carved
-out of test (methods.md 1.1) with a split seed that is independent of the training seed.
+out of test (docs/protocol.md §1.3) with a split seed that is independent of the training seed.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class Interactions:
     valid: sp.csr_matrix
     test: sp.csr_matrix
     split_seed: int
-    split_mode: str  # "fixed" (split_seed) or "legacy" (seeded with the run seed, methods.md 1.1)
+    split_mode: str  # "fixed" (split_seed) or "legacy" (seeded with the run seed, docs/protocol.md §1.3)
 
     @property
     def n_users(self) -> int:
@@ -153,7 +153,7 @@ def split_valid_test(test: sp.csr_matrix, seed: int, legacy: bool = False
 
     Fixed mode draws all users' choices at once from ``numpy.random.default_rng(seed)``.
     Legacy mode replays the official code's per-user ``np.random.choice`` on the global numpy RNG
-    seeded with the *run* seed (methods.md 1.1 pitfall), for reproducing published numbers.
+    seeded with the *run* seed (docs/protocol.md §1.3 pitfall), for reproducing published numbers.
     Users whose test list becomes empty are dropped from test (they keep their validation items).
     """
     test = test.tocsr()

@@ -1,4 +1,4 @@
-"""CERP: compact compositional embeddings via regularized pruning (Liang et al., ICDM'23; methods.md 6).
+"""CERP: compact compositional embeddings via regularized pruning (Liang et al., ICDM'23; docs/protocol.md §6.4).
 
 Two meta tables ``P, Q`` (``b x d``, Xavier) compose every entity: ``e_x = P~[x mod b] + Q~[x // ceil(N/b)]``
 (or their concatenation, each table ``d/2`` wide), with ``P~ = sign(P) * ReLU(|P| - sigmoid(S_p))`` and
@@ -11,7 +11,7 @@ zeroing complementary coordinates. It ends the first time ``nnz(P~) + nnz(Q~)`` 
 (checked after every step) and fails the run if that has not happened after ``search_epochs``.
 Retrain stage (reported): ``P <- P_init * M_P``, ``Q <- Q_init * M_Q``, masks applied on every forward.
 
-Sizing (methods.md 2.2): ``b = floor(B / (2 * w * (1 - sparsity)))`` with the nominal ``sparsity = 0.5``
+Sizing (docs/protocol.md §5.5): ``b = floor(B / (2 * w * (1 - sparsity)))`` with the nominal ``sparsity = 0.5``
 (``w = d``, or ``d/2`` for concat), pruned to ``min(B, 2 * b * w)`` stored values.
 
 [suite] ``threshold_lr`` defaults to 1e-2, not the official 1e-3: the official prune stage takes
@@ -114,7 +114,7 @@ class CERP(Method):
             raise NotImplementedError(
                 "cerp.legacy_group_bpr is not implemented: the official per-user-group BPR (1 positive vs 5 "
                 "negatives, summed over negatives) needs group-aligned batches that the common sampler does not "
-                "produce; CERP trains with the common trainer's BPR (methods.md 6, lwbench adaptation)")
+                "produce; CERP trains with the common trainer's BPR (docs/protocol.md §6.4, lwbench adaptation)")
         width = table_width(options)
         n = stats.n_entities
         least = smallest_unique_buckets(n)
@@ -125,7 +125,7 @@ class CERP(Method):
                               f"entity's pair of meta rows distinct); the smallest budget it supports is "
                               f"{math.ceil(least * per_bucket)} at sparsity {options['sparsity']}, got {budget}")
         # Sized from the budget, b is the largest at the nominal sparsity and the target is the budget itself
-        # (methods.md 2.2: s = 0.49974 on Gowalla); with b given, the sparsity sets the target (methods.md 6).
+        # (docs/protocol.md §5.5: s = 0.49974 on Gowalla); with b given, the sparsity sets the target (docs/protocol.md §6.4).
         kept = math.floor(round(b * per_bucket, 6)) if options["buckets"] else 2 * b * width  # round: 0.2 * 25600
         target = pruning_target("cerp", options["target_nnz"], budget, kept)
         return {**options, "buckets": b, "target_nnz": target}

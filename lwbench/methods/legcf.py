@@ -1,4 +1,4 @@
-"""LEGCF: lightweight embeddings for graph collaborative filtering (Liang et al., SIGIR'24; methods.md 7).
+"""LEGCF: lightweight embeddings for graph collaborative filtering (Liang et al., SIGIR'24; docs/protocol.md §7).
 
 ``m`` meta-embeddings are extra nodes of an expanded LightGCN graph; each entity is a sparse
 combination of ``t`` of them, ``tanh(S E_meta)``. ``S`` starts from a METIS partition and is refreshed
@@ -37,7 +37,7 @@ class LEGCF(Method):
         "assignment_update_frequency": Option("every-epoch",
                                               help=f"UPDATE-phase refreshes of S: {RefreshSchedule.CHOICES}"),
     }
-    # methods.md 7.4 / 10.1 (set_parse.py defaults with the README's l2 factor 5).
+    # docs/protocol.md §7.4 / §9.2 (set_parse.py defaults with the README's l2 factor 5).
     trainer_defaults = {"batch_size": 2048, "lr": 1e-3, "l2_factor": 5.0, "eval_every": 1,
                         "patience_fixed": 10, "patience_update": 10, "max_epochs": 1000}
 

@@ -4,7 +4,7 @@ Train a full ``N x d`` table (as UD, early stopping; this stage is over budget, 
 reported), keep its largest-magnitude entries up to the budget (one global top-k over the best
 checkpoint), then fine-tune with that mask fixed (``V * M`` on every forward, early stopping,
 reported). Recent benchmarks of embedding compression found this train-prune-fine-tune recipe hard
-to beat. The table is stored sparsely: its values plus one position per value (methods.md 2.2).
+to beat. The table is stored sparsely: its values plus one position per value (docs/protocol.md §5.5).
 """
 import torch
 

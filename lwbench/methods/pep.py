@@ -1,4 +1,4 @@
-"""PEP: learnable embedding sizes by soft-threshold pruning (Liu et al., ICLR'21; methods.md 5).
+"""PEP: learnable embedding sizes by soft-threshold pruning (Liu et al., ICLR'21; docs/protocol.md §6.3).
 
 Search: a dense Xavier table ``V`` is soft-thresholded, ``V~ = sign(V) * ReLU(|V| - sigmoid(s))``;
 the thresholds ``s`` (init -15) sit in their own optimizer group with weight decay 1e-5, which is

@@ -1,11 +1,11 @@
-"""QR: quotient-remainder compositional embedding (Shi et al., KDD'20; methods.md 4).
+"""QR: quotient-remainder compositional embedding (Shi et al., KDD'20; docs/protocol.md §6.2).
 
 Entity ``x`` (global index) is ``W_q[x // b] o W_r[x mod b]``: a remainder table of ``b`` rows and a
 quotient table of ``ceil(N/b)`` rows. The two partitions are complementary, so every entity gets a
 distinct (quotient, remainder) pair. ``o`` is the element-wise product (``mult``, default), ``add``,
 or ``concat`` (each table ``d/2`` wide). ``per_type=true`` gives users and items separate QR tables.
 
-Sizing: the largest ``b`` with ``(b + ceil(N/b)) * w <= B`` (methods.md 2.2: Gowalla b=1560, q=46,
+Sizing: the largest ``b`` with ``(b + ceil(N/b)) * w <= B`` (docs/protocol.md §5.5: Gowalla b=1560, q=46,
 205,568 values); with ``per_type``, the pair ``(b_users, b_items)`` that stores the most values within
 the budget, the most even split between the types among equals.
 

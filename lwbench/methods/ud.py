@@ -1,4 +1,4 @@
-"""UD: the full, unified-dimension embedding table (methods.md 3) - the unbudgeted reference.
+"""UD: the full, unified-dimension embedding table (docs/protocol.md §6.1) - the unbudgeted reference.
 
 UD-128 and UD-64 of Table 3 are ``ud`` with ``dim=128`` (default) and ``--set ud.dim=64``.
 """

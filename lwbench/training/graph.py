@@ -60,7 +60,7 @@ def symmetric_normalize(indices: torch.Tensor, values: torch.Tensor, n_nodes: in
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return the values of ``D^-1/2 M D^-1/2`` for a symmetric COO matrix ``M``.
 
-    ``D`` holds the row sums of ``M``; rows with a zero sum get a zero factor (methods.md 0).
+    ``D`` holds the row sums of ``M``; rows with a zero sum get a zero factor (docs/protocol.md §1).
     """
     degree = torch.zeros(n_nodes, dtype=values.dtype, device=values.device)
     degree.index_add_(0, indices[0], values)
@@ -82,7 +82,7 @@ def bipartite_edges(train: sp.csr_matrix, device: torch.device | str = "cpu"
 
 
 def normalized_adjacency(train: sp.csr_matrix, device: torch.device | str = "cpu") -> SymmetricGraph:
-    """LightGCN's ``Â = D^-1/2 A D^-1/2`` for the user-item training graph (methods.md 0)."""
+    """LightGCN's ``Â = D^-1/2 A D^-1/2`` for the user-item training graph (docs/protocol.md §1)."""
     n_nodes = sum(train.shape)
     indices, values = symmetric_normalize(*bipartite_edges(train, device), n_nodes)
     return SymmetricGraph(indices, values, n_nodes)
@@ -90,8 +90,8 @@ def normalized_adjacency(train: sp.csr_matrix, device: torch.device | str = "cpu
 
 def lightgcn_propagate(graph: SymmetricGraph, x0: torch.Tensor, n_layers: int,
                        after_layer: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-    """``H = mean(X_0, ..., X_L)`` with ``X_{l+1} = G X_l`` (methods.md 1.5), or ``X_{l+1} = f(G X_l)``
-    with ``f = after_layer`` (C2F's per-layer re-mixing, methods.md 8.5 step 5)."""
+    """``H = mean(X_0, ..., X_L)`` with ``X_{l+1} = G X_l`` (docs/protocol.md §2.2), or ``X_{l+1} = f(G X_l)``
+    with ``f = after_layer`` (C2F's per-layer re-mixing, docs/protocol.md §8.5 step 5)."""
     total = x0
     layer = x0
     for _ in range(n_layers):

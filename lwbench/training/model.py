@@ -1,5 +1,5 @@
 """The recommender every method shares: a plugin's embedding module, LightGCN propagation, and the
-FM-style score of the official code (dot product plus an item bias, methods.md 1.3)."""
+FM-style score of the official code (dot product plus an item bias, docs/protocol.md §2.3)."""
 from __future__ import annotations
 
 import torch
@@ -29,7 +29,7 @@ class Recommender(nn.Module):
         return propagated[:n_users], propagated[n_users:n_users + n_items]
 
     def bpr_loss(self, propagated: torch.Tensor, users, positives, negatives) -> torch.Tensor:
-        """mean softplus(s_uj - s_ui) (methods.md 1.4)."""
+        """mean softplus(s_uj - s_ui) (docs/protocol.md §3.2)."""
         user_table, item_table = self.user_item_tables(propagated)
         user_vec = user_table[users]
         pos = (user_vec * item_table[positives]).sum(-1)

@@ -1,6 +1,6 @@
 """BPR training triplets drawn on the device, one epoch at a time, without per-row Python loops.
 
-Follows methods.md 1.2: ``n_train`` users drawn uniformly with replacement (users without training
+Follows docs/protocol.md §3.1: ``n_train`` users drawn uniformly with replacement (users without training
 items skipped), one training positive each, ``n_negatives`` distinct negatives each drawn uniformly
 from the items the user has not trained on, then one triplet per negative, shuffled.
 

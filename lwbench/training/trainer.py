@@ -1,9 +1,9 @@
-"""The shared LightGCN/BPR trainer (methods.md 1): stages, two-phase early stopping, checkpoints, resume.
+"""The shared LightGCN/BPR trainer (docs/protocol.md §3): stages, two-phase early stopping, checkpoints, resume.
 
 One loop serves every method. A method shapes training only through its :class:`~lwbench.plugin.Stage`
 list and its module's hooks, never through its name.
 
-Schedule per stage (methods.md 1.7), with patience counted in evaluations::
+Schedule per stage (docs/protocol.md §3.4), with patience counted in evaluations::
 
     for epoch in range(max_epochs):
         if epoch % eval_every == 0: validate; improvement -> save best[phase]; else bad += 1
@@ -215,7 +215,7 @@ class Trainer:
         self.optimizer = self._make_optimizer(stage)
 
     def _make_optimizer(self, stage: Stage) -> torch.optim.Adam:
-        """Adam as methods.md 1.4 (betas 0.9/0.999, eps 1e-8, no weight decay unless a group sets it);
+        """Adam as docs/protocol.md §3.2 (betas 0.9/0.999, eps 1e-8, no weight decay unless a group sets it);
         the fused kernel on CUDA, where it is the fastest exact implementation."""
         return torch.optim.Adam(self.model.param_groups(stage), lr=self.stage_config(stage).lr,
                                 fused=self.device.type == "cuda")

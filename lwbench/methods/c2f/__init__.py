@@ -1,4 +1,4 @@
-"""C2F: coarse-to-fine lightweight meta-embeddings (Wang et al.; methods.md 8, 10.2, 10.3).
+"""C2F: coarse-to-fine lightweight meta-embeddings (Wang et al.; docs/protocol.md §8, §9.3, §9.4).
 
 Two stages over one module (:class:`lwbench.methods.c2f.module.CoarseToFineTable`):
 
@@ -21,20 +21,20 @@ their one-line help:
 * ``variant``: ``code`` (default; the official code, which produced the published numbers) or ``paper``
   (the paper's equations); the differences are tabulated in :mod:`lwbench.methods.c2f.module`;
 * ``ablation``: ``none`` or Figure 4's cases ``A`` (no coarse selection), ``B`` (no SparsePCA), ``C`` (no
-  soft thresholding), ``D`` (no weight bridging), methods.md 11.1;
+  soft thresholding), ``D`` (no weight bridging), docs/protocol.md §8.10;
 * ``profile``: ``released`` (the released fine settings, the default) or ``paper_best`` (the paper's
-  sensitivity optima, methods.md 10.3: λ=3 on both datasets, w_cr=0.5 / 0.3 and t^r=5 / 3 on Gowalla /
+  sensitivity optima, docs/protocol.md §9.4: λ=3 on both datasets, w_cr=0.5 / 0.3 and t^r=5 / 3 on Gowalla /
   Yelp2020). The paper states them only for those two datasets, so ``paper_best`` is keyed by the dataset
   name (``gowalla``, ``yelp2020``) and is an error on any other; it sets ``threshold``, ``gate`` and
   ``fine_topk``, which must then be left at their released values (or already equal the profile's);
 * ``coarse_seed``: the seed of the coarse stage and of the module's initialisation. Default 2024, the
-  paper's protocol (every fine seed starts from the seed-2024 coarse checkpoint, methods.md 12 item 12);
+  paper's protocol (every fine seed starts from the seed-2024 coarse checkpoint, docs/protocol.md §11.5 item 12);
   ``-1`` is the fully seeded protocol (the coarse stage uses the run's seed, one coarse run per seed).
   The fine stage always uses the run's seed;
 * ``fine_layers``: the released Yelp2020 seed-2025 fine run used 4 layers over a 3-layer coarse stage
-  (methods.md 12 item 10).
+  (docs/protocol.md §11.5 item 10).
 
-Budget rule (methods.md 2.1, 2.2): the count is ``m^c d + t^c N + m^r d + t^r m^c``. If the configured
+Budget rule (docs/protocol.md §5.1, §5.5): the count is ``m^c d + t^c N + m^r d + t^r m^c``. If the configured
 ``(m^c, m^r)`` fits the budget it is kept - the released 300 + 100 fits ``500buckets`` on every dataset
 (Gowalla 194,078, Yelp2020 284,796, Amazon-book 340,884). Otherwise both are scaled down by the same
 factor, keeping their ratio: the largest ``m^c`` below the configured one with
@@ -43,7 +43,7 @@ configuration that does not fit is an error. Either way a budget below the small
 (``t^c`` and ``t^r`` still distinct columns per row) is an error that names that smallest budget.
 
 Layers come from the dataset card (Gowalla 3, Yelp2020 4, Amazon-book 4, as the README and the paper say);
-the released Yelp2020 logs used 3 (methods.md 10.2), which ``--set trainer.layers=3`` reproduces.
+the released Yelp2020 logs used 3 (docs/protocol.md §9.3), which ``--set trainer.layers=3`` reproduces.
 Amazon-book: the official C2F code accepts only Gowalla and Yelp2020 and no logs exist, so C2F on
 Amazon-book (the card's L=4, m^c=300, the released fine settings) is a **[suite]** configuration.
 """
@@ -61,7 +61,7 @@ from lwbench.registry import register
 FULLY_SEEDED = -1          # coarse_seed: one coarse stage per run seed
 PROFILES = ("released", "paper_best")
 PROFILE_OPTIONS = ("threshold", "gate", "fine_topk")
-# methods.md 10.3: the optima stated in the paper's sensitivity analysis (section 4.4), per dataset.
+# docs/protocol.md §9.4: the optima stated in the paper's sensitivity analysis (section 4.4), per dataset.
 PAPER_BEST = {"gowalla": {"threshold": 3.0, "gate": 0.5, "fine_topk": 5},
               "yelp2020": {"threshold": 3.0, "gate": 0.3, "fine_topk": 3}}
 # What the coarse stage (and the module's initialisation) depends on; the stage is shared by these.
@@ -93,7 +93,7 @@ class C2F(Method):
         "fine_layers": Option(0, min=1, special={0: "the run's layers"}, help="the fine stage's LightGCN layers"),
         "scale_to_budget": Option(True, help="shrink m^c and m^r (keeping their ratio) to fit the budget"),
     }
-    # methods.md 8.1 / 10.2: the coarse stage's settings (the fine stage changes lr and batch size).
+    # docs/protocol.md §8.1 / §9.3: the coarse stage's settings (the fine stage changes lr and batch size).
     trainer_defaults = {"batch_size": 8192, "lr": 1e-3, "l2_factor": 5.0, "eval_every": 5,
                         "patience_fixed": 5, "patience_update": 5, "max_epochs": 900}
     # The fine codebook's SparsePCA fit (100 x 128 rows, d^r = 80) dominates a one-epoch contract test: 15 s on CPU.

@@ -1,12 +1,12 @@
-"""The C2F module (methods.md 8): LEGCF's coarse meta-embeddings, refined by a small fine codebook.
+"""The C2F module (docs/protocol.md §8): LEGCF's coarse meta-embeddings, refined by a small fine codebook.
 
-**Coarse stage.** Exactly LEGCF (:class:`~lwbench.methods.common.meta_embedding.MetaEmbeddingTable`, methods.md 7 and
+**Coarse stage.** Exactly LEGCF (:class:`~lwbench.methods.common.meta_embedding.MetaEmbeddingTable`, docs/protocol.md §7 and
 8.1) with ``m^c`` meta-embeddings ``E^c`` and ``t^c`` entries per entity row of ``S^c``. The official
 coarse stage also carries a zero fine table that enters the graph as isolated zero rows; it changes
 nothing, so it is left out.
 
 **Fine stage** (:meth:`CoarseToFineTable.begin_stage`, after the trainer loaded the coarse stage's best
-checkpoint). ``E^c`` is frozen (an ``lr=0`` Adam group, methods.md 1.4 / 8.2) and ``S^c`` is never
+checkpoint). ``E^c`` is frozen (an ``lr=0`` Adam group, docs/protocol.md §3.2 / §8.2) and ``S^c`` is never
 refreshed again. New tensors:
 
 * ``E^r`` (``m^r x d``, trained): ``m^r`` coarse rows selected at random, SparsePCA scores of them with
@@ -20,7 +20,7 @@ Forward pass (8.5): ``Ẽ^r = S_λ(E^r)`` (soft threshold), ``Ê^c = (1-w) E^c +
 graph ``[[Â, S^c, 0], [S^cᵀ, 0, S^r], [0, S^rᵀ, 0]]`` normalised twice (eq. 14), LightGCN mean over layers.
 
 ``variant`` selects between the official code (``code``, which produced the published numbers) and the
-paper's equations (``paper``) wherever they differ (methods.md 8 and 12):
+paper's equations (``paper``) wherever they differ (docs/protocol.md §8 and §11):
 
 =========================== ===================================== =========================================
 behaviour                   ``code``                              ``paper``
@@ -36,7 +36,7 @@ propagation                 per-layer re-mixing (8.5 step 5)      plain ``X_{l+1
 
 The coarse stage is the released LEGCF in both variants, so both share one coarse checkpoint.
 
-``ablation`` removes one component (Figure 4, methods.md 11.1): ``A`` random ``N(0, 1)`` rows instead of
+``ablation`` removes one component (Figure 4, docs/protocol.md §8.10): ``A`` random ``N(0, 1)`` rows instead of
 selected coarse rows (SparsePCA and padding kept); ``B`` selected rows copied densely (no SparsePCA, no
 padding); ``C`` no soft thresholding (``S_λ`` = identity, so no entry is dead); ``D`` the ``S^r``
 refresh by direct matching ``Ĥ^c pinv(H^r)`` instead of weight bridging (the init is unchanged).
@@ -77,7 +77,7 @@ FINE_BUFFERS = ("fine_columns", "fine_values", "fine_refreshes", "fine_zero_kept
 
 @dataclass(frozen=True)
 class FineSettings:
-    """The fine stage's knobs (methods.md 8.2-8.6; option names of ``methods/c2f.py`` in brackets)."""
+    """The fine stage's knobs (docs/protocol.md §8.2-§8.6; option names of the ``c2f`` method in brackets)."""
 
     n_fine: int              # m^r [fine_buckets]
     per_row: int             # t^r [fine_topk]
@@ -102,13 +102,13 @@ class FineSettings:
 def coarse_to_fine_count(n_coarse: int, n_fine: int, coarse_per_row: int, fine_per_row: int, dim: int,
                          n_entities: int) -> ParamCount:
     """Table 3: ``m^c d + t^c N + m^r d + t^r m^c`` (the fine table counted densely, the values of
-    ``S^c`` and ``S^r`` but not their indices); storage adds ``t^c N + t^r m^c`` indices (methods.md 2.1)."""
+    ``S^c`` and ``S^r`` but not their indices); storage adds ``t^c N + t^r m^c`` indices (docs/protocol.md §5.1)."""
     values = n_coarse * dim + coarse_per_row * n_entities + n_fine * dim + fine_per_row * n_coarse
     return ParamCount(table3=values, float_values=values,
                       int_indices=coarse_per_row * n_entities + fine_per_row * n_coarse)
 
 
-# --- fine-stage initialisation (methods.md 8.3, 8.4) ---------------------------------------------------
+# --- fine-stage initialisation (docs/protocol.md §8.3, §8.4) ---------------------------------------------------
 @dataclass
 class FineStreams:
     """Independent random streams of the fine-stage initialisation (see the module docstring)."""
@@ -136,7 +136,7 @@ def padding_positions(n_rows: int, n_components: int, dim: int, random: bool,
                       rng: np.random.Generator) -> np.ndarray | None:
     """Columns that receive the ``n_components`` scores of each row, ascending: ``n_components`` distinct
     uniform columns per row (``random``, the code) or the first ``n_components`` (zeros appended).
-    ``None`` when nothing needs padding (``n_components >= dim``, methods.md 8.3 step 5)."""
+    ``None`` when nothing needs padding (``n_components >= dim``, docs/protocol.md §8.3 step 5)."""
     if n_components >= dim:
         return None
     if random:
@@ -146,7 +146,7 @@ def padding_positions(n_rows: int, n_components: int, dim: int, random: bool,
 
 def initial_fine_codebook(coarse_meta: torch.Tensor, settings: FineSettings, streams: FineStreams,
                           cache_dir: Path | None = None) -> FineCodebookInit:
-    """``E^r`` of methods.md 8.3 from the raw (unpropagated) coarse rows ``E^c``."""
+    """``E^r`` of docs/protocol.md §8.3 from the raw (unpropagated) coarse rows ``E^c``."""
     n_coarse, dim = coarse_meta.shape
     n_fine = settings.n_fine
     if settings.ablation == "A":
@@ -170,7 +170,7 @@ def initial_fine_codebook(coarse_meta: torch.Tensor, settings: FineSettings, str
 
 def bridged_scores(coarse: SparseAssignment, fine_parts: torch.Tensor, n_fine: int,
                    anchor_weight: float) -> torch.Tensor:
-    """``(S^c)^T S~`` (m^c x m^r, methods.md 8.4 steps 2-3), where ``S~`` gives every entity ``w*`` on its
+    """``(S^c)^T S~`` (m^c x m^r, docs/protocol.md §8.4 steps 2-3), where ``S~`` gives every entity ``w*`` on its
     METIS part and ``(1-w*)/(m^r-1)`` on every other fine column."""
     others = (1.0 - anchor_weight) / (n_fine - 1) if n_fine > 1 else 0.0
     spread = torch.full((fine_parts.shape[0], n_fine), others, device=fine_parts.device)
@@ -180,7 +180,7 @@ def bridged_scores(coarse: SparseAssignment, fine_parts: torch.Tensor, n_fine: i
 
 
 def fine_assignment(scores: torch.Tensor, per_row: int, softmax: bool) -> tuple[SparseAssignment, int]:
-    """``S^r`` from dense scores (methods.md 8.4 steps 4-5, 8.6 step 3): an optional row softmax (the
+    """``S^r`` from dense scores (docs/protocol.md §8.4 steps 4-5, 8.6 step 3): an optional row softmax (the
     code), then the top ``t^r`` values per row, unrenormalised; returns the clamp count of
     :func:`~lwbench.methods.common.assignment.top_t_assignment` (always 0 after a softmax)."""
     return top_t_assignment(torch.softmax(scores, dim=1) if softmax else scores, per_row)
@@ -195,11 +195,11 @@ def weight_bridging_scores(h_full: torch.Tensor, h_coarse: torch.Tensor, h_fine:
 
 
 def direct_matching_scores(h_coarse: torch.Tensor, h_fine: torch.Tensor) -> torch.Tensor:
-    """Ablation D (methods.md 11.1): ``Ĥ^c pinv(H^r)``, matching coarse to fine rows without the entities."""
+    """Ablation D (docs/protocol.md §8.10): ``Ĥ^c pinv(H^r)``, matching coarse to fine rows without the entities."""
     return pinv_scores(h_coarse, h_fine)
 
 
-# --- forward pieces (methods.md 8.5) ------------------------------------------------------------------
+# --- forward pieces (docs/protocol.md §8.5) ------------------------------------------------------------------
 def soft_threshold(table: torch.Tensor, threshold: float) -> torch.Tensor:
     """Eq. 16: ``sign(x) * relu(|x| - λ)``. Entries with ``|x| <= λ`` become 0 and get no gradient."""
     return torch.sign(table) * F.relu(table.abs() - threshold)
@@ -207,7 +207,7 @@ def soft_threshold(table: torch.Tensor, threshold: float) -> torch.Tensor:
 
 def remix_layer(layer: torch.Tensor, n_entities: int, coarse: SparseAssignment, fine: SparseAssignment,
                 gate: float) -> torch.Tensor:
-    """The code-only per-layer re-mixing (methods.md 8.5 step 5) of ``Y = Ã X_l = [F; C; R]``::
+    """The code-only per-layer re-mixing (docs/protocol.md §8.5 step 5) of ``Y = Ã X_l = [F; C; R]``::
 
         C' = (1-w) (C - S^r R) + w S^r R,   F' = F - S^c C + S^c C' = F + S^c (C' - C),   X_{l+1} = [F'; C'; R]
     """
@@ -312,7 +312,7 @@ class CoarseToFineTable(MetaEmbeddingTable):
         return lightgcn_propagate(self.graph(), x0, n_layers,
                                   after_layer=lambda layer: remix_layer(layer, self.n_entities, coarse, fine, gate))
 
-    # --- S^r refresh (methods.md 8.6) --------------------------------------------------------------
+    # --- S^r refresh (docs/protocol.md §8.6) --------------------------------------------------------------
     @torch.no_grad()
     def refresh(self, propagated: torch.Tensor) -> None:
         """Coarse stage: LEGCF's refresh of ``S^c``. Fine stage: ``S^r`` by weight bridging (or direct
@@ -337,7 +337,7 @@ class CoarseToFineTable(MetaEmbeddingTable):
         ``fine_in_use`` (the log's "#refine utilized"), ``fine_mean_kept_value``, ``fine_zero_kept``
         (kept ``S^r`` values that are 0: clamped, or a softmax that underflowed), ``fine_nonzeros``
         (``nnz(S_λ(E^r))``), ``fine_density`` and ``params_sparse_aware`` (Table 3 with ``m^r d``
-        replaced by ``nnz(S_λ(E^r))``, methods.md 8.8)."""
+        replaced by ``nnz(S_λ(E^r))``, docs/protocol.md §8.8)."""
         out = super().diagnostics()
         if self.fine_active:
             assignment = self.fine_assignment

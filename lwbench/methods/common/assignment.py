@@ -1,12 +1,12 @@
-"""Sparse assignment matrices of meta-embedding methods (LEGCF, C2F; methods.md 7, 8) on the device.
+"""Sparse assignment matrices of meta-embedding methods (LEGCF, C2F; docs/protocol.md §7, §8) on the device.
 
 An assignment ``S`` (rows x columns) links each row (an entity, or a coarse meta-embedding in C2F)
 to a few columns (meta-embeddings) with a weight. Every row stores exactly ``t`` entries, so ``S`` is
 two dense ``(rows, t)`` tensors - column indices and values - which index, checkpoint and count
-trivially (``t`` values and ``t`` indices per row, methods.md 2.1). This module holds the operations
+trivially (``t`` values and ``t`` indices per row, docs/protocol.md §5.1). This module holds the operations
 the methods share:
 
-* :func:`anchored_assignment` - the initialisation of methods.md 7.2 (one anchor column with weight
+* :func:`anchored_assignment` - the initialisation of docs/protocol.md §7.2 (one anchor column with weight
   ``w*``, ``t-1`` random others sharing ``1-w*``);
 * :func:`pinv_scores` and :func:`top_t_assignment` - the refresh ``top_t(H_rows pinv(H_meta))`` of 7.3;
 * :class:`ExpandedGraphBuilder` - the expanded, doubly normalised propagation graph of 7.1 / 8.5 with
@@ -68,7 +68,7 @@ class SparseAssignment:
 
     def columns_in_use(self) -> int:
         """How many distinct columns carry a non-zero weight somewhere (the official log's
-        "#centroids utilized", methods.md 13.3)."""
+        "#centroids utilized", docs/protocol.md §10.10)."""
         return int(self.columns[self.values != 0].unique().numel())
 
     def mean_nonzero_value(self) -> float:
@@ -81,7 +81,7 @@ def anchored_assignment(anchors: torch.Tensor, n_cols: int, per_row: int, anchor
                         generator: torch.Generator | None = None) -> SparseAssignment:
     """Row ``r`` gets ``anchor_weight`` at column ``anchors[r]`` and ``(1 - anchor_weight)/(per_row - 1)``
     at ``per_row - 1`` distinct other columns drawn uniformly; with ``per_row = 1`` the anchor gets 1.
-    Every row sums to 1 (methods.md 7.2 step 2). ``anchors`` come from METIS (7.2) or are uniform
+    Every row sums to 1 (docs/protocol.md §7.2 step 2). ``anchors`` come from METIS (7.2) or are uniform
     random (the non-METIS option, 7.2 step 4); ``per_row = n_cols`` fills every column."""
     if not 1 <= per_row <= n_cols:
         raise ValueError(f"each row needs {per_row} distinct columns out of {n_cols}; "
@@ -103,12 +103,12 @@ def anchored_assignment(anchors: torch.Tensor, n_cols: int, per_row: int, anchor
 
 def pinv_scores(h_rows: torch.Tensor, h_meta: torch.Tensor) -> torch.Tensor:
     """Dense ``H_rows pinv(H_meta)`` (rows x meta): the minimum-norm least-squares ``S`` with
-    ``S H_meta ~ H_rows`` (methods.md 7.3 step 2, eq. 10; ``torch.linalg.pinv`` at default tolerance)."""
+    ``S H_meta ~ H_rows`` (docs/protocol.md §7.3 step 2, eq. 10; ``torch.linalg.pinv`` at default tolerance)."""
     return h_rows @ torch.linalg.pinv(h_meta)
 
 
 def top_t_assignment(scores: torch.Tensor, per_row: int) -> tuple[SparseAssignment, int]:
-    """Keep the ``per_row`` largest signed scores of every row, unnormalised (methods.md 7.3 step 3).
+    """Keep the ``per_row`` largest signed scores of every row, unnormalised (docs/protocol.md §7.3 step 3).
 
     A kept negative value would give a negative degree in the expanded graph (a NaN after the
     ``D^-1/2`` normalisation), so kept values are clamped at 0 (7.3 step 5). Returns the assignment
@@ -125,7 +125,7 @@ def top_t_assignment(scores: torch.Tensor, per_row: int) -> tuple[SparseAssignme
 
 
 class ExpandedGraphBuilder:
-    """Builds ``D_M^-1/2 M D_M^-1/2`` for the expanded graph of LEGCF/C2F (methods.md 7.1, 8.5)::
+    """Builds ``D_M^-1/2 M D_M^-1/2`` for the expanded graph of LEGCF/C2F (docs/protocol.md §7.1, §8.5)::
 
         M = [[B,    S1,   0 ],      B  = the base graph (LightGCN's normalised Â: the code puts the
              [S1^T, 0,    S2],           already normalised matrix inside M and normalises again)

@@ -1,4 +1,4 @@
-"""The meta-embedding module of LEGCF (methods.md 7), shared with C2F, whose coarse stage is LEGCF (8.1).
+"""The meta-embedding module of LEGCF (docs/protocol.md §7), shared with C2F, whose coarse stage is LEGCF (8.1).
 
 Every entity row is a sparse combination of ``m`` shared meta-embeddings, ``E = S E_meta`` with ``t``
 stored entries per row of ``S``. The meta-embeddings are extra nodes of the expanded graph
@@ -31,7 +31,7 @@ META_INITS = ("normal", "xavier")
 
 
 def metis_anchors(ctx: BuildContext, n_parts: int) -> torch.Tensor:
-    """The METIS part of every entity (methods.md 7.2 step 1), cached under ``ctx.cache_dir`` and seeded
+    """The METIS part of every entity (docs/protocol.md §7.2 step 1), cached under ``ctx.cache_dir`` and seeded
     with ``ctx.seed``, on the device."""
     parts = metis_parts(user_item_adjacency(ctx.interactions.train), n_parts, ctx.seed, ctx.cache_dir)
     return torch.as_tensor(parts, device=ctx.device)
@@ -39,7 +39,7 @@ def metis_anchors(ctx: BuildContext, n_parts: int) -> torch.Tensor:
 
 def initial_assignment(ctx: BuildContext, n_meta: int, per_row: int, anchor_weight: float,
                        how: str = "metis") -> SparseAssignment:
-    """Entity -> meta assignment of methods.md 7.2: anchor = the entity's METIS part (``metis``) or a
+    """Entity -> meta assignment of docs/protocol.md §7.2: anchor = the entity's METIS part (``metis``) or a
     uniform random column (``random``)."""
     if how == "metis":
         anchors = metis_anchors(ctx, n_meta)
@@ -61,7 +61,7 @@ def initial_meta_embeddings(n_meta: int, dim: int, how: str, device: torch.devic
 
 
 def meta_embedding_count(n_meta: int, dim: int, per_row: int, n_rows: int) -> ParamCount:
-    """Table 3: ``m*d + t*N`` (values of S, not its indices); storage adds ``t*N`` indices (methods.md 2.1)."""
+    """Table 3: ``m*d + t*N`` (values of S, not its indices); storage adds ``t*N`` indices (docs/protocol.md §5.1)."""
     values = n_meta * dim + per_row * n_rows
     return ParamCount(table3=values, float_values=values, int_indices=per_row * n_rows)
 
@@ -108,7 +108,7 @@ class MetaEmbeddingTable(EmbeddingModule):
     @torch.no_grad()
     def refresh(self, propagated: torch.Tensor) -> None:
         """``S <- top_t(H_full pinv(H_meta))`` from tables propagated over the current graph, then
-        rebuild the graph (methods.md 7.3). The buffers are replaced, not written in place: the
+        rebuild the graph (docs/protocol.md §7.3). The buffers are replaced, not written in place: the
         batch whose tables these are still backpropagates through the old ``S``."""
         n = self.n_entities
         new, clamps = top_t_assignment(pinv_scores(propagated[:n], propagated[n:n + self.n_meta]), self.per_row)

@@ -1,4 +1,4 @@
-"""METIS k-way partitions of the user-item graph, seeded and cached on disk (methods.md 7.2, 8.4).
+"""METIS k-way partitions of the user-item graph, seeded and cached on disk (docs/protocol.md §7.2, §8.4).
 
 LEGCF and C2F place every entity in a METIS part to initialise their assignments. The official
 code calls ``dgl.metis_partition_assignment(g, k)`` (k-way, edge-cut objective, no edge or vertex
@@ -24,7 +24,7 @@ CACHE_FORMAT = "kway-cut-v1"   # part of the cache key: change it when the METIS
 
 def user_item_adjacency(train: sp.csr_matrix) -> sp.csr_matrix:
     """The symmetric, unweighted N x N graph ``[[0, R], [R^T, 0]]`` without self loops, with sorted
-    column indices (the METIS input of methods.md 7.2 step 1; items are offset by ``|U|``)."""
+    column indices (the METIS input of docs/protocol.md §7.2 step 1; items are offset by ``|U|``)."""
     pattern = sp.csr_matrix((np.ones(train.nnz, dtype=np.int8), train.indices, train.indptr), shape=train.shape)
     adjacency = sp.bmat([[None, pattern], [pattern.T, None]], format="csr")
     adjacency.sum_duplicates()

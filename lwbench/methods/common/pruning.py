@@ -2,9 +2,9 @@
 
 All three train dense tables, fix a binary mask once, then keep training with the mask applied on
 every forward: PEP and CERP fix it the first time their learnable soft thresholds bring the non-zeros
-under the target (methods.md 5 and 6), magnitude pruning from the largest entries of a trained table.
+under the target (docs/protocol.md §6.3 and §6.4), magnitude pruning from the largest entries of a trained table.
 A deployment keeps each masked table sparsely, as its non-zero values plus one position per value
-(methods.md 2.2), so that is what :class:`PrunedEmbedding` counts and reports.
+(docs/protocol.md §5.5), so that is what :class:`PrunedEmbedding` counts and reports.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from torch import nn
 from lwbench.budget import BudgetError, ParamCount
 from lwbench.plugin import BuildContext, EmbeddingModule, InferenceState, Stage, Step
 
-THRESHOLD_WEIGHT_DECAY = 1e-5   # PEP and CERP: the weight decay that raises the thresholds (methods.md 5, 6)
+THRESHOLD_WEIGHT_DECAY = 1e-5   # PEP and CERP: the weight decay that raises the thresholds (docs/protocol.md §6.3, §6.4)
 
 
 def pruning_target(method: str, requested: int, budget: int, dense: int) -> int:
@@ -130,7 +130,7 @@ class PrunedEmbedding(EmbeddingModule):
 
 
 class ThresholdPruned(PrunedEmbedding):
-    """PEP and CERP (methods.md 5, 6): a search stage trains weights and soft thresholds (the
+    """PEP and CERP (docs/protocol.md §6.3, §6.4): a search stage trains weights and soft thresholds (the
     thresholds in their own optimizer group, whose weight decay raises them) and ends the first time
     the stored values fit the target (checked after every step); the retrain stage rewinds the
     weights to their initialization under the found masks. A search that ends without reaching the

@@ -1,5 +1,5 @@
 """Product quantization shared by DPQ (Chen et al., ICML'20) and MGQE, its multi-granular variant for
-recommendation (Kang et al., 2020); methods.md 9. Each registers a subclass of :class:`QuantizedMethod`.
+recommendation (Kang et al., 2020); docs/protocol.md §6.6. Each registers a subclass of :class:`QuantizedMethod`.
 
 Training keeps a query table ``Qy`` (``N x d``, training only) cut into ``D`` groups of width ``d/D``.
 Per group ``j`` an entity picks the code ``c = argmax_k r_k`` over ``K`` centroids, with responses
@@ -12,12 +12,12 @@ tail only the first ``tail_k``. DPQ is the single-tier case.
 
 A deployment keeps the value codebooks (``K * d`` floats) and every entity's codes
 (``ceil(log2 K_tier)`` bits per group; MGQE also one tier bit per entity). The Table-3 count is
-``K * d + ceil(sum of code bits / 32)`` (codes as float32 equivalents; methods.md 2.1, 2.2). The codes
+``K * d + ceil(sum of code bits / 32)`` (codes as float32 equivalents; docs/protocol.md §5.1, §5.5). The codes
 are stored when the module is built and after every training epoch, so they travel with every
 checkpoint, and evaluation forms ``X_0`` from the stored codes, never from a fresh argmax.
 
 Sizing: ``k`` is the largest number of centroids (at most ``N``) that fits the budget with ``D``
-groups; MGQE's tail uses ``k // 4`` (methods.md 9: 256 / 64). ``k`` need not be a power of two: on
+groups; MGQE's tail uses ``k // 4`` (docs/protocol.md §6.6: 256 / 64). ``k`` need not be a power of two: on
 Gowalla's 500-bucket budget DPQ gets k=361 (9-bit codes, 205,596 values) rather than the 2.2 table's
 k=256 (174,446), which ``--set dpq.k=256`` reproduces.
 """
@@ -218,7 +218,7 @@ class QuantizedMethod(Method):
         "init_std": Option(0.1, above=0, help="standard deviation of the N(0, std^2) initialization"),
     }
     tiered = True
-    tail_ratio = 4            # tail centroids = k / 4 unless tail_k is set (methods.md 9: 256 / 64)
+    tail_ratio = 4            # tail centroids = k / 4 unless tail_k is set (docs/protocol.md §6.6: 256 / 64)
 
     def configure(self, options: dict, budget: int, stats) -> dict:
         if options["dim"] % options["groups"]:

@@ -1,4 +1,4 @@
-"""SparsePCA scores for C2F's fine-codebook initialisation (methods.md 8.3), cached on disk.
+"""SparsePCA scores for C2F's fine-codebook initialisation (docs/protocol.md §8.3), cached on disk.
 
 The official code calls ``sklearn.decomposition.SparsePCA(n_components, alpha=1)`` with all other
 parameters at their defaults (``method='lars'``, ``max_iter=1000``, ``tol=1e-8``) and keeps

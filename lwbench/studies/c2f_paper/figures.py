@@ -8,7 +8,7 @@ from matplotlib.figure import Figure
 from lwbench.reports.figures import mean_std_line, new_figure
 from lwbench.reports.summaries import metric_label
 
-FIGURE_METRICS = ("ndcg@5", "ndcg@20", "recall@5", "recall@20")   # methods.md 11: the authors' 4 panels
+FIGURE_METRICS = ("ndcg@5", "ndcg@20", "recall@5", "recall@20")   # docs/protocol.md §10: the authors' 4 panels
 
 
 def ratio_curves(fixed_coarse: pd.DataFrame, fixed_total: pd.DataFrame, before: pd.DataFrame) -> Figure:

@@ -1,7 +1,7 @@
 """The paper's significance test for Table 4, and its p-values re-derived from the logged metrics
 (``python -m lwbench.studies.c2f_paper``).
 
-The paper's protocol (methods.md 12): ``scipy.stats.ttest_rel`` over the four cutoff values (@5, @10,
+The paper's protocol (docs/protocol.md §11): ``scipy.stats.ttest_rel`` over the four cutoff values (@5, @10,
 @20, @50) of one run against the baseline run. It is reproduced exactly, but it is not a test of
 whether a method is better: the four values are not independent samples. Table 4's statistics table
 adds the sound protocols of :mod:`lwbench.reports.stats` (across seeds, across users).
@@ -33,8 +33,8 @@ def truncate(value: float, decimals: int) -> float:
 
 
 def paper_protocol_check() -> pd.DataFrame:
-    """The Table-4 p-values recomputed from the logged full-precision metrics (methods.md 13.3) with the
-    paper's protocol, beside the printed (truncated) values of methods.md 12."""
+    """The Table-4 p-values recomputed from the logged full-precision metrics (docs/protocol.md §10.10) with the
+    paper's protocol, beside the printed (truncated) values of docs/protocol.md §11."""
     rows = []
     for dataset, runs in reference.C2F_LOGS.items():
         for seed in reference.TABLE4_SEEDS:
@@ -51,7 +51,7 @@ def paper_protocol_check() -> pd.DataFrame:
 def main() -> int:
     frame = paper_protocol_check()
     print("Table 4 p-values, recomputed with the paper's protocol: scipy.stats.ttest_rel over the 4 cutoffs "
-          "@5/@10/@20/@50 of the fine run against the coarse run (two-sided; the logged values at full precision, methods.md 13.3).")
+          "@5/@10/@20/@50 of the fine run against the coarse run (two-sided; the logged values at full precision, docs/protocol.md §10.10).")
     print("The paper prints them truncated to 5 decimals.\n")
     shown = frame.copy()
     for metric in ("ndcg", "recall"):

@@ -1,4 +1,4 @@
-"""The paper's published numbers (methods.md 12 and 13), kept as data so that reports can print them
+"""The paper's published numbers (docs/protocol.md §11 and §10.9), kept as data so that reports can print them
 beside lwbench's results and the statistics module can re-derive the paper's p-values.
 
 Dataset keys are lwbench card names (``gowalla``, ``yelp2020``, ``amazon-book``); row keys are the
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 TABLE3_METRICS = ("ndcg@10", "recall@10", "ndcg@20", "recall@20")
 
-# methods.md 13.1: #Param in millions as printed, then N@10, R@10, N@20, R@20.
+# docs/protocol.md §10.9: #Param in millions as printed, then N@10, R@10, N@20, R@20.
 _TABLE3_ROWS = {
     "UD-128": {"gowalla": (9.07, .0901, .1101, .1059, .1576), "yelp2020": (14.87, .0284, .0426, .0382, .0721),
                "amazon-book": (18.46, .0172, .0215, .0230, .0367)},
@@ -48,9 +48,9 @@ def paper_row(method: str, options: dict) -> str | None:
 TABLE4_KS = (5, 10, 20, 50)
 TABLE4_SEEDS = (2024, 2025, 2026)
 
-# methods.md 13.3: test metrics of the phase-UPDATE checkpoints in the C2F logs at ks = [5, 10, 20, 50],
+# docs/protocol.md §10.10: test metrics of the phase-UPDATE checkpoints in the C2F logs at ks = [5, 10, 20, 50],
 # at full precision as logged ("Evaluating best_checkpoint_with_assignment_update" in
-# htyjers/C2F-MetaEmbed result/<dataset>/{Coarse,Fine}-grained Training Stage/res*.txt; methods.md 13.3
+# htyjers/C2F-MetaEmbed result/<dataset>/{Coarse,Fine}-grained Training Stage/res*.txt; docs/protocol.md §10.10
 # prints them rounded to 6 decimals, which shifts the recomputed p-values in the 4th digit).
 # "coarse" is the single seed-2024 coarse run that every fine seed starts from.
 C2F_LOGS = {
@@ -76,13 +76,13 @@ C2F_LOGS = {
     },
 }
 
-# methods.md 12: Table 4's printed p-values (truncated to 5 decimals) per dataset and seed.
+# docs/protocol.md §11: Table 4's printed p-values (truncated to 5 decimals) per dataset and seed.
 TABLE4_PVALUES = {
     "gowalla": {2024: (0.00025, 0.00778), 2025: (0.00015, 0.00421), 2026: (0.00018, 0.00428)},
     "yelp2020": {2024: (0.00159, 0.02548), 2025: (0.00937, 0.06585), 2026: (0.00194, 0.02153)},
 }
 
-# methods.md 13.2: Table 4 as printed (4 decimals; Yelp seed 2025 truncated), corrected cutoffs.
+# docs/protocol.md §10.9: Table 4 as printed (4 decimals; Yelp seed 2025 truncated), corrected cutoffs.
 TABLE4_PRINTED = {
     "gowalla": {
         "coarse": {"ndcg": (.0788, .0856, .0984, .1213), "recall": (.0678, .0978, .1405, .2233)},
@@ -99,5 +99,5 @@ TABLE4_PRINTED = {
 }
 
 TABLE4_HEADER_NOTE = ("The paper's Table 4 labels its columns @1, @5, @10, @20, but its values are the logged "
-                      "metrics at ks = [5, 10, 20, 50] (methods.md 12); this table uses the corrected cutoffs "
+                      "metrics at ks = [5, 10, 20, 50] (docs/protocol.md §11); this table uses the corrected cutoffs "
                       "@5, @10, @20, @50.")

@@ -65,9 +65,9 @@ def table3(pts: pd.DataFrame, *, missing_methods: list[str] = ()) -> Table:
                              "paper": ref, "diff": diff, "best_lightweight": is_best})
             rows.append(row)
     notes = ["Values are test metrics of the reported checkpoint, mean ± std over seeds; Δ = ours − paper "
-             "(paper values: methods.md 13.1).",
+             "(paper values: docs/protocol.md §10.9).",
              "Bold: the best lightweight (budgeted) method per dataset and metric; UD rows are unbudgeted references.",
-             "#Param in the paper's Table-3 convention (methods.md 2.1)."]
+             "#Param in the paper's Table-3 convention (docs/protocol.md §5.1)."]
     if missing_methods:
         notes.append(f"Not implemented (no registered method): {', '.join(missing_methods)}.")
     notes += status_notes(pts)
@@ -127,7 +127,7 @@ def table4(pts: pd.DataFrame, out: Path, *, coarse_stage: str, alternative: str 
              "(two-sided); the cutoffs are not independent samples, so these p-values do not test whether C2F is "
              f"better. The statistics table ({'table4-stats'}) gives tests across seeds and across users.",
              "Here each C2F seed is compared with its own coarse stage; in the paper every fine seed started from "
-             "the one seed-2024 coarse run. Paper rows: methods.md 13.2 (p-values truncated to 5 decimals)."]
+             "the one seed-2024 coarse run. Paper rows: docs/protocol.md §10.9 (p-values truncated to 5 decimals)."]
     if fallbacks:
         notes.append(f"Coarse stage that never reached its UPDATE phase (its FIXED checkpoint is used): "
                      f"{', '.join(fallbacks)}.")

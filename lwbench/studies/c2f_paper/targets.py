@@ -20,7 +20,7 @@ from lwbench.studies.c2f_paper.reference import TABLE3_METHODS
 if TYPE_CHECKING:
     from lwbench.grid.plan import Cell
 
-# --- C2F names (methods.md 11) ------------------------------------------------------------------------
+# --- C2F names (docs/protocol.md §10) ------------------------------------------------------------------------
 C2F = "c2f"
 C2F_OPTIONS = {
     "d^r": "fine_components",   # n_components_ft
@@ -80,7 +80,7 @@ def _build_fig4(pts, out, manifest, alternative) -> Outputs:
                                    pd.concat([summary, coarse.assign(case="LEGCF (coarse stage of Full)")]),
                                    ["dataset", "case"], metrics,
                                    notes=["A: random E^r selection; B: no SparsePCA; C: no soft threshold; "
-                                          "D: direct matching instead of weight bridging (methods.md 11.1)."]
+                                          "D: direct matching instead of weight bridging (docs/protocol.md §8.10)."]
                                    + summaries.status_notes(pts))
     figure = figures.grouped_bars(summary, metrics, list(ABLATION_CASES), reference=coarse,
                                   reference_label="LEGCF (coarse)")
@@ -94,7 +94,7 @@ def _fig5_cells(datasets, methods):
 
 def _build_fig5(pts, out, manifest, alternative) -> Outputs:
     metrics = list(FIGURE_METRICS)
-    diagnostics = summaries.diagnostic_names(pts)   # e.g. the non-zero fraction of S_λ(E^r) (methods.md 11.2)
+    diagnostics = summaries.diagnostic_names(pts)   # e.g. the non-zero fraction of S_λ(E^r) (docs/protocol.md §10.5)
     summary = summaries.summarize(pts, ["dataset", "factor", "value"], metrics, diagnostics=diagnostics)
     notes = summaries.status_notes(pts)
     if diagnostics:
