@@ -8,10 +8,9 @@ to beat. The table is stored sparsely: its values plus one position per value (d
 """
 import torch
 
-from lwbench.budget import ParamCount
 from lwbench.options import TO_BUDGET, Option
 from lwbench.plugin import BuildContext, Method, Stage
-from lwbench.methods.common.pruning import PrunableTable, PrunedEmbedding, largest_magnitudes, pruning_target, sparse_count
+from lwbench.methods.common.pruning import PrunableTable, PrunedEmbedding, PrunedToBudget, largest_magnitudes
 from lwbench.registry import register
 
 DENSE, FINETUNE = "dense", "finetune"
@@ -35,20 +34,12 @@ class MagnitudePruned(PrunedEmbedding):
 
 
 @register
-class MagPrune(Method):
+class MagPrune(PrunedToBudget, Method):
     name = "magprune"
     description = "train a full table, keep its largest entries up to the budget, fine-tune under that mask"
     options = {"dim": Option(128, min=1, help="embedding dimension d"),
                "init_std": Option(0.1, above=0, help="standard deviation of the dense table's N(0, std^2) init"),
                "target_nnz": Option(0, min=1, special=TO_BUDGET, help="largest entries kept for fine-tuning")}
-    prunes = True
-
-    def configure(self, options: dict, budget: int, stats) -> dict:
-        target = pruning_target("magprune", options["target_nnz"], budget, stats.n_entities * options["dim"])
-        return {**options, "target_nnz": target}
-
-    def planned_count(self, options: dict, stats) -> ParamCount:
-        return sparse_count(options["target_nnz"])
 
     def stages(self, options: dict) -> list[Stage]:
         return [Stage(DENSE, reported=False), Stage(FINETUNE, start_from_best=True)]

@@ -11,10 +11,9 @@ forward, early stopping as every method. The table is stored sparsely (values pl
 import torch
 from torch import nn
 
-from lwbench.budget import ParamCount
 from lwbench.options import TO_BUDGET, Option
 from lwbench.plugin import BuildContext, Method, Stage
-from lwbench.methods.common.pruning import PrunableTable, ThresholdPruned, pruning_target, sparse_count
+from lwbench.methods.common.pruning import PrunableTable, PrunedToBudget, ThresholdPruned
 from lwbench.registry import register
 
 GRANULARITIES = ("global", "dimension", "feature", "feature_dim")
@@ -52,7 +51,7 @@ class PEPTable(ThresholdPruned):
 
 
 @register
-class PEP(Method):
+class PEP(PrunedToBudget, Method):
     name = "pep"
     description = "soft-threshold pruning of a full table to the budget's density, then retraining under the mask"
     options = {
@@ -65,16 +64,8 @@ class PEP(Method):
         "re_init": Option(False, help="retrain from a fresh Xavier table instead of rewinding to the initial one"),
         "target_nnz": Option(0, min=1, special=TO_BUDGET, help="stored values to prune down to"),
     }
-    prunes = True
     # A fast threshold clock: every target is reached within the few steps of one toy epoch.
     smoke_options = {"threshold_init": -4.0, "threshold_lr": 0.2}  # reaches 500buckets on synthetic in 12 steps
-
-    def configure(self, options: dict, budget: int, stats) -> dict:
-        target = pruning_target("pep", options["target_nnz"], budget, stats.n_entities * options["dim"])
-        return {**options, "target_nnz": target}
-
-    def planned_count(self, options: dict, stats) -> ParamCount:
-        return sparse_count(options["target_nnz"])
 
     def stages(self, options: dict) -> list[Stage]:
         return PEPTable.schedule(options["search_epochs"])

@@ -30,6 +30,20 @@ def sparse_count(nnz: int) -> ParamCount:
     return ParamCount(table3=nnz, float_values=nnz, int_indices=nnz)
 
 
+class PrunedToBudget:
+    """Method mixin for a full ``N x dim`` table pruned to ``target_nnz`` values (0: the budget): sizing and
+    the planned count, which the pruned module reaches only after training (``prunes = True``)."""
+
+    prunes = True
+
+    def configure(self, options: dict, budget: int, stats) -> dict:
+        target = pruning_target(self.name, options["target_nnz"], budget, stats.n_entities * options["dim"])
+        return {**options, "target_nnz": target}
+
+    def planned_count(self, options: dict, stats) -> ParamCount:
+        return sparse_count(options["target_nnz"])
+
+
 def soft_threshold(values: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
     """``sign(v) * ReLU(|v| - threshold)``: entries with ``|v| <= threshold`` become exactly 0."""
     return torch.sign(values) * torch.relu(values.abs() - threshold)
