@@ -232,3 +232,12 @@ def test_building_reports_imports_no_torch(tmp_path):
     assert result.returncode == 0, result.stderr
     assert (out / "table4-stats.csv").exists() and (tmp_path / "figs" / "budget-curve.png").exists()
     assert int(result.stdout.split("written=")[1]) == 3 + 2 * 3 + (3 + 2) + (3 + 2) + 3   # table3, table4(+stats), fig6, budget-curve, summary
+
+
+def test_table4_says_whether_the_seeds_shared_one_coarse_stage():
+    from lwbench.studies.c2f_paper.tables import coarse_sharing_note
+    record = {"shared_stages": {"coarse": "c2f-coarse-abc"}, "config": {"method": {"options": {"coarse_seed": 2024}}}}
+    shared = pd.DataFrame({"record": [record, record]})
+    assert "same coarse stage (c2f.coarse_seed=2024)" in coarse_sharing_note(shared, "coarse")
+    other = {**record, "shared_stages": {"coarse": "c2f-coarse-def"}}
+    assert "the coarse stage it started from" in coarse_sharing_note(pd.DataFrame({"record": [record, other]}), "coarse")

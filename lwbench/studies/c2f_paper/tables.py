@@ -126,8 +126,8 @@ def table4(pts: pd.DataFrame, out: Path, *, coarse_stage: str, alternative: str 
              "Paper protocol: scipy.stats.ttest_rel over the 4 cutoff values of one run against its coarse stage "
              "(two-sided); the cutoffs are not independent samples, so these p-values do not test whether C2F is "
              f"better. The statistics table ({'table4-stats'}) gives tests across seeds and across users.",
-             "Here each C2F seed is compared with its own coarse stage; in the paper every fine seed started from "
-             "the one seed-2024 coarse run. Paper rows: docs/protocol.md §10.9 (p-values truncated to 5 decimals)."]
+             coarse_sharing_note(pts, coarse_stage) + " In the paper every fine seed started from the one seed-2024 coarse run. "
+             "Paper rows: docs/protocol.md §10.9 (p-values truncated to 5 decimals)."]
     if fallbacks:
         notes.append(f"Coarse stage that never reached its UPDATE phase (its FIXED checkpoint is used): "
                      f"{', '.join(fallbacks)}.")
@@ -168,3 +168,16 @@ def _sound_comparisons(dataset: str, fine: dict[int, dict], out: Path, coarse_st
                           for c in stats.across_users(fine_users[metric], coarse_users[metric], labels=labels,
                                                       alternative=alternative)]
     return found
+
+
+def coarse_sharing_note(pts: pd.DataFrame, coarse_stage: str) -> str:
+    """What the records say about the coarse stages the C2F seeds started from: one shared stage (the
+    default ``coarse_seed``, as in the paper) or one per seed (``coarse_seed=-1``)."""
+    done = [r for r in pts["record"] if r]
+    stages = {r["shared_stages"].get(coarse_stage) for r in done}
+    if not done:
+        return ""
+    if len(stages) == 1 and len(done) > 1:
+        seed = done[0]["config"]["method"]["options"].get("coarse_seed")
+        return f"Every C2F seed started from the same coarse stage (c2f.coarse_seed={seed}), the one it is compared with."
+    return "Each C2F run is compared with the coarse stage it started from."
