@@ -33,6 +33,59 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed_epochs(trainer: Trainer, stage_index: int, epochs: int, phase: str | None = None) -> list[float]:
+    """Seconds of ``epochs + 1`` training epochs of a stage (the first is a warm-up), in ``phase`` (default:
+    the stage's last, so an UPDATE phase's refresh hook is included). The trainer must have been built."""
+    stage = trainer.stages[stage_index]
+    config = trainer.stage_config(stage)
+    phase = phase or stage.phases[-1]
+    if phase != stage.phases[0]:
+        trainer.module.begin_phase(stage, phase)
+    times = []
+    for epoch in range(epochs + 1):
+        started = time.perf_counter()
+        trainer.train_epoch(stage, phase, epoch, config)
+        sync(trainer.device)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def timed_evaluations(trainer: Trainer, evals: int) -> tuple[list[float], list[float]]:
+    """(propagation, ranking) seconds of ``evals + 1`` full evaluations of the test split (the first a warm-up):
+    propagation of the layer-0 rows, then scoring every item, masking training items, top-k and metrics."""
+    propagation, ranking = [], []
+    for _ in range(evals + 1):
+        started = time.perf_counter()
+        tables = trainer.propagated_tables()
+        sync(trainer.device)
+        propagated = time.perf_counter()
+        trainer.evaluator.per_user("test", *tables)
+        sync(trainer.device)
+        propagation.append(propagated - started)
+        ranking.append(time.perf_counter() - propagated)
+    return propagation, ranking
+
+
+def prepared_trainer(dataset, method: str, budget: str, overrides: dict, device: torch.device, scratch: Path,
+                     stage: str | None = None) -> tuple[Trainer, int, float]:
+    """A built trainer entered into ``stage`` (default: the first) without training the stages before it
+    (their start hooks run, so the timed stage starts from fresh weights, which does not change its cost);
+    returns (trainer, stage index, set-up seconds)."""
+    spec = plan_runs([method], dataset, budget, [2024], overrides)[0]
+    trainer = Trainer(get_method(spec.method), spec.options, dataset.interactions, spec.trainer,
+                      seed=2024, device=device, work_dir=scratch / spec.run_id, cache_dir=scratch, show_progress=False)
+    names = [s.name for s in trainer.stages]
+    if stage is not None and stage not in names:
+        raise SystemExit(f"{spec.method} has no stage {stage!r}; its stages are {', '.join(names)}")
+    index = 0 if stage is None else names.index(stage)
+    started = time.perf_counter()
+    trainer.build()
+    for i in range(index + 1):
+        trainer.start_stage(i, hand_off=False)
+    sync(device)
+    return trainer, index, time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", default="ud")
@@ -54,46 +107,18 @@ def main() -> None:
     dataset = load_dataset(args.dataset, data_dir=args.data_dir)
     overrides = parse_set_options(args.sets)
     overrides.setdefault("trainer", {})["batch_size"] = args.batch_size
-    spec = plan_runs([args.method], dataset, args.budget, [2024], overrides)[0]
-    trainer = Trainer(get_method(spec.method), spec.options, dataset.interactions, spec.trainer,
-                      seed=2024, device=device, work_dir=Path(args.out) / spec.run_id, cache_dir=Path(args.out),
-                      show_progress=False)
-    names = [stage.name for stage in trainer.stages]
-    if args.stage is not None and args.stage not in names:
-        parser.error(f"{spec.method} has no stage {args.stage!r}; its stages are {', '.join(names)}")
-    timed_index = 0 if args.stage is None else names.index(args.stage)
-    started = time.perf_counter()
-    trainer.build()
-    for index in range(timed_index + 1):
-        trainer.start_stage(index, hand_off=False)
-    sync(device)
-    setup_seconds = time.perf_counter() - started
+    trainer, index, setup_seconds = prepared_trainer(dataset, args.method, args.budget, overrides, device,
+                                                     Path(args.out), args.stage)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    stage = trainer.stages[timed_index]
+    stage = trainer.stages[index]
     config = trainer.stage_config(stage)
-    epoch_times = []
-    for epoch in range(args.epochs + 1):
-        started = time.perf_counter()
-        trainer.train_epoch(stage, stage.phases[-1], epoch, config)  # last phase: includes any refresh hook
-        sync(device)
-        epoch_times.append(time.perf_counter() - started)
-    # The inference profile in two parts: propagation of the layer-0 rows, then ranking (scoring every
-    # item, masking training items, top-k and metrics, chunk by chunk).
-    propagation_times, ranking_times = [], []
-    for _ in range(args.evals + 1):
-        started = time.perf_counter()
-        tables = trainer.propagated_tables()
-        sync(device)
-        propagated = time.perf_counter()
-        trainer.evaluator.per_user("test", *tables)
-        sync(device)
-        propagation_times.append(propagated - started)
-        ranking_times.append(time.perf_counter() - propagated)
+    epoch_times = timed_epochs(trainer, index, args.epochs)
+    propagation_times, ranking_times = timed_evaluations(trainer, args.evals)
     eval_times = [p + r for p, r in zip(propagation_times, ranking_times)]
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     report = {
-        "method": spec.label, "stage": stage.name, "dataset": dataset.interactions.name, "device": device_name(device),
+        "method": trainer.label, "stage": stage.name, "dataset": dataset.interactions.name, "device": device_name(device),
         "batch_size": config.batch_size, "layers": config.layers, "triplets_per_epoch":
             config.n_negatives * dataset.interactions.train.nnz, "setup_seconds": round(setup_seconds, 3),
         "epoch_seconds_median": round(statistics.median(epoch_times[1:]), 3),
