@@ -30,10 +30,9 @@ class Recommender(nn.Module):
 
     def bpr_loss(self, propagated: torch.Tensor, users, positives, negatives) -> torch.Tensor:
         """mean softplus(s_uj - s_ui) (docs/protocol.md §3.2)."""
-        user_table, item_table = self.user_item_tables(propagated)
-        user_vec = user_table[users]
-        pos = (user_vec * item_table[positives]).sum(-1)
-        neg = (user_vec * item_table[negatives]).sum(-1)
+        user_vec, pos_vec, neg_vec = self.batch_rows(propagated, users, positives, negatives)
+        pos = (user_vec * pos_vec).sum(-1)
+        neg = (user_vec * neg_vec).sum(-1)
         if self.item_bias is not None:
             pos = pos + self.item_bias[positives]
             neg = neg + self.item_bias[negatives]
@@ -41,11 +40,15 @@ class Recommender(nn.Module):
 
     def l2_loss(self, x0: torch.Tensor, users, positives, negatives, factor: float) -> torch.Tensor:
         """(factor * 1e-4) * (|E0[u]|^2 + |E0[i+]|^2 + |E0[j]|^2) / B over layer-0 entity rows."""
-        ego = self.embedding.ego_rows(x0)
+        rows = self.batch_rows(self.embedding.ego_rows(x0), users, positives, negatives)
+        return factor * 1e-4 * sum(r.square().sum() for r in rows) / len(users)
+
+    def batch_rows(self, table: torch.Tensor, users, positives, negatives) -> tuple[torch.Tensor, ...]:
+        """The rows of a batch's users, positives and negatives (items are offset by ``n_users``), gathered
+        in one indexing so that the backward pass scatters into the table once, not three times."""
         offset = self.embedding.n_users
-        total = (ego[users].square().sum() + ego[positives + offset].square().sum()
-                 + ego[negatives + offset].square().sum())
-        return factor * 1e-4 * total / len(users)
+        rows = table[torch.cat([users, positives + offset, negatives + offset])]
+        return rows.split([len(users), len(positives), len(negatives)])
 
     def param_groups(self, stage: Stage) -> list[dict]:
         groups = self.embedding.param_groups(stage)
