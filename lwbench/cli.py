@@ -16,7 +16,7 @@ from pathlib import Path
 from lwbench import logs
 from lwbench.budget import ACCEPTED_FORMS, BudgetError
 from lwbench.config import ConfigError, parse_set_options
-from lwbench.data.interactions import DataError
+from lwbench.data.interactions import COLD_MODES, OVERLAP_MODES, DataError
 from lwbench.records import RecordError
 
 logger = logging.getLogger(__name__)
@@ -68,6 +68,10 @@ def data_parent() -> argparse.ArgumentParser:
     group.add_argument("--legacy-split", action="store_true",
                        help="draw the split from each run's seed, as the official code does")
     group.add_argument("--offline", action="store_true", help="never try to download datasets")
+    group.add_argument("--cold", choices=COLD_MODES, default="keep", help="test pairs of items or users without "
+                       "a training pair: keep them, as the official loaders do (default), or drop them")
+    group.add_argument("--overlap", choices=OVERLAP_MODES, default="error", help="test pairs that are also training "
+                       "pairs: an error (default), or drop them from test")
     return parent
 
 
@@ -197,6 +201,12 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def data_options(args: argparse.Namespace) -> dict:
+    """The data parent's options, as :func:`lwbench.grid.plan.plan_grid` takes them."""
+    return dict(data_dir=args.data_dir, split_seed=args.split_seed, legacy_split=args.legacy_split,
+                offline=args.offline or None, cold=args.cold, overlap=args.overlap)
+
+
 def overrides_from(args: argparse.Namespace) -> dict:
     """``--set`` options by owner, with ``--epochs`` as ``trainer.max_epochs``."""
     overrides = parse_set_options(args.sets)
@@ -242,8 +252,7 @@ def run_command(args: argparse.Namespace) -> int:
     if not methods:
         raise ConfigError("--methods is empty; --list shows the registered methods")
     cells = expand([args.dataset], methods, [args.budget], overrides=overrides_from(args))
-    plan = plan_grid(cells, parse_seeds(args.seeds), data_dir=args.data_dir, split_seed=args.split_seed,
-                     legacy_split=args.legacy_split, offline=args.offline or None, drop_unfit=False)
+    plan = plan_grid(cells, parse_seeds(args.seeds), drop_unfit=False, **data_options(args))
     if args.plan:
         print(json.dumps({"dataset": args.dataset, "device": str(device), "out": args.out,
                           "runs": [run.spec.plan_entry() for run in plan.unique_runs()]}, indent=1, default=str))
@@ -255,8 +264,7 @@ def grid_command(args: argparse.Namespace) -> int:
     from lwbench.grid.plan import expand, parse_sweeps, plan_grid
     cells = expand(comma_list(args.datasets), comma_list(args.methods), comma_list(args.budgets),
                    overrides=overrides_from(args), sweeps=parse_sweeps(args.sweeps))
-    plan = plan_grid(cells, parse_seeds(args.seeds), data_dir=args.data_dir, split_seed=args.split_seed,
-                     legacy_split=args.legacy_split, offline=args.offline or None)
+    plan = plan_grid(cells, parse_seeds(args.seeds), **data_options(args))
     return execute(plan, Path(args.out), args)
 
 

@@ -41,12 +41,15 @@ def test_missing_file(tmp_path):
         read_split(tmp_path / "nope.txt")
 
 
-def test_test_ids_outside_the_train_range_are_rejected(tmp_path):
+def test_test_ids_outside_the_card_range_are_rejected(tmp_path):
+    """An id beyond the card's n_users/n_items stays an error, naming file and line (issue 10); without a
+    card the range spans train and test (test_cold_ids_extend_the_range)."""
     train = read_split(write(tmp_path / "train.txt", "0 0 1\n1 1 2\n"))
-    with pytest.raises(DataError, match="item id 7 .*outside the id range 0..2"):
-        build_interactions("x", train, read_split(write(tmp_path / "test.txt", "0 7\n")))
-    with pytest.raises(DataError, match="user id 5 .*outside the id range 0..1"):
-        build_interactions("x", train, read_split(write(tmp_path / "test.txt", "5 1\n")))
+    card = dict(n_users=2, n_items=3)
+    with pytest.raises(DataError, match=r"test\.txt:2: item id 7 .*outside the id range 0..2"):
+        build_interactions("x", train, read_split(write(tmp_path / "test.txt", "1 2\n0 7 2\n")), **card)
+    with pytest.raises(DataError, match=r"test\.txt:1: user id 5 .*outside the id range 0..1"):
+        build_interactions("x", train, read_split(write(tmp_path / "test.txt", "5 1 2\n")), **card)
 
 
 def test_split_sizes_and_seed_independence(toy):
