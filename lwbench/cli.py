@@ -21,7 +21,7 @@ from lwbench.records import RecordError
 
 logger = logging.getLogger(__name__)
 
-SUBCOMMANDS = ("run", "grid", "reproduce", "report")
+SUBCOMMANDS = ("run", "grid", "reproduce", "report", "prepare")
 ALTERNATIVES = ("two-sided", "greater", "less")
 
 
@@ -117,7 +117,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="lwbench: lightweight ID embeddings for graph "
                                      "recommenders, compared under one trainer and one budget.",
                                      epilog=epilog(prog), formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", metavar="{run,grid,reproduce,report}")
+    commands = parser.add_subparsers(dest="command", metavar="{run,grid,reproduce,report,prepare}")
 
     run = commands.add_parser("run", parents=[output, data, training, execution], epilog=epilog(prog),
                               formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -171,7 +171,32 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     report.add_argument("--figures", default="figures", help="figures folder (default figures)")
     add_alternative(report)
     report.set_defaults(handler=report_command)
+    add_prepare(commands, output)
     return parser
+
+
+def add_prepare(commands, output: argparse.ArgumentParser) -> None:
+    prepare = commands.add_parser("prepare", parents=[output], help="turn LightGCN text, CSV/TSV or RecBole .inter data into a "
+                                  "verified dataset folder and card",
+                                  description="Prepare a dataset folder (train.txt.gz, test.txt.gz, id maps, "
+                                  "card.toml) that runs with --dataset DIR. See docs/adding-a-dataset.md.")
+    prepare.add_argument("input", metavar="INPUT", help="a LightGCN folder or file, a CSV/TSV file with a header, "
+                         "or a RecBole .inter file")
+    prepare.add_argument("--out", required=True, help="the new dataset folder (must not exist)")
+    prepare.add_argument("--test", help="a separate test file of the same format (then no split is drawn)")
+    for key in ("user", "item", "rating", "time"):
+        prepare.add_argument(f"--{key}-col", help=f"the {key} column (default: recognised by name)")
+    prepare.add_argument("--sep", help="column separator (default: tab for .tsv/.inter, else comma)")
+    prepare.add_argument("--dedup", choices=("first", "last"), default="first",
+                         help="which occurrence of a repeated pair counts for a temporal split (default first)")
+    prepare.add_argument("--min-rating", type=float, help="keep rows with rating >= this (implicit feedback)")
+    prepare.add_argument("--user-core", type=int, default=0, help="k-core: keep users with >= this many pairs")
+    prepare.add_argument("--item-core", type=int, default=0, help="k-core: keep items with >= this many pairs")
+    prepare.add_argument("--split", choices=("random", "temporal"), default="random",
+                         help="per-user split of unsplit input: random (--seed) or each user's latest pairs")
+    prepare.add_argument("--test-fraction", type=float, default=0.2, help="per-user test fraction (default 0.2)")
+    prepare.add_argument("--seed", type=int, default=2024, help="seed of the random split (default 2024)")
+    prepare.set_defaults(handler=prepare_command)
 
 
 def add_alternative(parser: argparse.ArgumentParser) -> None:
@@ -300,6 +325,21 @@ def reproduce_command(args: argparse.Namespace) -> int:
         out=Path(args.out or f"results{suffix}"), figures_dir=Path(args.figures or f"figures{suffix}"),
         alternative=args.alternative, force=args.force, plan_only=args.plan, show_progress=show_progress(args))
     return reproduce(args.name, options, execution_request(args))
+
+
+def prepare_command(args: argparse.Namespace) -> int:
+    from lwbench.data.prepare import PrepareOptions, prepare
+    options = PrepareOptions(test=args.test, user_col=args.user_col, item_col=args.item_col,
+                             rating_col=args.rating_col, time_col=args.time_col, sep=args.sep, dedup=args.dedup,
+                             min_rating=args.min_rating, user_core=args.user_core, item_core=args.item_core,
+                             split=args.split, test_fraction=args.test_fraction, seed=args.seed)
+    stats = prepare(args.input, args.out, options)
+    print(f"{args.out}: {stats['n_users']:,} users, {stats['n_items']:,} items, {stats['train_interactions']:,} "
+          f"train / {stats['test_interactions']:,} test pairs, density {stats['density']:.6f}, "
+          f"{stats['cold_items']:,} cold items, {stats['cold_users']:,} cold users\n"
+          f"fingerprints: train {stats['train_sha256']}, test {stats['test_sha256']}\n"
+          f"run it with: --dataset {args.out}")
+    return 0
 
 
 def report_command(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 CARDS = resources.files("lwbench.data") / "cards"   # package data: found the same way installed or not
 SPLITS = ("train", "test")
+CARD_FILE = "card.toml"   # a folder's own card (written by ``lwbench prepare``), checked when it is loaded
 
 
 @dataclass(frozen=True)
@@ -111,10 +112,15 @@ def load_dataset(name_or_path: str, *, data_dir: str | None = None, split_seed: 
     path = Path(name_or_path).expanduser()
     kwargs = dict(split_seed=split_seed, legacy_split_seed=legacy_split_seed, cold=cold, overlap=overlap)
     if path.is_dir():
-        train, test = (_require(path, s) for s in SPLITS)
-        inter = build_interactions(path.name, read_split(train), read_split(test), **kwargs)
-        logger.info("dataset %s (no card): %s", path, inter.stats().describe())
-        return LoadedDataset(inter, None, str(path), {s: "unverified" for s in SPLITS})
+        raws = {s: read_split(_require(path, s)) for s in SPLITS}
+        card = DatasetCard.from_toml(path / CARD_FILE) if (path / CARD_FILE).is_file() else None
+        verification = ({s: _verify(card, path, s, raws[s]) for s in SPLITS} if card else
+                        {s: "unverified" for s in SPLITS})
+        inter = build_interactions(path.name, raws["train"], raws["test"], n_users=card and card.n_users,
+                                   n_items=card and card.n_items, **kwargs)
+        logger.info("dataset %s (%s): %s", path, f"checked against its {CARD_FILE}" if card else "no card",
+                    inter.stats().describe())
+        return LoadedDataset(inter, card, str(path), verification)
     card = get_card(name_or_path)
     if card.generator is not None:
         train, test = synthetic.generate(**card.generator)
