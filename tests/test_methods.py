@@ -184,3 +184,13 @@ def test_cold_user_and_item_size_train_and_score(name, toy_with_cold, tmp_path):
     partitions and assignments cover isolated nodes), trains, and scores the cold item for every user."""
     check_sizing_and_built_count(name, "500buckets", toy_with_cold)
     check_training(name, toy_with_cold, tmp_path)
+
+
+def test_metis_places_isolated_nodes_in_a_part(toy_with_cold):
+    """The meta-embedding methods anchor every entity at its METIS part (docs/protocol.md §7.2): the
+    partition must cover the cold user and item, which have no edge."""
+    from lwbench.methods.common.metis import metis_parts, user_item_adjacency
+    adjacency = user_item_adjacency(toy_with_cold.train)
+    parts = metis_parts(adjacency, 8, seed=1)
+    assert parts.shape == (toy_with_cold.n_entities,) and ((parts >= 0) & (parts < 8)).all()
+    assert np.diff(adjacency.indptr)[[300, 301 + 200]].tolist() == [0, 0]   # both isolated

@@ -137,3 +137,27 @@ def test_the_command_prints_counts_and_the_folder_runs(tmp_path, toy_dir, capsys
     assert "300 users, 200 items" in printed and "cold items" in printed and "fingerprints: train" in printed
     assert main(["--dataset", str(tmp_path / "o"), "--plan", "--device", "cpu"]) == 0
     assert main(["prepare", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "p")]) == 2
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+@pytest.mark.skipif(not (SHARED / "lastfm").is_dir(), reason="lastfm is not in ../shared/datasets")
+def test_preparing_lastfm_keeps_its_ids_and_fingerprints(tmp_path):
+    """Dense 0-based ids map to themselves, so the prepared folder has the card's fingerprints, cold items
+    included (the id range spans train and test)."""
+    from lwbench.data.cards import get_card
+    stats = prepare(SHARED / "lastfm", tmp_path / "lastfm")
+    card = get_card("lastfm")
+    assert (stats["train_sha256"], stats["test_sha256"]) == (card.fingerprints["train"], card.fingerprints["test"])
+    assert (stats["n_users"], stats["n_items"], stats["cold_items"]) == (1885, 17388, 2247)
+
+
+def test_cold_and_overlap_options_reach_the_plan(tmp_path, capsys):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "train.txt").write_text("".join(f"{u} {u % 5} {(u + 1) % 5} {(u + 2) % 5}\n" for u in range(20)))
+    (folder / "test.txt").write_text("".join(f"{u} {(u + 3) % 5} {(u + 4) % 5} 9\n" for u in range(20)))
+    assert main(["--dataset", str(folder), "--plan", "--device", "cpu", "--cold", "drop"]) == 0
+    plan = capsys.readouterr().out
+    assert '"cold_items": 5' in plan and '"cold_dropped": 20' in plan and '"cold": "drop"' in plan
