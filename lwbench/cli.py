@@ -16,12 +16,12 @@ from pathlib import Path
 from lwbench import logs
 from lwbench.budget import ACCEPTED_FORMS, BudgetError
 from lwbench.config import ConfigError, parse_set_options
-from lwbench.data.interactions import DataError
+from lwbench.data.interactions import COLD_MODES, OVERLAP_MODES, DataError
 from lwbench.records import RecordError
 
 logger = logging.getLogger(__name__)
 
-SUBCOMMANDS = ("run", "grid", "reproduce", "report")
+SUBCOMMANDS = ("run", "grid", "reproduce", "report", "prepare")
 ALTERNATIVES = ("two-sided", "greater", "less")
 
 
@@ -68,6 +68,10 @@ def data_parent() -> argparse.ArgumentParser:
     group.add_argument("--legacy-split", action="store_true",
                        help="draw the split from each run's seed, as the official code does")
     group.add_argument("--offline", action="store_true", help="never try to download datasets")
+    group.add_argument("--cold", choices=COLD_MODES, default="keep", help="test pairs of items or users without "
+                       "a training pair: keep them, as the official loaders do (default), or drop them")
+    group.add_argument("--overlap", choices=OVERLAP_MODES, default="error", help="test pairs that are also training "
+                       "pairs: an error (default), or drop them from test")
     return parent
 
 
@@ -113,7 +117,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="lwbench: lightweight ID embeddings for graph "
                                      "recommenders, compared under one trainer and one budget.",
                                      epilog=epilog(prog), formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", metavar="{run,grid,reproduce,report}")
+    commands = parser.add_subparsers(dest="command", metavar="{run,grid,reproduce,report,prepare}")
 
     run = commands.add_parser("run", parents=[output, data, training, execution], epilog=epilog(prog),
                               formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -167,7 +171,32 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     report.add_argument("--figures", default="figures", help="figures folder (default figures)")
     add_alternative(report)
     report.set_defaults(handler=report_command)
+    add_prepare(commands, output)
     return parser
+
+
+def add_prepare(commands, output: argparse.ArgumentParser) -> None:
+    prepare = commands.add_parser("prepare", parents=[output], help="turn LightGCN text, CSV/TSV or RecBole .inter data into a "
+                                  "verified dataset folder and card",
+                                  description="Prepare a dataset folder (train.txt.gz, test.txt.gz, id maps, "
+                                  "card.toml) that runs with --dataset DIR. See docs/adding-a-dataset.md.")
+    prepare.add_argument("input", metavar="INPUT", help="a LightGCN folder or file, a CSV/TSV file with a header, "
+                         "or a RecBole .inter file")
+    prepare.add_argument("--out", required=True, help="the new dataset folder (must not exist)")
+    prepare.add_argument("--test", help="a separate test file of the same format (then no split is drawn)")
+    for key in ("user", "item", "rating", "time"):
+        prepare.add_argument(f"--{key}-col", help=f"the {key} column (default: recognised by name)")
+    prepare.add_argument("--sep", help="column separator (default: tab for .tsv/.inter, else comma)")
+    prepare.add_argument("--dedup", choices=("first", "last"), default="first",
+                         help="which occurrence of a repeated pair counts for a temporal split (default first)")
+    prepare.add_argument("--min-rating", type=float, help="keep rows with rating >= this (implicit feedback)")
+    prepare.add_argument("--user-core", type=int, default=0, help="k-core: keep users with >= this many pairs")
+    prepare.add_argument("--item-core", type=int, default=0, help="k-core: keep items with >= this many pairs")
+    prepare.add_argument("--split", choices=("random", "temporal"), default="random",
+                         help="per-user split of unsplit input: random (--seed) or each user's latest pairs")
+    prepare.add_argument("--test-fraction", type=float, default=0.2, help="per-user test fraction (default 0.2)")
+    prepare.add_argument("--seed", type=int, default=2024, help="seed of the random split (default 2024)")
+    prepare.set_defaults(handler=prepare_command)
 
 
 def add_alternative(parser: argparse.ArgumentParser) -> None:
@@ -195,6 +224,12 @@ def parse_seeds(text: str) -> list[int]:
     if not seeds:
         raise ConfigError("--seeds is empty")
     return seeds
+
+
+def data_options(args: argparse.Namespace) -> dict:
+    """The data parent's options, as :func:`lwbench.grid.plan.plan_grid` takes them."""
+    return dict(data_dir=args.data_dir, split_seed=args.split_seed, legacy_split=args.legacy_split,
+                offline=args.offline or None, cold=args.cold, overlap=args.overlap)
 
 
 def overrides_from(args: argparse.Namespace) -> dict:
@@ -242,8 +277,7 @@ def run_command(args: argparse.Namespace) -> int:
     if not methods:
         raise ConfigError("--methods is empty; --list shows the registered methods")
     cells = expand([args.dataset], methods, [args.budget], overrides=overrides_from(args))
-    plan = plan_grid(cells, parse_seeds(args.seeds), data_dir=args.data_dir, split_seed=args.split_seed,
-                     legacy_split=args.legacy_split, offline=args.offline or None, drop_unfit=False)
+    plan = plan_grid(cells, parse_seeds(args.seeds), drop_unfit=False, **data_options(args))
     if args.plan:
         print(json.dumps({"dataset": args.dataset, "device": str(device), "out": args.out,
                           "runs": [run.spec.plan_entry() for run in plan.unique_runs()]}, indent=1, default=str))
@@ -255,8 +289,7 @@ def grid_command(args: argparse.Namespace) -> int:
     from lwbench.grid.plan import expand, parse_sweeps, plan_grid
     cells = expand(comma_list(args.datasets), comma_list(args.methods), comma_list(args.budgets),
                    overrides=overrides_from(args), sweeps=parse_sweeps(args.sweeps))
-    plan = plan_grid(cells, parse_seeds(args.seeds), data_dir=args.data_dir, split_seed=args.split_seed,
-                     legacy_split=args.legacy_split, offline=args.offline or None)
+    plan = plan_grid(cells, parse_seeds(args.seeds), **data_options(args))
     return execute(plan, Path(args.out), args)
 
 
@@ -292,6 +325,21 @@ def reproduce_command(args: argparse.Namespace) -> int:
         out=Path(args.out or f"results{suffix}"), figures_dir=Path(args.figures or f"figures{suffix}"),
         alternative=args.alternative, force=args.force, plan_only=args.plan, show_progress=show_progress(args))
     return reproduce(args.name, options, execution_request(args))
+
+
+def prepare_command(args: argparse.Namespace) -> int:
+    from lwbench.data.prepare import PrepareOptions, prepare
+    options = PrepareOptions(test=args.test, user_col=args.user_col, item_col=args.item_col,
+                             rating_col=args.rating_col, time_col=args.time_col, sep=args.sep, dedup=args.dedup,
+                             min_rating=args.min_rating, user_core=args.user_core, item_core=args.item_core,
+                             split=args.split, test_fraction=args.test_fraction, seed=args.seed)
+    stats = prepare(args.input, args.out, options)
+    print(f"{args.out}: {stats['n_users']:,} users, {stats['n_items']:,} items, {stats['train_interactions']:,} "
+          f"train / {stats['test_interactions']:,} test pairs, density {stats['density']:.6f}, "
+          f"{stats['cold_items']:,} cold items, {stats['cold_users']:,} cold users\n"
+          f"fingerprints: train {stats['train_sha256']}, test {stats['test_sha256']}\n"
+          f"run it with: --dataset {args.out}")
+    return 0
 
 
 def report_command(args: argparse.Namespace) -> int:

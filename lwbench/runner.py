@@ -56,6 +56,7 @@ class RunSpec:
                 "budget": {"text": self.budget_text, "params": self.budget, "applies": applies,
                            "note": ("sized to the budget" if applies else
                                     f"{self.method} ignores the budget (an unbudgeted reference)")},
+                "dataset": {**self.config["dataset"]["stats"], **self.config["dataset"]["checks"]},
                 "params": self.planned.to_dict(), "budget_fraction": fraction, "options": self.options,
                 "stages": self.config["stages"], "trainer": self.config["trainer"]}
 
@@ -110,7 +111,8 @@ def plan_runs(method_names: list[str], dataset: LoadedDataset, budget_text: str,
                 "method": {"name": method.name, "options": options, "budgeted": method.budgeted},
                 "dataset": {"name": data.name, "source": "generated" if dataset.source == "generated" else "files",
                             "verification": dataset.verification, "split_seed": data.split_seed,
-                            "split_mode": data.split_mode, "stats": dataclasses.asdict(stats)},
+                            "split_mode": data.split_mode, "stats": dataclasses.asdict(stats),
+                            "checks": data.checks},
                 "budget": {"text": budget_text, "params": budget},
                 "trainer": dataclasses.asdict(trainer),
                 "stages": stages,

@@ -133,7 +133,7 @@ def test_list_shows_every_method_with_its_description_including_plugins(tmp_path
         assert any(line.split()[:1] == [name] for line in lines), name
     described = {line.split()[0]: line for line in lines if line.startswith("  ")}
     assert get_method("qr").description in described["qr"] and "[unbudgeted]" in described["ud"]
-    assert "datasets: amazon-book, gowalla, synthetic, yelp2020" in result.stdout
+    assert "datasets: amazon-beauty, amazon-book, gowalla, lastfm, synthetic, yelp2020" in result.stdout
 
 
 @pytest.mark.parametrize("args, message", [

@@ -41,12 +41,15 @@ def test_missing_file(tmp_path):
         read_split(tmp_path / "nope.txt")
 
 
-def test_test_ids_outside_the_train_range_are_rejected(tmp_path):
+def test_test_ids_outside_the_card_range_are_rejected(tmp_path):
+    """An id beyond the card's n_users/n_items stays an error, naming file and line (issue 10); without a
+    card the range spans train and test (test_cold_ids_extend_the_range)."""
     train = read_split(write(tmp_path / "train.txt", "0 0 1\n1 1 2\n"))
-    with pytest.raises(DataError, match="item id 7 .*outside the id range 0..2"):
-        build_interactions("x", train, read_split(write(tmp_path / "test.txt", "0 7\n")))
-    with pytest.raises(DataError, match="user id 5 .*outside the id range 0..1"):
-        build_interactions("x", train, read_split(write(tmp_path / "test.txt", "5 1\n")))
+    card = dict(n_users=2, n_items=3)
+    with pytest.raises(DataError, match=r"test\.txt:2: item id 7 .*outside the id range 0..2"):
+        build_interactions("x", train, read_split(write(tmp_path / "test.txt", "1 2\n0 7 2\n")), **card)
+    with pytest.raises(DataError, match=r"test\.txt:1: user id 5 .*outside the id range 0..1"):
+        build_interactions("x", train, read_split(write(tmp_path / "test.txt", "5 1 2\n")), **card)
 
 
 def test_split_sizes_and_seed_independence(toy):
@@ -132,3 +135,139 @@ def test_gowalla_card_matches_shared_files():
     assert loaded.verification == {"train": "fingerprint", "test": "fingerprint"}
     assert (stats.n_users, stats.n_items, stats.n_train) == (29858, 40981, 810128)
     assert (stats.n_valid, stats.n_test) == (80990, 136252)  # docs/protocol.md §1.3 pair counts
+
+
+# --- cold entities and up-front checks (issue 10; issue 13 item 4) -------------------------------------
+
+def test_cold_ids_extend_the_range_and_are_counted(tmp_path):
+    """Items and users that occur only in test widen the id range (docs/protocol.md §1.2) and are counted."""
+    train = read_split(write(tmp_path / "train.txt", "0 0 1\n1 1 2\n"))
+    test = read_split(write(tmp_path / "test.txt", "0 2 7 3\n1 0 7\n4 1 2\n"))
+    inter = build_interactions("x", train, test)
+    assert (inter.n_users, inter.n_items) == (5, 8)
+    stats = inter.stats()
+    assert (stats.cold_items, stats.cold_users) == (5, 1)   # items 3..7, user 4
+    assert (inter.valid + inter.test)[0, 7] == 1 and inter.checks["cold_dropped"] == 0
+
+
+def test_cold_drop_removes_cold_test_pairs_and_says_how_many(tmp_path, caplog):
+    train = read_split(write(tmp_path / "train.txt", "0 0 1 4\n1 1 2 5\n"))
+    test = read_split(write(tmp_path / "test.txt", "0 2 7 5\n1 0 4 7\n4 1 2\n"))  # cold: items 3, 6, 7; user 4
+    inter = build_interactions("x", train, test, cold="drop")
+    assert pairs_of(inter.valid + inter.test) == {(0, 2), (0, 5), (1, 0), (1, 4)}
+    assert inter.checks["cold_dropped"] == 4 and inter.stats().cold_items == 3
+    assert "dropped 4 cold test pairs" in caplog.text
+    legacy = build_interactions("x", train, test, cold="drop", legacy_split_seed=3)
+    assert pairs_of(legacy.valid + legacy.test) == pairs_of(inter.valid + inter.test)
+    assert (inter.n_users, inter.n_items) == (5, 8)  # the range stays: the rows exist, only pairs go
+
+
+def test_train_test_overlap_is_an_error_or_dropped_with_a_count(tmp_path, caplog):
+    train = read_split(write(tmp_path / "train.txt", "0 0 1\n1 1 2\n"))
+    test = read_split(write(tmp_path / "test.txt", "0 1 2 3\n1 2 0 3\n"))
+    with pytest.raises(DataError, match=r"test\.txt:1: 2 test pairs are also training pairs .*--overlap drop"):
+        build_interactions("x", train, test)
+    inter = build_interactions("x", train, test, overlap="drop")
+    assert inter.checks["overlap_dropped"] == 2 and (inter.valid + inter.test).multiply(inter.train).nnz == 0
+    assert "dropped 2 train/test overlapping test pairs" in caplog.text
+
+
+def test_a_leave_one_out_test_file_is_an_error_naming_the_count(tmp_path):
+    train = read_split(write(tmp_path / "train.txt", "0 0 1\n1 1 2\n2 0 2\n"))
+    test = read_split(write(tmp_path / "test.txt", "0 2\n1 0\n2 1\n"))
+    with pytest.raises(DataError, match=r"3 of 3 test users have a single test item.*lwbench prepare"):
+        build_interactions("x", train, test)
+
+
+def test_most_users_without_test_items_is_a_warning_with_the_count(tmp_path, caplog):
+    train = read_split(write(tmp_path / "train.txt", "0 0 1\n1 1 2\n2 0 2\n"))
+    test = read_split(write(tmp_path / "test.txt", "0 2\n1 0\n2 1 3 4\n"))
+    inter = build_interactions("x", train, test)
+    assert inter.checks["users_without_test"] == 2 and "2 of 3 test users" in caplog.text
+
+
+@pytest.mark.parametrize("text, message", [
+    ("0 1 2\n1 \u0663\n", r"t\.txt:2: non-ASCII byte 0xd9 at column 3"),        # Arabic-Indic digit three
+    ("0 1 2\n1 99999999999999999999\n", r"t\.txt:2: id 99999999999999999999 does not fit a 64-bit integer"),
+    ("0 1\n1 9223372036854775808\n", r"t\.txt:2: id 9223372036854775808 does not fit"),   # 2**63 would wrap
+])
+def test_non_ascii_and_overflowing_ids_name_file_and_line(tmp_path, text, message):
+    path = tmp_path / "t.txt"
+    path.write_bytes(text.encode("utf-8"))
+    with pytest.raises(DataError, match=message):
+        read_split(path)
+
+
+def test_a_utf8_byte_order_mark_is_skipped(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_bytes(b"\xef\xbb\xbf0 3 1\n2 5\n")
+    raw = read_split(path)
+    assert list(zip(raw.users, raw.items)) == [(0, 1), (0, 3), (2, 5)]
+
+
+def test_ids_far_beyond_the_distinct_ids_point_to_prepare(tmp_path):
+    """Rule: the largest id may be at most 10 x distinct ids + 1000; beyond, remap with prepare."""
+    train = read_split(write(tmp_path / "train.txt", "0 0 1\n10000000 1 2\n"))
+    test = read_split(write(tmp_path / "test.txt", "0 2 3\n"))
+    with pytest.raises(DataError, match=r"train\.txt:2: user id 10000000 but only 2 distinct .*lwbench prepare"):
+        build_interactions("x", train, test)
+    ok = read_split(write(tmp_path / "ok.txt", "0 0 1\n1020 1 2\n"))   # 1020 <= 10 x 2 + 1000
+    assert build_interactions("x", ok, test).n_users == 1021
+
+
+# --- the official split, pair for pair (issue 11 item 3) ------------------------------------------------
+
+def official_split(path: Path, seed: int) -> tuple[set, set]:
+    """The official LEGCF/C2F loader's validation draw, written as that code does it (docs/protocol.md §1.3)."""
+    np.random.seed(seed)
+    valid, test = set(), set()
+    for line in path.read_text().splitlines():
+        parts = line.strip().split(" ")
+        items = list(set([int(i) for i in parts[1:]]))
+        if items:
+            picked = list(np.random.choice(items, size=max(1, int(np.ceil((1 / 3) * len(items)))), replace=False))
+            valid |= {(int(parts[0]), int(i)) for i in picked}
+            test |= {(int(parts[0]), int(i)) for i in set(items).difference(picked)}
+    return valid, test
+
+
+def pairs_of(matrix) -> set:
+    coo = matrix.tocoo()
+    return set(zip(coo.row.tolist(), coo.col.tolist()))
+
+
+def test_legacy_split_equals_the_official_split_pair_for_pair(tmp_path):
+    """Python's set order of small ints depends on insertion order and table size, not on sorted order
+    (e.g. list({9, 1, 17, 33, 2}) == [1, 33, 2, 9, 17]): the draw must index the same list."""
+    rng = np.random.default_rng(0)
+    lines = []
+    for user in range(60):
+        items = rng.choice(np.arange(3, 400), size=int(rng.integers(1, 25)), replace=False)
+        items = np.concatenate([items, items[:2]])          # repeated items on a line
+        lines.append(" ".join(map(str, [user, *rng.permutation(items)])))
+    lines.insert(7, "60")                                  # a user with no test item draws nothing
+    test_path = write(tmp_path / "test.txt", "\n".join(lines) + "\n")
+    train = read_split(write(tmp_path / "train.txt", "".join(f"{u} 0 1 2\n" for u in range(61))))
+    for seed in (2024, 2025):
+        inter = build_interactions("x", train, read_split(test_path), legacy_split_seed=seed)
+        valid, test = official_split(test_path, seed)
+        assert pairs_of(inter.valid) == valid and pairs_of(inter.test) == test
+    sorted_draw = official_split(write(tmp_path / "sorted.txt", "\n".join(
+        " ".join(map(str, [int(line.split()[0]), *sorted(set(map(int, line.split()[1:])))])) for line in lines)
+        + "\n"), 2024)[0]
+    assert sorted_draw != official_split(test_path, 2024)[0], "the fixture must tell set order from sorted order"
+
+
+def test_legacy_split_needs_one_line_per_user(tmp_path):
+    train = read_split(write(tmp_path / "train.txt", "0 0 1\n"))
+    test = read_split(write(tmp_path / "test.txt", "0 2 3\n0 4 5\n"))
+    with pytest.raises(DataError, match=r"test\.txt:1: user 0 has more than one line"):
+        build_interactions("x", train, test, legacy_split_seed=1)
+
+
+@pytest.mark.skipif(not (SHARED / "lastfm").is_dir(), reason="lastfm is not in ../shared/datasets")
+def test_lastfm_loads_with_its_cold_items():
+    data = load_dataset("lastfm", data_dir=str(SHARED))
+    stats = data.interactions.stats()
+    assert data.verification == {"train": "fingerprint", "test": "fingerprint"}
+    assert (stats.n_users, stats.n_items, stats.cold_items, stats.cold_users) == (1885, 17388, 2247, 0)

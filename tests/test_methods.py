@@ -7,6 +7,7 @@ same checks."""
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -160,3 +161,36 @@ def test_registry_rejects_duplicates_and_non_methods(isolated_registry):
     register(First)
     with pytest.raises(ValueError, match="registered twice"):
         register(Second)
+
+
+@pytest.fixture(scope="module")
+def toy_with_cold(toy_raw):
+    """The toy graph plus one user and one item that occur only in test (docs/protocol.md §1.2): user 300
+    has two test items, item 200 is a test item of users 0, 1 and 300, and neither has a training edge."""
+    from lwbench.data.interactions import RawSplit, build_interactions
+    train, test = toy_raw
+    users = np.concatenate([test.users, [0, 1, 300, 300]])
+    items = np.concatenate([test.items, [200, 200, 200, 5]])
+    order = np.lexsort((items, users))
+    inter = build_interactions("toy-cold", train, RawSplit(users[order], items[order], "test"))
+    assert (inter.n_users, inter.n_items) == (301, 201)
+    assert (inter.stats().cold_users, inter.stats().cold_items) == (1, 1)
+    return inter
+
+
+@pytest.mark.parametrize("name", PLUGINS)
+def test_cold_user_and_item_size_train_and_score(name, toy_with_cold, tmp_path):
+    """Rows without a training edge: every method sizes over the full id range, builds a row for them (METIS
+    partitions and assignments cover isolated nodes), trains, and scores the cold item for every user."""
+    check_sizing_and_built_count(name, "500buckets", toy_with_cold)
+    check_training(name, toy_with_cold, tmp_path)
+
+
+def test_metis_places_isolated_nodes_in_a_part(toy_with_cold):
+    """The meta-embedding methods anchor every entity at its METIS part (docs/protocol.md §7.2): the
+    partition must cover the cold user and item, which have no edge."""
+    from lwbench.methods.common.metis import metis_parts, user_item_adjacency
+    adjacency = user_item_adjacency(toy_with_cold.train)
+    parts = metis_parts(adjacency, 8, seed=1)
+    assert parts.shape == (toy_with_cold.n_entities,) and ((parts >= 0) & (parts < 8)).all()
+    assert np.diff(adjacency.indptr)[[300, 301 + 200]].tolist() == [0, 0]   # both isolated

@@ -13,6 +13,7 @@ Data files never live in the repository.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from importlib import resources
 import sys
@@ -25,8 +26,11 @@ from pathlib import Path
 from lwbench.data import synthetic
 from lwbench.data.interactions import DataError, Interactions, RawSplit, build_interactions, fingerprint, read_split
 
+logger = logging.getLogger(__name__)
+
 CARDS = resources.files("lwbench.data") / "cards"   # package data: found the same way installed or not
 SPLITS = ("train", "test")
+CARD_FILE = "card.toml"   # a folder's own card (written by ``lwbench prepare``), checked when it is loaded
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class DatasetCard:
     generator: dict | None = None                      # synthetic parameters, when generated
     trainer: dict = field(default_factory=dict)       # per-dataset trainer defaults
     methods: dict = field(default_factory=dict)       # per-dataset method option defaults
+    source: str = ""                                   # where the files come from, when not downloadable as is
 
     @classmethod
     def from_toml(cls, path) -> "DatasetCard":
@@ -56,7 +61,7 @@ class DatasetCard:
                    upstream_blobs={s: raw.get("upstream", {}).get(f"{s}_git_blob_sha1") for s in SPLITS
                                    if raw.get("upstream", {}).get(f"{s}_git_blob_sha1")},
                    downloads=raw.get("downloads", {}), generator=raw.get("generator"),
-                   trainer=raw.get("trainer", {}), methods=raw.get("methods", {}))
+                   trainer=raw.get("trainer", {}), methods=raw.get("methods", {}), source=raw.get("source", ""))
 
 
 def available_cards() -> dict[str, DatasetCard]:
@@ -99,14 +104,23 @@ class LoadedDataset:
 
 
 def load_dataset(name_or_path: str, *, data_dir: str | None = None, split_seed: int = 2024,
-                 legacy_split_seed: int | None = None, offline: bool | None = None) -> LoadedDataset:
-    """Load a dataset by card name or folder path (see the module docstring for the lookup order)."""
+                 legacy_split_seed: int | None = None, offline: bool | None = None, cold: str = "keep",
+                 overlap: str = "error") -> LoadedDataset:
+    """Load a dataset by card name or folder path (see the module docstring for the lookup order).
+    ``cold``/``overlap``: what to do with cold test pairs and test pairs also in train
+    (:func:`~lwbench.data.interactions.build_interactions`)."""
     path = Path(name_or_path).expanduser()
-    kwargs = dict(split_seed=split_seed, legacy_split_seed=legacy_split_seed)
+    kwargs = dict(split_seed=split_seed, legacy_split_seed=legacy_split_seed, cold=cold, overlap=overlap)
     if path.is_dir():
-        train, test = (_require(path, s) for s in SPLITS)
-        inter = build_interactions(path.name, read_split(train), read_split(test), **kwargs)
-        return LoadedDataset(inter, None, str(path), {s: "unverified" for s in SPLITS})
+        raws = {s: read_split(_require(path, s)) for s in SPLITS}
+        card = DatasetCard.from_toml(path / CARD_FILE) if (path / CARD_FILE).is_file() else None
+        verification = ({s: _verify(card, path, s, raws[s]) for s in SPLITS} if card else
+                        {s: "unverified" for s in SPLITS})
+        inter = build_interactions(path.name, raws["train"], raws["test"], n_users=card and card.n_users,
+                                   n_items=card and card.n_items, **kwargs)
+        logger.info("dataset %s (%s): %s", path, f"checked against its {CARD_FILE}" if card else "no card",
+                    inter.stats().describe())
+        return LoadedDataset(inter, card, str(path), verification)
     card = get_card(name_or_path)
     if card.generator is not None:
         train, test = synthetic.generate(**card.generator)
@@ -165,6 +179,7 @@ def _locate(card: DatasetCard, data_dir: str | None, offline: bool | None) -> Pa
         f"dataset {card.name!r}: train.txt[.gz] and test.txt[.gz] were not found together in any of\n{where}\n"
         f"and could not be downloaded ({'; '.join(errors)}).\n"
         f"Download these files (plain .txt, unmodified) into {target} or into <data-dir>/{card.name}:\n{urls}\n"
+        + (f"Source: {card.source}\n" if card.source else "") +
         f"then run again (or point --data-dir / LWBENCH_DATA at the folder that holds {card.name}/).")
 
 

@@ -29,6 +29,8 @@ class DatasetRef:
     split_seed: int = 2024
     legacy_split_seed: int | None = None
     offline: bool | None = None
+    cold: str = "keep"
+    overlap: str = "error"
 
     def load(self) -> LoadedDataset:
         return _load_cached(self)
@@ -37,7 +39,8 @@ class DatasetRef:
 @functools.lru_cache(maxsize=8)
 def _load_cached(ref: DatasetRef) -> LoadedDataset:
     return load_dataset(ref.name, data_dir=ref.data_dir, split_seed=ref.split_seed,
-                        legacy_split_seed=ref.legacy_split_seed, offline=ref.offline)
+                        legacy_split_seed=ref.legacy_split_seed, offline=ref.offline, cold=ref.cold,
+                        overlap=ref.overlap)
 
 
 @dataclass(frozen=True)
@@ -126,14 +129,15 @@ def parse_sweeps(items: list[str]) -> dict[str, list]:
 
 
 def plan_grid(cells: list[Cell], seeds: list[int], *, data_dir: str | None = None, split_seed: int = 2024,
-              legacy_split: bool = False, offline: bool | None = None, drop_unfit: bool = True) -> GridPlan:
+              legacy_split: bool = False, offline: bool | None = None, drop_unfit: bool = True,
+              cold: str = "keep", overlap: str = "error") -> GridPlan:
     """Resolve every cell and seed to a run. A cell whose method cannot fit its budget is dropped with
     its reason (``drop_unfit``; otherwise the :class:`BudgetError` is raised); every other error (unknown
     method or option, missing data) is raised."""
     plan = GridPlan(runs=[])
     for cell in cells:
-        refs = ([DatasetRef(cell.dataset, data_dir, split_seed, seed, offline) for seed in seeds] if legacy_split
-                else [DatasetRef(cell.dataset, data_dir, split_seed, None, offline)])
+        refs = [DatasetRef(cell.dataset, data_dir, split_seed, seed, offline, cold, overlap)
+                for seed in (seeds if legacy_split else [None])]
         for ref in refs:
             run_seeds = [ref.legacy_split_seed] if legacy_split else seeds
             try:

@@ -189,6 +189,10 @@ def describe_plan(plan: GridPlan, out: Path, records: list[dict], execution: Exe
     groups: dict[tuple, list[GridRun]] = {}
     for run in runs:
         groups.setdefault((run.dataset_name, run.spec.method, run.cell.budget), []).append(run)
+    for dataset, config in {r.dataset_name: r.spec.config["dataset"] for r in runs}.items():
+        stats, checks = config["stats"], config["checks"]   # the cold counts, docs/protocol.md §1.2
+        lines.append(f"  {dataset:<12} {stats['cold_items']:,} cold items, {stats['cold_users']:,} cold users "
+                     f"(--cold {checks['cold']}: {checks['cold_dropped']:,} test pairs dropped)")
     for (dataset, method, budget), group in groups.items():
         done = sum(r.run_id in existing for r in group)
         lines.append(f"  {dataset:<12} {method:<10} {budget:<11} {len(group):>4} runs  {done:>4} exist")
