@@ -198,7 +198,12 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def overrides_from(args: argparse.Namespace) -> dict:
-    """``--set`` options by owner, with ``--epochs`` as ``trainer.max_epochs``."""
+    """``--set`` options by owner, with ``--epochs`` as ``trainer.max_epochs``; bad counts are errors
+    naming the flag before anything is planned."""
+    if args.epochs is not None and args.epochs < 1:
+        raise ConfigError(f"--epochs must be at least 1, got {args.epochs}")
+    if args.split_seed < 0:
+        raise ConfigError(f"--split-seed must be at least 0, got {args.split_seed}")
     overrides = parse_set_options(args.sets)
     if args.epochs is not None:
         overrides.setdefault("trainer", {})["max_epochs"] = args.epochs
@@ -307,11 +312,12 @@ def report_command(args: argparse.Namespace) -> int:
 def user_errors() -> tuple[type[Exception], ...]:
     """Errors that are the user's to fix: one line, exit status 2, no traceback."""
     from lwbench.environment import DeviceError
+    from lwbench.files import OutputError
     from lwbench.grid.workers import GridError
     from lwbench.registry import UnknownMethodError
     from lwbench.reports.targets import TargetError
     return (ConfigError, BudgetError, DataError, RecordError, UnknownMethodError, DeviceError, GridError,
-            TargetError, FileNotFoundError)
+            TargetError, FileNotFoundError, OutputError)
 
 
 def main(argv: list[str] | None = None) -> int:

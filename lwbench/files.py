@@ -99,8 +99,12 @@ def exclusive_lock(path: Path):
     """Hold an exclusive advisory lock on ``path`` (created if needed) for the ``with`` block; other
     processes asking for it wait. Released by the OS if the process dies."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")
+    except OSError as exc:
+        raise output_error(path, exc) from None
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
