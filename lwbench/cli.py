@@ -270,7 +270,10 @@ def execute(plan, out: Path, args: argparse.Namespace) -> int:
     from lwbench.grid.run import describe_plan, run_grid, summarize_failures
     from lwbench.grid.workers import make_execution
     from lwbench.records import load_records
+    from lwbench.files import prepare_output
     from lwbench.reports.summaries import summary_table
+    if not args.plan:
+        prepare_output(out)   # an unusable --out is one error naming it, before planning output
     records = load_records(out)
     execution, how = make_execution(execution_request(args), plan.unique_runs(), records)
     logger.info("%s", describe_plan(plan, out, records, execution, how))
@@ -288,7 +291,10 @@ def execute(plan, out: Path, args: argparse.Namespace) -> int:
 
 def reproduce_command(args: argparse.Namespace) -> int:
     from lwbench.reports.reproduce import ReproduceOptions, reproduce
+    from lwbench.files import prepare_output
     suffix = "/quick" if args.quick else ""
+    if not args.plan:
+        prepare_output(Path(args.out or f"results{suffix}"))
     options = ReproduceOptions(
         quick=args.quick, datasets=comma_list(args.datasets) if args.datasets else None,
         methods=comma_list(args.methods) if args.methods else None,

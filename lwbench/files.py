@@ -43,13 +43,15 @@ def prepare_output(out: Path) -> None:
     """Create the output folder (and missing parents) and check that files can be written in it, so that
     an unusable ``--out`` is one error naming it before anything trains."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"--out {out} is a file, not a folder; choose another --out")
     try:
+        if out.exists() and not out.is_dir():
+            raise OutputError(f"--out {out} is a file, not a folder; choose another --out")
         out.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=out, prefix=".write-test.")
         os.close(fd)
         os.unlink(tmp)
+    except OutputError:
+        raise
     except OSError as exc:
         raise output_error(out, exc) from None
 
