@@ -25,7 +25,8 @@ from lwbench.config import TrainerConfig
 from lwbench.files import OutputError, atomic_write_bytes
 from lwbench.options import ConfigError, resolve
 from lwbench.plugin import FIXED, Stage
-from lwbench.records import find_record, load_records
+from lwbench.records import RecordError, find_record, load_records
+from lwbench.records import per_user as per_user_frame
 from lwbench.registry import get_method, register
 from lwbench.training.persistence import FORMAT, CheckpointError, atomic_torch_save
 from lwbench.training.trainer import CheckpointResult, DivergedError, Trainer
@@ -306,6 +307,8 @@ def test_a_missing_or_truncated_per_user_file_reruns_the_run_and_report_names_it
     with caplog.at_level(logging.WARNING, logger="lwbench"):
         assert find_record(out, record["run_id"], record["config_hash"]) is None
     assert any(str(per_user) in r.getMessage() for r in caplog.records)
+    with pytest.raises(RecordError, match=f"{per_user}: per-user file missing or unreadable"):
+        per_user_frame(out, record)   # what report reads: the error names the file
     per_user.unlink()
     assert main(args) == 0
     assert find_record(out, record["run_id"], record["config_hash"]) is not None

@@ -255,22 +255,21 @@ class Trainer:
         progress = StageProgress(self.label, self.seed, stage.name, self.config.early_stop_metric, cfg.max_epochs,
                                  schedule.epoch, self.show_progress)
         saved_at = time.monotonic()
-        validated = False   # whether the current weights have been validated
+        patience_ran_out = False   # then the current weights were just validated
         while schedule.epoch < cfg.max_epochs:
             phase = stage.phases[schedule.phase_index]
             new_phase = False
             if stage.early_stopping and schedule.epoch % cfg.eval_every == 0:
                 progress.validated(phase, schedule.epoch, *self._validate_and_track(stage, phase, schedule))
-                validated = True
             if stage.early_stopping and schedule.bad_evals >= cfg.patience(phase):
                 if schedule.phase_index == len(stage.phases) - 1:
+                    patience_ran_out = True
                     break
                 schedule.phase_index += 1
                 schedule.bad_evals = 0
                 self.module.begin_phase(stage, stage.phases[schedule.phase_index])
                 phase = stage.phases[schedule.phase_index]
                 new_phase = True
-            validated = False
             started = time.perf_counter()
             loss, stop = self.train_epoch(stage, phase, schedule.epoch, cfg)
             seconds = time.perf_counter() - started
@@ -289,7 +288,7 @@ class Trainer:
             if new_phase or time.monotonic() - saved_at >= cfg.checkpoint_seconds:
                 self._save_resume(resume_path, schedule, inside_stage=True)
                 saved_at = time.monotonic()
-        if stage.early_stopping and not validated:
+        if stage.early_stopping and not patience_ran_out:
             # The epochs after the last scheduled validation could have improved on it (docs/protocol.md §3.4).
             phase = stage.phases[schedule.phase_index]
             progress.validated(phase, schedule.epoch, *self._validate_and_track(stage, phase, schedule))
