@@ -2,14 +2,12 @@
 settings, divergence, concurrent commands, killed grids, unusable output folders. Each case ends in a
 result or in a one-line error that names what to change."""
 import errno
-import json
 import logging
 import os
 import signal
 import stat
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -23,7 +21,7 @@ from lwbench import files
 from lwbench.cli import main
 from lwbench.config import TrainerConfig
 from lwbench.files import OutputError, atomic_write_bytes
-from lwbench.options import ConfigError, resolve
+from lwbench.options import resolve
 from lwbench.plugin import FIXED, Stage
 from lwbench.records import RecordError, find_record, load_records
 from lwbench.records import per_user as per_user_frame
