@@ -325,6 +325,18 @@ def test_an_unusable_out_is_a_one_line_error_naming_it(make_out, tmp_path, capsy
     assert str(out) in error and len(error.strip().splitlines()) == 1, error
 
 
+def test_a_read_only_out_is_a_one_line_error_naming_it(tmp_path, capsys, monkeypatch):
+    """(Simulated: the tests may run as root, whom a read-only mode does not stop.)"""
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", refused)
+    out = tmp_path / "shared"
+    assert main(["--device", "cpu", "--epochs", "1", "--no-progress", "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert f"cannot write {out}: Permission denied" in error and len(error.strip().splitlines()) == 1, error
+
+
 def test_a_full_disk_is_an_error_naming_the_file_and_leaves_no_temp_file(tmp_path, monkeypatch):
     def full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
