@@ -233,7 +233,12 @@ def data_options(args: argparse.Namespace) -> dict:
 
 
 def overrides_from(args: argparse.Namespace) -> dict:
-    """``--set`` options by owner, with ``--epochs`` as ``trainer.max_epochs``."""
+    """``--set`` options by owner, with ``--epochs`` as ``trainer.max_epochs``; bad counts are errors
+    naming the flag before anything is planned."""
+    if args.epochs is not None and args.epochs < 1:
+        raise ConfigError(f"--epochs must be at least 1, got {args.epochs}")
+    if args.split_seed < 0:
+        raise ConfigError(f"--split-seed must be at least 0, got {args.split_seed}")
     overrides = parse_set_options(args.sets)
     if args.epochs is not None:
         overrides.setdefault("trainer", {})["max_epochs"] = args.epochs
@@ -298,7 +303,10 @@ def execute(plan, out: Path, args: argparse.Namespace) -> int:
     from lwbench.grid.run import describe_plan, run_grid, summarize_failures
     from lwbench.grid.workers import make_execution
     from lwbench.records import load_records
+    from lwbench.files import prepare_output
     from lwbench.reports.summaries import summary_table
+    if not args.plan:
+        prepare_output(out)   # an unusable --out is one error naming it, before planning output
     records = load_records(out)
     execution, how = make_execution(execution_request(args), plan.unique_runs(), records)
     logger.info("%s", describe_plan(plan, out, records, execution, how))
@@ -316,7 +324,10 @@ def execute(plan, out: Path, args: argparse.Namespace) -> int:
 
 def reproduce_command(args: argparse.Namespace) -> int:
     from lwbench.reports.reproduce import ReproduceOptions, reproduce
+    from lwbench.files import prepare_output
     suffix = "/quick" if args.quick else ""
+    if not args.plan:
+        prepare_output(Path(args.out or f"results{suffix}"))
     options = ReproduceOptions(
         quick=args.quick, datasets=comma_list(args.datasets) if args.datasets else None,
         methods=comma_list(args.methods) if args.methods else None,
@@ -355,11 +366,12 @@ def report_command(args: argparse.Namespace) -> int:
 def user_errors() -> tuple[type[Exception], ...]:
     """Errors that are the user's to fix: one line, exit status 2, no traceback."""
     from lwbench.environment import DeviceError
+    from lwbench.files import OutputError
     from lwbench.grid.workers import GridError
     from lwbench.registry import UnknownMethodError
     from lwbench.reports.targets import TargetError
     return (ConfigError, BudgetError, DataError, RecordError, UnknownMethodError, DeviceError, GridError,
-            TargetError, FileNotFoundError)
+            TargetError, FileNotFoundError, OutputError)
 
 
 def main(argv: list[str] | None = None) -> int:

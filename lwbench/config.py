@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 # ConfigError and parse_value stay importable from here: the command line and the grid use them.
-from lwbench.options import ConfigError, coerce_options, parse_value  # noqa: F401
+from lwbench.options import ConfigError, Option, coerce_options, parse_value  # noqa: F401
 
 
 # The phases of a stage (docs/protocol.md §3.4): a two-phase stage runs FIXED then UPDATE, any other stage SINGLE.
@@ -37,14 +37,47 @@ class TrainerConfig:
     item_bias: bool = True        # the official FM score's item bias (docs/protocol.md §2.3)
     ks: tuple = (1, 5, 10, 20, 50)
     eval_chunk_elements: int = 2**26   # scores held at once during full ranking (floats)
-    checkpoint_every: int = 1     # epochs between resume checkpoints
+    checkpoint_seconds: float = 60.0   # at most this long between resume files (also at phase/stage ends)
     deterministic: bool = True    # deterministic kernels where torch offers them
+    allow_handoff_fallback: bool = False  # a stage short of its last phase may hand an earlier one on
+
+    def __post_init__(self):
+        """Every setting within its range (:data:`TRAINER_RANGES`), checked whenever a configuration is
+        made, so that an impossible setting is an error naming it before anything trains."""
+        options = trainer_options()
+        for f in fields(self):
+            options[f.name].coerce(f"trainer.{f.name}", getattr(self, f.name))
+        if not self.ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in self.ks):
+            raise ConfigError(f"trainer.ks must be a non-empty list of positive integers, e.g. 5,10,20; "
+                              f"got {list(self.ks)}")
+        if self.early_stop_metric not in metric_columns(self.ks):
+            raise ConfigError(f"trainer.early_stop_metric must be one of {', '.join(metric_columns(self.ks))} "
+                              f"(the metrics at trainer.ks), got {self.early_stop_metric!r}")
 
     def replace(self, **changes) -> "TrainerConfig":
-        return dataclasses.replace(self, **coerce_options("trainer", dataclasses.asdict(self), changes))
+        return dataclasses.replace(self, **coerce_options("trainer", trainer_options(), changes))
 
     def patience(self, phase: str) -> int:
         return self.patience_fixed if phase == FIXED else self.patience_update
+
+
+# The range of each trainer setting (docs/protocol.md §3.6); a setting not named here takes any value of its type.
+TRAINER_RANGES = {
+    "lr": dict(above=0, max=1), "batch_size": dict(min=1), "max_epochs": dict(min=1), "eval_every": dict(min=1),
+    "patience_fixed": dict(min=1), "patience_update": dict(min=1), "l2_factor": dict(min=0),
+    "n_negatives": dict(min=1), "grad_clip_value": dict(above=0), "layers": dict(min=0, max=16),
+    "eval_chunk_elements": dict(min=1), "checkpoint_seconds": dict(min=0),
+}
+
+
+def trainer_options() -> dict[str, Option]:
+    """The trainer's settings as :class:`~lwbench.options.Option` s: the dataclass defaults with their ranges."""
+    return {f.name: Option(f.default, **TRAINER_RANGES.get(f.name, {})) for f in fields(TrainerConfig)}
+
+
+def metric_columns(ks) -> list[str]:
+    """The metrics evaluation computes at cut-offs ``ks`` (docs/protocol.md §4.2)."""
+    return [f"ndcg@{k}" for k in ks] + [f"recall@{k}" for k in ks]
 
 
 def parse_set_options(items: list[str]) -> dict[str, dict[str, Any]]:

@@ -18,13 +18,10 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from lwbench.config import metric_columns
 from lwbench.training.csr import DeviceCSR
 
 DEFAULT_KS = (1, 5, 10, 20, 50)
-
-
-def metric_columns(ks) -> list[str]:
-    return [f"ndcg@{k}" for k in ks] + [f"recall@{k}" for k in ks]
 
 
 def metrics_from_scores(scores: torch.Tensor, users: torch.Tensor, train: DeviceCSR, test: DeviceCSR,

@@ -24,6 +24,7 @@ import datetime as dt
 import io
 import json
 import logging
+import zipfile
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -137,10 +138,13 @@ def find_record(out: Path, run_id: str, config_hash: str) -> RunRecord | None:
         return None
     try:
         record = read_record(path)
+        if record["config_hash"] != config_hash:
+            return None
+        per_user_arrays(Path(out) / "runs" / record["per_user_file"])
     except RecordError as exc:
         logger.warning("%s; the run will be trained again", exc)
         return None
-    return record if record["config_hash"] == config_hash else None
+    return record
 
 
 def load_records(out: Path) -> list[RunRecord]:
@@ -228,7 +232,19 @@ def save_per_user(path: Path, checkpoints: dict) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def per_user_arrays(path: Path) -> list[str]:
+    """The arrays a per-user file holds; a missing or unreadable file is a :class:`RecordError` naming it
+    (its run then counts as not done: the run command trains it again and writes both files anew)."""
+    try:
+        with np.load(path) as data:
+            return list(data.files)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise RecordError(f"{path}: per-user file missing or unreadable ({exc}); run the command that made "
+                          "it again to regenerate it") from None
+
+
 def load_per_user(path: Path, checkpoint: str) -> pd.DataFrame:
+    per_user_arrays(path)
     with np.load(path) as data:
         return pd.DataFrame(data[f"{checkpoint}::values"], columns=list(data[f"{checkpoint}::columns"]),
                             index=pd.Index(data[f"{checkpoint}::users"], name="user"))

@@ -355,7 +355,7 @@ def test_ablation_switches_change_what_they_claim_and_nothing_else(toy, tmp_path
 # --- training: two stages, frozen coarse tensors, shared coarse stages ------------------------------
 # A high learning rate so that both phases of both stages plateau within a few epochs.
 TOY_CONFIG = TrainerConfig(max_epochs=30, eval_every=1, patience_fixed=1, patience_update=2, batch_size=4096,
-                           lr=1e-1, layers=2)
+                           lr=1e-1, layers=2, checkpoint_seconds=0)  # a resume file per epoch
 TOY_OPTIONS = {**SMALL, "fine_lr": 1e-1, "fine_batch_size": 4096}
 
 

@@ -23,7 +23,7 @@ from lwbench.registry import get_method, register
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = [1, 2]
-TRAINER = {"max_epochs": 20, "eval_every": 5, "batch_size": 1024}
+TRAINER = {"max_epochs": 20, "eval_every": 5, "batch_size": 1024, "checkpoint_seconds": 0}  # resume file per epoch
 QUIET = dict(show_progress=False)
 
 

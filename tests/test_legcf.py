@@ -254,7 +254,7 @@ def legcf_trainer(data, options, config, work, seed=3):
 
 # A high learning rate so that FIXED plateaus within a few epochs and UPDATE is reached.
 TOY_CONFIG = TrainerConfig(max_epochs=14, eval_every=1, patience_fixed=1, patience_update=2, batch_size=4096,
-                           lr=5e-2, layers=2)
+                           lr=5e-2, layers=2, checkpoint_seconds=0)  # a resume file per epoch
 
 
 def test_fixed_phase_keeps_s_and_every_refresh_keeps_t_entries_per_row(toy, tmp_path, monkeypatch):

@@ -87,7 +87,8 @@ def check_training(name, toy, tmp_path):
     """One epoch per stage (under the method's smoke options) trains, evaluates, and leaves a module
     whose count is the plan's (a pruning method's: at most the plan's)."""
     method, budget, options = configured(name, "500buckets", toy, get_method(name).smoke_options)
-    config = TrainerConfig(max_epochs=1, eval_every=1, batch_size=4096, layers=2)  # caps every stage
+    # caps every stage; one epoch never reaches a two-phase stage's UPDATE, so a hand-off takes FIXED
+    config = TrainerConfig(max_epochs=1, eval_every=1, batch_size=4096, layers=2, allow_handoff_fallback=True)
     trainer = Trainer(method, options, toy, config, seed=1, device="cpu", work_dir=tmp_path / "w",
                       cache_dir=tmp_path / "c", show_progress=False)
     result = trainer.fit()

@@ -67,7 +67,7 @@ class TwoStageDummy(Method):
 
 
 CFG = TrainerConfig(max_epochs=40, eval_every=1, patience_fixed=3, patience_update=2, batch_size=2048,
-                    lr=5e-3, layers=2)
+                    lr=5e-3, layers=2, checkpoint_seconds=0)  # a resume file after every epoch: crashes hit each
 
 
 def make_trainer(method, data, tmp_path, name, seed=5, config=CFG, show_progress=False):
@@ -144,7 +144,8 @@ def test_with_a_bar_the_validation_lines_go_to_debug(toy, tmp_path, caplog):
                           show_progress=True).fit()
     assert validation_lines(caplog, logging.INFO) == []
     lines = validation_lines(caplog, logging.DEBUG)
-    assert len(lines) == len([h for h in result.history if "valid" in h]) == 2 and all(lines)
+    # epochs 0 and 1 on schedule (eval_every=1), then the final weights after epoch 2 (docs/protocol.md §3.4)
+    assert len(lines) == len([h for h in result.history if "valid" in h]) == 3 and all(lines)
 
 
 def test_same_seed_same_metrics_different_seed_differs(toy, tmp_path):
@@ -283,3 +284,33 @@ def test_start_from_best_of_an_unreported_stage(toy, tmp_path):
     assert torch.equal(trainer.module.started["main"], best["model"]["embedding.table"])
     last_dense_epoch = max(h["epoch"] for h in result.history if h["stage"] == "dense" and "loss" in h)
     assert best["epoch"] < last_dense_epoch  # the hand-off is the best checkpoint, not the last weights
+
+
+def test_resume_files_are_time_based_and_a_crash_after_unsaved_epochs_still_resumes_identically(
+        toy, tmp_path, monkeypatch):
+    """With ``checkpoint_seconds`` longer than the run, a resume file is written only after the first epoch
+    of each phase and at stage ends, not after every epoch; a crash several epochs after the last one
+    trains those epochs again and ends as the uninterrupted run does."""
+    from lwbench.training.persistence import RunFiles
+    config = CFG.replace(checkpoint_seconds=3600)
+    method = TwoStageDummy()
+    writes = []
+    original_save = RunFiles.save_resume
+
+    def counting(self, path, schedule, *args, **kwargs):
+        writes.append((schedule["stage_index"], schedule["epoch"]))
+        return original_save(self, path, schedule, *args, **kwargs)
+
+    monkeypatch.setattr(RunFiles, "save_resume", counting)
+    reference = make_trainer(method, toy, tmp_path, "reference", config=config).fit()
+    epochs = reference.schedule.epochs_run
+    # after warm (stage end), main's first UPDATE epoch, main's end
+    assert [stage for stage, _ in writes] == [1, 1, 2] and len(writes) < epochs, (writes, epochs)
+    update_start = writes[1][1]
+    crash_after = 2 + update_start // 2   # in main's FIXED phase: all of main's epochs so far unsaved
+    assert update_start // 2 >= 3
+    writes.clear()
+    assert_resumes_identically(reference, lambda name: make_trainer(method, toy, tmp_path, name, config=config),
+                               (crash_after,), monkeypatch)
+    # the crashed run wrote only the file at the end of warm; the next is the resumed run's
+    assert writes[:2] == [(1, 0), (1, update_start)]

@@ -22,6 +22,7 @@ import torch
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
+from lwbench.files import prepare_output
 from lwbench.grid.plan import GridPlan, GridRun
 from lwbench.grid.workers import Execution, execute_task, is_running, joblib_backend
 from lwbench.records import failure_path, find_record, load_records, record_path
@@ -40,6 +41,7 @@ def run_grid(plan: GridPlan, out: Path, execution: Execution, *, force: bool = F
              show_progress: bool | None = None) -> GridOutcome:
     """Execute every unique run of the plan (reusing existing records unless ``force``)."""
     out = Path(out)
+    prepare_output(out)   # an unusable --out is one error naming it, before anything trains
     runs = plan.unique_runs()
     records = {} if force else existing_records(runs, out)
     for run_id in records:
@@ -54,7 +56,8 @@ def run_grid(plan: GridPlan, out: Path, execution: Execution, *, force: bool = F
     # One local run at a time trains in this process (joblib runs n_jobs=1 inline) and shows the trainer's
     # own bar; workers never draw bars, the grid's bar follows them instead.
     inline = local and execution.jobs == 1
-    tasks = [delayed(execute_task)(run, str(out), devices, slots, threads, force, show_progress if inline else False)
+    tasks = [delayed(execute_task)(run, str(out), devices, slots, threads, force, show_progress if inline else False,
+                                   os.getpid() if local else None)
              for run in pending]
     monitor = None
     if not inline:   # the bar follows workers through the output folder
@@ -68,6 +71,11 @@ def run_grid(plan: GridPlan, out: Path, execution: Execution, *, force: bool = F
                 if result.get("failure") is not None:
                     outcome.failures[run_id] = result["failure"]
                     logger.warning("grid: failed %s (traceback in %s)", run_id, failure_path(out, run_id))
+                elif result.get("reused"):
+                    outcome.records[run_id] = result["record"]
+                    outcome.reused += 1
+                    logger.info("%s: record exists (written by another process while this one waited for the "
+                                "run's lock), skipping", run_id)
                 else:
                     outcome.records[run_id] = result["record"]
                     logger.info("grid: done %s", run_id)

@@ -5,7 +5,10 @@ Locally the GPUs are shared out round-robin over ``jobs`` device slots (slot ``k
 a task takes a free slot for as long as it trains, so no GPU ever holds more than ``ceil(jobs / #GPUs)``
 runs, however long each run takes. A task holds an exclusive lock on ``<out>/locks/<run_id>.lock``
 while it runs (released by the kernel even on ``kill -9``), so a rerun started while workers of a killed
-grid are still finishing waits for them instead of training the same run twice.
+grid are still finishing waits for them instead of training the same run twice. Every command that trains
+goes through :func:`execute_task`, so two identical commands on one output folder train the run once: the
+second waits for the lock, then finds the record. A local worker process ends itself when the grid
+process that started it dies (:func:`exit_with_parent`), so a killed grid leaves no worker training.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -183,18 +187,41 @@ def _acquire_slot(folder: Path, slots: int):
     return 0, handle
 
 
+_watched_parent: int | None = None
+
+
+def exit_with_parent(parent_pid: int, interval: float = 0.5) -> None:
+    """In a worker process that ``parent_pid`` (the grid process) started: watch, from a daemon thread
+    (one per process), for the parent's death (the worker is then re-parented) and end this process at
+    once, so that neither its current run nor queued ones go on training unowned. Nothing happens in the
+    grid process itself, nor in a worker it did not start directly (dask/ray workers have their own)."""
+    global _watched_parent
+    if os.getpid() == parent_pid or os.getppid() != parent_pid or _watched_parent == parent_pid:
+        return
+    _watched_parent = parent_pid
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="lwbench-exit-with-parent", daemon=True).start()
+
+
 def execute_task(run: GridRun, out: str, devices: tuple[str, ...], slots: int, threads: int | None,
-                 force: bool, show_progress: bool | None = False) -> dict:
+                 force: bool, show_progress: bool | None = False, parent_pid: int | None = None) -> dict:
     """One grid task (in a worker, or in this process when one run goes at a time): lock the run, skip
     it if done, else take a device slot, train and record (or record the failure), logging to the run's
-    log file."""
+    log file. ``parent_pid``: the grid process, whose death ends a local worker (:func:`exit_with_parent`)."""
+    if parent_pid is not None:
+        exit_with_parent(parent_pid)
     if threads:
         torch.set_num_threads(threads)
     out = Path(out)
     with exclusive_lock(run_lock_path(out, run.run_id)):
         existing = None if force else find_record(out, run.run_id, run.spec.config_hash)
-        if existing is not None:
-            return {"run_id": run.run_id, "record": existing}
+        if existing is not None:   # another process finished it while this one waited for the lock
+            return {"run_id": run.run_id, "record": existing, "reused": True}
         with device_slot(out, devices, slots) as device, run_log(out / "logs" / f"{run.run_id}.log"):
             logger.info("training %s on %s (pid %d)", run.run_id, device, os.getpid())
             started = time.perf_counter()

@@ -23,7 +23,9 @@ from lwbench.runner import check_owners
 logger = logging.getLogger(__name__)
 
 DEFAULT_SEEDS = (2024, 2025, 2026)
-QUICK_TRAINER = {"max_epochs": 3, "eval_every": 1, "batch_size": 65536}  # few, large batches: CPU-friendly
+# Few, large batches: CPU-friendly. Three epochs rarely reach a two-phase stage's UPDATE phase, so a later
+# stage may start from the earlier phase's checkpoint (docs/protocol.md §3.4); the target line says so.
+QUICK_TRAINER = {"max_epochs": 3, "eval_every": 1, "batch_size": 65536, "allow_handoff_fallback": True}
 
 
 @dataclass
@@ -107,7 +109,9 @@ def reproduce(name: str, options: ReproduceOptions, request: ExecutionRequest) -
     plan = plan_grid(cells, seeds, data_dir=options.data_dir, split_seed=options.split_seed, offline=options.offline)
     records = load_records(options.out)
     execution, how = make_execution(request, plan.unique_runs(), records)
-    print(f"target {name}: {target.description}" + (" [quick: synthetic data, few epochs]" if options.quick else ""))
+    quick_note = (" [quick: synthetic data, few epochs; trainer.allow_handoff_fallback: a stage short of its "
+                  "last phase hands on an earlier checkpoint]")
+    print(f"target {name}: {target.description}" + (quick_note if options.quick else ""))
     print(f"datasets: {', '.join(datasets)}; seeds: {', '.join(map(str, seeds))}")
     for note in skipped:
         print(f"  skipped dataset {note}")

@@ -4,10 +4,16 @@
 of every stage and phase, and the folders of the stages whose outcome several runs share (trained once,
 under a file lock, then reused). Writes are atomic, so a kill never leaves a half-written file behind.
 The trainer decides *when* to save and load; this module decides *what* a file holds and where it lives.
+
+Every file holds tensors and plain data only (dicts, lists, tuples, numbers, strings) and is read with
+``torch.load(weights_only=True)``, so a file planted in an output folder cannot run code (docs/protocol.md
+§3.5). A resume file that cannot be read is set aside as ``*.corrupt`` and the run starts again from the
+last good state; a best checkpoint that cannot be read is an error naming it.
 """
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import os
 import random
@@ -20,26 +26,55 @@ import numpy as np
 import torch
 
 from lwbench.config import TrainerConfig, config_hash
-from lwbench.files import exclusive_lock
+from lwbench.files import atomic_write_bytes, exclusive_lock
 from lwbench.plugin import EmbeddingModule, Stage
 
 logger = logging.getLogger(__name__)
 
 RESUME_FILE = "last.pt"
 OUTCOME_FILE = "outcome.pt"   # a shared stage's resume file once the stage is finished
+FORMAT = "lwbench-checkpoint/2"   # /2: tensors and plain data only (weights_only=True)
 
 
-def atomic_torch_save(path: Path, obj: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+class CheckpointError(RuntimeError):
+    """A checkpoint file cannot be read (truncated, not written by lwbench, or holding code)."""
 
 
-def torch_load(path: Path) -> Any:
-    """Load a checkpoint this package wrote (it contains numpy/pandas objects, hence weights_only=False)."""
-    return torch.load(path, map_location="cpu", weights_only=False)
+def atomic_torch_save(path: Path, obj: dict) -> None:
+    """Write ``obj`` (tensors and plain data) through a temporary file unique to this writer."""
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **obj}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def torch_load(path: Path) -> dict:
+    """Load a checkpoint with ``weights_only=True``: objects other than tensors and plain data (a crafted
+    pickle) are refused, never constructed. Any failure is a :class:`CheckpointError` naming the file."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:   # truncated zip, refused pickle, ...: each torch error has its own type
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} is not a readable lwbench checkpoint ({type(exc).__name__}: "
+                              f"{reason[:160]}); delete {Path(path).parent} to train it again") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an lwbench checkpoint of format {FORMAT}; "
+                              f"delete {Path(path).parent} to train it again")
+    return state
+
+
+def plain(value: Any, where: str = "value") -> Any:
+    """``value`` as plain data a checkpoint may hold: numpy scalars become Python numbers, containers are
+    converted recursively; anything else (an object that would need unpickling) is a TypeError."""
+    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {key: plain(item, f"{where}[{key!r}]") for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(item, f"{where}[{i}]") for i, item in enumerate(value))
+    raise TypeError(f"{where} is a {type(value).__name__}; checkpoints hold tensors and plain data only "
+                    "(numbers, strings, lists, dicts)")
 
 
 def seed_everything(seed: int) -> None:
@@ -49,8 +84,9 @@ def seed_everything(seed: int) -> None:
 
 
 def capture_rng(generator: torch.Generator) -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-             "sampler": generator.get_state()}
+    name, keys, *position = np.random.get_state()   # the key array as a tensor: no numpy object in the file
+    state = {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), *position),
+             "torch": torch.get_rng_state(), "sampler": generator.get_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -58,7 +94,8 @@ def capture_rng(generator: torch.Generator) -> dict:
 
 def restore_rng(state: dict, generator: torch.Generator) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, *position = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *position))
     torch.set_rng_state(state["torch"])
     generator.set_state(state["sampler"])
     if "cuda" in state and torch.cuda.is_available():
@@ -117,7 +154,7 @@ class RunFiles:
     # --- snapshots -------------------------------------------------------------------------------
     def snapshot(self) -> dict:
         return {"model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
-                "extra": self.module.extra_state()}
+                "extra": plain(self.module.extra_state(), "extra_state()")}
 
     def restore(self, snapshot: dict) -> None:
         self.model.load_state_dict({k: v.to(self.device) for k, v in snapshot["model"].items()})
@@ -141,31 +178,54 @@ class RunFiles:
         self.restore(torch_load(path))
         return True
 
-    def load_hand_off(self, index: int) -> None:
-        """Restore the best checkpoint of stage ``index`` (its last phase that saved one), reported or not:
-        e.g. a dense pre-training stage that is over budget hands its best weights to the next stage."""
+    def load_hand_off(self, index: int, allow_fallback: bool = False) -> None:
+        """Restore the best checkpoint of the last phase of stage ``index``, reported or not: e.g. a dense
+        pre-training stage that is over budget hands its best weights to the next stage. A stage that never
+        reached its last phase hands nothing: that is an error naming the missing file, unless
+        ``allow_fallback`` (``trainer.allow_handoff_fallback``, for smoke tests) lets its latest earlier
+        phase stand in, with a warning (docs/protocol.md §3.4)."""
         stage = self.stages[index]
-        for phase in reversed(stage.phases):
-            if self.load_best(stage.name, phase):
-                return
-        raise RuntimeError(f"{self.name}: stage {stage.name!r} saved no checkpoint to start the next stage from")
+        last = stage.phases[-1]
+        if self.load_best(stage.name, last):
+            return
+        earlier = [phase for phase in reversed(stage.phases[:-1]) if self.best_path(stage.name, phase).exists()]
+        if earlier and allow_fallback:
+            logger.warning("lwbench: %s: stage %r never reached its %s phase; the next stage starts from its %s "
+                           "checkpoint (trainer.allow_handoff_fallback)", self.name, stage.name, last, earlier[0])
+            self.load_best(stage.name, earlier[0])
+            return
+        why = (f"it never reached that phase; give it more epochs, or set trainer.allow_handoff_fallback=true "
+               f"to start from its {earlier[0]} checkpoint" if earlier else "it trained no epoch")
+        raise RuntimeError(f"{self.name}: stage {stage.name!r} saved no checkpoint of its {last} phase "
+                           f"({self.best_path(stage.name, last)}) to start the next stage from: {why}")
 
     # --- resume files ----------------------------------------------------------------------------
     def save_resume(self, path: Path, schedule: dict, history: list, results: dict,
                     optimizer: torch.optim.Optimizer | None = None) -> None:
         """Write everything a run needs to continue: with ``optimizer``, a point inside a stage; without,
-        the point between two stages (the next stage builds its own optimizer)."""
-        atomic_torch_save(path, {
+        the point between two stages (the next stage builds its own optimizer). ``results`` are the finished
+        checkpoints' results as plain data; :func:`plain` refuses anything else here, at save time, rather
+        than leaving a file that ``weights_only`` loading would refuse at resume time."""
+        atomic_torch_save(path, plain({
             "schedule": schedule, "stage_done": optimizer is None, **self.snapshot(),
             "optimizer": None if optimizer is None else optimizer.state_dict(),
-            "rng": capture_rng(self.generator), "history": history, "results": results})
+            "rng": capture_rng(self.generator), "history": history, "results": results}, "resume state"))
 
     def load_resume(self, path: Path, announce: bool = True) -> Saved | None:
         """Load ``path`` if it exists. Saved between stages, its weights and RNG streams are restored here;
-        saved inside a stage, they are returned in ``inside_stage`` for :meth:`restore_inside`."""
+        saved inside a stage, they are returned in ``inside_stage`` for :meth:`restore_inside`. A file that
+        cannot be read is renamed ``<name>.corrupt`` (kept for inspection) and counts as absent, so the run
+        starts again from the last good state instead of failing on every rerun."""
         if not path.exists():
             return None
-        state = torch_load(path)
+        try:
+            state = torch_load(path)
+        except CheckpointError as exc:
+            corrupt = path.with_name(path.name + ".corrupt")
+            os.replace(path, corrupt)
+            logger.warning("lwbench: %s: %s; set aside as %s, starting again from the last good state",
+                           self.name, str(exc).split("; delete")[0], corrupt)
+            return None
         if announce:
             logger.info("lwbench: %s: resuming from %s (stage %d, epoch %d)", self.name, path,
                         state["schedule"]["stage_index"], state["schedule"]["epoch"])
@@ -197,9 +257,10 @@ class RunFiles:
         folder = self.shared_dirs[index]
         outcome, progress = folder / OUTCOME_FILE, folder / RESUME_FILE
         with exclusive_lock(folder / ".lock"):
-            if outcome.exists():
+            saved = self.load_resume(outcome, announce=False)   # None too when unreadable (set aside)
+            if saved is not None:
                 logger.info("lwbench: %s: reusing stage %r from %s", self.name, self.stages[index].name, folder)
-                yield self.load_resume(outcome, announce=False), None
+                yield saved, None
             else:
                 yield self.load_resume(progress), progress
                 os.replace(progress, outcome)

@@ -9,11 +9,17 @@ Schedule per stage (docs/protocol.md §3.4), with patience counted in evaluation
         if epoch % eval_every == 0: validate; improvement -> save best[phase]; else bad += 1
         if bad == patience(phase): last phase -> stop; else next phase (from the current weights)
         train one epoch
+    validate the final weights unless the loop just did (so no trained epoch goes unscored)
 
 A run can be killed at any moment: the resume file (model, optimizer, RNG streams, schedule, results of
-finished stages) is written every ``checkpoint_every`` epochs and after every stage, and a new
-:class:`Trainer` on the same work folder continues from it and ends with the same result as an
-uninterrupted run. What those files hold and where they live is :mod:`lwbench.training.persistence`.
+finished stages) is written at most ``checkpoint_seconds`` apart, after the first epoch of every phase and
+after every stage, and a new :class:`Trainer` on the same work folder continues from it and ends with the
+same result as an uninterrupted run (the epochs since the last file are trained again, identically). What
+those files hold and where they live is :mod:`lwbench.training.persistence`.
+
+A run that diverges (non-finite loss, a loss grown :data:`DIVERGED_LOSS_FACTOR` fold over the stage's
+first epoch, or validation ending :data:`DIVERGED_VALID_FACTOR` fold below the stage's epoch-0 value)
+fails with :class:`DivergedError` instead of recording a degenerate model.
 """
 from __future__ import annotations
 
@@ -37,11 +43,18 @@ from lwbench.evaluate import Evaluator
 from lwbench.plugin import BuildContext, Method, Stage, Step
 from lwbench.training.graph import normalized_adjacency
 from lwbench.training.model import Recommender
-from lwbench.training.persistence import RunFiles, Saved, seed_everything, shared_stage_dirs
+from lwbench.training.persistence import RunFiles, Saved, plain, seed_everything, shared_stage_dirs
 from lwbench.training.progress import StageProgress
 from lwbench.training.sampler import BPRSampler
 
 logger = logging.getLogger(__name__)
+
+DIVERGED_LOSS_FACTOR = 1e3    # a stage's loss this many times its first epoch's: diverged
+DIVERGED_VALID_FACTOR = 10.0  # a stage's last validation this many times below its first: diverged
+
+
+class DivergedError(FloatingPointError):
+    """Training diverged; the message says where and which setting to change."""
 
 
 @dataclass
@@ -68,6 +81,20 @@ class CheckpointResult:
     valid: dict
     test: dict
     test_per_user: pd.DataFrame
+
+    def to_state(self) -> dict:
+        """As plain data and tensors, for a resume file (no pickled DataFrame; docs/protocol.md §3.5)."""
+        frame = self.test_per_user
+        return {"name": self.name, "epoch": self.epoch, "valid": plain(self.valid), "test": plain(self.test),
+                "users": torch.tensor(frame.index.to_numpy()), "index_name": frame.index.name,
+                "values": torch.tensor(frame.to_numpy()), "columns": list(frame.columns)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "CheckpointResult":
+        frame = pd.DataFrame(state["values"].numpy(), columns=state["columns"],
+                             index=pd.Index(state["users"].numpy(), name=state["index_name"]))
+        return cls(name=state["name"], epoch=state["epoch"], valid=state["valid"], test=state["test"],
+                   test_per_user=frame)
 
 
 @dataclass
@@ -171,7 +198,8 @@ class Trainer:
         the schedule and, if the file was written inside a stage, the state :meth:`_restore` applies."""
         if saved is None:
             return schedule, None
-        self.history, self.results = saved.history, saved.results
+        self.history = saved.history
+        self.results = {name: CheckpointResult.from_state(state) for name, state in saved.results.items()}
         return Schedule(**saved.schedule), saved.inside_stage
 
     def _run_own_stage(self, index: int, schedule: Schedule, resume: dict | None, resume_path: Path) -> Schedule:
@@ -203,7 +231,7 @@ class Trainer:
         stage's best checkpoint (for benchmarks that time a later stage without training earlier ones)."""
         stage = self.stages[index]
         if stage.start_from_best and index > 0 and hand_off:
-            self.files.load_hand_off(index - 1)
+            self.files.load_hand_off(index - 1, self.config.allow_handoff_fallback)
         if index > 0:
             # Each stage draws from its own seed, so its outcome does not depend on how many random
             # numbers earlier stages consumed (and a shared stage is the same in every run).
@@ -226,17 +254,22 @@ class Trainer:
             self._restore(stage, schedule, resume)
         progress = StageProgress(self.label, self.seed, stage.name, self.config.early_stop_metric, cfg.max_epochs,
                                  schedule.epoch, self.show_progress)
+        saved_at = time.monotonic()
+        patience_ran_out = False   # then the current weights were just validated
         while schedule.epoch < cfg.max_epochs:
             phase = stage.phases[schedule.phase_index]
+            new_phase = False
             if stage.early_stopping and schedule.epoch % cfg.eval_every == 0:
                 progress.validated(phase, schedule.epoch, *self._validate_and_track(stage, phase, schedule))
             if stage.early_stopping and schedule.bad_evals >= cfg.patience(phase):
                 if schedule.phase_index == len(stage.phases) - 1:
+                    patience_ran_out = True
                     break
                 schedule.phase_index += 1
                 schedule.bad_evals = 0
                 self.module.begin_phase(stage, stage.phases[schedule.phase_index])
                 phase = stage.phases[schedule.phase_index]
+                new_phase = True
             started = time.perf_counter()
             loss, stop = self.train_epoch(stage, phase, schedule.epoch, cfg)
             seconds = time.perf_counter() - started
@@ -247,10 +280,20 @@ class Trainer:
             self.history.append({"stage": stage.name, "phase": phase, "epoch": schedule.epoch, "loss": loss,
                                  "seconds": seconds})
             progress.trained(phase, loss, seconds)
+            self._check_loss(stage, schedule.epoch)
             if stop:
                 break
-            if schedule.epoch % cfg.checkpoint_every == 0:
+            # Saved after an epoch, never at the phase switch itself: a file written there would validate
+            # the switch epoch a second time on resume. The first epoch of a phase stands for its start.
+            if new_phase or time.monotonic() - saved_at >= cfg.checkpoint_seconds:
                 self._save_resume(resume_path, schedule, inside_stage=True)
+                saved_at = time.monotonic()
+        if stage.early_stopping and not patience_ran_out:
+            # The epochs after the last scheduled validation could have improved on it (docs/protocol.md §3.4).
+            phase = stage.phases[schedule.phase_index]
+            progress.validated(phase, schedule.epoch, *self._validate_and_track(stage, phase, schedule))
+        if stage.early_stopping:
+            self._check_validation(stage)
         progress.close()
         self.module.end_stage(stage)
         if not stage.early_stopping:
@@ -289,9 +332,29 @@ class Trainer:
                 break
         mean_loss = float(total) / max(1, n_batches)
         if not math.isfinite(mean_loss):
-            raise FloatingPointError(f"{self.label}: training loss became {mean_loss} in stage {stage.name!r}, "
-                                     f"epoch {epoch}; lower the learning rate or check the method's hooks")
+            raise DivergedError(f"{self.label}: diverged: training loss became {mean_loss} in stage "
+                                f"{stage.name!r}, epoch {epoch}; lower trainer.lr (now {cfg.lr:g}) or check "
+                                "the method's hooks")
         return mean_loss, stop
+
+    def _check_loss(self, stage: Stage, epoch: int) -> None:
+        """Fail as diverged when the stage's loss has grown :data:`DIVERGED_LOSS_FACTOR` fold since its first
+        epoch (read from the history, so that a resumed run judges the same numbers)."""
+        losses = [h["loss"] for h in self.history if h["stage"] == stage.name and "loss" in h]
+        if losses[0] > 0 and losses[-1] > DIVERGED_LOSS_FACTOR * losses[0]:
+            raise DivergedError(f"{self.label}: diverged: training loss grew from {losses[0]:.4g} to "
+                                f"{losses[-1]:.4g} in stage {stage.name!r} by epoch {epoch}; lower trainer.lr "
+                                f"(now {self.stage_config(stage).lr:g})")
+
+    def _check_validation(self, stage: Stage) -> None:
+        """Fail as diverged when the stage ends with validation :data:`DIVERGED_VALID_FACTOR` fold below its
+        first (epoch-0) value: training destroyed what the stage started from."""
+        metric = self.config.early_stop_metric
+        values = [h["valid"][metric] for h in self.history if h["stage"] == stage.name and "valid" in h]
+        if len(values) > 1 and values[-1] * DIVERGED_VALID_FACTOR < values[0]:
+            raise DivergedError(f"{self.label}: diverged: validation {metric} fell from {values[0]:.4g} at epoch "
+                                f"0 to {values[-1]:.4g} at the end of stage {stage.name!r}; lower trainer.lr "
+                                f"(now {self.stage_config(stage).lr:g})")
 
     # --- evaluation ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -325,8 +388,8 @@ class Trainer:
             self.files.save_best(stage.name, phase, schedule.epoch)
         else:
             schedule.bad_evals += 1
-        self.history.append({"stage": stage.name, "phase": phase, "epoch": schedule.epoch, "valid": means,
-                             "diagnostics": self.module.diagnostics()})
+        self.history.append({"stage": stage.name, "phase": phase, "epoch": schedule.epoch, "valid": plain(means),
+                             "diagnostics": plain(self.module.diagnostics(), "diagnostics()")})
         return value, improved
 
     def _finish_stage(self, index: int, schedule: Schedule) -> None:
@@ -360,7 +423,8 @@ class Trainer:
 
     # --- resume ----------------------------------------------------------------------------------
     def _save_resume(self, path: Path, schedule: Schedule, inside_stage: bool) -> None:
-        self.files.save_resume(path, dataclasses.asdict(schedule), self.history, self.results,
+        self.files.save_resume(path, dataclasses.asdict(schedule), self.history,
+                               {name: result.to_state() for name, result in self.results.items()},
                                self.optimizer if inside_stage else None)
 
     def _restore(self, stage: Stage, schedule: Schedule, state: dict) -> None:
