@@ -241,3 +241,15 @@ def test_table4_says_whether_the_seeds_shared_one_coarse_stage():
     assert "same coarse stage (c2f.coarse_seed=2024)" in coarse_sharing_note(shared, "coarse")
     other = {**record, "shared_stages": {"coarse": "c2f-coarse-def"}}
     assert "the coarse stage it started from" in coarse_sharing_note(pd.DataFrame({"record": [record, other]}), "coarse")
+
+
+def test_an_unreadable_per_user_file_is_named_and_the_other_targets_are_still_built(tmp_path):
+    out = tmp_path / "out"
+    fake_target(out, "table3", ["synthetic"], ["ud", "qr"], [1], table3_level)
+    rows = fake_target(out, "table4", ["gowalla"], ["c2f"], [2024, 2025], table4_level,
+                       checkpoints=(COARSE, "fine/update"))
+    damaged = out / "runs" / f"{rows[0]['run_id']}.peruser.npz"
+    damaged.write_bytes(damaged.read_bytes()[:40])
+    written, errors = build_report(out, tmp_path / "figs")
+    assert len(errors) == 1 and errors[0].startswith("table4: ") and str(damaged) in errors[0]
+    assert "table3.md" in {p.name for p in written}

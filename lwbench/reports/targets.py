@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Callable
 
 import pandas as pd
 
-from lwbench.records import load_records, points, read_manifests
+from lwbench.records import RecordError, load_records, points, read_manifests
 from lwbench.reports import figures, summaries
 from lwbench.reports.tables import Table
 
@@ -142,7 +142,7 @@ def build_report(out: Path, figures_dir: Path, alternative: str = "two-sided"
     for name in read_manifests(out):
         try:
             written += build_target(name, out, figures_dir, alternative)
-        except TargetError as exc:
+        except (TargetError, RecordError) as exc:   # e.g. an unreadable per-user file: named, others go on
             errors.append(f"{name}: {exc}")
     summary = summaries.summary_table(load_records(out))
     if summary is not None:
