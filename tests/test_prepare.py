@@ -111,7 +111,7 @@ def test_bad_input_is_one_clear_error_and_leaves_nothing(tmp_path, text, options
 def test_a_failing_check_after_writing_leaves_nothing(tmp_path):
     """Every user with one test pair (leave-one-out) fails the loader's check on the written folder."""
     (tmp_path / "r.csv").write_text("user,item\n" + "".join(f"{u},{i}\n" for u in range(5) for i in range(2)))
-    with pytest.raises(DataError, match="5 of 5 test users have a single test item"):
+    with pytest.raises(DataError, match=r"out not written: .*out/test\.txt\.gz: 5 of 5 test users have a single"):
         prepare(tmp_path / "r.csv", tmp_path / "out", PrepareOptions(test_fraction=0.5))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv"]
 
@@ -161,3 +161,15 @@ def test_cold_and_overlap_options_reach_the_plan(tmp_path, capsys):
     assert main(["--dataset", str(folder), "--plan", "--device", "cpu", "--cold", "drop"]) == 0
     plan = capsys.readouterr().out
     assert '"cold_items": 5' in plan and '"cold_dropped": 20' in plan and '"cold": "drop"' in plan
+
+
+def test_a_single_lightgcn_file_and_an_inter_file_are_split(toy_dir, tmp_path):
+    stats = prepare(toy_dir / "train.txt", tmp_path / "a", PrepareOptions(test_fraction=0.25))
+    whole = read_split(toy_dir / "train.txt").n_pairs
+    assert stats["train_interactions"] + stats["test_interactions"] == whole and stats["test_interactions"] > 0
+    timed_rows().rename(columns={"user": "user_id:token", "item": "item_id:token", "rating": "rating:float",
+                                 "timestamp": "timestamp:float"}).to_csv(tmp_path / "r.inter", sep="\t", index=False)
+    inter = prepare(tmp_path / "r.inter", tmp_path / "b", PrepareOptions(split="temporal", test_fraction=0.3))
+    timed_rows().to_csv(tmp_path / "r.csv", index=False)
+    csv = prepare(tmp_path / "r.csv", tmp_path / "c", PrepareOptions(split="temporal", test_fraction=0.3))
+    assert (inter["train_sha256"], inter["test_sha256"]) == (csv["train_sha256"], csv["test_sha256"])

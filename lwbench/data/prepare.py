@@ -102,6 +102,9 @@ def prepare(source: str | Path, out: str | Path, options: PrepareOptions = Prepa
     try:
         stats = _write_folder(tmp, out.name, train, test, user_map, item_map)
         os.replace(tmp, out)
+    except DataError as exc:   # a check of the written folder failed: name the folder the user asked for
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError(f"{out} not written: {str(exc).replace(str(tmp), str(out))}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
