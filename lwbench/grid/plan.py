@@ -43,7 +43,9 @@ def _load_cached(ref: DatasetRef) -> LoadedDataset:
 @dataclass(frozen=True)
 class Cell:
     """One point of a grid, before seeds: a dataset, a method, a budget and option overrides
-    (``{"trainer": {...}, "<method>": {...}}``). ``coords`` are the report's coordinates of the
+    (``{"trainer": {...}, "<method>": {...}}``). ``seed_overrides`` maps a seed to overrides of the same
+    form merged over ``overrides`` for that seed only (e.g. a logged run that used other settings for one
+    seed); seeds it does not name use ``overrides``. ``coords`` are the report's coordinates of the
     point (e.g. ``{"c2f.threshold": 3}``); they do not change the run."""
 
     dataset: str
@@ -51,6 +53,14 @@ class Cell:
     budget: str = "500buckets"
     overrides: Mapping = field(default_factory=dict)
     coords: Mapping = field(default_factory=dict)
+    seed_overrides: Mapping = field(default_factory=dict)
+
+    def overrides_for(self, seed: int) -> dict:
+        """The overrides of this cell's run with ``seed``."""
+        merged = {owner: dict(options) for owner, options in self.overrides.items()}
+        for owner, options in self.seed_overrides.get(seed, {}).items():
+            merged.setdefault(owner, {}).update(options)
+        return merged
 
 
 @dataclass(frozen=True)
@@ -84,7 +94,7 @@ class GridPlan:
         """What a report needs to find each point's record again, without re-planning."""
         return [{"dataset": r.dataset_name, "method": r.spec.method, "label": r.spec.label,
                  "budget": r.cell.budget, "seed": r.spec.seed, "run_id": r.run_id,
-                 "overrides": {k: dict(v) for k, v in r.cell.overrides.items()}, "coords": dict(r.cell.coords),
+                 "overrides": r.cell.overrides_for(r.spec.seed), "coords": dict(r.cell.coords),
                  "options": r.spec.options}
                 for r in self.runs]
 
@@ -134,16 +144,20 @@ def plan_grid(cells: list[Cell], seeds: list[int], *, data_dir: str | None = Non
     for cell in cells:
         refs = ([DatasetRef(cell.dataset, data_dir, split_seed, seed, offline) for seed in seeds] if legacy_split
                 else [DatasetRef(cell.dataset, data_dir, split_seed, None, offline)])
-        for ref in refs:
-            run_seeds = [ref.legacy_split_seed] if legacy_split else seeds
-            try:
-                specs = plan_runs([cell.method], ref.load(), cell.budget, run_seeds, cell.overrides)
-            except BudgetError as exc:
-                if not drop_unfit:
-                    raise
-                plan.dropped.append(f"{cell.dataset} {cell.method} at {cell.budget}: {exc}")
-                break
-            plan.runs += [GridRun(spec, cell, ref) for spec in specs]
+        try:
+            for ref in refs:
+                run_seeds = [ref.legacy_split_seed] if legacy_split else seeds
+                by_overrides = {}   # seeds that share their overrides are planned together, in seed order
+                for seed in run_seeds:
+                    by_overrides.setdefault(repr(cell.overrides_for(seed)), []).append(seed)
+                specs = {spec.seed: spec for group in by_overrides.values()
+                         for spec in plan_runs([cell.method], ref.load(), cell.budget, group,
+                                               cell.overrides_for(group[0]))}
+                plan.runs += [GridRun(specs[seed], cell, ref) for seed in run_seeds]
+        except BudgetError as exc:
+            if not drop_unfit:
+                raise
+            plan.dropped.append(f"{cell.dataset} {cell.method} at {cell.budget}: {exc}")
     return plan
 
 

@@ -192,6 +192,10 @@ def describe_plan(plan: GridPlan, out: Path, records: list[dict], execution: Exe
     for (dataset, method, budget), group in groups.items():
         done = sum(r.run_id in existing for r in group)
         lines.append(f"  {dataset:<12} {method:<10} {budget:<11} {len(group):>4} runs  {done:>4} exist")
+        per_seed = {(r.spec.seed, f"{owner}.{key}={value}") for r in group
+                    for owner, options in r.cell.seed_overrides.get(r.spec.seed, {}).items()
+                    for key, value in options.items()}
+        lines += [f"    seed {seed}: {setting}" for seed, setting in sorted(per_seed)]
     seconds, unknown = estimate_seconds(todo, records, kind)
     kind = "GPU" if kind == "cuda" else "CPU"
     if todo:

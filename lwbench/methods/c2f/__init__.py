@@ -43,7 +43,8 @@ configuration that does not fit is an error. Either way a budget below the small
 (``t^c`` and ``t^r`` still distinct columns per row) is an error that names that smallest budget.
 
 Layers come from the dataset card (Gowalla 3, Yelp2020 4, Amazon-book 4, as the README and the paper say);
-the released Yelp2020 logs used 3 (docs/protocol.md §9.3), which ``--set trainer.layers=3`` reproduces.
+the released Yelp2020 logs used 3 (docs/protocol.md §9.3), which the C2F paper's reproduction targets set per
+seed (docs/protocol.md §12.5 item 6).
 Amazon-book: the official C2F code accepts only Gowalla and Yelp2020 and no logs exist, so C2F on
 Amazon-book (the card's L=4, m^c=300, the released fine settings) is a **[suite]** configuration.
 """
