@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
-from lwbench.budget import BudgetError
+from lwbench.budget import TABLE3, BudgetError
 from lwbench.config import ConfigError, parse_value
 from lwbench.data.cards import LoadedDataset, load_dataset
 from lwbench.runner import RunSpec, check_owners, plan_runs
@@ -54,6 +54,7 @@ class Cell:
     overrides: Mapping = field(default_factory=dict)
     coords: Mapping = field(default_factory=dict)
     seed_overrides: Mapping = field(default_factory=dict)
+    accounting: str = TABLE3        # the convention the budget counts in (docs/protocol.md §5.2)
 
     def overrides_for(self, seed: int) -> dict:
         """The overrides of this cell's run with ``seed``."""
@@ -93,14 +94,14 @@ class GridPlan:
     def manifest_rows(self) -> list[dict]:
         """What a report needs to find each point's record again, without re-planning."""
         return [{"dataset": r.dataset_name, "method": r.spec.method, "label": r.spec.label,
-                 "budget": r.cell.budget, "seed": r.spec.seed, "run_id": r.run_id,
+                 "budget": r.cell.budget, "accounting": r.cell.accounting, "seed": r.spec.seed, "run_id": r.run_id,
                  "overrides": r.cell.overrides_for(r.spec.seed), "coords": dict(r.cell.coords),
                  "options": r.spec.options}
                 for r in self.runs]
 
 
 def expand(datasets: list[str], methods: list[str], budgets: list[str], *, overrides: Mapping | None = None,
-           sweeps: Mapping[str, list] | None = None) -> list[Cell]:
+           sweeps: Mapping[str, list] | None = None, accounting: str = TABLE3) -> list[Cell]:
     """The full product of datasets x methods x budgets x sweep values. ``sweeps`` maps
     ``owner.option`` to values; an axis applies to the cells whose method owns it (or to all cells
     for ``trainer.*``), so sweeping ``c2f.threshold`` does not repeat the other methods' runs."""
@@ -118,7 +119,7 @@ def expand(datasets: list[str], methods: list[str], budgets: list[str], *, overr
                 owner, option = key.split(".", 1)
                 cell_overrides.setdefault(owner, {})[option] = value
                 coords[key] = value
-            cells.append(Cell(dataset, method, budget, cell_overrides, coords))
+            cells.append(Cell(dataset, method, budget, cell_overrides, coords, accounting=accounting))
     return cells
 
 
@@ -152,12 +153,12 @@ def plan_grid(cells: list[Cell], seeds: list[int], *, data_dir: str | None = Non
                     by_overrides.setdefault(repr(cell.overrides_for(seed)), []).append(seed)
                 specs = {spec.seed: spec for group in by_overrides.values()
                          for spec in plan_runs([cell.method], ref.load(), cell.budget, group,
-                                               cell.overrides_for(group[0]))}
+                                               cell.overrides_for(group[0]), accounting=cell.accounting)}
                 plan.runs += [GridRun(specs[seed], cell, ref) for seed in run_seeds]
         except BudgetError as exc:
             if not drop_unfit:
                 raise
-            plan.dropped.append(f"{cell.dataset} {cell.method} at {cell.budget}: {exc}")
+            plan.dropped.append(f"{cell.dataset} {cell.method} at {cell.budget} ({cell.accounting}): {exc}")
     return plan
 
 

@@ -35,7 +35,7 @@ from torch import nn
 
 from lwbench.budget import BudgetError
 from lwbench.options import TO_BUDGET, Option
-from lwbench.plugin import BuildContext, Method, Stage, Step
+from lwbench.plugin import STORE_DTYPE, BuildContext, Method, Stage, Step
 from lwbench.methods.common.pruning import PrunableTable, ThresholdPruned, pruning_target, sparse_count
 from lwbench.registry import register
 
@@ -127,6 +127,7 @@ class CERP(Method):
         "search_epochs": Option(50, min=1,
                                 help="epochs the prune stage may take to reach the target (or the run fails)"),
         "legacy_group_bpr": Option(False, help="the official per-user-group BPR (not implemented)"),
+        "store_dtype": STORE_DTYPE,
     }
     prunes = True
     # A fast threshold clock, and no pruning loss (while gamma is large its gradient holds the thresholds
@@ -155,7 +156,7 @@ class CERP(Method):
         return {**options, "buckets": b, "target_nnz": target}
 
     def planned_count(self, options: dict, stats):
-        return sparse_count(options["target_nnz"])
+        return sparse_count(options["target_nnz"], options["buckets"] * table_width(options))
 
     def stages(self, options: dict) -> list[Stage]:
         return CERPTables.schedule(options["search_epochs"])

@@ -20,7 +20,7 @@ from torch import nn
 
 from lwbench.budget import BudgetError, ParamCount
 from lwbench.options import TO_BUDGET, ConfigError, Option
-from lwbench.plugin import BuildContext, EmbeddingModule, InferenceState, Method
+from lwbench.plugin import STORE_DTYPE, BuildContext, EmbeddingModule, InferenceState, Method
 from lwbench.registry import register
 
 COMBINES = ("mult", "add", "concat")
@@ -127,6 +127,7 @@ class QR(Method):
         "buckets": Option(0, min=1, special=TO_BUDGET, help="remainder buckets b of the shared tables"),
         "user_buckets": Option(0, min=1, special=TO_BUDGET, help="remainder buckets of the user tables (per_type)"),
         "item_buckets": Option(0, min=1, special=TO_BUDGET, help="remainder buckets of the item tables (per_type)"),
+        "store_dtype": STORE_DTYPE,
     }
 
     def configure(self, options: dict, budget: int, stats) -> dict:
