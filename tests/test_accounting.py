@@ -8,8 +8,6 @@ import torch
 
 from lwbench.budget import STORAGE, Budget, BudgetError, ParamCount, index_width, parse_budget
 from lwbench.cli import main
-from lwbench.config import TrainerConfig
-from lwbench.data.cards import LoadedDataset
 from lwbench.options import resolve
 from lwbench.plugin import BuildContext, plan_count, size_to_budget
 from lwbench.registry import get_method
@@ -120,3 +118,22 @@ def test_records_hold_both_numbers_and_the_inference_profile(toy_dir, tmp_path, 
     report = capsys.readouterr().out
     assert "Inference profile" in report and "4,096 rows (ms)" in report and "40% (storage)" in report
     assert (out / "inference-profile.csv").exists()
+
+
+def test_storage_targets_count_their_budgets_in_bytes(tmp_path):
+    from fakes import fake_target
+    from lwbench.reports.targets import build_target, get_target
+    cells = get_target("table3-storage").cells(["gowalla"], ["ud", "qr", "legcf"])
+    assert {(c.method, c.accounting) for c in cells} == {("ud", "storage"), ("qr", "storage"), ("legcf", "storage")}
+    assert [c.budget for c in cells if c.method != "ud"] == ["500buckets", "500buckets"]
+    table3 = get_target("budget-curve").cells(["gowalla"], ["ud", "qr"])
+    storage = get_target("budget-curve-storage").cells(["gowalla"], ["ud", "qr"])
+    assert [(c.budget, c.accounting) for c in storage if c.method == "qr"] == \
+        [(c.budget, "storage") for c in table3 if c.method == "qr"]
+    assert {c.accounting for c in table3} == {"table3"}
+    out = tmp_path / "out"
+    fake_target(out, "table3-storage", ["synthetic"], ["ud", "qr"], [1, 2], lambda cell, seed, checkpoint: 0.1)
+    written = build_target("table3-storage", out, tmp_path / "figs", "two-sided")
+    assert out / "table3-storage.md" in written
+    markdown = (out / "table3-storage.md").read_text()
+    assert "stored bytes" in markdown and "Equal storage" in markdown
