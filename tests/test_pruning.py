@@ -226,3 +226,28 @@ def test_magprune_keeps_exactly_the_largest_entries_of_the_best_dense_checkpoint
     assert np.array_equal(table.mask.numpy().ravel(), largest)
     assert not table().detach()[~table.mask].any()
     assert set(result.checkpoints) == {"finetune/single"}
+
+
+def test_pep_retrain_keeps_the_item_bias_learned_in_the_search(toy, tmp_path, monkeypatch):
+    """Decision (docs/protocol.md §6.3): the retrain rewinds the pruned table only; the trainer's item bias, which
+    no accounting counts and every multi-stage method carries across its stages, continues from the search."""
+    budget_text, overrides = SEARCH["pep"]
+    method, options = configured("pep", toy, budget_text, **overrides)
+    trainer = Trainer(method, options, toy, CONFIG, seed=4, device="cpu", work_dir=tmp_path / "work",
+                      cache_dir=tmp_path / "cache", show_progress=False)
+    seen = {}
+    begin, end = ThresholdPruned.begin_stage, ThresholdPruned.end_stage
+
+    def at_begin(self, stage):
+        seen[f"begin {stage.name}"] = trainer.model.item_bias.detach().clone()
+        begin(self, stage)
+
+    def at_end(self, stage):
+        seen[f"end {stage.name}"] = trainer.model.item_bias.detach().clone()
+        end(self, stage)
+
+    monkeypatch.setattr(ThresholdPruned, "begin_stage", at_begin)
+    monkeypatch.setattr(ThresholdPruned, "end_stage", at_end)
+    trainer.fit()
+    assert torch.equal(seen["begin retrain"], seen["end search"])            # kept, not rewound
+    assert not torch.equal(seen["begin retrain"], seen["begin search"])      # and trained during the search
