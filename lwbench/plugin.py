@@ -290,6 +290,9 @@ class Method:
     # faster pruning-threshold clock): the contract tests (one epoch per stage) and `reproduce --quick`
     # use them; real runs never do.
     smoke_options: ClassVar[dict[str, Any]] = {}
+    # Option overrides under the storage accounting convention (docs/protocol.md §5.2), under the command line's:
+    # e.g. a method whose default keeps a published size below the budget grows to use the stored bytes.
+    storage_options: ClassVar[dict[str, Any]] = {}
 
     def configure(self, options: dict, budget: int | None, stats: DatasetStats) -> dict:
         """Return the options with the budget-dependent knobs filled in, such that

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from lwbench.budget import TABLE3, Budget, BudgetError, ParamCount, parse_budget
+from lwbench.budget import STORAGE, TABLE3, Budget, BudgetError, ParamCount, parse_budget
 from lwbench.config import ConfigError, TrainerConfig, config_hash
 from lwbench.data.cards import LoadedDataset
 from lwbench.environment import code_version, device_name, library_versions
@@ -116,8 +116,9 @@ def plan_runs(method_names: list[str], dataset: LoadedDataset, budget_text: str,
         if method.budgeted and budget is None:
             raise BudgetError(f"{method.name} needs a budget; --budget none only suits unbudgeted methods")
         trainer = resolve_trainer(dataset, method, overrides.get("trainer", {}))
-        options = size_to_budget(method, resolve_options(dataset, method, overrides.get(method.name, {})),
-                                 budget, stats)
+        own = {**(method.storage_options if budget and budget.accounting == STORAGE else {}),
+               **overrides.get(method.name, {})}
+        options = size_to_budget(method, resolve_options(dataset, method, own), budget, stats)
         planned = with_item_bias(plan_count(method, options, stats), trainer, data.n_items)
         check_within_budget(method, planned, budget)
         stages = [dataclasses.asdict(stage) for stage in method.stages(options)]

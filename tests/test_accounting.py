@@ -137,3 +137,16 @@ def test_storage_targets_count_their_budgets_in_bytes(tmp_path):
     assert out / "table3-storage.md" in written
     markdown = (out / "table3-storage.md").read_text()
     assert "stored bytes" in markdown and "Equal storage" in markdown
+
+
+def test_c2f_fills_a_storage_budget_but_keeps_its_released_sizes_under_table3(capsys):
+    """Under storage every method uses its bytes: C2F grows m^c and m^r (keeping 3:1) through its
+    storage_options; under table3 the released 300 + 100 stay; --set wins over storage_options."""
+    def plan(*extra):
+        assert main(["--methods", "c2f", "--budget", "1MB", "--dataset", "synthetic", "--plan", *extra]) == 0
+        run = json.loads(capsys.readouterr().out)["runs"][0]
+        return run["options"]["coarse_buckets"], run["options"]["fine_buckets"], run["budget_fraction"]
+    coarse, fine, fraction = plan("--accounting", "storage")
+    assert coarse > 300 and fine == coarse * 100 // 300 and 0.8 <= fraction <= 1.0
+    assert plan()[:2] == (300, 100)
+    assert plan("--accounting", "storage", "--set", "c2f.fill_budget=false")[:2] == (300, 100)

@@ -188,7 +188,8 @@ def describe_plan(plan: GridPlan, out: Path, records: list[dict], execution: Exe
              + (f"; {how}" if how else "")]
     groups: dict[tuple, list[GridRun]] = {}
     for run in runs:
-        groups.setdefault((run.dataset_name, run.spec.method, run.cell.budget), []).append(run)
+        budget = run.cell.budget if run.cell.accounting == "table3" else f"{run.cell.budget} ({run.cell.accounting})"
+        groups.setdefault((run.dataset_name, run.spec.method, budget), []).append(run)
     for (dataset, method, budget), group in groups.items():
         done = sum(r.run_id in existing for r in group)
         lines.append(f"  {dataset:<12} {method:<10} {budget:<11} {len(group):>4} runs  {done:>4} exist")

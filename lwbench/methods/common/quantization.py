@@ -171,6 +171,10 @@ class QuantizedTable(EmbeddingModule):
             rows = rows.index_copy(1, self.tier_rows(name), torch.bmm(straight, self.values[:, :k]))
         return rows.transpose(0, 1).reshape(-1, self.dim)
 
+    def rows(self, entities: torch.Tensor) -> torch.Tensor:
+        """In evaluation, a deployment looks the entities' stored codes up in the codebook, nothing more."""
+        return super().rows(entities) if self.training else self.lookup(self.codes[entities])
+
     def aux_loss(self, step: Step) -> torch.Tensor | None:
         return self._aux
 
