@@ -250,7 +250,8 @@ def run_command(args: argparse.Namespace) -> int:
     methods = comma_list(args.methods)
     if not methods:
         raise ConfigError("--methods is empty; --list shows the registered methods")
-    cells = expand([args.dataset], methods, [args.budget], overrides=overrides_from(args), accounting=args.accounting)
+    cells = expand([args.dataset], methods, [args.budget], overrides=overrides_from(args),
+                   accounting=args.accounting)
     plan = plan_grid(cells, parse_seeds(args.seeds), data_dir=args.data_dir, split_seed=args.split_seed,
                      legacy_split=args.legacy_split, offline=args.offline or None, drop_unfit=False)
     if args.plan:

@@ -51,7 +51,8 @@ class RunRecord(TypedDict):
     label: str                      # display name, e.g. ``ud-64``
     dataset: str
     seed: int
-    budget: dict                    # {"text", "accounting", "params" (the limit, in "unit"), "unit", "applies", "fraction"}
+    budget: dict                    # {"text", "accounting", "params" (the limit in "unit"), "unit", "applies",
+                                    #  "fraction"}
     params: int                     # Table-3 count of the trained module
     bytes: int                      # storage bytes of the trained module
     inference_profile: dict         # bytes by component and inference times (lwbench.profile)

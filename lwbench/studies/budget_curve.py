@@ -20,7 +20,8 @@ from lwbench.reports.targets import Outputs, Target, TargetError, register_targe
 
 NAME = "budget-curve"
 NAMES = {TABLE3: NAME, STORAGE: f"{NAME}-storage"}
-AXIS = {TABLE3: "budget (% of the full N × 128 table)", STORAGE: "budget (% of the full N × 128 float32 table's bytes)"}
+AXIS = {TABLE3: "budget (% of the full N × 128 table)",
+        STORAGE: "budget (% of the full N × 128 float32 table's bytes)"}
 BUDGET_PERCENTS = [1, 2, 3, 5, 7.5, 10]
 DATASETS = ("gowalla", "yelp2020", "amazon-book")
 REFERENCE = "ud"   # the unbudgeted full table, drawn as a line

@@ -102,7 +102,8 @@ class FineSettings:
 def coarse_to_fine_count(n_coarse: int, n_fine: int, coarse_per_row: int, fine_per_row: int, dim: int,
                          n_entities: int) -> ParamCount:
     """Table 3: ``m^c d + t^c N + m^r d + t^r m^c`` (the fine table counted densely, the values of
-    ``S^c`` and ``S^r`` but not their indices); storage adds ``t^c N + t^r m^c`` indices over ``m^c`` and ``m^r`` columns (docs/protocol.md §5.1, §5.2)."""
+    ``S^c`` and ``S^r`` but not their indices); storage adds ``t^c N + t^r m^c`` indices over ``m^c`` and
+    ``m^r`` columns (docs/protocol.md §5.1, §5.2)."""
     values = n_coarse * dim + coarse_per_row * n_entities + n_fine * dim + fine_per_row * n_coarse
     return ParamCount(table3=values, float_values=values,
                       int_indices=coarse_per_row * n_entities + fine_per_row * n_coarse,
