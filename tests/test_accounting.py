@@ -150,3 +150,22 @@ def test_c2f_fills_a_storage_budget_but_keeps_its_released_sizes_under_table3(ca
     assert coarse > 300 and fine == coarse * 100 // 300 and 0.8 <= fraction <= 1.0
     assert plan()[:2] == (300, 100)
     assert plan("--accounting", "storage", "--set", "c2f.fill_budget=false")[:2] == (300, 100)
+
+
+@pytest.mark.parametrize("name", ["ud", "qr", "pep", "cerp", "dpq", "mgqe", "legcf", "c2f", "magprune"])
+@pytest.mark.parametrize("per_type", [False, True])
+def test_rows_are_the_layer0_rows_of_the_entities(name, per_type, toy):
+    """``rows`` (timed by the inference profile) forms exactly the entities' layer-0 rows in evaluation."""
+    if per_type and name != "qr":
+        pytest.skip("per_type is a QR option")
+    method = get_method(name)
+    budget = None if not method.budgeted else parse_budget("30%", toy.n_users, toy.n_items)
+    overrides = {"per_type": True} if per_type else method.smoke_options if name == "c2f" else {}
+    options = method.configure(resolve(method, overrides), budget, toy.stats())
+    torch.manual_seed(0)
+    module = method.build(BuildContext(interactions=toy, graph=normalized_adjacency(toy.train),
+                                       device=torch.device("cpu"), options=options, seed=0, cache_dir=None))
+    module.eval()
+    entities = torch.tensor([0, 5, 299, 300, 301, 499, 5])
+    with torch.no_grad():
+        torch.testing.assert_close(module.rows(entities), module.layer0()[entities])

@@ -66,7 +66,7 @@ from lwbench.methods.common.assignment import RefreshSchedule, SparseAssignment,
 from lwbench.budget import ParamCount, index_width
 from lwbench.training.graph import lightgcn_propagate
 from lwbench.methods.common.meta_embedding import MetaEmbeddingTable, metis_anchors
-from lwbench.plugin import BuildContext, InferenceState, Stage
+from lwbench.plugin import BuildContext, EmbeddingModule, InferenceState, Stage
 from lwbench.methods.common.sparse_pca import sparse_pca_scores
 
 FINE_STAGE = "fine"
@@ -296,6 +296,11 @@ class CoarseToFineTable(MetaEmbeddingTable):
         if self.fine_settings.ablation == "C":
             return self.fine_meta
         return soft_threshold(self.fine_meta, self.fine_settings.threshold)
+
+    def rows(self, entities: torch.Tensor) -> torch.Tensor:
+        """Every row is formed and picked (:meth:`EmbeddingModule.rows`): the fine refinement of a row goes
+        through its coarse meta-embeddings' fine rows, which the coarse-only shortcut would leave out."""
+        return EmbeddingModule.rows(self, entities)
 
     def layer0(self) -> torch.Tensor:
         if not self.fine_active:

@@ -91,6 +91,11 @@ class MetaEmbeddingTable(EmbeddingModule):
     def layer0(self) -> torch.Tensor:
         return torch.cat([torch.tanh(self.assignment.compose(self.meta)), self.meta])
 
+    def rows(self, entities: torch.Tensor) -> torch.Tensor:
+        """Only the requested rows: each entity's ``t`` meta-embeddings, weighted."""
+        chosen = SparseAssignment(self.assignment_columns[entities], self.assignment_values[entities], self.n_meta)
+        return torch.tanh(chosen.compose(self.meta))
+
     def graph(self) -> SymmetricGraph:
         return self._graph
 
