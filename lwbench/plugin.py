@@ -35,7 +35,8 @@ STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 # The one line a method adds to its options where its stored values can be kept at a narrower dtype
 # (docs/protocol.md §5.2): the counts price them by that dtype, and every evaluation uses them rounded to it.
 STORE_DTYPE = Option("float32", choices=tuple(STORE_DTYPES),
-                     help="dtype of the stored values: float16 halves their bytes (rounded to it at every evaluation)")
+                     help="dtype of the stored values: float16 halves their bytes (rounded to it at every "
+                          "evaluation)")
 
 
 @dataclass
@@ -269,8 +270,8 @@ class EmbeddingModule(nn.Module):
         state = self.stored_state()
         floats, ints, bits = state.counts()
         priced = state.component_bytes()
-        return ParamCount(table3=floats + math.ceil(bits / 32), float_values=floats, int_indices=ints, code_bits=bits,
-                          value_bytes=priced["values"], index_bytes=priced["indices"])
+        return ParamCount(table3=floats + math.ceil(bits / 32), float_values=floats, int_indices=ints,
+                          code_bits=bits, value_bytes=priced["values"], index_bytes=priced["indices"])
 
 
 class Method:
