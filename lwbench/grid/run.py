@@ -190,9 +190,10 @@ def describe_plan(plan: GridPlan, out: Path, records: list[dict], execution: Exe
     for run in runs:
         budget = run.cell.budget if run.cell.accounting == "table3" else f"{run.cell.budget} ({run.cell.accounting})"
         groups.setdefault((run.dataset_name, run.spec.method, budget), []).append(run)
+    width = max([11] + [len(budget) for _, _, budget in groups])
     for (dataset, method, budget), group in groups.items():
         done = sum(r.run_id in existing for r in group)
-        lines.append(f"  {dataset:<12} {method:<10} {budget:<11} {len(group):>4} runs  {done:>4} exist")
+        lines.append(f"  {dataset:<12} {method:<10} {budget:<{width}} {len(group):>4} runs  {done:>4} exist")
         per_seed = {(r.spec.seed, f"{owner}.{key}={value}") for r in group
                     for owner, options in r.cell.seed_overrides.get(r.spec.seed, {}).items()
                     for key, value in options.items()}
