@@ -126,6 +126,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     run.add_argument("--methods", default="ud", help="comma-separated method names (default: ud); "
                      "--list shows the registered ones")
     run.add_argument("--budget", default="500buckets", help="memory budget (default: 500buckets)")
+    add_accounting(run)
     run.add_argument("--dataset", default="synthetic",
                      help="a dataset card name (--list shows them) or a folder holding train.txt[.gz] and "
                           "test.txt[.gz] (default: synthetic)")
@@ -142,6 +143,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     grid.add_argument("--datasets", default="synthetic", help="comma-separated dataset cards or folders")
     grid.add_argument("--methods", default="ud", help="comma-separated method names")
     grid.add_argument("--budgets", default="500buckets", help="comma-separated budgets, e.g. 1%%,2%%,500buckets")
+    add_accounting(grid)
     grid.add_argument("--seeds", default="2024", help="comma-separated training seeds")
     grid.add_argument("--sweep", dest="sweeps", action="append", default=[], metavar="OWNER.OPTION=V1,V2",
                       help="sweep an option over values (repeatable; sweeps multiply)")
@@ -197,6 +199,13 @@ def add_prepare(commands, output: argparse.ArgumentParser) -> None:
     prepare.add_argument("--test-fraction", type=float, default=0.2, help="per-user test fraction (default 0.2)")
     prepare.add_argument("--seed", type=int, default=2024, help="seed of the random split (default 2024)")
     prepare.set_defaults(handler=prepare_command)
+
+
+def add_accounting(parser: argparse.ArgumentParser) -> None:
+    from lwbench.budget import ACCOUNTINGS, TABLE3
+    parser.add_argument("--accounting", choices=ACCOUNTINGS, default=TABLE3,
+                        help="what the budget counts: table3 (default, the paper's: float values at inference) or "
+                             "storage (stored bytes at inference: values and indices by dtype, packed codes)")
 
 
 def add_alternative(parser: argparse.ArgumentParser) -> None:
@@ -281,7 +290,8 @@ def run_command(args: argparse.Namespace) -> int:
     methods = comma_list(args.methods)
     if not methods:
         raise ConfigError("--methods is empty; --list shows the registered methods")
-    cells = expand([args.dataset], methods, [args.budget], overrides=overrides_from(args))
+    cells = expand([args.dataset], methods, [args.budget], overrides=overrides_from(args),
+                   accounting=args.accounting)
     plan = plan_grid(cells, parse_seeds(args.seeds), drop_unfit=False, **data_options(args))
     if args.plan:
         print(json.dumps({"dataset": args.dataset, "device": str(device), "out": args.out,
@@ -293,7 +303,7 @@ def run_command(args: argparse.Namespace) -> int:
 def grid_command(args: argparse.Namespace) -> int:
     from lwbench.grid.plan import expand, parse_sweeps, plan_grid
     cells = expand(comma_list(args.datasets), comma_list(args.methods), comma_list(args.budgets),
-                   overrides=overrides_from(args), sweeps=parse_sweeps(args.sweeps))
+                   overrides=overrides_from(args), sweeps=parse_sweeps(args.sweeps), accounting=args.accounting)
     plan = plan_grid(cells, parse_seeds(args.seeds), **data_options(args))
     return execute(plan, Path(args.out), args)
 

@@ -14,6 +14,7 @@ something the hooks do not offer, extend the hooks for everyone.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,19 +23,30 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from lwbench.budget import BudgetError, ParamCount
+from lwbench.budget import TABLE3, Budget, BudgetError, ParamCount, index_width
 from lwbench.config import FIXED, SINGLE, UPDATE  # noqa: F401 (re-exported: part of the plugin API)
 from lwbench.data.interactions import DatasetStats, Interactions
+from lwbench.options import Option
 from lwbench.training.graph import SymmetricGraph, lightgcn_propagate
 
 
 
+STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+# The one line a method adds to its options where its stored values can be kept at a narrower dtype
+# (docs/protocol.md §5.2): the counts price them by that dtype, and every evaluation uses them rounded to it.
+STORE_DTYPE = Option("float32", choices=tuple(STORE_DTYPES),
+                     help="dtype of the stored values: float16 halves their bytes (rounded to it at every "
+                          "evaluation)")
+
+
 @dataclass
 class InferenceState:
-    """Storage inventory of a trained module (docs/protocol.md §5.1 and §5.5).
+    """Storage inventory of a trained module (docs/protocol.md §5.1, §5.2 and §5.5).
 
-    ``values``: float tensors; a sparse tensor counts its stored non-zeros.
-    ``indices``: integer tensors (sparse positions, assignments), counted per entry.
+    ``values``: float tensors, priced by their dtype; a sparse tensor counts its stored non-zeros.
+    ``indices``: integer tensors (sparse positions, assignments), counted per entry; ``index_ranges``
+    gives each one's range (the number of positions it can address), which prices it at the narrowest
+    unsigned type that holds the range (:func:`lwbench.budget.index_width`).
     ``codes``: integer code tensors with their bit width per entry (e.g. DPQ/MGQE codes).
     Training-only tensors (thresholds, query tables, optimizer state) and the item bias are excluded.
     """
@@ -42,13 +54,31 @@ class InferenceState:
     values: dict[str, torch.Tensor] = field(default_factory=dict)
     indices: dict[str, torch.Tensor] = field(default_factory=dict)
     codes: dict[str, tuple[torch.Tensor, int]] = field(default_factory=dict)
+    index_ranges: dict[str, int] = field(default_factory=dict)
 
     def counts(self) -> tuple[int, int, int]:
         """(float values, integer indices, code bits)."""
-        floats = sum(int(t._nnz()) if t.is_sparse else t.numel() for t in self.values.values())
+        floats = sum(_stored(t) for t in self.values.values())
         ints = sum(t.numel() for t in self.indices.values())
         bits = sum(t.numel() * width for t, width in self.codes.values())
         return floats, ints, bits
+
+    def component_bytes(self) -> dict[str, int]:
+        """Bytes by component: values (by dtype), indices (by range) and packed codes."""
+        missing = sorted(set(self.indices) - set(self.index_ranges))
+        if missing:
+            raise ValueError(f"InferenceState: index tensors {', '.join(missing)} have no index_ranges entry")
+        return {"values": sum(_stored(t) * t.element_size() for t in self.values.values()),
+                "indices": sum(t.numel() * index_width(self.index_ranges[name]) for name, t in self.indices.items()),
+                "codes": math.ceil(self.counts()[2] / 8)}
+
+    def stored_as(self, dtype: torch.dtype) -> InferenceState:
+        """The same inventory with its values cast to ``dtype`` (a ``store_dtype`` option)."""
+        return dataclasses.replace(self, values={name: t.to(dtype) for name, t in self.values.items()})
+
+
+def _stored(tensor: torch.Tensor) -> int:
+    return int(tensor._nnz()) if tensor.is_sparse else tensor.numel()
 
 
 @dataclass(frozen=True)
@@ -129,10 +159,28 @@ class EmbeddingModule(nn.Module):
         self.n_users = ctx.interactions.n_users
         self.n_items = ctx.interactions.n_items
         self.base_graph = ctx.graph
+        # the dtype a deployment stores the values in (the method's store_dtype option, where it declares one)
+        self.store_dtype = STORE_DTYPES[ctx.options.get("store_dtype", "float32")]
 
     @property
     def n_entities(self) -> int:
         return self.n_users + self.n_items
+
+    def train(self, mode: bool = True):
+        """Switching to evaluation rounds the stored values to the store dtype (in place, so that every
+        evaluation and every checkpoint sees the values a deployment would hold)."""
+        if not mode and self.training and self.store_dtype != torch.float32:
+            self.round_stored_values()
+        return super().train(mode)
+
+    @torch.no_grad()
+    def round_stored_values(self) -> None:
+        """Round to the store dtype every parameter or buffer that is one of :meth:`inference_state`'s values;
+        override where the stored values are derived from other tensors (e.g. sparse copies)."""
+        stored = {t.data_ptr() for t in self.inference_state().values.values() if not t.is_sparse}
+        for tensor in [*self.parameters(), *self.buffers()]:
+            if tensor.is_floating_point() and tensor.data_ptr() in stored:
+                tensor.copy_(tensor.to(self.store_dtype).to(tensor.dtype))
 
     # --- forward ---------------------------------------------------------------------------------
     def layer0(self) -> torch.Tensor:
@@ -146,6 +194,12 @@ class EmbeddingModule(nn.Module):
     def propagate(self, x0: torch.Tensor, n_layers: int) -> torch.Tensor:
         """``H`` for all rows of ``X_0`` (default: LightGCN mean over layers)."""
         return lightgcn_propagate(self.graph(), x0, n_layers)
+
+    def rows(self, entities: torch.Tensor) -> torch.Tensor:
+        """Layer-0 rows of the given entities as a deployment forms them (the inference profile times it,
+        docs/protocol.md §5.6). The default forms every row and picks; override where a method can form a few
+        rows alone."""
+        return self.layer0()[entities]
 
     def ego_rows(self, x0: torch.Tensor) -> torch.Tensor:
         """The layer-0 entity rows that the L2 term regularizes (docs/protocol.md §3.2)."""
@@ -202,13 +256,22 @@ class EmbeddingModule(nn.Module):
         statement of the module's size, from which :meth:`param_count` derives."""
         raise NotImplementedError
 
+    def stored_state(self) -> InferenceState:
+        """:meth:`inference_state` with its values in the store dtype: what the counts and the inference
+        profile price."""
+        return self.inference_state().stored_as(self.store_dtype)
+
     def param_count(self) -> ParamCount:
         """Counts in both conventions of docs/protocol.md §5.1 for the current state of the module, derived
-        from :meth:`inference_state`: storage is its inventory; Table 3 counts its float values and its
-        codes as float32 equivalents (``ceil(bits / 32)``), never its integer indices. Override only
-        where a method's Table-3 convention leaves out something it stores, keeping the inventory."""
-        floats, ints, bits = self.inference_state().counts()
-        return ParamCount(table3=floats + math.ceil(bits / 32), float_values=floats, int_indices=ints, code_bits=bits)
+        from :meth:`stored_state`: storage is its inventory priced by dtype and index range; Table 3 counts
+        its float values and its codes as float32 equivalents (``ceil(bits / 32)``), never its integer
+        indices. Override only where a method's Table-3 convention leaves out something it stores,
+        keeping the inventory."""
+        state = self.stored_state()
+        floats, ints, bits = state.counts()
+        priced = state.component_bytes()
+        return ParamCount(table3=floats + math.ceil(bits / 32), float_values=floats, int_indices=ints,
+                          code_bits=bits, value_bytes=priced["values"], index_bytes=priced["indices"])
 
 
 class Method:
@@ -228,6 +291,9 @@ class Method:
     # faster pruning-threshold clock): the contract tests (one epoch per stage) and `reproduce --quick`
     # use them; real runs never do.
     smoke_options: ClassVar[dict[str, Any]] = {}
+    # Option overrides under the storage accounting convention (docs/protocol.md §5.2), under the command line's:
+    # e.g. a method whose default keeps a published size below the budget grows to use the stored bytes.
+    storage_options: ClassVar[dict[str, Any]] = {}
 
     def configure(self, options: dict, budget: int | None, stats: DatasetStats) -> dict:
         """Return the options with the budget-dependent knobs filled in, such that
@@ -255,6 +321,63 @@ class Method:
         return self.name
 
 
-def check_within_budget(method: Method, count: ParamCount, budget: int | None) -> None:
-    if method.budgeted and budget is not None and count.table3 > budget:
-        raise BudgetError(f"{method.name}: {count.table3} parameters exceed the budget of {budget}")
+def plan_count(method: Method, options: dict, stats: DatasetStats) -> ParamCount:
+    """The method's planned count with its values priced at its ``store_dtype`` (float32 if it declares none)."""
+    count = method.planned_count(options, stats)
+    return count.with_value_width(STORE_DTYPES[options.get("store_dtype", "float32")].itemsize)
+
+
+def size_to_budget(method: Method, options: dict, budget: Budget | None, stats: DatasetStats) -> dict:
+    """``method.configure`` under either accounting convention (docs/protocol.md §5.5). A method sizes itself
+    in Table-3 parameters only, and states its storage once (:meth:`Method.planned_count`); under
+    ``storage`` this finds the largest Table-3 limit whose configuration stores at most the budget's
+    bytes. Configurations grow with the limit and every counted parameter costs at least one stored
+    byte, so that limit is at most the byte budget and a bisection finds it."""
+    if budget is None or not method.budgeted:
+        return method.configure(options, None, stats)
+    if budget.accounting == TABLE3:
+        return method.configure(options, budget.limit, stats)
+
+    def attempt(limit: int) -> dict | None:
+        try:
+            return method.configure(options, limit, stats)
+        except BudgetError:
+            return None
+
+    def too_large(limit: int) -> bool:
+        configured = attempt(limit)
+        return configured is not None and not budget.fits(plan_count(method, configured, stats))
+
+    low, high = 0, budget.limit             # too_large(low) is False; find the last such limit
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (low, middle - 1) if too_large(middle) else (middle, high)
+    configured = attempt(low) if low else None
+    if configured is None:
+        smallest = smallest_configuration(attempt, budget.limit)
+        least = "" if smallest is None else \
+            f"; its smallest configuration stores {plan_count(method, smallest, stats).storage_bytes:,} bytes"
+        raise BudgetError(f"{method.name} cannot fit {budget}{least}")
+    return configured
+
+
+def smallest_configuration(attempt, start: int) -> dict | None:
+    """The configuration at the smallest limit for which ``attempt`` succeeds (``None`` if none below 2^62)."""
+    high = start
+    while attempt(high) is None:
+        if high > 2**62:
+            return None
+        high *= 2
+    low = 0
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if attempt(middle) is not None else (middle, high)
+    return attempt(high)
+
+
+def check_within_budget(method: Method, count: ParamCount, budget: Budget | int | None) -> None:
+    """Raise unless a budgeted method's count fits (an int budget is a Table-3 parameter count)."""
+    budget = Budget(budget) if isinstance(budget, int) else budget
+    if method.budgeted and budget is not None and not budget.fits(count):
+        raise BudgetError(f"{method.name}: {count.measure(budget.accounting):,} {budget.unit} exceed the budget "
+                          f"of {budget}")

@@ -36,7 +36,7 @@ from lwbench.files import atomic_write_bytes, atomic_write_json
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # 2: inference_profile; the budget's accounting
 
 
 class RecordError(ValueError):
@@ -52,9 +52,11 @@ class RunRecord(TypedDict):
     label: str                      # display name, e.g. ``ud-64``
     dataset: str
     seed: int
-    budget: dict                    # {"text", "params", "applies"}
+    budget: dict                    # {"text", "accounting", "params" (the limit in "unit"), "unit", "applies",
+                                    #  "fraction"}
     params: int                     # Table-3 count of the trained module
     bytes: int                      # storage bytes of the trained module
+    inference_profile: dict         # bytes by component and inference times (lwbench.profile)
     param_count: dict               # ParamCount of the trained module (both conventions)
     planned_param_count: dict       # what the plan predicted
     within_budget: bool

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import torch
 
-from lwbench.budget import BudgetError, ParamCount, parse_budget
+from lwbench.budget import STORAGE, TABLE3, Budget, BudgetError, ParamCount, parse_budget
 from lwbench.config import ConfigError, TrainerConfig, config_hash
 from lwbench.data.cards import LoadedDataset
 from lwbench.environment import code_version, device_name, library_versions
 from lwbench.options import resolve
-from lwbench.plugin import Method, check_within_budget
+from lwbench.plugin import Method, check_within_budget, plan_count, size_to_budget
+from lwbench.profile import inference_profile
 from lwbench.records import load_per_user  # noqa: F401 (a public name: lwbench.runner.load_per_user)
 from lwbench.records import RunRecord, save_per_user, write_failure, write_record
 from lwbench.registry import get_method
@@ -38,7 +39,7 @@ class RunSpec:
     label: str
     seed: int
     budget_text: str
-    budget: int | None
+    budget: Budget | None
     options: dict
     planned: ParamCount
     trainer: TrainerConfig
@@ -51,14 +52,27 @@ class RunSpec:
 
     def plan_entry(self) -> dict:
         applies = get_method(self.method).budgeted
-        fraction = None if self.budget is None or not applies else self.planned.table3 / self.budget
         return {"run_id": self.run_id, "method": self.method, "label": self.label, "seed": self.seed,
-                "budget": {"text": self.budget_text, "params": self.budget, "applies": applies,
+                "budget": {**budget_entry(self.budget_text, self.budget, applies),
                            "note": ("sized to the budget" if applies else
                                     f"{self.method} ignores the budget (an unbudgeted reference)")},
                 "dataset": {**self.config["dataset"]["stats"], **self.config["dataset"]["checks"]},
-                "params": self.planned.to_dict(), "budget_fraction": fraction, "options": self.options,
-                "stages": self.config["stages"], "trainer": self.config["trainer"]}
+                "params": self.planned.to_dict(), **budget_fractions(self.planned, self.budget, applies),
+                "options": self.options, "stages": self.config["stages"], "trainer": self.config["trainer"]}
+
+
+def budget_entry(text: str, budget: Budget | None, applies: bool) -> dict:
+    """A plan's or record's budget: its text, its accounting convention and its limit in that unit
+    (``params`` holds the limit, parameters or bytes, as ``unit`` says)."""
+    return {"text": text, "accounting": budget.accounting if budget else TABLE3,
+            "params": budget.limit if budget else None, "unit": budget.unit if budget else None, "applies": applies}
+
+
+def budget_fractions(count: ParamCount, budget: Budget | None, applies: bool) -> dict:
+    """Both numbers of docs/protocol.md §5.2 against the budget: ``budget_fraction`` in the budget's own
+    convention, and the Table-3 count and stored bytes beside it."""
+    fraction = None if budget is None or not applies else count.measure(budget.accounting) / budget.limit
+    return {"budget_fraction": fraction, "table3_params": count.table3, "stored_bytes": count.storage_bytes}
 
 
 def with_item_bias(count: ParamCount, trainer: TrainerConfig, n_items: int) -> ParamCount:
@@ -88,22 +102,25 @@ def check_owners(owners: list[str], methods: list[str]) -> None:
 
 
 def plan_runs(method_names: list[str], dataset: LoadedDataset, budget_text: str, seeds: list[int],
-              overrides: dict[str, dict] | None = None) -> list[RunSpec]:
-    """Resolve every (method, seed) run; fails before training on any bad name, option or budget."""
+              overrides: dict[str, dict] | None = None, accounting: str = TABLE3) -> list[RunSpec]:
+    """Resolve every (method, seed) run; fails before training on any bad name, option or budget.
+    ``accounting``: the convention the budget is counted in (docs/protocol.md §5.2)."""
     overrides = dict(overrides or {})
     methods = [get_method(name) for name in method_names]
     check_owners(list(overrides), method_names)
     data = dataset.interactions
     stats = data.stats()
-    budget = parse_budget(budget_text, data.n_users, data.n_items)
+    limit = parse_budget(budget_text, data.n_users, data.n_items, accounting=accounting)
+    budget = None if limit is None else Budget(limit, accounting)
     specs = []
     for method in methods:
         if method.budgeted and budget is None:
             raise BudgetError(f"{method.name} needs a budget; --budget none only suits unbudgeted methods")
         trainer = resolve_trainer(dataset, method, overrides.get("trainer", {}))
-        options = method.configure(resolve_options(dataset, method, overrides.get(method.name, {})),
-                                   budget if method.budgeted else None, stats)
-        planned = with_item_bias(method.planned_count(options, stats), trainer, data.n_items)
+        own = {**(method.storage_options if budget and budget.accounting == STORAGE else {}),
+               **overrides.get(method.name, {})}
+        options = size_to_budget(method, resolve_options(dataset, method, own), budget, stats)
+        planned = with_item_bias(plan_count(method, options, stats), trainer, data.n_items)
         check_within_budget(method, planned, budget)
         stages = [dataclasses.asdict(stage) for stage in method.stages(options)]
         for seed in seeds:
@@ -113,7 +130,7 @@ def plan_runs(method_names: list[str], dataset: LoadedDataset, budget_text: str,
                             "verification": dataset.verification, "split_seed": data.split_seed,
                             "split_mode": data.split_mode, "stats": dataclasses.asdict(stats),
                             "checks": data.checks},
-                "budget": {"text": budget_text, "params": budget},
+                "budget": {"text": budget_text, "accounting": accounting, "params": limit},
                 "trainer": dataclasses.asdict(trainer),
                 "stages": stages,
                 "seed": seed,
@@ -134,16 +151,18 @@ def execute_run(spec: RunSpec, dataset: LoadedDataset, out: Path, device: torch.
     trainer = Trainer(method, spec.options, dataset.interactions, spec.trainer, seed=spec.seed, device=device,
                       work_dir=work, cache_dir=Path(out) / "cache", label=spec.label, show_progress=show_progress)
     result = trainer.fit()
+    profile = inference_profile(trainer, seed=spec.seed)
     count = with_item_bias(result.param_count, spec.trainer, dataset.interactions.n_items)
     check_within_budget(method, count, spec.budget)
     reported = result.reported_checkpoint
     record = {
         "run_id": spec.run_id, "method": spec.method, "label": spec.label,
         "dataset": dataset.interactions.name, "seed": spec.seed,
-        "budget": {"text": spec.budget_text, "params": spec.budget, "applies": method.budgeted},
-        "params": count.table3, "bytes": count.storage_bytes,
+        "budget": {**budget_entry(spec.budget_text, spec.budget, method.budgeted),
+                   "fraction": budget_fractions(count, spec.budget, method.budgeted)["budget_fraction"]},
+        "params": count.table3, "bytes": count.storage_bytes, "inference_profile": profile,
         "param_count": count.to_dict(), "planned_param_count": spec.planned.to_dict(),
-        "within_budget": spec.budget is None or not method.budgeted or count.table3 <= spec.budget,
+        "within_budget": spec.budget is None or not method.budgeted or spec.budget.fits(count),
         "metrics": {"valid": reported.valid, "test": reported.test},
         "reported_checkpoint": result.reported, "shared_stages": result.shared_stages,
         "checkpoints": {name: {"epoch": c.epoch, "valid": c.valid, "test": c.test}

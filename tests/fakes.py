@@ -46,7 +46,7 @@ def write_record(out: Path, *, run_id: str, dataset: str, method: str, label: st
         "per_user_file": f"{run_id}.peruser.npz", "final_diagnostics": {"nonzero_fraction": params / 2000, "phase": "x"},
     }
     unused = {"param_count": {"table3": params}, "planned_param_count": {"table3": params}, "within_budget": True,
-              "shared_stages": {}, "config_hash": run_id, "peak_memory_kind": "fake", "versions": {},
+              "shared_stages": {}, "config_hash": run_id, "inference_profile": {}, "peak_memory_kind": "fake", "versions": {},
               "code_version": "fake", "device_name": device, "started_at": "", "finished_at": "", "history": []}
     runs = Path(out) / "runs"
     runs.mkdir(parents=True, exist_ok=True)

@@ -124,3 +124,14 @@ def test_codes_are_refreshed_after_every_epoch(toy):
     assert not torch.equal(module.codes, fresh)
     module.end_epoch(stage=None, epoch=1)
     assert torch.equal(module.codes, fresh)
+
+
+def test_rows_in_evaluation_are_the_stored_codes_looked_up(toy):
+    """The inference profile times ``rows``: for a quantized table, the stored codes' centroids."""
+    method = get_method("mgqe")
+    options = method.configure(resolve(method), parse_budget("500buckets", toy.n_users, toy.n_items), toy.stats())
+    module = method.build(BuildContext(interactions=toy, graph=normalized_adjacency(toy.train),
+                                       device=torch.device("cpu"), options=options, seed=0, cache_dir=None))
+    module.eval()
+    entities = torch.tensor([0, 7, toy.n_users + 3, 499])
+    assert torch.equal(module.rows(entities), module.layer0()[entities])

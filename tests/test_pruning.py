@@ -2,6 +2,8 @@
 target (checked after every step) and close to it, a search that never gets there fails the run,
 retraining rewinds under the fixed mask and keeps it, and magnitude pruning keeps exactly the
 largest entries of the best dense checkpoint."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from lwbench.budget import parse_budget
 from lwbench.config import TrainerConfig
 from lwbench.training.graph import normalized_adjacency
 from lwbench.plugin import BuildContext, Stage, Step
+from lwbench.methods.cerp import official_epochs
 from lwbench.methods.common.pruning import ThresholdPruned, soft_threshold
 from lwbench.options import resolve
 from lwbench.registry import get_method
@@ -155,9 +158,43 @@ def test_cerp_composition_pruning_loss_and_gamma(toy):
     rows = np.array([1, 7] + [toy.n_users + i for i in (2, 3, 4, 9)])
     expected = -1.0 * np.sum(np.tanh(100.0 * x0.detach().numpy()[rows]) ** 2)
     assert module.aux_loss(step).item() == pytest.approx(expected, rel=1e-5)
-    for epoch in range(3):
-        module.end_epoch(Stage(module.SEARCH), epoch + 1)
+    # gamma halves once per official epoch equivalent (docs/protocol.md §6.4), not per lwbench epoch
+    steps = 0
+    while official_epochs(steps + 1, module.threshold_lr, module.n_train) < 3:
+        module.after_step(step)
+        steps += 1
+    assert float(module.gamma) == 0.25
+    module.end_epoch(Stage(module.SEARCH), 1)                 # an lwbench epoch's end leaves gamma alone
+    assert float(module.gamma) == 0.25
+    module.after_step(step)
     assert float(module.gamma) == 0.125
+
+
+def adam_steps_to_pruning_range(lr, start=-100.0, entry=-3.5):
+    """Steps of Adam with the thresholds' weight decay 1e-5 (their only gradient while sigmoid is
+    saturated) that lift a threshold from ``start`` to ``entry``."""
+    threshold = torch.tensor([start], dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.Adam([threshold], lr=lr, weight_decay=1e-5)
+    steps = 0
+    while float(threshold.detach()) < entry:
+        optimizer.zero_grad()
+        threshold.sum().mul(0).backward()
+        optimizer.step()
+        steps += 1
+    return steps
+
+
+def test_cerp_gamma_when_the_thresholds_enter_the_pruning_range_is_the_official_runs_on_gowalla():
+    """Gowalla: 810,128 training pairs; the official run takes steps of 10 pairs at lr 1e-3, lwbench
+    steps of 8192 triplets (495 per epoch) at threshold_lr 1e-2. gamma on arrival must be the official
+    run's (0.5), where halving per lwbench epoch gave about 1e-6."""
+    n_train, lwbench_steps_per_epoch = 810_128, 495
+    official = adam_steps_to_pruning_range(1e-3)
+    ours = adam_steps_to_pruning_range(1e-2)
+    official_gamma = 0.5 ** math.floor(official / math.ceil(n_train / 10))
+    gamma = 0.5 ** math.floor(official_epochs(ours, 1e-2, n_train))
+    assert official_gamma == 0.5 and gamma == official_gamma
+    assert 0.5 ** (ours // lwbench_steps_per_epoch) < 1e-5                  # the per-epoch clock it replaces
 
 
 def test_cerp_target_follows_the_sparsity_when_the_buckets_are_given(toy):
@@ -189,3 +226,28 @@ def test_magprune_keeps_exactly_the_largest_entries_of_the_best_dense_checkpoint
     assert np.array_equal(table.mask.numpy().ravel(), largest)
     assert not table().detach()[~table.mask].any()
     assert set(result.checkpoints) == {"finetune/single"}
+
+
+def test_pep_retrain_keeps_the_item_bias_learned_in_the_search(toy, tmp_path, monkeypatch):
+    """Decision (docs/protocol.md §6.3): the retrain rewinds the pruned table only; the trainer's item bias, which
+    no accounting counts and every multi-stage method carries across its stages, continues from the search."""
+    budget_text, overrides = SEARCH["pep"]
+    method, options = configured("pep", toy, budget_text, **overrides)
+    trainer = Trainer(method, options, toy, CONFIG, seed=4, device="cpu", work_dir=tmp_path / "work",
+                      cache_dir=tmp_path / "cache", show_progress=False)
+    seen = {}
+    begin, end = ThresholdPruned.begin_stage, ThresholdPruned.end_stage
+
+    def at_begin(self, stage):
+        seen[f"begin {stage.name}"] = trainer.model.item_bias.detach().clone()
+        begin(self, stage)
+
+    def at_end(self, stage):
+        seen[f"end {stage.name}"] = trainer.model.item_bias.detach().clone()
+        end(self, stage)
+
+    monkeypatch.setattr(ThresholdPruned, "begin_stage", at_begin)
+    monkeypatch.setattr(ThresholdPruned, "end_stage", at_end)
+    trainer.fit()
+    assert torch.equal(seen["begin retrain"], seen["end search"])            # kept, not rewound
+    assert not torch.equal(seen["begin retrain"], seen["begin search"])      # and trained during the search

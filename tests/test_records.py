@@ -30,7 +30,7 @@ def test_an_incomplete_record_is_refused_before_it_is_written(tmp_path):
 
 @pytest.mark.parametrize("damage, message", [
     (lambda text: text[: len(text) // 2], "unreadable run record"),
-    (lambda text: text.replace('"schema_version": 1', '"schema_version": 0'), "schema version 0"),
+    (lambda text: text.replace(f'"schema_version": {records.SCHEMA_VERSION}', '"schema_version": 0'), "schema version 0"),
 ])
 def test_an_unusable_record_is_named_and_treated_as_absent(tmp_path, caplog, damage, message):
     written = fake(tmp_path)

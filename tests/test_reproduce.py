@@ -126,3 +126,35 @@ def test_a_study_from_another_package_plans_runs_and_reports(toy_dir, tmp_path, 
     assert sorted(data["width"]) == [8, 16] and (data["seeds"] == 1).all()
     for _, row in data.iterrows():
         assert row["ndcg@20:mean"] == pytest.approx(records[row["width"]]["metrics"]["test"]["ndcg@20"])
+
+
+def test_yelp2020_c2f_runs_use_the_logged_layers_per_seed():
+    """The logged Yelp2020 C2F runs (docs/protocol.md §9.3): 3 layers for the coarse stage and fine seeds
+    2024/2026, 4 fine layers for seed 2025; Gowalla keeps its card."""
+    for name in ("table3", "table4", "fig4", "fig5", "fig6"):
+        for cell in (c for c in get_target(name).cells(["yelp2020"], ["c2f"]) if c.method == "c2f"):
+            assert cell.overrides_for(2024)["trainer"] == {"layers": 3} == cell.overrides_for(2026)["trainer"]
+            assert cell.overrides_for(2025)["c2f"]["fine_layers"] == 4
+            assert "fine_layers" not in cell.overrides_for(2024)["c2f"]
+    gowalla = get_target("table4").cells(["gowalla"], ["c2f"])[0]
+    assert "trainer" not in gowalla.overrides_for(2025) and "fine_layers" not in gowalla.overrides_for(2025)["c2f"]
+    # --set wins over a per-seed setting as over every other
+    cell = get_target("table4").cells(["yelp2020"], ["c2f"])[0]
+    user = reproduce.with_user_overrides(cell, {"c2f": {"fine_layers": 2}}, quick=False)
+    assert user.overrides_for(2025)["c2f"]["fine_layers"] == 2
+
+
+def test_per_seed_overrides_reach_the_runs_the_plan_and_the_manifest(toy_dir, tmp_path, capsys):
+    from lwbench.grid.plan import Cell, plan_grid
+    from lwbench.grid.run import describe_plan
+    from lwbench.grid.workers import ExecutionRequest, make_execution
+    cell = Cell(str(toy_dir), "ud", "none", {"trainer": {"layers": 3}}, {},
+                seed_overrides={2025: {"trainer": {"layers": 4}, "ud": {"dim": 32}}})
+    plan = plan_grid([cell], [2024, 2025, 2026])
+    layers = {run.spec.seed: (run.spec.trainer.layers, run.spec.options["dim"]) for run in plan.runs}
+    assert layers == {2024: (3, 128), 2025: (4, 32), 2026: (3, 128)}
+    rows = {row["seed"]: row["overrides"] for row in plan.manifest_rows()}
+    assert rows[2025] == {"trainer": {"layers": 4}, "ud": {"dim": 32}} and rows[2024] == {"trainer": {"layers": 3}}
+    execution, how = make_execution(ExecutionRequest(), plan.unique_runs(), [])
+    text = describe_plan(plan, tmp_path, [], execution, how)
+    assert "seed 2025: trainer.layers=4" in text and "seed 2025: ud.dim=32" in text and "seed 2024" not in text

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
-from lwbench.budget import BudgetError
+from lwbench.budget import TABLE3, BudgetError
 from lwbench.config import ConfigError, parse_value
 from lwbench.data.cards import LoadedDataset, load_dataset
 from lwbench.runner import RunSpec, check_owners, plan_runs
@@ -46,7 +46,9 @@ def _load_cached(ref: DatasetRef) -> LoadedDataset:
 @dataclass(frozen=True)
 class Cell:
     """One point of a grid, before seeds: a dataset, a method, a budget and option overrides
-    (``{"trainer": {...}, "<method>": {...}}``). ``coords`` are the report's coordinates of the
+    (``{"trainer": {...}, "<method>": {...}}``). ``seed_overrides`` maps a seed to overrides of the same
+    form merged over ``overrides`` for that seed only (e.g. a logged run that used other settings for one
+    seed); seeds it does not name use ``overrides``. ``coords`` are the report's coordinates of the
     point (e.g. ``{"c2f.threshold": 3}``); they do not change the run."""
 
     dataset: str
@@ -54,6 +56,15 @@ class Cell:
     budget: str = "500buckets"
     overrides: Mapping = field(default_factory=dict)
     coords: Mapping = field(default_factory=dict)
+    seed_overrides: Mapping = field(default_factory=dict)
+    accounting: str = TABLE3        # the convention the budget counts in (docs/protocol.md §5.2)
+
+    def overrides_for(self, seed: int) -> dict:
+        """The overrides of this cell's run with ``seed``."""
+        merged = {owner: dict(options) for owner, options in self.overrides.items()}
+        for owner, options in self.seed_overrides.get(seed, {}).items():
+            merged.setdefault(owner, {}).update(options)
+        return merged
 
 
 @dataclass(frozen=True)
@@ -86,14 +97,14 @@ class GridPlan:
     def manifest_rows(self) -> list[dict]:
         """What a report needs to find each point's record again, without re-planning."""
         return [{"dataset": r.dataset_name, "method": r.spec.method, "label": r.spec.label,
-                 "budget": r.cell.budget, "seed": r.spec.seed, "run_id": r.run_id,
-                 "overrides": {k: dict(v) for k, v in r.cell.overrides.items()}, "coords": dict(r.cell.coords),
+                 "budget": r.cell.budget, "accounting": r.cell.accounting, "seed": r.spec.seed, "run_id": r.run_id,
+                 "overrides": r.cell.overrides_for(r.spec.seed), "coords": dict(r.cell.coords),
                  "options": r.spec.options}
                 for r in self.runs]
 
 
 def expand(datasets: list[str], methods: list[str], budgets: list[str], *, overrides: Mapping | None = None,
-           sweeps: Mapping[str, list] | None = None) -> list[Cell]:
+           sweeps: Mapping[str, list] | None = None, accounting: str = TABLE3) -> list[Cell]:
     """The full product of datasets x methods x budgets x sweep values. ``sweeps`` maps
     ``owner.option`` to values; an axis applies to the cells whose method owns it (or to all cells
     for ``trainer.*``), so sweeping ``c2f.threshold`` does not repeat the other methods' runs."""
@@ -111,7 +122,7 @@ def expand(datasets: list[str], methods: list[str], budgets: list[str], *, overr
                 owner, option = key.split(".", 1)
                 cell_overrides.setdefault(owner, {})[option] = value
                 coords[key] = value
-            cells.append(Cell(dataset, method, budget, cell_overrides, coords))
+            cells.append(Cell(dataset, method, budget, cell_overrides, coords, accounting=accounting))
     return cells
 
 
@@ -138,16 +149,20 @@ def plan_grid(cells: list[Cell], seeds: list[int], *, data_dir: str | None = Non
     for cell in cells:
         refs = [DatasetRef(cell.dataset, data_dir, split_seed, seed, offline, cold, overlap)
                 for seed in (seeds if legacy_split else [None])]
-        for ref in refs:
-            run_seeds = [ref.legacy_split_seed] if legacy_split else seeds
-            try:
-                specs = plan_runs([cell.method], ref.load(), cell.budget, run_seeds, cell.overrides)
-            except BudgetError as exc:
-                if not drop_unfit:
-                    raise
-                plan.dropped.append(f"{cell.dataset} {cell.method} at {cell.budget}: {exc}")
-                break
-            plan.runs += [GridRun(spec, cell, ref) for spec in specs]
+        try:
+            for ref in refs:
+                run_seeds = [ref.legacy_split_seed] if legacy_split else seeds
+                by_overrides = {}   # seeds that share their overrides are planned together, in seed order
+                for seed in run_seeds:
+                    by_overrides.setdefault(repr(cell.overrides_for(seed)), []).append(seed)
+                specs = {spec.seed: spec for group in by_overrides.values()
+                         for spec in plan_runs([cell.method], ref.load(), cell.budget, group,
+                                               cell.overrides_for(group[0]), accounting=cell.accounting)}
+                plan.runs += [GridRun(specs[seed], cell, ref) for seed in run_seeds]
+        except BudgetError as exc:
+            if not drop_unfit:
+                raise
+            plan.dropped.append(f"{cell.dataset} {cell.method} at {cell.budget} ({cell.accounting}): {exc}")
     return plan
 
 

@@ -196,14 +196,20 @@ def describe_plan(plan: GridPlan, out: Path, records: list[dict], execution: Exe
              + (f"; {how}" if how else "")]
     groups: dict[tuple, list[GridRun]] = {}
     for run in runs:
-        groups.setdefault((run.dataset_name, run.spec.method, run.cell.budget), []).append(run)
+        budget = run.cell.budget if run.cell.accounting == "table3" else f"{run.cell.budget} ({run.cell.accounting})"
+        groups.setdefault((run.dataset_name, run.spec.method, budget), []).append(run)
     for dataset, config in {r.dataset_name: r.spec.config["dataset"] for r in runs}.items():
         stats, checks = config["stats"], config["checks"]   # the cold counts, docs/protocol.md §1.2
         lines.append(f"  {dataset:<12} {stats['cold_items']:,} cold items, {stats['cold_users']:,} cold users "
                      f"(--cold {checks['cold']}: {checks['cold_dropped']:,} test pairs dropped)")
+    width = max([11] + [len(budget) for _, _, budget in groups])
     for (dataset, method, budget), group in groups.items():
         done = sum(r.run_id in existing for r in group)
-        lines.append(f"  {dataset:<12} {method:<10} {budget:<11} {len(group):>4} runs  {done:>4} exist")
+        lines.append(f"  {dataset:<12} {method:<10} {budget:<{width}} {len(group):>4} runs  {done:>4} exist")
+        per_seed = {(r.spec.seed, f"{owner}.{key}={value}") for r in group
+                    for owner, options in r.cell.seed_overrides.get(r.spec.seed, {}).items()
+                    for key, value in options.items()}
+        lines += [f"    seed {seed}: {setting}" for seed, setting in sorted(per_seed)]
     seconds, unknown = estimate_seconds(todo, records, kind)
     kind = "GPU" if kind == "cuda" else "CPU"
     if todo:

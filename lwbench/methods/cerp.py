@@ -6,8 +6,8 @@ likewise ``Q~``. The element-wise thresholds start at -100 and rise through thei
 
 Prune stage: BPR + L2 of the common trainer plus the regularized-pruning loss
 ``-gamma * ||tanh(eta * E_batch)||_F^2`` over the layer-0 rows of the batch's distinct users and items
-(``gamma`` starts at 1 and halves after every epoch, ``eta = 100``), which rewards the two tables for
-zeroing complementary coordinates. It ends the first time ``nnz(P~) + nnz(Q~)`` fits the target
+(``gamma`` starts at 1 and halves once per official epoch, ``eta = 100``), which rewards the two tables
+for zeroing complementary coordinates. It ends the first time ``nnz(P~) + nnz(Q~)`` fits the target
 (checked after every step) and fails the run if that has not happened after ``search_epochs``.
 Retrain stage (reported): ``P <- P_init * M_P``, ``Q <- Q_init * M_Q``, masks applied on every forward.
 
@@ -18,6 +18,15 @@ Sizing (docs/protocol.md §5.5): ``b = floor(B / (2 * w * (1 - sparsity)))`` wit
 steps of 60 rows, about 81k steps per Gowalla epoch, so weight decay lifts the thresholds from -100
 to the pruning range (about -3.5) within 1-2 epochs; with the common trainer's batches of 8192
 triplets (495 steps per Gowalla epoch) 1e-3 would need about 195 epochs, far past the 50-epoch cap.
+
+gamma's clock (docs/protocol.md §6.4): the official run halves gamma after every official epoch, one pass
+over the ``n_train`` training pairs in steps of 10 pairs (``ceil(n_train / 10)`` steps, about 81k on
+Gowalla), while its thresholds rise by about ``1e-3`` per step. An lwbench step moves the thresholds by
+``threshold_lr``, i.e. as far as ``threshold_lr / 1e-3`` official steps, so it counts as that many official
+steps (``10 * threshold_lr / 1e-3`` training pairs at the official pace), and gamma halves each time
+those reach another ``n_train`` pairs. gamma then stands where it stood in the official run when the
+thresholds reach the same height, whatever the batch size or ``threshold_lr``: about 0.5 when they
+enter the pruning range on Gowalla, where halving per lwbench epoch left about 1e-6.
 """
 import math
 
@@ -26,11 +35,20 @@ from torch import nn
 
 from lwbench.budget import BudgetError
 from lwbench.options import TO_BUDGET, Option
-from lwbench.plugin import BuildContext, Method, Stage, Step
+from lwbench.plugin import STORE_DTYPE, BuildContext, Method, Stage, Step
 from lwbench.methods.common.pruning import PrunableTable, ThresholdPruned, pruning_target, sparse_count
 from lwbench.registry import register
 
 COMBINES = ("add", "concat")
+OFFICIAL_PAIRS_PER_STEP = 10        # the official prune stage's batch: 10 user groups (one training pair each)
+OFFICIAL_THRESHOLD_LR = 1e-3        # the official prune stage's learning rate, thresholds included
+
+
+def official_epochs(steps: int, threshold_lr: float, n_train: int) -> float:
+    """Official prune epochs equivalent to ``steps`` lwbench steps at ``threshold_lr`` (module docstring):
+    training pairs at the official pace over the official epoch's ``n_train`` pairs."""
+    pairs = steps * OFFICIAL_PAIRS_PER_STEP * threshold_lr / OFFICIAL_THRESHOLD_LR
+    return pairs / (OFFICIAL_PAIRS_PER_STEP * math.ceil(n_train / OFFICIAL_PAIRS_PER_STEP))
 
 
 def table_width(options: dict) -> int:
@@ -60,8 +78,11 @@ class CERPTables(ThresholdPruned):
         self.register_buffer("q_index", entities // math.ceil(ctx.interactions.n_entities / b))
         self.combine = options["combine"]
         self.eta = options["eta"]
-        self.gamma_decay = options["gamma_decay"]
-        self.register_buffer("gamma", torch.tensor(options["gamma_init"], dtype=torch.float64))  # CPU: no sync
+        self.gamma_init, self.gamma_decay = options["gamma_init"], options["gamma_decay"]
+        self.n_train = int(ctx.interactions.train.nnz)
+        # CPU buffers (read every step without a device sync), checkpointed with the module.
+        self.register_buffer("search_steps", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("gamma", torch.tensor(options["gamma_init"], dtype=torch.float64))
 
     def layer0(self) -> torch.Tensor:
         p = self.tables["P"]()[self.p_index]
@@ -75,10 +96,12 @@ class CERPTables(ThresholdPruned):
                           self.n_users + torch.unique(torch.cat((step.positives, step.negatives)))))
         return -float(self.gamma) * torch.tanh(self.eta * step.x0[rows]).square().sum()
 
-    def end_epoch(self, stage: Stage, epoch: int) -> bool:
-        if stage.name == self.SEARCH:
-            self.gamma.mul_(self.gamma_decay)
-        return False
+    def after_step(self, step: Step) -> bool:
+        if step.stage.name == self.SEARCH and not self.masks_fixed:
+            self.search_steps.add_(1)
+            epochs = official_epochs(int(self.search_steps), self.threshold_lr, self.n_train)
+            self.gamma.fill_(self.gamma_init * self.gamma_decay ** math.floor(epochs))
+        return super().after_step(step)
 
     def diagnostics(self) -> dict:
         thresholds = torch.cat([torch.sigmoid(t.threshold.detach()).flatten() for t in self.tables.values()])
@@ -98,11 +121,13 @@ class CERP(Method):
         "threshold_init": Option(-100.0, help="initial threshold s (the threshold in use is sigmoid(s))"),
         "threshold_lr": Option(1e-2, above=0, help="learning rate of the thresholds' optimizer group"),
         "gamma_init": Option(1.0, min=0, help="initial weight gamma of the regularized-pruning loss"),
-        "gamma_decay": Option(0.5, min=0, max=1, help="factor applied to gamma after every prune epoch"),
+        "gamma_decay": Option(0.5, min=0, max=1,
+                              help="factor applied to gamma after every official prune epoch (see the docstring)"),
         "eta": Option(100.0, above=0, help="slope of tanh in the pruning loss"),
         "search_epochs": Option(50, min=1,
                                 help="epochs the prune stage may take to reach the target (or the run fails)"),
         "legacy_group_bpr": Option(False, help="the official per-user-group BPR (not implemented)"),
+        "store_dtype": STORE_DTYPE,
     }
     prunes = True
     # A fast threshold clock, and no pruning loss (while gamma is large its gradient holds the thresholds
@@ -131,7 +156,7 @@ class CERP(Method):
         return {**options, "buckets": b, "target_nnz": target}
 
     def planned_count(self, options: dict, stats):
-        return sparse_count(options["target_nnz"])
+        return sparse_count(options["target_nnz"], options["buckets"] * table_width(options))
 
     def stages(self, options: dict) -> list[Stage]:
         return CERPTables.schedule(options["search_epochs"])

@@ -14,10 +14,10 @@ code's N(0, 1); ``xavier`` is the paper's text.
 from __future__ import annotations
 
 from lwbench.methods.common.assignment import RefreshSchedule
-from lwbench.budget import BudgetError, ParamCount
+from lwbench.budget import BudgetError, ParamCount, meta_embedding_count
 from lwbench.options import TO_BUDGET, ConfigError, Option
-from lwbench.methods.common.meta_embedding import ASSIGNMENT_INITS, META_INITS, MetaEmbeddingTable, meta_embedding_count
-from lwbench.plugin import BuildContext, Method, Stage
+from lwbench.methods.common.meta_embedding import ASSIGNMENT_INITS, META_INITS, MetaEmbeddingTable
+from lwbench.plugin import STORE_DTYPE, BuildContext, Method, Stage
 from lwbench.registry import register
 
 
@@ -36,6 +36,7 @@ class LEGCF(Method):
         "meta_init": Option("normal", choices=META_INITS, help="initialization of the meta-embeddings"),
         "assignment_update_frequency": Option("every-epoch",
                                               help=f"UPDATE-phase refreshes of S: {RefreshSchedule.CHOICES}"),
+        "store_dtype": STORE_DTYPE,
     }
     # docs/protocol.md §7.4 / §9.2 (set_parse.py defaults with the README's l2 factor 5).
     trainer_defaults = {"batch_size": 2048, "lr": 1e-3, "l2_factor": 5.0, "eval_every": 1,

@@ -9,7 +9,7 @@ to beat. The table is stored sparsely: its values plus one position per value (d
 import torch
 
 from lwbench.options import TO_BUDGET, Option
-from lwbench.plugin import BuildContext, Method, Stage
+from lwbench.plugin import STORE_DTYPE, BuildContext, Method, Stage
 from lwbench.methods.common.pruning import PrunableTable, PrunedEmbedding, PrunedToBudget, largest_magnitudes
 from lwbench.registry import register
 
@@ -39,7 +39,8 @@ class MagPrune(PrunedToBudget, Method):
     description = "train a full table, keep its largest entries up to the budget, fine-tune under that mask"
     options = {"dim": Option(128, min=1, help="embedding dimension d"),
                "init_std": Option(0.1, above=0, help="standard deviation of the dense table's N(0, std^2) init"),
-               "target_nnz": Option(0, min=1, special=TO_BUDGET, help="largest entries kept for fine-tuning")}
+               "target_nnz": Option(0, min=1, special=TO_BUDGET, help="largest entries kept for fine-tuning"),
+               "store_dtype": STORE_DTYPE}
 
     def stages(self, options: dict) -> list[Stage]:
         return [Stage(DENSE, reported=False), Stage(FINETUNE, start_from_best=True)]

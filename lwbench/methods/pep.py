@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from lwbench.options import TO_BUDGET, Option
-from lwbench.plugin import BuildContext, Method, Stage
+from lwbench.plugin import STORE_DTYPE, BuildContext, Method, Stage
 from lwbench.methods.common.pruning import PrunableTable, PrunedToBudget, ThresholdPruned
 from lwbench.registry import register
 
@@ -63,6 +63,7 @@ class PEP(PrunedToBudget, Method):
         "search_epochs": Option(50, min=1, help="epochs the search may take to reach the target (or the run fails)"),
         "re_init": Option(False, help="retrain from a fresh Xavier table instead of rewinding to the initial one"),
         "target_nnz": Option(0, min=1, special=TO_BUDGET, help="stored values to prune down to"),
+        "store_dtype": STORE_DTYPE,
     }
     # A fast threshold clock: every target is reached within the few steps of one toy epoch.
     smoke_options = {"threshold_init": -4.0, "threshold_lr": 0.2}  # reaches 500buckets on synthetic in 12 steps

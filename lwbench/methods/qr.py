@@ -20,7 +20,7 @@ from torch import nn
 
 from lwbench.budget import BudgetError, ParamCount
 from lwbench.options import TO_BUDGET, ConfigError, Option
-from lwbench.plugin import BuildContext, EmbeddingModule, InferenceState, Method
+from lwbench.plugin import STORE_DTYPE, BuildContext, EmbeddingModule, InferenceState, Method
 from lwbench.registry import register
 
 COMBINES = ("mult", "add", "concat")
@@ -99,15 +99,29 @@ class QRTables(EmbeddingModule):
     def index_pairs(self, part: str) -> tuple[torch.Tensor, torch.Tensor]:
         return getattr(self, f"{part}_quotient_index"), getattr(self, f"{part}_remainder_index")
 
+    def part_rows(self, part: str, local: torch.Tensor | None = None) -> torch.Tensor:
+        """Rows of the part's entities (``local``: their indices within the part; ``None``: all)."""
+        quotient, remainder = self.index_pairs(part)
+        if local is not None:
+            quotient, remainder = quotient[local], remainder[local]
+        q = self.tables[f"{part}_quotient"][quotient]
+        r = self.tables[f"{part}_remainder"][remainder]
+        return q * r if self.combine == "mult" else q + r if self.combine == "add" else torch.cat((q, r), dim=1)
+
     def layer0(self) -> torch.Tensor:
-        rows = []
-        for part in self.parts:
-            quotient, remainder = self.index_pairs(part)
-            q = self.tables[f"{part}_quotient"][quotient]
-            r = self.tables[f"{part}_remainder"][remainder]
-            rows.append(q * r if self.combine == "mult" else q + r if self.combine == "add"
-                        else torch.cat((q, r), dim=1))
+        rows = [self.part_rows(part) for part in self.parts]
         return torch.cat(rows) if len(rows) > 1 else rows[0]
+
+    def rows(self, entities: torch.Tensor) -> torch.Tensor:
+        """Only the requested rows: two table lookups per entity."""
+        if len(self.parts) == 1:
+            return self.part_rows(self.parts[0], entities)
+        is_item = entities >= self.n_users
+        out = torch.empty(len(entities), self.tables[f"{self.parts[0]}_quotient"].shape[1] * (
+            2 if self.combine == "concat" else 1), device=entities.device)
+        out[~is_item] = self.part_rows("user", entities[~is_item])
+        out[is_item] = self.part_rows("item", entities[is_item] - self.n_users)
+        return out
 
     def inference_state(self) -> InferenceState:
         # The (quotient, remainder) indices are arithmetic on the entity id: nothing to store.
@@ -127,6 +141,7 @@ class QR(Method):
         "buckets": Option(0, min=1, special=TO_BUDGET, help="remainder buckets b of the shared tables"),
         "user_buckets": Option(0, min=1, special=TO_BUDGET, help="remainder buckets of the user tables (per_type)"),
         "item_buckets": Option(0, min=1, special=TO_BUDGET, help="remainder buckets of the item tables (per_type)"),
+        "store_dtype": STORE_DTYPE,
     }
 
     def configure(self, options: dict, budget: int, stats) -> dict:

@@ -7,7 +7,7 @@ from torch import nn
 
 from lwbench.budget import ParamCount
 from lwbench.options import Option
-from lwbench.plugin import BuildContext, EmbeddingModule, InferenceState, Method
+from lwbench.plugin import STORE_DTYPE, BuildContext, EmbeddingModule, InferenceState, Method
 from lwbench.registry import register
 
 
@@ -28,7 +28,8 @@ class UD(Method):
     name = "ud"
     description = "full N x d embedding table (no compression); ignores the budget"
     options = {"dim": Option(128, min=1, help="embedding dimension d"),
-               "init_std": Option(0.1, above=0, help="standard deviation of the N(0, std^2) initialization")}
+               "init_std": Option(0.1, above=0, help="standard deviation of the N(0, std^2) initialization"),
+               "store_dtype": STORE_DTYPE}
     budgeted = False
 
     def planned_count(self, options: dict, stats) -> ParamCount:

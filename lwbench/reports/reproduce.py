@@ -7,6 +7,7 @@ trains, so it imports the grid and the method registry (and with them torch).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,7 +94,10 @@ def with_user_overrides(cell: Cell, overrides: dict, quick: bool) -> Cell:
         for owner, options in layer.items():
             if owner in ("trainer", cell.method):
                 merged.setdefault(owner, {}).update(options)
-    return Cell(cell.dataset, cell.method, cell.budget, merged, cell.coords)
+    # per-seed settings of the target stay, except where --set names the same option (--set wins)
+    per_seed = {seed: {owner: {k: v for k, v in options.items() if k not in overrides.get(owner, {})}
+                       for owner, options in layer.items()} for seed, layer in cell.seed_overrides.items()}
+    return dataclasses.replace(cell, overrides=merged, seed_overrides=per_seed)
 
 
 def reproduce(name: str, options: ReproduceOptions, request: ExecutionRequest) -> int:

@@ -130,12 +130,20 @@ def _display(value) -> str:
     return str(value)
 
 
+def budget_label(record: dict) -> str:
+    """The budget as tables show it: its text, with the accounting when it is not the default table3."""
+    budget = record["budget"]
+    if not budget["applies"]:
+        return "unbudgeted"
+    accounting = budget.get("accounting", "table3")
+    return budget["text"] if accounting == "table3" else f"{budget['text']} ({accounting})"
+
+
 def summary_table(records: list[dict]) -> Table | None:
     """Every record in an output folder: mean ± std per dataset, method and budget (the catch-all table)."""
     if not records:
         return None
-    pts = pd.DataFrame([{"dataset": r["dataset"], "method": r["label"],
-                         "budget": r["budget"]["text"] if r["budget"]["applies"] else "unbudgeted",
+    pts = pd.DataFrame([{"dataset": r["dataset"], "method": r["label"], "budget": budget_label(r),
                          "options": r["config"]["method"]["options"], "record": r} for r in records])
     pts["options"] = _distinguishing_options(pts)
     keys, metrics = ["dataset", "method", "budget", "options"], ["ndcg@10", "recall@10", "ndcg@20", "recall@20"]
@@ -154,3 +162,31 @@ def _distinguishing_options(pts: pd.DataFrame) -> pd.Series:
         for index, options in group["options"].items():
             text[index] = " ".join(f"{k}={options.get(k)}" for k in varying)
     return text
+
+
+PROFILE_BYTES = ("values", "indices", "codes", "bias")
+
+
+def profile_table(records: list[dict]) -> Table | None:
+    """The inference profile of every record (docs/protocol.md §5.6): stored bytes by component and the
+    median times to form 4,096 layer-0 rows and to score one user against all items, per dataset, method,
+    budget and device (the median over seeds: a time is a property of the configuration and device)."""
+    rows = [{"dataset": r["dataset"], "method": r["label"], "budget": budget_label(r), "device": r["device_name"],
+             "params": r["params"], "stored": r["bytes"],
+             **{name: r["inference_profile"]["bytes"][name] for name in PROFILE_BYTES},
+             "rows_ms": 1e3 * r["inference_profile"]["rows_seconds"],
+             "score_ms": 1e3 * r["inference_profile"]["score_seconds"]}
+            for r in records if r.get("inference_profile")]
+    if not rows:
+        return None
+    keys = ["dataset", "method", "budget", "device"]
+    data = pd.DataFrame(rows).groupby(keys, sort=False).median(numeric_only=True).reset_index()
+    columns = keys + ["Table-3 params", "stored bytes"] + [f"{name} bytes" for name in PROFILE_BYTES] + \
+        ["4,096 rows (ms)", "score 1 user (ms)"]
+    table_rows = [[str(r[k]) for k in keys] + [f"{int(r['params']):,}", f"{int(r['stored']):,}"] +
+                  [f"{int(r[name]):,}" for name in PROFILE_BYTES] + [f"{r['rows_ms']:.3g}", f"{r['score_ms']:.3g}"]
+                  for _, r in data.iterrows()]
+    return Table("inference-profile", "Inference profile (median over seeds)", columns, table_rows, data,
+                 notes=["stored bytes = values + indices + codes (values by dtype, indices at the narrowest type "
+                        "that holds their range, codes packed); the item bias (float32) is in neither accounting "
+                        "convention and is shown apart. Times are medians of 11 repetitions on the run's device."])

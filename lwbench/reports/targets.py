@@ -144,8 +144,9 @@ def build_report(out: Path, figures_dir: Path, alternative: str = "two-sided"
             written += build_target(name, out, figures_dir, alternative)
         except (TargetError, RecordError) as exc:   # e.g. an unreadable per-user file: named, others go on
             errors.append(f"{name}: {exc}")
-    summary = summaries.summary_table(load_records(out))
-    if summary is not None:
-        print("\n" + summary.to_markdown())
-        written += summary.write(out)
+    records = load_records(out)
+    for table in (summaries.summary_table(records), summaries.profile_table(records)):
+        if table is not None:
+            print("\n" + table.to_markdown())
+            written += table.write(out)
     return written, errors

@@ -63,10 +63,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from lwbench.methods.common.assignment import RefreshSchedule, SparseAssignment, pinv_scores, top_t_assignment
-from lwbench.budget import ParamCount
+from lwbench.budget import ParamCount, index_width
 from lwbench.training.graph import lightgcn_propagate
 from lwbench.methods.common.meta_embedding import MetaEmbeddingTable, metis_anchors
-from lwbench.plugin import BuildContext, InferenceState, Stage
+from lwbench.plugin import BuildContext, EmbeddingModule, InferenceState, Stage
 from lwbench.methods.common.sparse_pca import sparse_pca_scores
 
 FINE_STAGE = "fine"
@@ -102,10 +102,13 @@ class FineSettings:
 def coarse_to_fine_count(n_coarse: int, n_fine: int, coarse_per_row: int, fine_per_row: int, dim: int,
                          n_entities: int) -> ParamCount:
     """Table 3: ``m^c d + t^c N + m^r d + t^r m^c`` (the fine table counted densely, the values of
-    ``S^c`` and ``S^r`` but not their indices); storage adds ``t^c N + t^r m^c`` indices (docs/protocol.md §5.1)."""
+    ``S^c`` and ``S^r`` but not their indices); storage adds ``t^c N + t^r m^c`` indices over ``m^c`` and
+    ``m^r`` columns (docs/protocol.md §5.1, §5.2)."""
     values = n_coarse * dim + coarse_per_row * n_entities + n_fine * dim + fine_per_row * n_coarse
     return ParamCount(table3=values, float_values=values,
-                      int_indices=coarse_per_row * n_entities + fine_per_row * n_coarse)
+                      int_indices=coarse_per_row * n_entities + fine_per_row * n_coarse,
+                      index_bytes=(coarse_per_row * n_entities * index_width(n_coarse)
+                                   + fine_per_row * n_coarse * index_width(n_fine)))
 
 
 # --- fine-stage initialisation (docs/protocol.md §8.3, §8.4) ---------------------------------------------------
@@ -294,6 +297,11 @@ class CoarseToFineTable(MetaEmbeddingTable):
             return self.fine_meta
         return soft_threshold(self.fine_meta, self.fine_settings.threshold)
 
+    def rows(self, entities: torch.Tensor) -> torch.Tensor:
+        """Every row is formed and picked (:meth:`EmbeddingModule.rows`): the fine refinement of a row goes
+        through its coarse meta-embeddings' fine rows, which the coarse-only shortcut would leave out."""
+        return EmbeddingModule.rows(self, entities)
+
     def layer0(self) -> torch.Tensor:
         if not self.fine_active:
             return super().layer0()
@@ -363,4 +371,5 @@ class CoarseToFineTable(MetaEmbeddingTable):
         state = super().inference_state()
         state.values.update({"fine_meta_embeddings": fine_table, "fine_assignment_values": fine.values})
         state.indices["fine_assignment_columns"] = fine.columns
+        state.index_ranges["fine_assignment_columns"] = self.fine_settings.n_fine
         return state

@@ -21,7 +21,6 @@ from torch import nn
 
 from lwbench.methods.common.assignment import (ExpandedGraphBuilder, RefreshSchedule, SparseAssignment, anchored_assignment, pinv_scores,
                          top_t_assignment)
-from lwbench.budget import ParamCount
 from lwbench.training.graph import SymmetricGraph
 from lwbench.methods.common.metis import metis_parts, user_item_adjacency
 from lwbench.plugin import UPDATE, BuildContext, EmbeddingModule, InferenceState, Step
@@ -60,12 +59,6 @@ def initial_meta_embeddings(n_meta: int, dim: int, how: str, device: torch.devic
     raise ValueError(f"meta-embedding initialisation {how!r} is not one of {', '.join(META_INITS)}")
 
 
-def meta_embedding_count(n_meta: int, dim: int, per_row: int, n_rows: int) -> ParamCount:
-    """Table 3: ``m*d + t*N`` (values of S, not its indices); storage adds ``t*N`` indices (docs/protocol.md §5.1)."""
-    values = n_meta * dim + per_row * n_rows
-    return ParamCount(table3=values, float_values=values, int_indices=per_row * n_rows)
-
-
 class MetaEmbeddingTable(EmbeddingModule):
     """``E_meta`` (trained) and ``S`` (buffers, refreshed without gradient) over the expanded graph."""
 
@@ -97,6 +90,11 @@ class MetaEmbeddingTable(EmbeddingModule):
 
     def layer0(self) -> torch.Tensor:
         return torch.cat([torch.tanh(self.assignment.compose(self.meta)), self.meta])
+
+    def rows(self, entities: torch.Tensor) -> torch.Tensor:
+        """Only the requested rows: each entity's ``t`` meta-embeddings, weighted."""
+        chosen = SparseAssignment(self.assignment_columns[entities], self.assignment_values[entities], self.n_meta)
+        return torch.tanh(chosen.compose(self.meta))
 
     def graph(self) -> SymmetricGraph:
         return self._graph
@@ -130,4 +128,5 @@ class MetaEmbeddingTable(EmbeddingModule):
     def inference_state(self) -> InferenceState:
         return InferenceState(values={"meta_embeddings": self.meta.detach(),
                                       "assignment_values": self.assignment_values},
-                              indices={"assignment_columns": self.assignment_columns})
+                              indices={"assignment_columns": self.assignment_columns},
+                              index_ranges={"assignment_columns": self.n_meta})

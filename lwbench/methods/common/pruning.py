@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lwbench.budget import BudgetError, ParamCount
+from lwbench.budget import BudgetError, ParamCount, index_width
 from lwbench.plugin import BuildContext, EmbeddingModule, InferenceState, Stage, Step
 
 THRESHOLD_WEIGHT_DECAY = 1e-5   # PEP and CERP: the weight decay that raises the thresholds (docs/protocol.md §6.3, §6.4)
@@ -25,9 +25,10 @@ def pruning_target(method: str, requested: int, budget: int, dense: int) -> int:
     return target
 
 
-def sparse_count(nnz: int) -> ParamCount:
-    """A table stored sparsely: ``nnz`` float values and one integer position per value."""
-    return ParamCount(table3=nnz, float_values=nnz, int_indices=nnz)
+def sparse_count(nnz: int, span: int) -> ParamCount:
+    """Tables of ``span`` entries each stored sparsely: ``nnz`` float values and one flat position per value,
+    priced at the narrowest type that addresses ``span`` entries (docs/protocol.md §5.2)."""
+    return ParamCount(table3=nnz, float_values=nnz, int_indices=nnz, index_bytes=nnz * index_width(span))
 
 
 class PrunedToBudget:
@@ -41,7 +42,7 @@ class PrunedToBudget:
         return {**options, "target_nnz": target}
 
     def planned_count(self, options: dict, stats) -> ParamCount:
-        return sparse_count(options["target_nnz"])
+        return sparse_count(options["target_nnz"], stats.n_entities * options["dim"])
 
 
 def soft_threshold(values: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
@@ -127,6 +128,12 @@ class PrunedEmbedding(EmbeddingModule):
     def nnz(self) -> int:
         return sum(table.nnz() for table in self.tables.values())
 
+    @torch.no_grad()
+    def round_stored_values(self) -> None:
+        """The stored values are sparse copies of the weights (under the mask), so round the weights."""
+        for table in self.tables.values():
+            table.weight.copy_(table.weight.to(self.store_dtype).to(table.weight.dtype))
+
     @property
     def masks_fixed(self) -> bool:
         return all(bool(table.mask_fixed) for table in self.tables.values())
@@ -135,6 +142,7 @@ class PrunedEmbedding(EmbeddingModule):
         state = InferenceState()
         for name, table in self.tables.items():
             state.values[name], state.indices[f"{name}_positions"] = table.storage()
+            state.index_ranges[f"{name}_positions"] = table.weight.numel()
         return state
 
     def diagnostics(self) -> dict:

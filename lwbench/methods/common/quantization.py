@@ -29,7 +29,7 @@ from torch import nn
 
 from lwbench.budget import BudgetError, ParamCount
 from lwbench.options import TO_BUDGET, ConfigError, Option
-from lwbench.plugin import BuildContext, EmbeddingModule, InferenceState, Method, Stage, Step
+from lwbench.plugin import STORE_DTYPE, BuildContext, EmbeddingModule, InferenceState, Method, Stage, Step
 
 MODES = ("vq", "sx")
 BN_EPS = 1e-5
@@ -171,6 +171,10 @@ class QuantizedTable(EmbeddingModule):
             rows = rows.index_copy(1, self.tier_rows(name), torch.bmm(straight, self.values[:, :k]))
         return rows.transpose(0, 1).reshape(-1, self.dim)
 
+    def rows(self, entities: torch.Tensor) -> torch.Tensor:
+        """In evaluation, a deployment looks the entities' stored codes up in the codebook, nothing more."""
+        return super().rows(entities) if self.training else self.lookup(self.codes[entities])
+
     def aux_loss(self, step: Step) -> torch.Tensor | None:
         return self._aux
 
@@ -190,7 +194,8 @@ class QuantizedTable(EmbeddingModule):
         the codes, so the default would count ``ceil(N / 32)`` values too many. The contract tests
         check that the inventory of this count equals :meth:`inference_state`."""
         tiers = [(self.tier_rows(name).numel(), k) for name, k in self.tier_limits.items()]
-        return quantized_count(self.dim, self.groups, tiers, self.n_entities if self.store_tiers else 0)
+        count = quantized_count(self.dim, self.groups, tiers, self.n_entities if self.store_tiers else 0)
+        return count.with_value_width(self.store_dtype.itemsize)
 
     def inference_state(self) -> InferenceState:
         state = InferenceState(values={"codebook": self.codebook().detach()})
@@ -216,6 +221,7 @@ class QuantizedMethod(Method):
         "beta": Option(0.0, min=0, help="weight of VQ's commitment term"),
         "response_bn": Option(True, help="batch-normalize the responses over all entities"),
         "init_std": Option(0.1, above=0, help="standard deviation of the N(0, std^2) initialization"),
+        "store_dtype": STORE_DTYPE,
     }
     tiered = True
     tail_ratio = 4            # tail centroids = k / 4 unless tail_k is set (docs/protocol.md §6.6: 256 / 64)

@@ -25,11 +25,13 @@ def _row_name(method: str, options: dict, label: str) -> tuple[str, str | None]:
     return label.upper(), reference.paper_row(method, options)
 
 
-def table3(pts: pd.DataFrame, *, missing_methods: list[str] = ()) -> Table:
+def table3(pts: pd.DataFrame, *, missing_methods: list[str] = (), storage: bool = False) -> Table:
     """Every method x dataset: N@10, R@10, N@20, R@20 and #Param as mean ± std over seeds, the paper's
-    value and ours − paper beside each; the best budgeted (lightweight) mean per dataset in bold."""
+    value and ours − paper beside each; the best budgeted (lightweight) mean per dataset in bold.
+    ``storage``: the runs were sized to stored bytes (the ``table3-storage`` target), so the table adds
+    their stored bytes and is named after that target."""
     metrics = reference.TABLE3_METRICS
-    columns = ["dataset", "method", "seeds", "#Param", "paper #Param"]
+    columns = ["dataset", "method", "seeds", "#Param", "paper #Param"] + (["stored bytes"] if storage else [])
     for metric in metrics:
         columns += [metric_label(metric), "paper", "Δ"]
     rows, bold, data = [], set(), []
@@ -50,6 +52,8 @@ def table3(pts: pd.DataFrame, *, missing_methods: list[str] = ()) -> Table:
             params = done["params"].dropna()
             row = [dataset, name, str(len(done)), f"{params.iloc[0] / 1e6:.2f}m" if len(params) else "–",
                    f"{paper['params_millions']:.2f}m" if paper else "–"]
+            if storage:
+                row.append(f"{done['record'].iloc[0]['bytes']:,}" if len(done) else "–")
             for metric in metrics:
                 vals = values(done, metric)
                 mean, std = stats.mean_std(vals) if len(vals) else (math.nan, math.nan)
@@ -70,7 +74,14 @@ def table3(pts: pd.DataFrame, *, missing_methods: list[str] = ()) -> Table:
              "#Param in the paper's Table-3 convention (docs/protocol.md §5.1)."]
     if missing_methods:
         notes.append(f"Not implemented (no registered method): {', '.join(missing_methods)}.")
+    if storage:
+        notes.append("Equal storage: every budgeted method stores at most the bytes of the 500-bucket LEGCF "
+                     "(float32 values, indices at the narrowest type that holds their range, packed codes; "
+                     "docs/protocol.md §5.2); compare its ranking with table3's equal float counts.")
     notes += status_notes(pts)
+    if storage:
+        return Table("table3-storage", "Table 3 at equal storage: methods at the 500-bucket LEGCF's stored bytes",
+                     columns, rows, pd.DataFrame(data), bold, notes)
     return Table("table3", "Table 3: methods at the 500-bucket budget", columns, rows, pd.DataFrame(data), bold, notes)
 
 
