@@ -152,12 +152,11 @@ def test_c2f_fills_a_storage_budget_but_keeps_its_released_sizes_under_table3(ca
     assert plan("--accounting", "storage", "--set", "c2f.fill_budget=false")[:2] == (300, 100)
 
 
-@pytest.mark.parametrize("name", ["ud", "qr", "pep", "cerp", "dpq", "mgqe", "legcf", "c2f", "magprune"])
-@pytest.mark.parametrize("per_type", [False, True])
+@pytest.mark.parametrize("name, per_type", [(name, False) for name in
+                                             ["ud", "qr", "pep", "cerp", "dpq", "mgqe", "legcf", "c2f", "magprune"]]
+                         + [("qr", True)])          # per_type: a QR option
 def test_rows_are_the_layer0_rows_of_the_entities(name, per_type, toy):
     """``rows`` (timed by the inference profile) forms exactly the entities' layer-0 rows in evaluation."""
-    if per_type and name != "qr":
-        pytest.skip("per_type is a QR option")
     method = get_method(name)
     budget = None if not method.budgeted else parse_budget("30%", toy.n_users, toy.n_items)
     overrides = {"per_type": True} if per_type else method.smoke_options if name == "c2f" else {}

@@ -170,18 +170,30 @@ def test_cerp_composition_pruning_loss_and_gamma(toy):
     assert float(module.gamma) == 0.125
 
 
-def adam_steps_to_pruning_range(lr, start=-100.0, entry=-3.5):
+def adam_steps_to_pruning_range(lr, start=-100.0, entry=-3.5, weight_decay=1e-5, betas=(0.9, 0.999), eps=1e-8):
     """Steps of Adam with the thresholds' weight decay 1e-5 (their only gradient while sigmoid is
-    saturated) that lift a threshold from ``start`` to ``entry``."""
-    threshold = torch.tensor([start], dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.Adam([threshold], lr=lr, weight_decay=1e-5)
-    steps = 0
-    while float(threshold.detach()) < entry:
+    saturated) that lift a threshold from ``start`` to ``entry``: torch.optim.Adam's update (L2 weight decay
+    added to the gradient, bias-corrected moments) in plain floats, as the loop takes ~10^5 steps."""
+    threshold, m, v, steps = start, 0.0, 0.0, 0
+    while threshold < entry:
+        steps += 1
+        grad = weight_decay * threshold
+        m = betas[0] * m + (1 - betas[0]) * grad
+        v = betas[1] * v + (1 - betas[1]) * grad * grad
+        m_hat, v_hat = m / (1 - betas[0] ** steps), v / (1 - betas[1] ** steps)
+        threshold -= lr * m_hat / (math.sqrt(v_hat) + eps)
+    return steps
+
+
+def test_the_float_adam_of_these_tests_is_torchs():
+    threshold = torch.tensor([-100.0], dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.Adam([threshold], lr=1e-2, weight_decay=1e-5)
+    for _ in range(200):
         optimizer.zero_grad()
         threshold.sum().mul(0).backward()
         optimizer.step()
-        steps += 1
-    return steps
+    steps = adam_steps_to_pruning_range(1e-2, entry=float(threshold.detach()))
+    assert steps in (200, 201)      # the same trajectory, up to the rounding of the last step
 
 
 def test_cerp_gamma_when_the_thresholds_enter_the_pruning_range_is_the_official_runs_on_gowalla():
