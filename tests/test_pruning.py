@@ -2,6 +2,8 @@
 target (checked after every step) and close to it, a search that never gets there fails the run,
 retraining rewinds under the fixed mask and keeps it, and magnitude pruning keeps exactly the
 largest entries of the best dense checkpoint."""
+import dataclasses
+import logging
 import math
 
 import numpy as np
@@ -86,6 +88,31 @@ def test_search_that_misses_the_target_fails_loudly(name, toy, tmp_path):
     method, options = configured(name, toy, "50%", threshold_lr=1e-6, search_epochs=1)
     with pytest.raises(RuntimeError, match="above the target"):
         fit(method, options, toy, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["pep", "cerp"])
+def test_a_search_cut_short_by_the_epoch_cap_keeps_the_largest_values_and_says_so(name, toy, tmp_path, caplog,
+                                                                                   monkeypatch):
+    """A smoke run (--epochs below search_epochs) completes: the target's largest soft-thresholded values are
+    kept, a warning says so and the record's diagnostics carry it; the full search still fails (above)."""
+    method, options = configured(name, toy, "50%", threshold_lr=1e-6, search_epochs=5)
+    searched = []
+    original = ThresholdPruned.keep_largest
+
+    def recording(self):
+        searched.append(torch.cat([table().detach().flatten() for table in self.tables.values()]))
+        original(self)
+    monkeypatch.setattr(ThresholdPruned, "keep_largest", recording)
+    with caplog.at_level(logging.WARNING, logger="lwbench"):
+        trainer, result = fit(method, options, toy, tmp_path, dataclasses.replace(CONFIG, max_epochs=1))
+    module = trainer.module
+    assert module.nnz() == options["target_nnz"] == module.param_count().table3
+    assert module.diagnostics()["search_cut_short"] is True
+    assert "cut short by the epoch cap after 1 of 5 epochs" in caplog.text
+    (values,) = searched
+    kept = torch.cat([table.mask.flatten() for table in module.tables.values()])
+    assert int(kept.sum()) == options["target_nnz"] and bool((values[kept] != 0).all())
+    assert values[~kept].abs().max() <= values[kept].abs().min()
 
 
 @pytest.mark.parametrize("re_init", [False, True])

@@ -8,11 +8,15 @@ A deployment keeps each masked table sparsely, as its non-zero values plus one p
 """
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
 from lwbench.budget import BudgetError, ParamCount, index_width
 from lwbench.plugin import BuildContext, EmbeddingModule, InferenceState, Stage, Step
+
+logger = logging.getLogger(__name__)
 
 THRESHOLD_WEIGHT_DECAY = 1e-5   # PEP and CERP: the weight decay that raises the thresholds (docs/protocol.md §6.3, §6.4)
 
@@ -155,8 +159,10 @@ class ThresholdPruned(PrunedEmbedding):
     """PEP and CERP (docs/protocol.md §6.3, §6.4): a search stage trains weights and soft thresholds (the
     thresholds in their own optimizer group, whose weight decay raises them) and ends the first time
     the stored values fit the target (checked after every step); the retrain stage rewinds the
-    weights to their initialization under the found masks. A search that ends without reaching the
-    target fails the run rather than retraining an over-budget table."""
+    weights to their initialization under the found masks. A search that uses all its ``search_epochs``
+    without reaching the target fails the run rather than retraining an over-budget table. A search cut
+    shorter by the run's epoch cap (``--epochs``, a smoke run) keeps the target's largest soft-thresholded
+    values instead, says so in a warning, and records it (diagnostic ``search_cut_short``)."""
 
     SEARCH, RETRAIN = "search", "retrain"
 
@@ -165,6 +171,10 @@ class ThresholdPruned(PrunedEmbedding):
         super().__init__(ctx, tables, target)
         self.threshold_lr = threshold_lr
         self.method = method
+        self.search_epochs = ctx.options["search_epochs"]
+        # Checkpointed with the module: epochs the search ran, and whether it was completed by magnitude.
+        self.register_buffer("search_epochs_run", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("search_cut_short", torch.zeros((), dtype=torch.bool))
 
     @classmethod
     def schedule(cls, search_epochs: int) -> list[Stage]:
@@ -188,12 +198,37 @@ class ThresholdPruned(PrunedEmbedding):
             table.fix_mask()
         return True
 
+    def end_epoch(self, stage: Stage, epoch: int) -> bool:
+        if stage.name == self.SEARCH:
+            self.search_epochs_run.fill_(epoch)
+        return super().end_epoch(stage, epoch)
+
     def end_stage(self, stage: Stage) -> None:
-        if stage.name == self.SEARCH and not self.masks_fixed:
+        if stage.name != self.SEARCH or self.masks_fixed:
+            return
+        nnz = self.nnz()
+        if int(self.search_epochs_run) >= self.search_epochs:
             raise RuntimeError(
-                f"{self.method}: the {self.SEARCH} stage ended with {self.nnz():,} non-zeros, above the target of "
+                f"{self.method}: the {self.SEARCH} stage ended with {nnz:,} non-zeros, above the target of "
                 f"{self.target:,}; let the thresholds rise faster ({self.method}.threshold_lr), search longer "
                 f"({self.method}.search_epochs and --epochs), or give a larger budget")
+        self.keep_largest()
+        logger.warning("%s: the %s stage was cut short by the epoch cap after %d of %d epochs with %s non-zeros; "
+                       "kept the %s largest soft-thresholded values (a smoke run: give --epochs >= %d for the "
+                       "real search)", self.method, self.SEARCH, int(self.search_epochs_run), self.search_epochs,
+                       f"{nnz:,}", f"{self.target:,}", self.search_epochs)
+
+    @torch.no_grad()
+    def keep_largest(self) -> None:
+        """Fix the masks to the ``target`` largest soft-thresholded values over all tables."""
+        values = torch.cat([table().flatten() for table in self.tables.values()])
+        keep = largest_magnitudes(values, self.target) & (values != 0)
+        for table, mask in zip(self.tables.values(), keep.split([t.weight.numel() for t in self.tables.values()])):
+            table.fix_mask(mask.view_as(table.weight))
+        self.search_cut_short.fill_(True)
+
+    def diagnostics(self) -> dict:
+        return {**super().diagnostics(), "search_cut_short": bool(self.search_cut_short)}
 
     def begin_stage(self, stage: Stage) -> None:
         if stage.name == self.RETRAIN:
