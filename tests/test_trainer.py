@@ -100,7 +100,7 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(toy, tmp_path, monkeyp
     assert_resumes_identically(   # crashes in the warm stage, early in main, in main's UPDATE phase
         reference, lambda name: make_trainer(method, toy, tmp_path, name), (1, 6, 31), monkeypatch)
 
-VALIDATION_LINE = re.compile(r"lwbench: (?P<run>\S+) seed (?P<seed>\d+): stage (?P<stage>\S+), phase (?P<phase>\S+), "
+VALIDATION_LINE = re.compile(r"(?P<run>\S+) seed (?P<seed>\d+): stage (?P<stage>\S+), phase (?P<phase>\S+), "
                              r"epoch (?P<epoch>\d+): loss (?P<loss>\S+), valid (?P<metric>\S+) (?P<value>[\d.]+) "
                              r"\((?P<gain>improved|no gain)\), (?P<seconds>\S+) s/epoch")
 

@@ -16,7 +16,6 @@ import hashlib
 import logging
 import os
 from importlib import resources
-import sys
 import tomllib
 import urllib.error
 import urllib.request
@@ -200,7 +199,7 @@ def _download(card: DatasetCard, target: Path) -> list[str]:
         for url in urls:
             tmp = target / f".{split}.txt.part"
             try:
-                print(f"lwbench: downloading {card.name} {split}.txt from {url}", file=sys.stderr)
+                logger.info("downloading %s %s.txt from %s", card.name, split, url)
                 with urllib.request.urlopen(url, timeout=30) as response, open(tmp, "wb") as out:
                     out.write(response.read())
             except (urllib.error.URLError, OSError, TimeoutError) as exc:
@@ -236,6 +235,6 @@ def _verify(card: DatasetCard, folder: Path, split: str, raw: RawSplit) -> str:
             raise DataError(f"{plain}: git blob id does not match the upstream file of the {card.name} card "
                             f"({blob}); use the unmodified upstream download")
         return "git-blob"
-    print(f"lwbench: warning: {raw.path} could not be verified (the card has no fingerprint and the file "
-          f"is not the raw upstream {split}.txt); only its pair count was checked", file=sys.stderr)
+    logger.warning("%s could not be verified (the card has no fingerprint and the file is not the raw upstream "
+                   "%s.txt); only its pair count was checked", raw.path, split)
     return "unverified"

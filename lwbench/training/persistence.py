@@ -190,7 +190,7 @@ class RunFiles:
             return
         earlier = [phase for phase in reversed(stage.phases[:-1]) if self.best_path(stage.name, phase).exists()]
         if earlier and allow_fallback:
-            logger.warning("lwbench: %s: stage %r never reached its %s phase; the next stage starts from its %s "
+            logger.warning("%s: stage %r never reached its %s phase; the next stage starts from its %s "
                            "checkpoint (trainer.allow_handoff_fallback)", self.name, stage.name, last, earlier[0])
             self.load_best(stage.name, earlier[0])
             return
@@ -223,11 +223,11 @@ class RunFiles:
         except CheckpointError as exc:
             corrupt = path.with_name(path.name + ".corrupt")
             os.replace(path, corrupt)
-            logger.warning("lwbench: %s: %s; set aside as %s, starting again from the last good state",
+            logger.warning("%s: %s; set aside as %s, starting again from the last good state",
                            self.name, str(exc).split("; delete")[0], corrupt)
             return None
         if announce:
-            logger.info("lwbench: %s: resuming from %s (stage %d, epoch %d)", self.name, path,
+            logger.info("%s: resuming from %s (stage %d, epoch %d)", self.name, path,
                         state["schedule"]["stage_index"], state["schedule"]["epoch"])
         saved = Saved(state["schedule"], state["history"], state["results"], None if state["stage_done"] else state)
         if state["stage_done"]:
@@ -259,7 +259,7 @@ class RunFiles:
         with exclusive_lock(folder / ".lock"):
             saved = self.load_resume(outcome, announce=False)   # None too when unreadable (set aside)
             if saved is not None:
-                logger.info("lwbench: %s: reusing stage %r from %s", self.name, self.stages[index].name, folder)
+                logger.info("%s: reusing stage %r from %s", self.name, self.stages[index].name, folder)
                 yield saved, None
             else:
                 yield self.load_resume(progress), progress

@@ -41,7 +41,7 @@ class StageProgress:
 
     def validated(self, phase: str, epoch: int, value: float, improved: bool) -> None:
         self.phase, self.valid, self.improved = phase, value, improved
-        logger.log(self.level, "lwbench: %s seed %d: stage %s, phase %s, epoch %d: loss %s, valid %s %s (%s), "
+        logger.log(self.level, "%s seed %d: stage %s, phase %s, epoch %d: loss %s, valid %s %s (%s), "
                    "%s s/epoch", self.run, self.seed, self.stage, phase, epoch, _number(self.loss, 4), self.metric,
                    _number(value, 4), "improved" if improved else "no gain", _number(self._seconds_per_epoch(), 2))
         self._postfix()

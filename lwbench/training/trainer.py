@@ -416,7 +416,7 @@ class Trainer:
             for phase in reversed(stage.phases):
                 if f"{stage.name}/{phase}" in self.results:
                     if phase != stage.phases[-1]:
-                        logger.warning("lwbench: %s: stage %r never reached its %s phase; reporting its %s "
+                        logger.warning("%s: stage %r never reached its %s phase; reporting its %s "
                                        "checkpoint", self.label, stage.name, stage.phases[-1], phase)
                     return f"{stage.name}/{phase}"
         raise RuntimeError(f"{self.label}: no reported stage produced a checkpoint")
