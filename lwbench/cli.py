@@ -302,8 +302,12 @@ def run_command(args: argparse.Namespace) -> int:
 
 def grid_command(args: argparse.Namespace) -> int:
     from lwbench.grid.plan import expand, parse_sweeps, plan_grid
-    cells = expand(comma_list(args.datasets), comma_list(args.methods), comma_list(args.budgets),
-                   overrides=overrides_from(args), sweeps=parse_sweeps(args.sweeps), accounting=args.accounting)
+    axes = {flag: comma_list(getattr(args, flag[2:])) for flag in ("--datasets", "--methods", "--budgets")}
+    for flag, values in axes.items():
+        if not values:
+            raise ConfigError(f"{flag} is empty: a grid needs at least one value on every axis")
+    cells = expand(*axes.values(), overrides=overrides_from(args), sweeps=parse_sweeps(args.sweeps),
+                   accounting=args.accounting)
     plan = plan_grid(cells, parse_seeds(args.seeds), **data_options(args))
     return execute(plan, Path(args.out), args)
 

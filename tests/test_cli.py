@@ -185,3 +185,9 @@ def test_list_verbose_shows_every_option_with_its_default_and_choices(tmp_path, 
             assert f"      {option} (" in result.stdout, (name, option)
     assert "mode (str, default 'vq', one of vq, sx)" in result.stdout
     assert "dim (int, default 128, at least 1)" in result.stdout
+
+
+@pytest.mark.parametrize("flag", ["--datasets", "--methods", "--budgets"])
+def test_a_grid_with_an_empty_axis_is_an_error(tmp_path, run, flag):
+    result = run(["grid", flag, " ,", "--plan"], tmp_path)
+    assert result.returncode == 2 and f"{flag} is empty" in result.stderr
