@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+CODE_PATHS = ("lwbench", "run_bench.py", "pyproject.toml")   # what runs; results written into a checkout are not code
 _LIBRARIES = ("lwbench", "torch", "numpy", "scipy", "pandas", "scikit-learn", "pymetis", "joblib")
 
 
@@ -31,18 +32,20 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-@functools.lru_cache(maxsize=1)
+@functools.cache
 def code_version() -> str:
-    """The commit of the checkout the package is imported from (``+dirty`` with uncommitted changes), or,
-    for an installed copy outside any checkout of lwbench, ``lwbench <version> (installed)``."""
+    """The commit of the checkout the package is imported from (``+dirty`` with uncommitted changes to the
+    code, not to results written into the checkout), or, for an installed copy outside any checkout of
+    lwbench, ``lwbench <version> (installed)``. Fixed at the first call, so a long job's records name the
+    code it started with, even if the checkout changes while it runs."""
     try:
         top = subprocess.run(["git", "-C", str(PACKAGE_DIR), "rev-parse", "--show-toplevel"], capture_output=True,
                              text=True, timeout=10, check=True).stdout.strip()
         if Path(top).resolve() == PACKAGE_DIR.parent:   # this package's own checkout, not a repo it sits in
             commit = subprocess.run(["git", "-C", top, "rev-parse", "HEAD"], capture_output=True, text=True,
                                     timeout=10, check=True).stdout.strip()
-            dirty = subprocess.run(["git", "-C", top, "status", "--porcelain", "--untracked-files=no"],
-                                   capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+            dirty = subprocess.run(["git", "-C", top, "status", "--porcelain", "--untracked-files=no", "--",
+                                    *CODE_PATHS], capture_output=True, text=True, timeout=10, check=True).stdout.strip()
             return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         pass

@@ -147,6 +147,7 @@ def execute_run(spec: RunSpec, dataset: LoadedDataset, out: Path, device: torch.
     runs = Path(out) / "runs"
     work = Path(out) / "work" / spec.run_id
     started = dt.datetime.now(dt.timezone.utc)
+    version = code_version()   # the code this run starts with (fixed for the process: environment.code_version)
     method = get_method(spec.method)
     trainer = Trainer(method, spec.options, dataset.interactions, spec.trainer, seed=spec.seed, device=device,
                       work_dir=work, cache_dir=Path(out) / "cache", label=spec.label, show_progress=show_progress)
@@ -172,7 +173,7 @@ def execute_run(spec: RunSpec, dataset: LoadedDataset, out: Path, device: torch.
         "train_seconds": result.schedule.train_seconds, "eval_seconds": result.schedule.eval_seconds,
         "peak_memory_bytes": result.peak_memory_bytes,
         "peak_memory_kind": "cuda max_memory_allocated" if device.type == "cuda" else "process peak RSS",
-        "versions": library_versions(), "code_version": code_version(),
+        "versions": library_versions(), "code_version": version,
         "device": str(device), "device_name": device_name(device),
         "started_at": started.isoformat(), "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         "final_diagnostics": result.diagnostics, "history": result.history,

@@ -176,6 +176,31 @@ def test_code_version_outside_a_checkout_is_the_installed_version(tmp_path, monk
         environment.code_version.cache_clear()
 
 
+def test_code_version_is_dirty_for_changed_code_not_for_results_written_into_the_checkout(tmp_path, monkeypatch):
+    from lwbench import environment
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                       check=True, capture_output=True)
+    (tmp_path / "lwbench").mkdir()
+    (tmp_path / "results").mkdir()
+    (tmp_path / "lwbench" / "code.py").write_text("x = 1\n")
+    (tmp_path / "results" / "table.md").write_text("| a |\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "start")
+    monkeypatch.setattr(environment, "PACKAGE_DIR", tmp_path / "lwbench")
+    try:
+        versions = []
+        for changed in ("results/table.md", "lwbench/code.py"):
+            (tmp_path / changed).write_text("changed\n")
+            environment.code_version.cache_clear()
+            versions.append(environment.code_version())
+        assert not versions[0].endswith("+dirty") and versions[1].endswith("+dirty")
+    finally:
+        environment.code_version.cache_clear()
+
+
 def test_list_verbose_shows_every_option_with_its_default_and_choices(tmp_path, run):
     result = run(["--list", "--verbose"], tmp_path)
     assert result.returncode == 0, result.stderr

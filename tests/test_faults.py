@@ -22,13 +22,13 @@ from lwbench.cli import main
 from lwbench.config import TrainerConfig
 from lwbench.files import OutputError, atomic_write_bytes
 from lwbench.options import resolve
-from lwbench.plugin import FIXED, Stage
+from lwbench.plugin import FIXED, UPDATE, Stage
 from lwbench.records import RecordError, find_record, load_records
 from lwbench.records import per_user as per_user_frame
 from lwbench.registry import get_method, register
 from lwbench.training.persistence import FORMAT, CheckpointError, atomic_torch_save
 from lwbench.training.trainer import CheckpointResult, DivergedError, Trainer
-from test_trainer import SharedFirstStage, TwoStageDummy
+from test_trainer import Recorder, SharedFirstStage, TwoStageDummy
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = TrainerConfig(max_epochs=6, eval_every=1, patience_fixed=2, patience_update=2, batch_size=2048, lr=5e-3,
@@ -180,6 +180,13 @@ def test_validation_collapsing_below_epoch_0_fails_the_run_as_diverged(toy, tmp_
 
 # --- hand-off (issue 11, item 4) --------------------------------------------------------------------------
 
+class EndsCoarseEarly(Recorder):
+    """A hook that ends the first stage after one epoch, while it is still in its FIXED phase."""
+
+    def end_epoch(self, stage, epoch):
+        return stage.name == "coarse"
+
+
 @register
 class ShortFirstStage(TwoStageDummy):
     """A two-phase first stage that hands its best checkpoint to a second stage."""
@@ -190,14 +197,35 @@ class ShortFirstStage(TwoStageDummy):
         return [Stage("coarse", two_phase=True, reported=False), Stage("fine", start_from_best=True)]
 
 
+@register
+class HookEndsFirstStage(ShortFirstStage):
+    name = "test-hook-ends-first-stage"
+
+    def build(self, ctx):
+        return EndsCoarseEarly(ctx)
+
+
+def test_an_epoch_cap_leaves_one_epoch_to_each_later_phase(toy, tmp_path, caplog):
+    config = CFG.replace(max_epochs=2, patience_fixed=10)   # patience alone would keep coarse in FIXED
+    with caplog.at_level(logging.WARNING, logger="lwbench"):
+        trainer = trainer_for(ShortFirstStage(), toy, tmp_path / "run", config)
+        result = trainer.fit()
+    trained = [entry["phase"] for entry in result.history if entry["stage"] == "coarse" and "loss" in entry]
+    assert trained == [FIXED, UPDATE]
+    validations = [entry for entry in result.history if "valid" in entry]
+    last_coarse = [entry for entry in validations if entry["stage"] == "coarse"][-1]
+    first_fine = [entry for entry in validations if entry["stage"] == "fine"][0]
+    assert last_coarse["phase"] == UPDATE and first_fine["valid"] == last_coarse["valid"]  # handed on from UPDATE
+    assert any("leaves its fixed phase at epoch 1" in r.getMessage() for r in caplog.records)
+
+
 def test_a_hand_off_from_a_phase_never_reached_is_an_error_unless_allowed(toy, tmp_path, caplog):
-    config = CFG.replace(max_epochs=2, patience_fixed=10)   # the first stage never leaves FIXED
     with pytest.raises(RuntimeError, match=r"stage 'coarse' saved no checkpoint of its update phase \(.*"
                                            r"best-coarse-update.pt\).*allow_handoff_fallback"):
-        trainer_for(ShortFirstStage(), toy, tmp_path / "strict", config).fit()
+        trainer_for(HookEndsFirstStage(), toy, tmp_path / "strict").fit()
     with caplog.at_level(logging.WARNING, logger="lwbench"):
-        result = trainer_for(ShortFirstStage(), toy, tmp_path / "lenient",
-                             config.replace(allow_handoff_fallback=True)).fit()
+        result = trainer_for(HookEndsFirstStage(), toy, tmp_path / "lenient",
+                             CFG.replace(allow_handoff_fallback=True)).fit()
     assert "fine/single" in result.checkpoints
     assert any("never reached its update phase" in r.getMessage() and FIXED in r.getMessage()
                for r in caplog.records)

@@ -85,9 +85,21 @@ def test_search_stops_at_the_first_step_within_target(name, toy, tmp_path, monke
 
 @pytest.mark.parametrize("name", ["pep", "cerp"])
 def test_search_that_misses_the_target_fails_loudly(name, toy, tmp_path):
-    method, options = configured(name, toy, "50%", threshold_lr=1e-6, search_epochs=1)
+    # thresholds start where the early check (below) lets them through, and barely move
+    method, options = configured(name, toy, "50%", threshold_init=-9.0, threshold_lr=1e-6, search_epochs=2)
     with pytest.raises(RuntimeError, match="above the target"):
         fit(method, options, toy, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["pep", "cerp"])
+def test_a_search_whose_thresholds_cannot_rise_far_enough_fails_after_its_first_epoch(name, toy, tmp_path):
+    method, options = configured(name, toy, "50%", threshold_lr=1e-6, search_epochs=30)
+    trainer = Trainer(method, options, toy, CONFIG, seed=4, device="cpu", work_dir=tmp_path / "work",
+                      cache_dir=tmp_path / "cache", show_progress=False)
+    with pytest.raises(RuntimeError, match=rf"cannot reach its target: in 30 epochs of \d+ steps.*"
+                                           rf"set {name}.threshold_lr="):
+        trainer.fit()
+    assert int(trainer.module.search_epochs_run) == 1
 
 
 @pytest.mark.parametrize("name", ["pep", "cerp"])

@@ -11,6 +11,10 @@ Schedule per stage (docs/protocol.md §3.4), with patience counted in evaluation
         train one epoch
     validate the final weights unless the loop just did (so no trained epoch goes unscored)
 
+A stage whose ``max_epochs`` would end it before its later phases leaves each earlier phase (validated)
+as soon as only one epoch per later phase remains, so that a short run (``--epochs 2``) still trains
+every phase and hands the next stage the checkpoint of its last phase.
+
 A run can be killed at any moment: the resume file (model, optimizer, RNG streams, schedule, results of
 finished stages) is written at most ``checkpoint_seconds`` apart, after the first epoch of every phase and
 after every stage, and a new :class:`Trainer` on the same work folder continues from it and ends with the
@@ -261,7 +265,15 @@ class Trainer:
             new_phase = False
             if stage.early_stopping and schedule.epoch % cfg.eval_every == 0:
                 progress.validated(phase, schedule.epoch, *self._validate_and_track(stage, phase, schedule))
-            if stage.early_stopping and schedule.bad_evals >= cfg.patience(phase):
+            later_phases = len(stage.phases) - 1 - schedule.phase_index
+            cut_short = 0 < cfg.max_epochs - schedule.epoch <= later_phases
+            if cut_short and stage.early_stopping and schedule.epoch % cfg.eval_every != 0:
+                progress.validated(phase, schedule.epoch, *self._validate_and_track(stage, phase, schedule))
+            if cut_short:
+                logger.warning("%s: stage %r leaves its %s phase at epoch %d because only %d of its %d epochs "
+                               "remain for its later phases (trainer.max_epochs / --epochs)", self.label,
+                               stage.name, phase, schedule.epoch, cfg.max_epochs - schedule.epoch, cfg.max_epochs)
+            if cut_short or (stage.early_stopping and schedule.bad_evals >= cfg.patience(phase)):
                 if schedule.phase_index == len(stage.phases) - 1:
                     patience_ran_out = True
                     break

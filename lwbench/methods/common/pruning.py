@@ -19,6 +19,9 @@ from lwbench.plugin import BuildContext, EmbeddingModule, InferenceState, Stage,
 logger = logging.getLogger(__name__)
 
 THRESHOLD_WEIGHT_DECAY = 1e-5   # PEP and CERP: the weight decay that raises the thresholds (docs/protocol.md §6.3, §6.4)
+# Below this threshold s, sigmoid(s) < 5e-5 prunes next to nothing of an initialized table; around this one
+# (sigmoid 0.018, the scale of Xavier-initialized entries) the pruning is under way.
+NOTHING_PRUNED_BELOW, PRUNING_UNDER_WAY = -10.0, -4.0
 
 
 def pruning_target(method: str, requested: int, budget: int, dense: int) -> int:
@@ -175,6 +178,8 @@ class ThresholdPruned(PrunedEmbedding):
         # Checkpointed with the module: epochs the search ran, and whether it was completed by magnitude.
         self.register_buffer("search_epochs_run", torch.zeros((), dtype=torch.int64))
         self.register_buffer("search_cut_short", torch.zeros((), dtype=torch.bool))
+        self.threshold_init = ctx.options["threshold_init"]
+        self.first_epoch_steps = 0   # steps of the search's first epoch, as seen by this process
 
     @classmethod
     def schedule(cls, search_epochs: int) -> list[Stage]:
@@ -192,6 +197,10 @@ class ThresholdPruned(PrunedEmbedding):
     def after_step(self, step: Step) -> bool:
         if step.stage.name != self.SEARCH or self.masks_fixed:
             return False
+        if step.epoch == 0:
+            self.first_epoch_steps = step.batch + 1
+        elif step.epoch == 1 and step.batch == 0 and self.first_epoch_steps:
+            self.check_thresholds_can_rise(self.first_epoch_steps)   # a smoke run cut at one epoch never gets here
         if self.nnz() > self.target:
             return False
         for table in self.tables.values():
@@ -202,6 +211,24 @@ class ThresholdPruned(PrunedEmbedding):
         if stage.name == self.SEARCH:
             self.search_epochs_run.fill_(epoch)
         return super().end_epoch(stage, epoch)
+
+    def check_thresholds_can_rise(self, steps_per_epoch: int) -> None:
+        """Fail after the first search epoch, not after the last, when the search cannot succeed.
+
+        Adam moves a threshold by at most about its learning rate per step, so in ``search_epochs`` of
+        ``steps_per_epoch`` steps the thresholds rise at most ``threshold_lr * steps`` from
+        ``threshold_init``. Ending below :data:`NOTHING_PRUNED_BELOW`, they would prune next to nothing:
+        a small dataset (few steps per epoch) needs a faster threshold clock than a large one."""
+        steps = steps_per_epoch * self.search_epochs
+        if self.threshold_init + self.threshold_lr * steps >= NOTHING_PRUNED_BELOW:
+            return
+        needed = (PRUNING_UNDER_WAY - self.threshold_init) / (steps / 2)
+        raise RuntimeError(
+            f"{self.method}: the {self.SEARCH} stage cannot reach its target: in {self.search_epochs} epochs of "
+            f"{steps_per_epoch} steps its thresholds rise at most {self.threshold_lr:g} per step from "
+            f"{self.threshold_init:g}, to {self.threshold_init + self.threshold_lr * steps:.1f} (sigmoid < 5e-5), "
+            f"where next to nothing is pruned; set {self.method}.threshold_lr={needed:.2g} (under way by half the "
+            f"search), or give more {self.method}.search_epochs or a smaller trainer.batch_size")
 
     def end_stage(self, stage: Stage) -> None:
         if stage.name != self.SEARCH or self.masks_fixed:
