@@ -119,7 +119,8 @@ class PrunableTable(nn.Module):
         columns = self.weight.shape[1]
         coordinates = torch.stack((positions // columns, positions % columns))
         values = self.forward().flatten()[positions]
-        return torch.sparse_coo_tensor(coordinates, values, self.weight.shape), positions
+        # built from a mask's own positions (valid by construction), so torch's checks are opted out of
+        return torch.sparse_coo_tensor(coordinates, values, self.weight.shape, check_invariants=False), positions
 
 
 class PrunedEmbedding(EmbeddingModule):
