@@ -45,9 +45,7 @@ RUNNABLE = ("python", "bash")
 NOT_RUN = re.compile(r"<!--\s*not run:\s*(.+?)\s*-->")
 FENCE = re.compile(r"^(`{3,})\s*([\w+-]*)")
 
-# TEMPORARY, for the README rewrite: fence lines of README.md blocks that are known to fail or to be far
-# too slow for the test suite, with the reason. They are reported as xfail without being run. Mark
-# each one `<!-- not run: REASON -->` (or make it fast) in the README, then delete this constant.
+
 @dataclass(frozen=True)
 class Block:
     path: Path
