@@ -178,6 +178,22 @@ def test_validation_collapsing_below_epoch_0_fails_the_run_as_diverged(toy, tmp_
         trainer_for(get_method("ud"), toy, tmp_path / "run").fit()
 
 
+def test_one_low_last_validation_is_not_divergence(toy, tmp_path, monkeypatch):
+    """A smoke run's last validation at chance level (e.g. just after an assignment refresh) is noise, not
+    divergence: only a stage that never comes back within a tenth of epoch 0 fails."""
+    original = Trainer._evaluate
+
+    def last_one_low(self, split, schedule):
+        frame = original(self, split, schedule)
+        return frame * 0.0 if split == "valid" and schedule.epoch == CFG.max_epochs else frame
+
+    monkeypatch.setattr(Trainer, "_evaluate", last_one_low)
+    config = CFG.replace(patience_update=100)     # the stage runs to max_epochs and validates there
+    result = trainer_for(get_method("ud"), toy, tmp_path / "run", config).fit()
+    assert result.history[-1]["epoch"] == CFG.max_epochs and "valid" in result.history[-1]
+    assert result.reported_checkpoint.epoch < CFG.max_epochs
+
+
 # --- hand-off (issue 11, item 4) --------------------------------------------------------------------------
 
 class EndsCoarseEarly(Recorder):
