@@ -85,7 +85,7 @@ from speed import prepared_trainer, timed_epochs, timed_evaluations
 from torch_geometric.nn.models import LightGCN as PygLightGCN
 
 from lwbench.data.cards import load_dataset
-from lwbench.environment import device_name, library_versions
+from lwbench.environment import code_version, device_name, library_versions
 from lwbench.evaluate import Evaluator
 from lwbench.training.csr import DeviceCSR
 from lwbench.training.graph import bipartite_edges
@@ -366,7 +366,8 @@ def main() -> None:
     report = json.loads(out.read_text()) if out.exists() else {}
     cpu = torch.device("cpu")
     versions = {**library_versions(), "recbole": version("recbole"), "torch_geometric": version("torch_geometric")}
-    report.update({"dataset": data.name, "machine": device_name(cpu), "versions": versions})
+    report.update({"dataset": data.name, "machine": device_name(cpu), "versions": versions,
+                   "code_version": code_version()})
     with tempfile.TemporaryDirectory(prefix="lwbench-peers-") as scratch:
         folder = Path(scratch)
         trainer, index, _ = prepared_trainer(dataset, "ud", "500buckets", {}, cpu, folder / "lwbench")

@@ -75,6 +75,20 @@ def make_trainer(method, data, tmp_path, name, seed=5, config=CFG, show_progress
                    work_dir=tmp_path / name, cache_dir=tmp_path / "cache", show_progress=show_progress)
 
 
+def test_training_runs_without_autograd_anomaly_detection(toy, tmp_path, monkeypatch):
+    """Anomaly detection makes every backward many times slower (the official code leaves it on,
+    docs/protocol.md §12): it must be off in every epoch, whatever imports or hooks ran before."""
+    seen = []
+    original = Trainer.train_epoch
+
+    def recording(self, *args, **kwargs):
+        seen.append(torch.is_anomaly_enabled())
+        return original(self, *args, **kwargs)
+    monkeypatch.setattr(Trainer, "train_epoch", recording)
+    make_trainer(TwoStageDummy(), toy, tmp_path, "run", config=CFG.replace(max_epochs=3)).fit()
+    assert seen and not any(seen)
+
+
 def test_two_phase_schedule_and_hooks(toy, tmp_path):
     trainer = make_trainer(TwoStageDummy(), toy, tmp_path, "run")
     result = trainer.fit()

@@ -263,11 +263,9 @@ class Trainer:
         while schedule.epoch < cfg.max_epochs:
             phase = stage.phases[schedule.phase_index]
             new_phase = False
-            if stage.early_stopping and schedule.epoch % cfg.eval_every == 0:
-                progress.validated(phase, schedule.epoch, *self._validate_and_track(stage, phase, schedule))
             later_phases = len(stage.phases) - 1 - schedule.phase_index
-            cut_short = 0 < cfg.max_epochs - schedule.epoch <= later_phases
-            if cut_short and stage.early_stopping and schedule.epoch % cfg.eval_every != 0:
+            cut_short = 0 < cfg.max_epochs - schedule.epoch <= later_phases   # the phase is left, validated
+            if stage.early_stopping and (schedule.epoch % cfg.eval_every == 0 or cut_short):
                 progress.validated(phase, schedule.epoch, *self._validate_and_track(stage, phase, schedule))
             if cut_short:
                 logger.warning("%s: stage %r leaves its %s phase at epoch %d because only %d of its %d epochs "
