@@ -230,7 +230,10 @@ def test_sparse_pca_scores_are_cached_by_input_and_random_state(tmp_path, monkey
     rows = np.random.default_rng(0).normal(size=(6, 10)).astype(np.float32)
     first = sparse_pca.sparse_pca_scores(rows, 4, random_state=1, cache_dir=tmp_path)
     assert np.allclose(first, SparsePCA(n_components=4, alpha=1, random_state=1).fit_transform(rows))
-    monkeypatch.setattr(sparse_pca, "SparsePCA", None)                               # any fit now fails
+    def no_fit(*args):
+        raise TypeError("SparsePCA was fitted instead of read from the cache")
+
+    monkeypatch.setattr(sparse_pca, "_fit_scores", no_fit)                           # any fit now fails
     assert np.array_equal(sparse_pca.sparse_pca_scores(rows, 4, random_state=1, cache_dir=tmp_path), first)
     for changed in ((rows + 1, 4, 1), (rows, 3, 1), (rows, 4, 2)):
         with pytest.raises(TypeError):

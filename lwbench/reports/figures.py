@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from lwbench.reports.summaries import metric_label
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def math_label(symbol: str) -> str:
@@ -25,6 +27,9 @@ def math_label(symbol: str) -> str:
 
 
 def new_figure(n_rows: int, n_cols: int, width: float = 3.2, height: float = 2.6) -> tuple[Figure, np.ndarray]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg   # here: matplotlib costs a command ~0.5 s to import
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(width * n_cols, height * n_rows), layout="constrained")
     FigureCanvasAgg(figure)
     axes = np.atleast_2d(figure.subplots(n_rows, n_cols, squeeze=False))

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 ALTERNATIVES = ("two-sided", "greater", "less")
 
@@ -59,6 +58,12 @@ class Comparison:
         return {**dataclasses.asdict(self), "hypothesis": self.hypothesis}
 
 
+def _scipy_stats():
+    """``scipy.stats``, imported when a test runs: importing it costs every command about half a second."""
+    from scipy import stats
+    return stats
+
+
 def _check_alternative(alternative: str) -> None:
     if alternative not in ALTERNATIVES:
         raise ValueError(f"alternative must be one of {', '.join(ALTERNATIVES)}, got {alternative!r}")
@@ -80,7 +85,7 @@ def mean_ci(values, level: float = 0.95) -> tuple[float, float]:
     n = len(values)
     if n < 2:
         return math.nan, math.nan
-    half = sps.t.ppf(0.5 + level / 2, n - 1) * values.std(ddof=1) / math.sqrt(n)
+    half = _scipy_stats().t.ppf(0.5 + level / 2, n - 1) * values.std(ddof=1) / math.sqrt(n)
     return float(values.mean() - half), float(values.mean() + half)
 
 
@@ -91,7 +96,7 @@ def rank_biserial(diff) -> float:
     diff = diff[diff != 0]
     if len(diff) == 0:
         return 0.0
-    ranks = sps.rankdata(np.abs(diff))
+    ranks = _scipy_stats().rankdata(np.abs(diff))
     return float((ranks[diff > 0].sum() - ranks[diff < 0].sum()) / ranks.sum())
 
 
@@ -109,7 +114,7 @@ def paired_t(a, b, *, unit: str, labels: tuple[str, str] = ("A", "B"), alternati
     diff = a - b
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # n < 2 or zero variance: NaN, said in the output
-        result = sps.ttest_rel(a, b, alternative=alternative)
+        result = _scipy_stats().ttest_rel(a, b, alternative=alternative)
         sd = diff.std(ddof=1) if len(diff) > 1 else math.nan
         effect = diff.mean() / sd if sd > 0 else math.nan
     return Comparison(test="paired t-test", statistic=float(result.statistic), pvalue=float(result.pvalue),
@@ -124,7 +129,7 @@ def wilcoxon(a, b, *, unit: str, labels: tuple[str, str] = ("A", "B"), alternati
     diff = a - b
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all differences zero: p = 1
-        result = sps.wilcoxon(diff, alternative=alternative)
+        result = _scipy_stats().wilcoxon(diff, alternative=alternative)
     return Comparison(test="Wilcoxon signed-rank", statistic=float(result.statistic), pvalue=float(result.pvalue),
                       effect=rank_biserial(diff), effect_name="rank-biserial r",
                       **_base(a, b, unit, labels, alternative))

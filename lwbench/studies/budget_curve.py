@@ -10,13 +10,16 @@ inside :func:`_cells`, never by building the report.
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import pandas as pd
-from matplotlib.figure import Figure
 
 from lwbench.budget import STORAGE, TABLE3
 from lwbench.reports import figures, summaries
 from lwbench.reports.targets import Outputs, Target, TargetError, register_target
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 NAME = "budget-curve"
 NAMES = {TABLE3: NAME, STORAGE: f"{NAME}-storage"}

@@ -9,6 +9,47 @@ from torch.nn import functional as F
 from lwbench.plugin import EmbeddingModule, Stage
 
 
+class _GatherRows(torch.autograd.Function):
+    """``table[i]`` for each index tensor ``i``. The backward pass accumulates every part's row gradients into
+    one table gradient, part after part, which on the CPU (a serial accumulating ``index_put_``) gives the
+    same sums, bit for bit, as one gather over the concatenated indices followed by a split, without that
+    split's backward concatenating the parts' gradients into a copy of them (an eighth of a small step)."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, *indices: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        ctx.save_for_backward(*indices)
+        ctx.table_shape = table.shape
+        return tuple(table[index] for index in indices)
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor):
+        indices = ctx.saved_tensors
+        table_grad = grads[0].new_zeros(ctx.table_shape)
+        for index, grad in zip(indices, grads):
+            table_grad.index_put_((index,), grad, accumulate=True)
+        return (table_grad,) + (None,) * len(indices)
+
+
+def gather_rows(table: torch.Tensor, *indices: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The rows of ``table`` at each of ``indices``, differentiable in ``table`` (see :class:`_GatherRows`)."""
+    return _GatherRows.apply(table, *indices)
+
+
+class _SquaredSum(torch.autograd.Function):
+    """``x.square().sum()`` with a one-pass backward, ``x * 2g``, where autograd's ``pow`` backward makes three
+    (a copy of ``x``, times 2, times ``g``). The gradient is the same bit for bit: doubling is exact."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x.square().sum()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return x * (2 * grad)
+
+
 class Recommender(nn.Module):
     def __init__(self, embedding: EmbeddingModule, n_layers: int, item_bias: bool, device: torch.device):
         super().__init__()
@@ -41,14 +82,12 @@ class Recommender(nn.Module):
     def l2_loss(self, x0: torch.Tensor, users, positives, negatives, factor: float) -> torch.Tensor:
         """(factor * 1e-4) * (|E0[u]|^2 + |E0[i+]|^2 + |E0[j]|^2) / B over layer-0 entity rows."""
         rows = self.batch_rows(self.embedding.ego_rows(x0), users, positives, negatives)
-        return factor * 1e-4 * sum(r.square().sum() for r in rows) / len(users)
+        return factor * 1e-4 * sum(_SquaredSum.apply(r) for r in rows) / len(users)
 
     def batch_rows(self, table: torch.Tensor, users, positives, negatives) -> tuple[torch.Tensor, ...]:
-        """The rows of a batch's users, positives and negatives (items are offset by ``n_users``), gathered
-        in one indexing so that the backward pass scatters into the table once, not three times."""
+        """The rows of a batch's users, positives and negatives (items are offset by ``n_users``)."""
         offset = self.embedding.n_users
-        rows = table[torch.cat([users, positives + offset, negatives + offset])]
-        return rows.split([len(users), len(positives), len(negatives)])
+        return gather_rows(table, users, positives + offset, negatives + offset)
 
     def param_groups(self, stage: Stage) -> list[dict]:
         groups = self.embedding.param_groups(stage)

@@ -15,9 +15,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import sklearn
-from sklearn.decomposition import SparsePCA
-from sklearn.exceptions import ConvergenceWarning
 
 from lwbench.files import cached_array
 
@@ -29,6 +26,8 @@ def sparse_pca_scores(rows: np.ndarray, n_components: int, random_state: int, ca
     """``SparsePCA(n_components, alpha=alpha, random_state=random_state).fit_transform(rows)``: the
     ``(n_rows, n_components)`` scores of the centred rows (dense; the L1 penalty acts on the
     components). With ``cache_dir`` the result is stored under ``cache_dir/sparse_pca/`` and reused."""
+    import sklearn   # here, not at the top: every command imports the method registry, few fit SparsePCA
+
     rows = np.ascontiguousarray(rows)
     if rows.ndim != 2 or not 1 <= n_components:
         raise ValueError(f"SparsePCA needs a 2-d input and at least one component, got shape {rows.shape} "
@@ -44,6 +43,9 @@ def sparse_pca_scores(rows: np.ndarray, n_components: int, random_state: int, ca
 
 
 def _fit_scores(rows: np.ndarray, n_components: int, random_state: int, alpha: float) -> np.ndarray:
+    from sklearn.decomposition import SparsePCA
+    from sklearn.exceptions import ConvergenceWarning
+
     with warnings.catch_warnings():
         # LARS reports every path it ends early because the residues are already small: expected, and
         # hundreds of times per fit.

@@ -2,11 +2,15 @@
 with the generic primitives of :mod:`lwbench.reports.figures`."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
-from matplotlib.figure import Figure
 
 from lwbench.reports.figures import mean_std_line, new_figure
 from lwbench.reports.summaries import metric_label
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FIGURE_METRICS = ("ndcg@5", "ndcg@20", "recall@5", "recall@20")   # docs/protocol.md §10: the authors' 4 panels
 
