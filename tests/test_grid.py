@@ -211,6 +211,15 @@ def test_runs_per_gpu_from_measured_peak_memory(toy_dir, monkeypatch):
     assert runs_per_gpu(plan.runs, records, devices)[0] == 2      # but not more processes than cores per GPU
 
 
+def test_cpu_runs_at_once_follow_threads_per_run(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert make_execution(ExecutionRequest(device="cpu"), [], [])[0].jobs == 1          # one run, all cores
+    execution, how = make_execution(ExecutionRequest(device="cpu", threads=2), [], [])
+    assert execution.jobs == 4 and execution.threads == 2 and "8 cores / --threads 2" in how
+    assert make_execution(ExecutionRequest(device="cpu", threads=16), [], [])[0].jobs == 1
+    assert make_execution(ExecutionRequest(device="cpu", threads=1, jobs=3), [], [])[0].jobs == 3  # --jobs wins
+
+
 def test_execution_requests_are_checked(toy_dir):
     execution, how = make_execution(ExecutionRequest(device="cpu", jobs=3), [], [])
     assert execution.jobs == 3 and execution.devices == ("cpu",) and "--jobs" in how

@@ -87,6 +87,8 @@ def make_execution(request: ExecutionRequest, runs: list[GridRun], records: list
     devices = resolve_devices(request.device, request.gpus)
     if request.runs_per_gpu:
         per_gpu, why = request.runs_per_gpu, "--runs-per-gpu"
+    elif not devices[0].startswith("cuda"):
+        per_gpu, why = cpu_runs(request.threads)
     else:
         per_gpu, why = runs_per_gpu(runs, records, devices)
     jobs, why = (request.jobs, "--jobs") if request.jobs else (len(devices) * per_gpu, why)
@@ -117,11 +119,18 @@ def resolve_devices(device: str, gpus: str | None) -> tuple[str, ...]:
     return tuple(f"cuda:{g}" for g in range(visible))
 
 
+def cpu_runs(threads: int | None) -> tuple[int, str]:
+    """How many CPU runs at once: one using every core, or with ``--threads T`` as many as the cores hold
+    (a run's kernels scale poorly beyond a few threads, so on a grid, T=1 runs side by side finish sooner)."""
+    cores = os.cpu_count() or 1
+    if not threads:
+        return 1, "CPU runs: one at a time uses every core"
+    return max(1, cores // threads), f"CPU runs: {cores} cores / --threads {threads}"
+
+
 def runs_per_gpu(runs: list[GridRun], records: list[dict], devices: tuple[str, ...]) -> tuple[int, str]:
     """How many runs fit on one GPU at once, from the peak memory measured in existing records of
     the same dataset and method (1 when any planned run has no measurement); with the reason."""
-    if not devices or not devices[0].startswith("cuda"):
-        return 1, "CPU runs: one at a time uses every core"
     peaks = {}
     for record in records:
         if str(record.get("device", "")).startswith("cuda"):
