@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch
 
 from lwbench.config import parse_set_options
 from lwbench.data.cards import load_dataset
-from lwbench.environment import device_name, resolve_device
+from lwbench.environment import device_name, keep_freed_memory, resolve_device
 from lwbench.registry import get_method
 from lwbench.runner import plan_runs
 from lwbench.training.trainer import Trainer
@@ -99,10 +100,15 @@ def main() -> None:
     parser.add_argument("--stage", help="name of the stage to time (default: the first stage)")
     parser.add_argument("--set", dest="sets", action="append", default=[])
     parser.add_argument("--out", default="bench/out", help="scratch folder for the trainer's work files")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="leave glibc's malloc returning freed memory, as before lwbench kept it (the "
+                             "grid workers call keep_freed_memory)")
     args = parser.parse_args()
     if args.epochs < 1 or args.evals < 1:
         parser.error("--epochs and --evals must be at least 1 (one more untimed warm-up run comes first)")
 
+    if not args.default_allocator:
+        keep_freed_memory()
     device = resolve_device(args.device)
     dataset = load_dataset(args.dataset, data_dir=args.data_dir)
     overrides = parse_set_options(args.sets)
@@ -128,6 +134,9 @@ def main() -> None:
         "eval_ranking_seconds_median": round(statistics.median(ranking_times[1:]), 3),
         "eval_users": int(len(trainer.evaluator.users["test"])),
         "peak_gpu_memory_gib": None if peak is None else round(peak / 2**30, 3),
+        "minor_page_faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt,
+        "cpu_seconds": round(time.process_time(), 2), "threads": torch.get_num_threads(),
+        "allocator": "default" if args.default_allocator else "keep_freed_memory",
     }
     print(json.dumps(report, indent=1))
 

@@ -3,6 +3,7 @@ kill -9, progress states, plan estimates, and the dask backend (when installed).
 import json
 import logging
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -13,7 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from lwbench.environment import keep_freed_memory
 from lwbench.files import exclusive_lock
+from lwbench.grid import workers
 from lwbench.grid.workers import (Execution, ExecutionRequest, device_slot, is_running, make_execution, run_lock_path,
                                runs_per_gpu)
 from lwbench.grid.plan import Cell, expand, parse_sweeps, plan_grid
@@ -79,11 +82,14 @@ class FailsOnSeedTwo(Method):
         return get_method("ud").build(ctx)
 
 
-def test_a_failing_run_does_not_stop_the_grid(toy_dir, tmp_path, caplog):
+def test_a_failing_run_does_not_stop_the_grid(toy_dir, tmp_path, caplog, monkeypatch):
+    tuned = []
+    monkeypatch.setattr(workers, "keep_freed_memory", lambda: tuned.append(True))
     plan = plan_grid(expand([str(toy_dir)], ["test-fails-on-seed-2"], ["none"],
                             overrides={"trainer": {**TRAINER, "max_epochs": 2}}), [1, 2, 3])
     with caplog.at_level(logging.INFO, logger="lwbench"):
         outcome = run_grid(plan, tmp_path, Execution(jobs=1, threads=1), show_progress=False)
+    assert len(tuned) == 3      # every task sets the allocator of the process it trains in
     messages = [record.getMessage() for record in caplog.records]
     assert sorted(r["seed"] for r in outcome.records.values()) == [1, 3]
     (run_id, failure), = outcome.failures.items()
@@ -209,6 +215,11 @@ def test_runs_per_gpu_from_measured_peak_memory(toy_dir, monkeypatch):
     assert runs_per_gpu(plan.runs, small, devices)[0] == 4        # memory would allow 72: capped
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
     assert runs_per_gpu(plan.runs, records, devices)[0] == 2      # but not more processes than cores per GPU
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the allocator setting is glibc's")
+def test_keep_freed_memory_applies_on_glibc():
+    assert keep_freed_memory()
 
 
 def test_cpu_runs_at_once_follow_threads_per_run(monkeypatch):

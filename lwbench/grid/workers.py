@@ -26,7 +26,7 @@ import torch
 from joblib import parallel_config
 
 from lwbench.files import exclusive_lock
-from lwbench.environment import resolve_device
+from lwbench.environment import keep_freed_memory, resolve_device
 from lwbench.grid.plan import GridRun
 from lwbench.logs import run_log
 from lwbench.records import failure_path, find_record
@@ -226,6 +226,7 @@ def execute_task(run: GridRun, out: str, devices: tuple[str, ...], slots: int, t
         exit_with_parent(parent_pid)
     if threads:
         torch.set_num_threads(threads)
+    keep_freed_memory()
     out = Path(out)
     with exclusive_lock(run_lock_path(out, run.run_id)):
         existing = None if force else find_record(out, run.run_id, run.spec.config_hash)
