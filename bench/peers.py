@@ -63,6 +63,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -367,7 +368,7 @@ def main() -> None:
     cpu = torch.device("cpu")
     versions = {**library_versions(), "recbole": version("recbole"), "torch_geometric": version("torch_geometric")}
     report.update({"dataset": data.name, "machine": device_name(cpu), "versions": versions,
-                   "code_version": code_version()})
+                   "code_version": code_version(), "load_average_1m": {"start": round(os.getloadavg()[0], 2)}})
     with tempfile.TemporaryDirectory(prefix="lwbench-peers-") as scratch:
         folder = Path(scratch)
         trainer, index, _ = prepared_trainer(dataset, "ud", "500buckets", {}, cpu, folder / "lwbench")
@@ -380,6 +381,7 @@ def main() -> None:
                       next(Path("results", data.name, "runs").glob(f"{data.name}-ud-128-s2024-{'[0-9a-f]' * 10}.json")))
             report["accuracy"] = accuracy(data, lw, args.max_epochs or lw["max_epochs"], record,
                                           folder / "accuracy")
+    report["load_average_1m"]["end"] = round(os.getloadavg()[0], 2)   # other work on the machine shows here
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     print(markdown(report))
