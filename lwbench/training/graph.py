@@ -14,15 +14,23 @@ import scipy.sparse as sp
 import torch
 
 
+def sparse_times_dense(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """``matrix @ dense`` for a CSR ``matrix``, through ``addmm`` with ``beta=0`` into a fresh output: the same
+    kernel and the same bits as ``@``, which on a CPU also zero-fills and copies a temporary of the output's
+    size (~20% of a propagation layer's time)."""
+    out = dense.new_empty(matrix.shape[0], dense.shape[1])
+    return torch.addmm(out, matrix, dense, beta=0, out=out)
+
+
 class _SymmetricSpMM(torch.autograd.Function):
     @staticmethod
     def forward(ctx, matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         ctx.matrix = matrix
-        return matrix @ dense
+        return sparse_times_dense(matrix, dense)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return None, ctx.matrix @ grad
+        return None, sparse_times_dense(ctx.matrix, grad)
 
 
 class SymmetricGraph:
