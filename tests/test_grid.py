@@ -180,6 +180,23 @@ def test_device_slots_share_gpus_round_robin_by_occupancy(tmp_path):
         assert remote == "cuda:3"  # a remote worker owns its device: no slot
 
 
+def test_a_task_waits_for_whichever_slot_is_released_first(tmp_path):
+    """All slots held (e.g. by a second command on the same folder): the waiting task takes the first one
+    released, not one chosen in advance."""
+    devices = ("cpu",)
+    got = []
+    with device_slot(tmp_path, devices, 2):                     # slot 0, held throughout
+        with device_slot(tmp_path, devices, 2):                 # slot 1
+            waiter = threading.Thread(target=lambda: got.append(workers._acquire_slot(tmp_path / "locks", 2,
+                                                                                        poll_seconds=0.05)))
+            waiter.start()
+            time.sleep(0.3)
+            assert not got                                      # both held: it waits
+        waiter.join(timeout=5)
+        assert got and got[0][0] == 1                           # slot 1 came free first
+        got[0][1].close()
+
+
 def fake_record(dataset, method, device, epochs, seconds, cap=100, peak=0):
     return {"dataset": dataset, "method": method, "device": device, "epochs_run": epochs,
             "train_seconds": seconds * 0.75, "eval_seconds": seconds * 0.25, "config": {"trainer": {"max_epochs": cap}},

@@ -169,8 +169,9 @@ def is_running(out: Path, run_id: str) -> bool:
 @contextlib.contextmanager
 def device_slot(out: Path, devices: tuple[str, ...], slots: int) -> Iterator[str]:
     """Hold the first free of ``slots`` slot locks and yield its device (slot ``k`` -> ``devices[k mod n]``).
-    At most ``slots`` tasks run at once, so one is normally free; if workers of a killed grid still hold
-    them all, wait for slot 0. ``slots=0`` (remote workers, which own their device): ``devices[0]``, no lock."""
+    At most ``slots`` tasks of one grid run at once, so one is normally free; when other processes on the
+    same output folder (workers of a killed grid, a second command) hold them all, wait for whichever is
+    released first. ``slots=0`` (remote workers, which own their device): ``devices[0]``, no lock."""
     if slots == 0:
         yield devices[0]
         return
@@ -183,17 +184,16 @@ def device_slot(out: Path, devices: tuple[str, ...], slots: int) -> Iterator[str
         handle.close()  # closing the file releases its lock
 
 
-def _acquire_slot(folder: Path, slots: int):
-    for k in range(slots):
-        handle = open(folder / f"slot-{k}.lock", "a")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return k, handle
-        except BlockingIOError:
-            handle.close()
-    handle = open(folder / "slot-0.lock", "a")
-    fcntl.flock(handle, fcntl.LOCK_EX)
-    return 0, handle
+def _acquire_slot(folder: Path, slots: int, poll_seconds: float = 1.0):
+    while True:
+        for k in range(slots):
+            handle = open(folder / f"slot-{k}.lock", "a")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return k, handle
+            except BlockingIOError:
+                handle.close()
+        time.sleep(poll_seconds)
 
 
 _watched_parent: int | None = None
