@@ -91,7 +91,12 @@ def make_execution(request: ExecutionRequest, runs: list[GridRun], records: list
         per_gpu, why = cpu_runs(request.threads)
     else:
         per_gpu, why = runs_per_gpu(runs, records, devices)
-    jobs, why = (request.jobs, "--jobs") if request.jobs else (len(devices) * per_gpu, why)
+    if request.jobs:
+        jobs, why = request.jobs, "--jobs"
+    else:
+        jobs = len(devices) * per_gpu
+        if len(runs) < jobs:   # a single run then trains in this process, with its own progress bar
+            jobs, why = max(1, len(runs)), f"{why}; no more than the {len(runs)} planned run(s)"
     return (Execution(jobs=jobs, devices=devices, threads=request.threads),
             f"{jobs} parallel run(s) on {', '.join(devices)} ({why})")
 
