@@ -61,3 +61,7 @@ def test_sparse_times_dense_gives_the_bits_of_the_plain_product():
             assert torch.equal(sparse_times_dense(matrix, dense.T.contiguous().T), matrix @ dense)  # strided input
         finally:
             torch.set_num_threads(previous)
+    # A differentiable input (a double backward through propagation) takes the plain product: out= is not.
+    tracked = dense.clone().requires_grad_()
+    sparse_times_dense(matrix, tracked).sum().backward()
+    assert torch.equal(tracked.grad, matrix @ torch.ones_like(dense))   # the matrix is symmetric

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -240,15 +241,17 @@ def test_keep_freed_memory_applies_on_glibc():
 
 
 def test_cpu_runs_at_once_follow_threads_per_run(monkeypatch):
-    monkeypatch.setattr(os, "cpu_count", lambda: 8)
-    runs = ["run"] * 10
+    monkeypatch.setattr(workers, "available_cores", lambda: 8)
+    runs = [SimpleNamespace(run_id=f"run-{i}") for i in range(10)]
     assert make_execution(ExecutionRequest(device="cpu"), runs, [])[0].jobs == 1          # one run, all cores
     execution, how = make_execution(ExecutionRequest(device="cpu", threads=2), runs, [])
     assert execution.jobs == 4 and execution.threads == 2 and "8 cores / --threads 2" in how
     assert make_execution(ExecutionRequest(device="cpu", threads=16), runs, [])[0].jobs == 1
     assert make_execution(ExecutionRequest(device="cpu", threads=1, jobs=3), runs, [])[0].jobs == 3  # --jobs wins
     execution, how = make_execution(ExecutionRequest(device="cpu", threads=1), runs[:1], [])
-    assert execution.jobs == 1 and "1 planned run" in how     # one run trains in this process, not a worker
+    assert execution.jobs == 1 and "1 run(s) to train" in how  # one run trains in this process, not a worker
+    finished = [{"run_id": f"run-{i}"} for i in range(9)]       # a resumed grid with one run left
+    assert make_execution(ExecutionRequest(device="cpu", threads=1), runs, finished)[0].jobs == 1
 
 
 def test_execution_requests_are_checked(toy_dir):

@@ -1,22 +1,37 @@
 """The recommender's hand-written backward passes give autograd's gradients bit for bit, so that speeding
 them up does not change any trained run (records stay reproducible across code versions)."""
+import pytest
 import torch
 
 from lwbench.training.model import _SquaredSum, gather_rows
 
 
-def _order_sensitive_parts(generator: torch.Generator) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+def _order_sensitive_parts(generator: torch.Generator, rows: int, batch: int, dim: int
+                           ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
     """A table, three index parts that share rows, and row gradients whose magnitudes span many orders, so
     that summing the same gradients in another order changes the result."""
-    table = torch.randn(7, 4, generator=generator)
-    indices = [torch.randint(0, 7, (40,), generator=generator) for _ in range(3)]
-    grads = [torch.randn(40, 4, generator=generator) * 10.0 ** torch.randint(-6, 6, (40, 1), generator=generator)
+    table = torch.randn(rows, dim, generator=generator)
+    indices = [torch.randint(0, rows, (batch,), generator=generator) for _ in range(3)]
+    grads = [torch.randn(batch, dim, generator=generator) * 10.0 ** torch.randint(-6, 6, (batch, 1), generator=generator)
              for _ in range(3)]
     return table, indices, grads
 
 
-def test_gather_rows_gradient_equals_one_concatenated_gather_bit_for_bit():
-    table, indices, grads = _order_sensitive_parts(torch.Generator().manual_seed(0))
+@pytest.fixture
+def trainer_kernels():
+    """The trainer's kernel settings (deterministic algorithms) at two threads, restored afterwards."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(2)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+
+
+# a tiny case, and a synthetic-epoch-sized one (large enough for torch's multi-threaded kernels)
+@pytest.mark.parametrize("rows, batch, dim", [(7, 40, 4), (5000, 8192, 32)])
+def test_gather_rows_gradient_equals_one_concatenated_gather_bit_for_bit(rows, batch, dim, trainer_kernels):
+    table, indices, grads = _order_sensitive_parts(torch.Generator().manual_seed(0), rows, batch, dim)
     reference_table = table.clone().requires_grad_()
     reference_rows = reference_table[torch.cat(indices)].split([len(i) for i in indices])
     torch.autograd.backward(reference_rows, grads)

@@ -95,8 +95,10 @@ def make_execution(request: ExecutionRequest, runs: list[GridRun], records: list
         jobs, why = request.jobs, "--jobs"
     else:
         jobs = len(devices) * per_gpu
-        if len(runs) < jobs:   # a single run then trains in this process, with its own progress bar
-            jobs, why = max(1, len(runs)), f"{why}; no more than the {len(runs)} planned run(s)"
+        finished = {record.get("run_id") for record in records}
+        to_train = [run for run in runs if run.run_id not in finished] or runs   # all finished: --force
+        if len(to_train) < jobs:   # a single run then trains in this process, with its own progress bar
+            jobs, why = max(1, len(to_train)), f"{why}; no more than the {len(to_train)} run(s) to train"
     return (Execution(jobs=jobs, devices=devices, threads=request.threads),
             f"{jobs} parallel run(s) on {', '.join(devices)} ({why})")
 
@@ -124,10 +126,20 @@ def resolve_devices(device: str, gpus: str | None) -> tuple[str, ...]:
     return tuple(f"cuda:{g}" for g in range(visible))
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers and ``taskset`` narrow), or
+    every core where the platform does not say."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def cpu_runs(threads: int | None) -> tuple[int, str]:
     """How many CPU runs at once: one using every core, or with ``--threads T`` as many as the cores hold
-    (a run's kernels scale poorly beyond a few threads, so on a grid, T=1 runs side by side finish sooner)."""
-    cores = os.cpu_count() or 1
+    (a run's kernels scale poorly beyond a few threads, so on a grid, T=1 runs side by side finish sooner;
+    ``--jobs 1`` keeps one run at a time)."""
+    cores = available_cores()
     if not threads:
         return 1, "CPU runs: one at a time uses every core"
     return max(1, cores // threads), f"CPU runs: {cores} cores / --threads {threads}"

@@ -18,6 +18,8 @@ def sparse_times_dense(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tenso
     """``matrix @ dense`` for a CSR ``matrix``, through ``addmm`` with ``beta=0`` into a fresh output: the same
     kernel and the same bits as ``@``, which on a CPU also zero-fills and copies a temporary of the output's
     size (~20% of a propagation layer's time)."""
+    if dense.requires_grad and torch.is_grad_enabled():   # out= is not differentiable (double backward)
+        return matrix @ dense
     out = dense.new_empty(matrix.shape[0], dense.shape[1])
     return torch.addmm(out, matrix, dense, beta=0, out=out)
 

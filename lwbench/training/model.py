@@ -11,12 +11,13 @@ from lwbench.plugin import EmbeddingModule, Stage
 
 class _GatherRows(torch.autograd.Function):
     """``table[i]`` for each index tensor ``i``. The backward pass accumulates every part's row gradients into
-    one table gradient, part after part, which gives the same sums, bit for bit, as one advanced-indexing
-    gather over the concatenated indices followed by a split: ``index_add_`` adds rows in index order, as the
-    serial accumulating ``index_put_`` behind ``table[i]``'s backward does (on a GPU, deterministic mode,
-    the trainer's default, makes ``index_add_`` do the same). ``index_select``/``index_add_`` take a third of
-    the time of ``table[i]``/``index_put_`` on a CPU, and the split's backward no longer copies the parts'
-    gradients into one tensor."""
+    one table gradient, part after part, with ``index_add_``, which adds rows in index order; in the
+    trainer's deterministic mode (its default) the accumulating ``index_put_`` behind ``table[i]``'s backward
+    does the same, so the sums equal, bit for bit, those of one advanced-indexing gather over the
+    concatenated indices followed by a split. (Without deterministic mode, ``index_put_`` adds in parallel on
+    a CPU and ``index_add_`` uses atomics on a GPU: neither is reproducible then.) ``index_select`` and
+    ``index_add_`` take a third of the time of ``table[i]`` and ``index_put_`` on a CPU, and the split's
+    backward no longer copies the parts' gradients into one tensor."""
 
     @staticmethod
     def forward(ctx, table: torch.Tensor, *indices: torch.Tensor) -> tuple[torch.Tensor, ...]:
