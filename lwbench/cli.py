@@ -329,7 +329,8 @@ def execute(plan, out: Path, args: argparse.Namespace) -> int:
     outcome = run_grid(plan, out, execution, force=args.force, show_progress=show_progress(args))
     done = [outcome.records[r.run_id] for r in plan.unique_runs() if r.run_id in outcome.records]
     if done:
-        print(summary_table(done).to_markdown())
+        for table in summary_table(done, out):
+            print(table.to_markdown())
         print(f"\nrecords: {out / 'runs'}")
     if outcome.failures:
         logger.error("%s", summarize_failures(outcome.failures, out))

@@ -116,6 +116,7 @@ def validate_record(record: Any, where: str = "record") -> RunRecord:
 def write_record(out: Path, record: dict) -> RunRecord:
     """Stamp the schema version, validate, and write ``<out>/runs/<run_id>.json`` atomically; a failure
     file of the same run is removed (the run has now succeeded)."""
+    record = {k: v for k, v in record.items() if k != "_path"}   # where a record was read from is not its content
     record = validate_record({**record, "schema_version": SCHEMA_VERSION}, f"record of {record.get('run_id')}")
     atomic_write_json(record_path(out, record["run_id"]), record)
     failure_path(out, record["run_id"]).unlink(missing_ok=True)
@@ -123,13 +124,14 @@ def write_record(out: Path, record: dict) -> RunRecord:
 
 
 def read_record(path: Path) -> RunRecord:
-    """A validated record; :class:`RecordError` naming the file when it cannot be used."""
+    """A validated record; :class:`RecordError` naming the file when it cannot be used. The file it was
+    read from is noted in memory as ``_path`` (never written), so that messages can name it."""
     path = Path(path)
     try:
         record = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RecordError(f"{path}: unreadable run record ({exc})") from exc
-    return validate_record(record, str(path))
+    return {**validate_record(record, str(path)), "_path": str(path)}
 
 
 def find_record(out: Path, run_id: str, config_hash: str) -> RunRecord | None:

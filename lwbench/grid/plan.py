@@ -67,6 +67,19 @@ class Cell:
         return merged
 
 
+def comparison_cell(dataset: str, method: str, budget: str, overrides: Mapping | None = None,
+                    coords: Mapping | None = None, **fields) -> Cell:
+    """A cell of a table that compares methods at one budget: the method's ``comparison_options`` (e.g. a
+    method whose published size sits below the budget grows to fill it, docs/protocol.md §5.2) under the
+    cell's own overrides, so that every method in the table uses its budget."""
+    from lwbench.registry import get_method
+    merged = {owner: dict(options) for owner, options in (overrides or {}).items()}
+    own = get_method(method).comparison_options
+    if own:
+        merged[method] = {**own, **merged.get(method, {})}
+    return Cell(dataset, method, budget, merged, dict(coords or {}), **fields)
+
+
 @dataclass(frozen=True)
 class GridRun:
     spec: RunSpec

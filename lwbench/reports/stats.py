@@ -42,6 +42,7 @@ class Comparison:
     effect: float
     effect_name: str
     p_holm: float | None = None
+    n_nonzero: int | None = None   # Wilcoxon: the pairs with a non-zero difference, the ones it ranks
 
     @property
     def hypothesis(self) -> str:
@@ -131,7 +132,7 @@ def wilcoxon(a, b, *, unit: str, labels: tuple[str, str] = ("A", "B"), alternati
         warnings.simplefilter("ignore", RuntimeWarning)  # all differences zero: p = 1
         result = _scipy_stats().wilcoxon(diff, alternative=alternative)
     return Comparison(test="Wilcoxon signed-rank", statistic=float(result.statistic), pvalue=float(result.pvalue),
-                      effect=rank_biserial(diff), effect_name="rank-biserial r",
+                      effect=rank_biserial(diff), effect_name="rank-biserial r", n_nonzero=int(np.count_nonzero(diff)),
                       **_base(a, b, unit, labels, alternative))
 
 

@@ -55,27 +55,34 @@ def status_notes(pts: pd.DataFrame) -> list[str]:
 
 
 def comparison_table(name: str, title: str, comparisons: list[tuple], alternative: str,
-                     labels: tuple[str, str], notes: list[str] = ()) -> Table:
-    """``comparisons`` as ``(protocol, dataset, what, Comparison)``: Holm within each (dataset, protocol,
-    test) family, then one row per comparison; ``labels`` name the two compared columns."""
-    families: dict[tuple, list[int]] = {}
-    for i, (protocol, dataset, _, c) in enumerate(comparisons):
-        families.setdefault((dataset, protocol, c.test), []).append(i)
+                     labels: tuple[str, str], notes: list[str] = (), family: str | None = "dataset") -> Table:
+    """``comparisons`` as ``(protocol, dataset, what, Comparison)``, one row each. ``family="dataset"``:
+    Holm within each (dataset, protocol, test) family; ``None``: the comparisons carry their Holm
+    p-values already (:mod:`lwbench.reports.significance` corrects over a whole table). ``labels`` name
+    the two compared columns."""
     comparisons = list(comparisons)
-    for members in families.values():
-        for i, c in zip(members, stats.with_holm([comparisons[i][3] for i in members])):
-            comparisons[i] = (*comparisons[i][:3], c)
-    columns = ["dataset", "protocol", "comparison", "test", "n", *labels, "Δ [95% CI]", "effect", "p",
+    if family == "dataset":
+        families: dict[tuple, list[int]] = {}
+        for i, (protocol, dataset, _, c) in enumerate(comparisons):
+            families.setdefault((dataset, protocol, c.test), []).append(i)
+        for members in families.values():
+            for i, c in zip(members, stats.with_holm([comparisons[i][3] for i in members])):
+                comparisons[i] = (*comparisons[i][:3], c)
+    columns = ["dataset", "protocol", "comparison", "test", "n", "n≠0", *labels, "Δ [95% CI]", "effect", "p",
                "p (Holm)", "H1"]
     rows, data = [], []
     for protocol, dataset, what, c in comparisons:
         ci = "" if math.isnan(c.ci_low) else f" [{c.ci_low:+.4f}, {c.ci_high:+.4f}]"
-        rows.append([dataset, protocol, what, c.test, str(c.n), f"{c.mean_a:.4f}", f"{c.mean_b:.4f}",
-                     f"{c.mean_diff:+.4f}{ci}", f"{c.effect_name} = {c.effect:.2f}", stats.format_p(c.pvalue),
-                     stats.format_p(c.p_holm), c.hypothesis])
+        effect = "n/a" if math.isnan(c.effect) else f"{c.effect:.2f}"
+        rows.append([dataset, protocol, what, c.test, str(c.n), "" if c.n_nonzero is None else str(c.n_nonzero),
+                     f"{c.mean_a:.4f}", f"{c.mean_b:.4f}", f"{c.mean_diff:+.4f}{ci}", f"{c.effect_name} = {effect}",
+                     stats.format_p(c.pvalue), stats.format_p(c.p_holm), c.hypothesis])
         data.append({"dataset": dataset, "protocol": protocol, "comparison": what, **c.as_row()})
+    holm_note = ("Holm correction within each family of one dataset, one protocol and one test." if family == "dataset"
+                 else "")
     notes = [f"Alternative hypothesis: {alternative} (stated per row in H1); differences are {labels[0]} − {labels[1]}.",
-             "Holm correction within each family of one dataset, one protocol and one test.", *notes]
+             *([holm_note] if holm_note else []),
+             "n≠0: the pairs with a non-zero difference, the ones the Wilcoxon signed-rank test ranks.", *notes]
     return Table(name, title, columns, rows, pd.DataFrame(data), notes=notes)
 
 
@@ -123,6 +130,8 @@ def summarize(pts: pd.DataFrame, keys: list[str], metrics: list[str], stage: str
 
 
 def _display(value) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "unbudgeted"   # a point without this coordinate: the unbudgeted reference of a curve
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, (float, np.floating)):
@@ -139,29 +148,109 @@ def budget_label(record: dict) -> str:
     return budget["text"] if accounting == "table3" else f"{budget['text']} ({accounting})"
 
 
-def summary_table(records: list[dict]) -> Table | None:
-    """Every record in an output folder: mean ± std per dataset, method and budget (the catch-all table)."""
+MIN_BUDGET_FRACTION = 0.95   # a budgeted run below this share of its budget is flagged (docs/protocol.md §5.2)
+UNDER_BUDGET_FLAG = "!"
+
+
+def budget_used(records: list[dict]) -> tuple[str, list[dict]]:
+    """The share of the budget the runs store (in the budget's own accounting): one value, or the range
+    over seeds, marked :data:`UNDER_BUDGET_FLAG` when a run stores under :data:`MIN_BUDGET_FRACTION`; and
+    the runs that do ("–" for unbudgeted runs and records that do not say)."""
+    fractions = [r["budget"].get("fraction") for r in records if r["budget"].get("applies")]
+    fractions = [f for f in fractions if f is not None]
+    if not fractions:
+        return "–", []
+    low, high = min(fractions), max(fractions)
+    text = f"{100 * low:.1f}%" if round(1000 * low) == round(1000 * high) else f"{100 * low:.1f}–{100 * high:.1f}%"
+    under = [r for r in records if r["budget"].get("applies") and r["budget"].get("fraction") is not None
+             and r["budget"]["fraction"] < MIN_BUDGET_FRACTION]
+    return (text + f" {UNDER_BUDGET_FLAG}" if under else text), under
+
+
+def under_budget_note(under: list[dict]) -> list[str]:
+    """The footnote naming every run under :data:`MIN_BUDGET_FRACTION` of its budget."""
+    if not under:
+        return []
+    runs = ", ".join(f"{r['run_id']} ({100 * r['budget']['fraction']:.1f}%)" for r in under)
+    return [f"{UNDER_BUDGET_FLAG}: a run stores under {100 * MIN_BUDGET_FRACTION:.0f}% of its budget, so its row is "
+            f"not an equal-budget comparison: {runs}."]
+
+
+def mean_std_of(records: list[dict], metric: str) -> tuple[float, float]:
+    return stats.mean_std([r["metrics"]["test"][metric] for r in records]) if records else (math.nan, math.nan)
+
+
+def summary_table(records: list[dict], out) -> list[Table]:
+    """Every record in an output folder, one row per configuration, each tested against the best of its
+    dataset and budget (:func:`versus_best_table`). Returns the summary and its statistics table (none
+    without records)."""
     if not records:
-        return None
-    pts = pd.DataFrame([{"dataset": r["dataset"], "method": r["label"], "budget": budget_label(r),
-                         "options": r["config"]["method"]["options"], "record": r} for r in records])
-    pts["options"] = _distinguishing_options(pts)
-    keys, metrics = ["dataset", "method", "budget", "options"], ["ndcg@10", "recall@10", "ndcg@20", "recall@20"]
-    return series_table("summary", "All runs in this folder (mean ± std over seeds)", summarize(pts, keys, metrics),
-                        keys, metrics, notes=[f"{', '.join(metric_label(m) for m in metrics)}: test "
-                                              f"{', '.join(metrics)} of each run's reported checkpoint."])
+        return []
+    pts = pd.DataFrame([{"dataset": r["dataset"], "budget": budget_label(r), "label": r["label"], "status": "done",
+                         "run_id": r["run_id"],
+                         "record": r} for r in records])
+    return versus_best_table("summary", "All runs in this folder (mean ± std over seeds)", pts,
+                             ["dataset", "budget"], ["ndcg@10", "recall@10", "ndcg@20", "recall@20"], out)
 
 
-def _distinguishing_options(pts: pd.DataFrame) -> pd.Series:
-    """Per run, the options that differ between runs of the same dataset, method and budget (e.g. a
-    sweep), as ``k=v`` text; empty where all its runs share their options."""
-    text = pd.Series("", index=pts.index)
-    for _, group in pts.groupby(["dataset", "method", "budget"], sort=False):
-        keys = sorted({k for options in group["options"] for k in options})
-        varying = [k for k in keys if len({repr(o.get(k)) for o in group["options"]}) > 1]
-        for index, options in group["options"].items():
-            text[index] = " ".join(f"{k}={options.get(k)}" for k in varying)
-    return text
+def versus_best_table(name: str, title: str, pts: pd.DataFrame, block_keys: list[str], metrics: list[str], out,
+                      notes: list[str] = ()) -> list[Table]:
+    """A comparison table from grid points: one row per block (``block_keys``, e.g. dataset and budget)
+    and configuration, mean ± std over its seeds, the share of its budget each run stores, and every
+    budgeted row tested against the best of its block (:mod:`lwbench.reports.significance`). Runs that
+    differ in anything but the seed are separate rows, never averaged (:mod:`lwbench.reports.comparable`);
+    the settings that tell rows of one method apart are shown as columns. Returns the table and its
+    statistics table ``<name>-stats``."""
+    from lwbench.reports import comparable, significance
+    done = pts[pts["status"] == "done"]
+    rows_of: list[tuple[tuple, str, comparable.Group]] = []   # (block, label, comparable runs)
+    for key, group in done.groupby(block_keys + ["label"], sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        rows_of += [(key[:-1], key[-1], g) for g in comparable.group_runs(list(group["record"]))]
+    same_row: dict[tuple, list[int]] = {}
+    for i, (block, label, _) in enumerate(rows_of):
+        same_row.setdefault((block, label), []).append(i)
+    varying = comparable.varying_settings([g for _, _, g in rows_of], same_row.values())
+    arms = []
+    for block, label, g in rows_of:
+        extra = " ".join(f"{comparable.short_setting_name(k)}={comparable.setting_text(g.first, k)}" for k in varying
+                         if len(same_row[(block, label)]) > 1)
+        arms.append(significance.Arm(f"{label} {extra}".strip(), block, g.records,
+                                     candidate=any(r["budget"]["applies"] for r in g.records)))
+    verdicts = significance.versus_best(arms, metrics, out, block_text=lambda b: ", ".join(_display(v) for v in b))
+    columns = [*block_keys, "method", *[comparable.short_setting_name(k) for k in varying], "seeds", "budget used",
+               *[metric_label(m) for m in metrics]]
+    rows, bold, data, under_all = [], set(), [], []
+    for arm, (block, label, g) in zip(arms, rows_of):
+        used, under = budget_used(g.records)
+        under_all += under
+        settings = {comparable.short_setting_name(k): comparable.setting_text(g.first, k) for k in varying}
+        row = [*[_display(v) for v in block], label, *settings.values(), str(len(g.records)), used]
+        entry = {**dict(zip(block_keys, block)), "method": label, **settings, "seeds": len(g.records),
+                 "budget_fraction_min": min((r["budget"].get("fraction") or math.nan for r in g.records), default=None)}
+        for metric in metrics:
+            mean, std = mean_std_of(g.records, metric)
+            is_best = verdicts.is_best(arm.block, metric, arm.name)
+            if is_best:
+                bold.add((len(rows), len(row)))
+            row.append(format_mean_std(mean, std) + verdicts.mark(arm.block, metric, arm.name))
+            entry.update({f"{metric}:mean": mean, f"{metric}:std": std, f"{metric}:best": is_best,
+                          f"{metric}:not_worse": bool(verdicts.mark(arm.block, metric, arm.name))})
+        rows.append(row)
+        data.append(entry)
+    blocks = " and ".join(block_keys)
+    notes = [f"{', '.join(metric_label(m) for m in metrics)}: test {', '.join(metrics)} of each run's reported "
+             "checkpoint, mean ± std over the seeds of one configuration (runs that differ in anything but the seed "
+             "are separate rows" + ("; the columns after method show the settings that tell them apart)." if varying
+                                    else ")."),
+             "budget used: the share of its budget each run stores, in the budget's own accounting (range over seeds).",
+             f"Bold: the best row of its {blocks} (among the budgeted rows where there are any; unbudgeted "
+             "references are not tested against them). " + verdicts.footnote(f"{name}-stats"),
+             *under_budget_note(under_all), *notes, *status_notes(pts)]
+    tables = [Table(name, title, columns, rows, pd.DataFrame(data), bold, notes)]
+    extra = significance.stats_table(f"{name}-stats", f"{title}: every row against the best of its {blocks}",
+                                     verdicts)
+    return tables + ([extra] if extra else [])
 
 
 PROFILE_BYTES = ("values", "indices", "codes", "bias")

@@ -145,8 +145,8 @@ def build_report(out: Path, figures_dir: Path, alternative: str = "two-sided"
         except (TargetError, RecordError) as exc:   # e.g. an unreadable per-user file: named, others go on
             errors.append(f"{name}: {exc}")
     records = load_records(out)
-    for table in (summaries.summary_table(records), summaries.profile_table(records)):
-        if table is not None:
-            print("\n" + table.to_markdown())
-            written += table.write(out)
+    profile = summaries.profile_table(records)
+    for table in summaries.summary_table(records, out) + ([profile] if profile is not None else []):
+        print("\n" + table.to_markdown())
+        written += table.write(out)
     return written, errors

@@ -32,14 +32,14 @@ METRICS = ["ndcg@20", "recall@20"]
 
 
 def _cells(accounting, datasets, methods):
-    from lwbench.grid.plan import Cell
+    from lwbench.grid.plan import Cell, comparison_cell
     from lwbench.registry import get_method
     budgeted = [m for m in methods if get_method(m).budgeted]
     if not budgeted:
         raise TargetError(f"{NAMES[accounting]} needs at least one budgeted method; registered: {', '.join(methods)}")
     cells = []
     for d in datasets:
-        cells += [Cell(d, m, f"{pct}%", {}, {"budget_pct": pct, "reference": False}, accounting=accounting)
+        cells += [comparison_cell(d, m, f"{pct}%", {}, {"budget_pct": pct, "reference": False}, accounting=accounting)
                   for m in budgeted for pct in BUDGET_PERCENTS]
         if REFERENCE in methods:
             cells.append(Cell(d, REFERENCE, "none", {REFERENCE: {"dim": 128}}, {"reference": True}))
@@ -50,12 +50,11 @@ def _build(accounting, pts, out, manifest, alternative) -> Outputs:
     is_reference = pts["reference"] == True  # noqa: E712
     summary = summaries.summarize(pts[~is_reference], ["dataset", "method", "budget_pct"], METRICS)
     references = summaries.summarize(pts[is_reference], ["dataset", "label"], METRICS).rename(columns={"label": "method"})
-    frame = pd.concat([summary, references.assign(budget_pct="unbudgeted")])
-    table = summaries.series_table(NAMES[accounting], f"N@20 and R@20 against the {AXIS[accounting]}",
-                                   frame, ["dataset", "method", "budget_pct"], METRICS,
-                                   notes=[f"Not run (cannot fit the budget): {d}" for d in manifest.get("dropped", [])]
-                                   + summaries.status_notes(pts))
-    return Outputs([table], {NAMES[accounting]: budget_curves(summary, references, xlabel=AXIS[accounting])})
+    name = NAMES[accounting]
+    tables = summaries.versus_best_table(
+        name, f"N@20 and R@20 against the {AXIS[accounting]}", pts, ["dataset", "budget_pct"], METRICS, out,
+        notes=[f"Not run (cannot fit the budget): {d}" for d in manifest.get("dropped", [])])
+    return Outputs(tables, {name: budget_curves(summary, references, xlabel=AXIS[accounting])})
 
 
 def budget_curves(summary: pd.DataFrame, references: pd.DataFrame, metric: str = "ndcg@20",

@@ -12,8 +12,9 @@ import pandas as pd
 
 from lwbench.config import UPDATE
 from lwbench.records import checkpoint_metric, per_user, stage_checkpoint
-from lwbench.reports import stats
-from lwbench.reports.summaries import comparison_table, format_mean_std, metric_label, status_notes, values
+from lwbench.reports import comparable, significance, stats
+from lwbench.reports.summaries import (budget_used, comparison_table, format_mean_std, mean_std_of, metric_label,
+                                       status_notes, under_budget_note)
 from lwbench.reports.tables import Table
 from lwbench.studies.c2f_paper import reference
 from lwbench.studies.c2f_paper.protocol import paper_protocol
@@ -25,53 +26,71 @@ def _row_name(method: str, options: dict, label: str) -> tuple[str, str | None]:
     return label.upper(), reference.paper_row(method, options)
 
 
-def table3(pts: pd.DataFrame, *, missing_methods: list[str] = (), storage: bool = False) -> Table:
-    """Every method x dataset: N@10, R@10, N@20, R@20 and #Param as mean ± std over seeds, the paper's
-    value and ours − paper beside each; the best budgeted (lightweight) mean per dataset in bold.
+def table3(pts: pd.DataFrame, out: Path, *, missing_methods: list[str] = (), storage: bool = False) -> list[Table]:
+    """Every method x dataset: N@10, R@10, N@20, R@20 and #Param as mean ± std over seeds, the share of
+    the budget each run stores, and (where the dataset has published values) the paper's value and
+    ours − paper beside each; the best budgeted (lightweight) row per dataset in bold, and every other
+    budgeted row tested against it (:mod:`lwbench.reports.significance`). Rows are configurations:
+    runs that differ in anything but the seed are never averaged (:mod:`lwbench.reports.comparable`).
     ``storage``: the runs were sized to stored bytes (the ``table3-storage`` target), so the table adds
-    their stored bytes and is named after that target."""
+    their stored bytes and is named after that target. Returns the table and its statistics table."""
+    name = "table3-storage" if storage else "table3"
     metrics = reference.TABLE3_METRICS
-    columns = ["dataset", "method", "seeds", "#Param", "paper #Param"] + (["stored bytes"] if storage else [])
-    for metric in metrics:
-        columns += [metric_label(metric), "paper", "Δ"]
-    rows, bold, data = [], set(), []
+    entries = []   # (dataset, display name, arm, paper values or None)
     for dataset, block in pts.groupby("dataset", sort=False):
-        entries = []
-        for _, group in block.groupby("label", sort=False):
+        for label, group in block.groupby("label", sort=False):
             first = group.iloc[0]
-            name, paper_row = _row_name(first["method"], first["options"], first["label"])
-            done = group[group["status"] == "done"]
-            budgeted = bool(done["record"].map(lambda r: r["budget"]["applies"]).any()) if len(done) else False
+            display, paper_row = _row_name(first["method"], first["options"], first["label"])
             paper = reference.table3(paper_row, dataset) if paper_row else None
-            entries.append((name, group, done, budgeted, paper))
-        best = {}
+            done = [r for r in group.loc[group["status"] == "done", "record"]]
+            runs = comparable.group_runs(done) or [comparable.Group("", [])]
+            varying = comparable.varying_settings(runs)
+            for run_group in runs:
+                extra = " ".join(f"{comparable.short_setting_name(k)}={comparable.setting_text(run_group.first, k)}"
+                                 for k in varying)
+                budgeted = any(r["budget"]["applies"] for r in run_group.records)
+                arm = significance.Arm(f"{display} {extra}".strip(), dataset, run_group.records, candidate=budgeted)
+                entries.append((dataset, arm, paper))
+    verdicts = significance.versus_best([arm for _, arm, _ in entries], metrics, out)
+    with_paper = any(paper for _, _, paper in entries)
+    columns = ["dataset", "method", "seeds", "budget used", "#Param"] + (["paper #Param"] if with_paper else []) \
+        + (["stored bytes"] if storage else [])
+    for metric in metrics:
+        columns += [metric_label(metric)] + (["paper", "Δ"] if with_paper else [])
+    rows, bold, data, under_all = [], set(), [], []
+    for dataset, arm, paper in entries:
+        used, under = budget_used(arm.records)
+        under_all += under
+        params = [r["params"] for r in arm.records]
+        row = [dataset, arm.name, str(len(arm.records)), used, f"{params[0] / 1e6:.2f}m" if params else "–"]
+        if with_paper:
+            row.append(f"{paper['params_millions']:.2f}m" if paper else "–")
+        if storage:
+            row.append(f"{arm.records[0]['bytes']:,}" if arm.records else "–")
         for metric in metrics:
-            means = [values(done, metric).mean() for _, _, done, budgeted, _ in entries if budgeted and len(done)]
-            best[metric] = max(means) if means else None
-        for name, group, done, budgeted, paper in entries:
-            params = done["params"].dropna()
-            row = [dataset, name, str(len(done)), f"{params.iloc[0] / 1e6:.2f}m" if len(params) else "–",
-                   f"{paper['params_millions']:.2f}m" if paper else "–"]
-            if storage:
-                row.append(f"{done['record'].iloc[0]['bytes']:,}" if len(done) else "–")
-            for metric in metrics:
-                vals = values(done, metric)
-                mean, std = stats.mean_std(vals) if len(vals) else (math.nan, math.nan)
-                ours = format_mean_std(mean, std)
-                ref = paper[metric] if paper else math.nan
-                diff = mean - ref
-                is_best = budgeted and best[metric] is not None and mean == best[metric]
-                if is_best:
-                    bold.add((len(rows), len(row)))
-                row += [ours, "–" if math.isnan(ref) else f"{ref:.4f}", "–" if math.isnan(diff) else f"{diff:+.4f}"]
-                data.append({"dataset": dataset, "method": name, "lightweight": budgeted, "metric": metric,
-                             "mean": mean, "std": std, "n_seeds": len(done), "params": params.iloc[0] if len(params) else None,
-                             "paper": ref, "diff": diff, "best_lightweight": is_best})
-            rows.append(row)
-    notes = ["Values are test metrics of the reported checkpoint, mean ± std over seeds; Δ = ours − paper "
-             "(paper values: docs/protocol.md §10.9).",
-             "Bold: the best lightweight (budgeted) method per dataset and metric; UD rows are unbudgeted references.",
+            mean, std = mean_std_of(arm.records, metric)
+            is_best = verdicts.is_best(dataset, metric, arm.name)
+            if is_best:
+                bold.add((len(rows), len(row)))
+            row.append(format_mean_std(mean, std) + verdicts.mark(dataset, metric, arm.name))
+            ref = paper[metric] if paper else math.nan
+            diff = mean - ref
+            if with_paper:
+                row += ["–" if math.isnan(ref) else f"{ref:.4f}", "–" if math.isnan(diff) else f"{diff:+.4f}"]
+            data.append({"dataset": dataset, "method": arm.name, "lightweight": arm.candidate, "metric": metric,
+                         "mean": mean, "std": std, "n_seeds": len(arm.records), "params": params[0] if params else None,
+                         "budget_fraction_min": min((r["budget"].get("fraction") or math.nan for r in arm.records),
+                                                    default=None),
+                         "paper": ref, "diff": diff, "best_lightweight": is_best,
+                         "not_significantly_worse": bool(verdicts.mark(dataset, metric, arm.name))})
+        rows.append(row)
+    notes = ["Values are test metrics of the reported checkpoint, mean ± std over seeds"
+             + ("; Δ = ours − paper (paper values: docs/protocol.md §10.9)." if with_paper else "."),
+             "Bold: the best lightweight (budgeted) method per dataset and metric; UD rows are unbudgeted references. "
+             + verdicts.footnote(f"{name}-stats"),
+             "budget used: the share of the budget each run stores, in the table's accounting (range over seeds).",
              "#Param in the paper's Table-3 convention (docs/protocol.md §5.1)."]
+    notes += under_budget_note(under_all)
     if missing_methods:
         notes.append(f"Not implemented (no registered method): {', '.join(missing_methods)}.")
     if storage:
@@ -79,10 +98,11 @@ def table3(pts: pd.DataFrame, *, missing_methods: list[str] = (), storage: bool 
                      "(float32 values, indices at the narrowest type that holds their range, packed codes; "
                      "docs/protocol.md §5.2); compare its ranking with table3's equal float counts.")
     notes += status_notes(pts)
-    if storage:
-        return Table("table3-storage", "Table 3 at equal storage: methods at the 500-bucket LEGCF's stored bytes",
-                     columns, rows, pd.DataFrame(data), bold, notes)
-    return Table("table3", "Table 3: methods at the 500-bucket budget", columns, rows, pd.DataFrame(data), bold, notes)
+    title = ("Table 3 at equal storage: methods at the 500-bucket LEGCF's stored bytes" if storage
+             else "Table 3: methods at the 500-bucket budget")
+    tables = [Table(name, title, columns, rows, pd.DataFrame(data), bold, notes)]
+    extra = significance.stats_table(f"{name}-stats", f"{title}: every method against the best", verdicts)
+    return tables + ([extra] if extra else [])
 
 
 def table4(pts: pd.DataFrame, out: Path, *, coarse_stage: str, alternative: str = "two-sided"

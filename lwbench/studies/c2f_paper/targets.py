@@ -46,28 +46,34 @@ LOGGED_SETTINGS = {"yelp2020": {"trainer": {"layers": 3}}}
 LOGGED_SEED_SETTINGS = {"yelp2020": {2025: {C2F: {"fine_layers": 4}}}}
 
 
-def c2f_cell(dataset: str, options: dict, coords: dict, budget: str = "500buckets") -> Cell:
+def c2f_cell(dataset: str, options: dict, coords: dict, budget: str = "500buckets", *,
+             comparison: bool = False) -> Cell:
     """A C2F run with options given by their paper symbols (keys of :data:`C2F_OPTIONS`), under the
-    logged runs' settings for the dataset and seed (:data:`LOGGED_SETTINGS`, :data:`LOGGED_SEED_SETTINGS`)."""
-    from lwbench.grid.plan import Cell
+    logged runs' settings for the dataset and seed (:data:`LOGGED_SETTINGS`, :data:`LOGGED_SEED_SETTINGS`).
+    ``comparison``: a cell of a table that compares methods, where C2F fills the budget
+    (:func:`lwbench.grid.plan.comparison_cell`); the C2F studies keep the released configuration."""
+    from lwbench.grid.plan import Cell, comparison_cell
     overrides = {owner: dict(values) for owner, values in LOGGED_SETTINGS.get(dataset, {}).items()}
     overrides.setdefault(C2F, {}).update({C2F_OPTIONS[k]: v for k, v in options.items()})
-    return Cell(dataset, C2F, budget, overrides, coords, seed_overrides=LOGGED_SEED_SETTINGS.get(dataset, {}))
+    seed_overrides = LOGGED_SEED_SETTINGS.get(dataset, {})
+    if comparison:
+        return comparison_cell(dataset, C2F, budget, overrides, coords, seed_overrides=seed_overrides)
+    return Cell(dataset, C2F, budget, overrides, coords, seed_overrides=seed_overrides)
 
 
 def _table3_cells(datasets: list[str], methods: list[str]) -> list[Cell]:
-    from lwbench.grid.plan import Cell
+    from lwbench.grid.plan import Cell, comparison_cell
     cells = []
     for dataset in datasets:
         if "ud" in methods:
             cells += [Cell(dataset, "ud", "500buckets", {"ud": {"dim": dim}}) for dim in (128, 64)]
-        cells += [c2f_cell(dataset, {}, {}) if m == C2F else Cell(dataset, m, "500buckets")
+        cells += [c2f_cell(dataset, {}, {}, comparison=True) if m == C2F else comparison_cell(dataset, m, "500buckets")
                   for m in methods if m != "ud"]
     return cells
 
 
 def _build_table3(pts, out, manifest, alternative) -> Outputs:
-    return Outputs(tables=[tables.table3(pts, missing_methods=manifest.get("missing_methods", []))])
+    return Outputs(tables=tables.table3(pts, out, missing_methods=manifest.get("missing_methods", [])))
 
 
 def _table3_storage_cells(datasets: list[str], methods: list[str]) -> list[Cell]:
@@ -78,7 +84,7 @@ def _table3_storage_cells(datasets: list[str], methods: list[str]) -> list[Cell]
 
 
 def _build_table3_storage(pts, out, manifest, alternative) -> Outputs:
-    return Outputs(tables=[tables.table3(pts, missing_methods=manifest.get("missing_methods", []), storage=True)])
+    return Outputs(tables=tables.table3(pts, out, missing_methods=manifest.get("missing_methods", []), storage=True))
 
 
 def _table4_cells(datasets, methods):

@@ -1,0 +1,145 @@
+"""Which runs may be averaged as seeds of one configuration (docs/protocol.md §11.1).
+
+Two runs are *comparable* when everything in their resolved configuration that can change a result is
+equal: the dataset and its split, the budget and its accounting, the method and its options, the
+trainer settings and the stages. They may then differ only in the seed, and only then are they
+averaged, tested against each other as paired seeds, or shown as one row. Settings that provably do not
+change a result (:data:`RESULT_NEUTRAL`: how often resume files are written, how many scores are held at
+once during evaluation; the thread count and the device are not part of the configuration at all) never
+split rows. The same configuration and seed found twice (a copied record, a manifest that lists a run
+twice) is one run: it is counted once, with a warning that names both files.
+
+Nothing here imports torch: reports are built where the trainer is not installed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+logger = logging.getLogger(__name__)
+
+# Dotted configuration keys that cannot change a run's metrics (docs/protocol.md §11.1):
+# checkpoint cadence only decides when resume files are written (a resumed run is bit-identical:
+# tests/test_trainer.py), and evaluation chunking only decides how many users are scored at once (the
+# same metrics to the bit at any chunk size: tests/test_metrics.py).
+RESULT_NEUTRAL = frozenset({"trainer.checkpoint_seconds", "trainer.eval_chunk_elements"})
+SEED = "seed"
+MISSING = "–"   # shown where a setting does not apply to a row (e.g. another method's option)
+
+
+def flatten(config: Mapping, prefix: str = "") -> dict[str, object]:
+    """``{"trainer": {"lr": 1e-3}}`` -> ``{"trainer.lr": 1e-3}``; lists (stages, ks) are kept whole,
+    with the stages spelled out by name so that a changed stage setting names its stage."""
+    flat: dict[str, object] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        elif key == "stages" and not prefix and isinstance(value, list):
+            for i, stage in enumerate(value):
+                stage_name = stage.get("name", i) if isinstance(stage, Mapping) else i
+                flat.update(flatten(stage, f"stages.{stage_name}.") if isinstance(stage, Mapping)
+                            else {f"stages.{stage_name}": stage})
+        else:
+            flat[name] = value
+    return flat
+
+
+def settings(record: Mapping) -> dict[str, object]:
+    """The settings of a run that can change its result: its flattened configuration without the seed
+    and without :data:`RESULT_NEUTRAL` settings. The dataset's verification and counts stay: a run on
+    other data is another run."""
+    return {k: v for k, v in flatten(record["config"]).items() if k != SEED and k not in RESULT_NEUTRAL}
+
+
+def comparable_key(record: Mapping) -> str:
+    """A short hash of :func:`settings`: equal for two runs exactly when they may be averaged as seeds."""
+    text = json.dumps(settings(record), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def record_name(record: Mapping) -> str:
+    """Where a record came from, for messages: its file when the reader noted it, else its run id."""
+    return str(record.get("_path") or f"runs/{record['run_id']}.json")
+
+
+@dataclass
+class Group:
+    """Comparable runs (one configuration, several seeds), after duplicates were removed."""
+
+    key: str
+    records: list = field(default_factory=list)
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(int(r["seed"]) for r in self.records)
+
+    @property
+    def first(self) -> Mapping:
+        return self.records[0]
+
+
+def unique_runs(records: Iterable[Mapping]) -> list[Mapping]:
+    """``records`` with each (configuration, seed) kept once; every dropped duplicate is named with the
+    record kept in a warning (same settings and seed: the same run, whatever file it sits in)."""
+    kept: dict[tuple[str, int], Mapping] = {}
+    out = []
+    for record in records:
+        identity = (comparable_key(record), int(record["seed"]))
+        if identity in kept:
+            first = kept[identity]
+            if record_name(first) == record_name(record):
+                continue   # the same file listed twice (e.g. by two manifest rows): nothing to warn about
+            logger.warning("%s and %s are the same configuration and seed (%s seed %s); counted once",
+                           record_name(first), record_name(record), record["label"], record["seed"])
+            continue
+        kept[identity] = record
+        out.append(record)
+    return out
+
+
+def group_runs(records: Iterable[Mapping]) -> list[Group]:
+    """Comparable groups in order of first appearance, each run once (:func:`unique_runs`)."""
+    groups: dict[str, Group] = {}
+    for record in unique_runs(records):
+        groups.setdefault(comparable_key(record), Group(comparable_key(record))).records.append(record)
+    return list(groups.values())
+
+
+def varying_settings(groups: list[Group], within: Iterable[Iterable[int]] | None = None) -> list[str]:
+    """The settings whose value differs between groups that would otherwise share a row (``within``:
+    lists of group indices, e.g. the groups of one dataset, method and budget; default: all groups).
+    These are shown as columns so that two rows never look alike."""
+    blocks = [list(b) for b in within] if within is not None else [list(range(len(groups)))]
+    names: list[str] = []
+    for block in blocks:
+        if len(block) < 2:
+            continue
+        flat = [settings(groups[i].first) for i in block]
+        keys = sorted({k for f in flat for k in f})
+        for key in keys:
+            if len({json.dumps(f.get(key, MISSING), sort_keys=True, default=str) for f in flat}) > 1 \
+                    and key not in names:
+                names.append(key)
+    return names
+
+
+def setting_text(record: Mapping, key: str) -> str:
+    """A setting's value as a table shows it (``–`` where the run has no such setting)."""
+    value = settings(record).get(key, MISSING)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def short_setting_name(key: str) -> str:
+    """``method.options.dim`` -> ``dim``; ``trainer.lr`` stays; a stage setting keeps its stage name."""
+    for prefix in ("method.options.",):
+        if key.startswith(prefix):
+            return key[len(prefix):]
+    return key

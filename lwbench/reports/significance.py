@@ -1,0 +1,187 @@
+"""Every method against the best one, in every comparison table (docs/protocol.md §11.2).
+
+A table is cut into *blocks* (e.g. one dataset at one budget). In each block and for each metric the
+best row is the candidate with the highest mean over seeds; every other candidate is tested against it,
+paired twice:
+
+* **across seeds**: the two runs of each seed both have (a paired t-test and a Wilcoxon signed-rank
+  test over the seed means); it carries the seed-to-seed variance, so it decides the mark when both
+  rows share at least :data:`MIN_SEEDS` seeds;
+* **across users**: every test user's metric, averaged over the seeds both rows share (over all of
+  each row's seeds where they share none), paired by user (the same two tests). Always computed; it
+  decides the mark when fewer than :data:`MIN_SEEDS` seeds are shared, and then says only that the
+  difference is larger than the test users' noise, not that it would survive another seed.
+
+The deciding test is the two-sided paired t-test (a signed-rank test over three seeds cannot reach
+p < 0.25). Its p-values are Holm-corrected over all deciding tests of the table, and a row is *not
+significantly worse than the best* (:data:`MARK`) unless its corrected p is below :data:`ALPHA` with a
+negative mean difference. Every test, with its CI of the mean paired difference, effect size, n and the
+Wilcoxon test's non-zero pairs, goes to the table's companion ``<name>-stats`` table.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from lwbench.records import RecordError, per_user
+from lwbench.reports import stats
+from lwbench.reports.tables import Table
+
+ALPHA = 0.05
+MIN_SEEDS = 3          # shared seeds for the across-seeds test to decide the mark
+MARK = "†"             # not significantly worse than the best row of its block
+SEEDS, USERS = "across seeds", "across users"
+DECIDING_TEST = "paired t-test"
+
+
+@dataclass
+class Arm:
+    """One row of a table: comparable runs (one per seed) of one configuration."""
+
+    name: str
+    block: Hashable                  # rows of one block are compared (e.g. (dataset, budget))
+    records: list
+    candidate: bool = True           # may be the best and is tested (False: an unbudgeted reference row,
+                                     # tested only in a block without budgeted rows)
+
+    def mean(self, metric: str) -> float:
+        vals = [r["metrics"]["test"][metric] for r in self.records]
+        return float(sum(vals) / len(vals)) if vals else math.nan
+
+    def by_seed(self, metric: str) -> dict[int, float]:
+        return {int(r["seed"]): r["metrics"]["test"][metric] for r in self.records}
+
+
+@dataclass
+class Verdicts:
+    """The outcome for one table: which cell is best, which rows are not significantly worse, and every
+    test for the companion statistics table."""
+
+    best: dict = field(default_factory=dict)         # (block, metric) -> name of the best arm
+    not_worse: set = field(default_factory=set)      # (block, metric, name)
+    tested: set = field(default_factory=set)         # (block, metric, name) that were tested
+    comparisons: list = field(default_factory=list)  # (protocol, block text, what, Comparison), Holm applied
+    deciding: set = field(default_factory=set)       # protocols that decided at least one mark
+    notes: list = field(default_factory=list)        # what could not be tested, and why
+
+    def is_best(self, block, metric: str, name: str) -> bool:
+        return self.best.get((block, metric)) == name
+
+    def mark(self, block, metric: str, name: str) -> str:
+        """:data:`MARK` where the row was tested and is not significantly worse than the best."""
+        return MARK if (block, metric, name) in self.not_worse else ""
+
+    def footnote(self, stats_name: str) -> str:
+        deciding = " and ".join(
+            {SEEDS: f"across seeds where both rows share at least {MIN_SEEDS} seeds",
+             USERS: "across the test users (per-user metrics averaged over the shared seeds; this ignores "
+                    "seed-to-seed variance)"}[p] for p in (SEEDS, USERS) if p in self.deciding)
+        n = sum(1 for c in self.comparisons if c[3].test == DECIDING_TEST and c[0] in self.deciding)
+        return (f"{MARK}: not significantly worse than the best (bold) row of its block: two-sided paired t-test "
+                f"at α = {ALPHA}, Holm-corrected over the table's deciding tests, {deciding or 'no test was possible'}."
+                f" All tests, with CIs and Wilcoxon: {stats_name}.md ({n} deciding tests).")
+
+
+class _PerUser:
+    """Per-user test metrics of records, each file read once."""
+
+    def __init__(self, out: Path):
+        self.out, self.cache = Path(out), {}
+
+    def get(self, record: Mapping) -> pd.DataFrame:
+        key = record["run_id"]
+        if key not in self.cache:
+            self.cache[key] = per_user(self.out, record)
+        return self.cache[key]
+
+    def averaged(self, arm: Arm, seeds: Sequence[int], metric: str) -> pd.Series:
+        frames = [self.get(r)[metric] for r in arm.records if int(r["seed"]) in seeds]
+        return pd.concat(frames, axis=1).mean(axis=1)
+
+
+def versus_best(arms: list[Arm], metrics: Sequence[str], out: Path, *, block_text=str) -> Verdicts:
+    """Test every candidate arm against the best of its block for each metric (see the module doc)."""
+    verdicts, users = Verdicts(), _PerUser(out)
+    deciding: list[tuple[int, Hashable, str, str]] = []   # (index into comparisons, block, metric, name)
+    blocks: dict[Hashable, list[Arm]] = {}
+    for arm in arms:
+        if arm.records:
+            blocks.setdefault(arm.block, []).append(arm)
+    # Unbudgeted references stand beside budgeted rows untested; a block of references alone (e.g. a sweep of
+    # the full model) compares them with each other.
+    blocks = {block: [a for a in members if a.candidate] or members for block, members in blocks.items()}
+    for block, members in blocks.items():
+        for metric in metrics:
+            best = max(members, key=lambda a: a.mean(metric))
+            verdicts.best[(block, metric)] = best.name
+            for arm in members:
+                if arm is best:
+                    continue
+                found, decider = _compare(arm, best, metric, users, verdicts.notes)
+                what = f"{arm.name} vs {best.name}, {metric}"
+                for protocol, comparison in found:
+                    if protocol == decider and comparison.test == DECIDING_TEST:
+                        deciding.append((len(verdicts.comparisons), block, metric, arm.name))
+                    verdicts.comparisons.append((protocol, block_text(block), what, comparison))
+                if decider:
+                    verdicts.deciding.add(decider)
+    # Holm within the table: the deciding tests form one family, every other (protocol, test) its own.
+    families: dict[tuple, list[int]] = {}
+    deciding_index = {i for i, *_ in deciding}
+    for i, (protocol, _, _, c) in enumerate(verdicts.comparisons):
+        families.setdefault(("deciding",) if i in deciding_index else (protocol, c.test), []).append(i)
+    for members in families.values():
+        adjusted = stats.holm([verdicts.comparisons[i][3].pvalue for i in members])
+        for i, p in zip(members, adjusted):
+            entry = verdicts.comparisons[i]
+            verdicts.comparisons[i] = (*entry[:3], dataclasses.replace(entry[3], p_holm=float(p)))
+    for i, block, metric, name in deciding:
+        c = verdicts.comparisons[i][3]
+        verdicts.tested.add((block, metric, name))
+        worse = c.p_holm is not None and not math.isnan(c.p_holm) and c.p_holm < ALPHA and c.mean_diff < 0
+        if not worse:
+            verdicts.not_worse.add((block, metric, name))
+    return verdicts
+
+
+def _compare(arm: Arm, best: Arm, metric: str, users: _PerUser, notes: list) -> tuple[list, str | None]:
+    """Both protocols' tests of ``arm`` against ``best``; returns (tests, the protocol that decides)."""
+    labels = (arm.name, best.name)
+    a, b = arm.by_seed(metric), best.by_seed(metric)
+    shared = sorted(set(a) & set(b))
+    found = []
+    if len(shared) >= 2:
+        found += [(SEEDS, c) for c in stats.across_seeds({s: a[s] for s in shared}, {s: b[s] for s in shared},
+                                                        labels=labels)]
+    try:
+        ua = users.averaged(arm, shared or sorted(a), metric)
+        ub = users.averaged(best, shared or sorted(b), metric)
+        unit = (f"test users, seed means over {', '.join(map(str, shared))}" if shared
+                else "test users, each row's own seeds averaged")
+        found += [(USERS, c) for c in stats.across_users(ua, ub, labels=labels, unit=unit)]
+    except (RecordError, ValueError) as exc:
+        note = f"{arm.name} vs {best.name}: no across-users test ({exc})"
+        if note not in notes:
+            notes.append(note)
+    protocols = {p for p, _ in found}
+    if len(shared) >= MIN_SEEDS:
+        return found, SEEDS
+    return found, USERS if USERS in protocols else None
+
+
+def stats_table(name: str, title: str, verdicts: Verdicts, notes: Sequence[str] = ()) -> Table | None:
+    """The companion table of every test behind a table's marks."""
+    from lwbench.reports.summaries import comparison_table
+    if not verdicts.comparisons:
+        return None
+    return comparison_table(name, title, verdicts.comparisons, "two-sided", ("row", "best"), family=None,
+                            notes=["Each row is tested against the best row of its block (the highest mean).",
+                                   "Holm: the deciding tests (paired t, the protocol named in the main table's "
+                                   "footnote) form one family over the whole table; every other protocol and "
+                                   "test is corrected as its own family over the table.",
+                                   *verdicts.notes, *notes])
