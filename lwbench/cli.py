@@ -21,7 +21,7 @@ from lwbench.records import RecordError
 
 logger = logging.getLogger(__name__)
 
-SUBCOMMANDS = ("run", "grid", "reproduce", "report", "prepare")
+SUBCOMMANDS = ("run", "grid", "reproduce", "report", "compare", "prepare")
 ALTERNATIVES = ("two-sided", "greater", "less")
 
 
@@ -45,6 +45,7 @@ commands (each has --help):
   {prog} reproduce table3 --data-dir ../shared/datasets     # a reproduction target: plan, run, tables
   {prog} reproduce table3 --quick                            # CPU smoke test on synthetic data
   {prog} report --out results                                # tables and figures from records only
+  {prog} compare qr legcf --out results --metric ndcg@20     # is qr better than legcf? (paired tests)
 """
 
 
@@ -173,8 +174,28 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     report.add_argument("--figures", default="figures", help="figures folder (default figures)")
     add_alternative(report)
     report.set_defaults(handler=report_command)
+    add_compare(commands, output)
     add_prepare(commands, output)
     return parser
+
+
+def add_compare(commands, output: argparse.ArgumentParser) -> None:
+    compare = commands.add_parser(
+        "compare", parents=[output], help="test one row of an output folder against another (records only)",
+        description="Paired tests of configuration A against B from the records in --out (no training, no "
+                    "torch): across the seeds both have and across test users, with the paired t-test and the "
+                    "Wilcoxon signed-rank test, CIs, effect sizes and n.")
+    compare.add_argument("a", metavar="A", help="a run label in --out, e.g. qr, ud-64 or a plugin's label; "
+                         "LABEL:SETTING=VALUE[,...] picks one configuration of it, e.g. qr:trainer.lr=0.003")
+    compare.add_argument("b", metavar="B", help="the label to compare A with (same forms)")
+    compare.add_argument("--out", required=True, help="output folder holding runs/")
+    compare.add_argument("--metric", default="ndcg@20", help="test metric (default ndcg@20)")
+    compare.add_argument("--dataset", help="only runs on this dataset (when a label has several)")
+    compare.add_argument("--budget", help="only runs at this budget, e.g. 500buckets (when a label has several)")
+    compare.add_argument("--where", action="append", default=[], metavar="SETTING=VALUE",
+                         help="only runs with this setting, e.g. trainer.lr=0.003 or dim=64 (repeatable; applies "
+                              "to both A and B)")
+    compare.set_defaults(handler=compare_command)
 
 
 def add_prepare(commands, output: argparse.ArgumentParser) -> None:
@@ -376,6 +397,15 @@ def report_command(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def compare_command(args: argparse.Namespace) -> int:
+    from lwbench.reports.compare import Selection, compare, parse_where
+    where = parse_where(args.where)
+    selections = [Selection.parse(text, args.dataset, args.budget, where) for text in (args.a, args.b)]
+    header, table = compare(Path(args.out), *selections, metric=args.metric)
+    print("\n".join(header) + "\n\n" + table.to_markdown())
+    return 0
+
+
 # --- entry point --------------------------------------------------------------------------------------
 
 def user_errors() -> tuple[type[Exception], ...]:
@@ -384,9 +414,10 @@ def user_errors() -> tuple[type[Exception], ...]:
     from lwbench.files import OutputError
     from lwbench.grid.workers import GridError
     from lwbench.registry import UnknownMethodError
+    from lwbench.reports.compare import CompareError
     from lwbench.reports.targets import TargetError
     return (ConfigError, BudgetError, DataError, RecordError, UnknownMethodError, DeviceError, GridError,
-            TargetError, FileNotFoundError, OutputError)
+            TargetError, CompareError, FileNotFoundError, OutputError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -90,3 +90,17 @@ def test_shape_mismatch_is_an_error():
     train = sp.csr_matrix((3, 4), dtype=np.float32)
     with pytest.raises(ValueError, match="shape mismatch"):
         rank_metrics(np.zeros((3, 5)), train, train)
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 7, 30])
+def test_evaluation_chunking_does_not_change_a_single_bit(chunk_rows):
+    """trainer.eval_chunk_elements only decides how many users are scored at once, so it never splits
+    comparable runs (lwbench.reports.comparable.RESULT_NEUTRAL): the metrics must be equal to the bit."""
+    rng = np.random.default_rng(11)
+    _, train, test = random_case(rng, 30, 50, 0.1, 0.1)
+    user_emb = torch.tensor(rng.normal(size=(30, 16)), dtype=torch.float32)
+    item_emb = torch.tensor(rng.normal(size=(50, 16)), dtype=torch.float32)
+    bias = torch.tensor(rng.normal(size=50), dtype=torch.float32)
+    whole = Evaluator(train, {"test": test}, chunk_elements=30 * 50).per_user("test", user_emb, item_emb, bias)
+    chunked = Evaluator(train, {"test": test}, chunk_elements=chunk_rows * 50).per_user("test", user_emb, item_emb, bias)
+    assert np.array_equal(whole.to_numpy(), chunked.to_numpy()) and list(whole.index) == list(chunked.index)

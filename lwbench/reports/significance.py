@@ -87,7 +87,7 @@ class Verdicts:
                 f" All tests, with CIs and Wilcoxon: {stats_name}.md ({n} deciding tests).")
 
 
-class _PerUser:
+class PerUser:
     """Per-user test metrics of records, each file read once."""
 
     def __init__(self, out: Path):
@@ -106,7 +106,7 @@ class _PerUser:
 
 def versus_best(arms: list[Arm], metrics: Sequence[str], out: Path, *, block_text=str) -> Verdicts:
     """Test every candidate arm against the best of its block for each metric (see the module doc)."""
-    verdicts, users = Verdicts(), _PerUser(out)
+    verdicts, users = Verdicts(), PerUser(out)
     deciding: list[tuple[int, Hashable, str, str]] = []   # (index into comparisons, block, metric, name)
     blocks: dict[Hashable, list[Arm]] = {}
     for arm in arms:
@@ -149,29 +149,37 @@ def versus_best(arms: list[Arm], metrics: Sequence[str], out: Path, *, block_tex
     return verdicts
 
 
-def _compare(arm: Arm, best: Arm, metric: str, users: _PerUser, notes: list) -> tuple[list, str | None]:
-    """Both protocols' tests of ``arm`` against ``best``; returns (tests, the protocol that decides)."""
-    labels = (arm.name, best.name)
-    a, b = arm.by_seed(metric), best.by_seed(metric)
+def paired_comparisons(arm: Arm, other: Arm, metric: str, users: PerUser, *, alternative: str = "two-sided"
+                       ) -> tuple[list[tuple[str, stats.Comparison]], list[str]]:
+    """Both protocols' tests of ``arm`` against ``other`` (differences ``arm - other``): across the seeds
+    both have (when they share two or more), and across the test users with each user's metric averaged
+    over those seeds (over each row's own seeds where they share none). Returns (tests, notes on what
+    could not be tested)."""
+    labels = (arm.name, other.name)
+    a, b = arm.by_seed(metric), other.by_seed(metric)
     shared = sorted(set(a) & set(b))
-    found = []
+    found, notes = [], []
     if len(shared) >= 2:
         found += [(SEEDS, c) for c in stats.across_seeds({s: a[s] for s in shared}, {s: b[s] for s in shared},
-                                                        labels=labels)]
+                                                        labels=labels, alternative=alternative)]
     try:
         ua = users.averaged(arm, shared or sorted(a), metric)
-        ub = users.averaged(best, shared or sorted(b), metric)
+        ub = users.averaged(other, shared or sorted(b), metric)
         unit = (f"test users, seed means over {', '.join(map(str, shared))}" if shared
                 else "test users, each row's own seeds averaged")
-        found += [(USERS, c) for c in stats.across_users(ua, ub, labels=labels, unit=unit)]
+        found += [(USERS, c) for c in stats.across_users(ua, ub, labels=labels, unit=unit, alternative=alternative)]
     except (RecordError, ValueError) as exc:
-        note = f"{arm.name} vs {best.name}: no across-users test ({exc})"
-        if note not in notes:
-            notes.append(note)
-    protocols = {p for p, _ in found}
-    if len(shared) >= MIN_SEEDS:
+        notes.append(f"{arm.name} vs {other.name}: no across-users test ({exc})")
+    return found, notes
+
+
+def _compare(arm: Arm, best: Arm, metric: str, users: PerUser, notes: list) -> tuple[list, str | None]:
+    """Both protocols' tests of ``arm`` against ``best``; returns (tests, the protocol that decides)."""
+    found, missing = paired_comparisons(arm, best, metric, users)
+    notes += [n for n in missing if n not in notes]
+    if len(set(arm.by_seed(metric)) & set(best.by_seed(metric))) >= MIN_SEEDS:
         return found, SEEDS
-    return found, USERS if USERS in protocols else None
+    return found, USERS if any(p == USERS for p, _ in found) else None
 
 
 def stats_table(name: str, title: str, verdicts: Verdicts, notes: Sequence[str] = ()) -> Table | None:

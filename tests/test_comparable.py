@@ -1,0 +1,180 @@
+"""Which runs are averaged as seeds, significance against the best in every comparison table, and the
+``compare`` command: from fabricated records whose values the tests choose (tests/fakes.py)."""
+import logging
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from fakes import per_user_frame, write_record
+from lwbench.cli import main
+from lwbench.records import load_records
+from lwbench.reports import comparable, significance
+from lwbench.reports.stats import holm
+from lwbench.reports.summaries import summary_table
+
+
+def record(out, label, seed, level, **kwargs):
+    run_id = kwargs.pop("run_id", f"toy-{label}-s{seed}-{abs(hash((label, seed, str(kwargs)))) % 10**8}")
+    frame = per_user_frame(level, seed=seed + 31 * len(label))
+    return write_record(out, run_id=run_id, dataset="toy", method=label, label=label, seed=seed,
+                        options=kwargs.pop("options", {}), per_user={"train/single": frame}, reported="train/single",
+                        **kwargs)
+
+
+def summary(out):
+    tables = summary_table(load_records(out), out)
+    return tables[0], (tables[1] if len(tables) > 1 else None)
+
+
+def test_runs_that_differ_in_a_trainer_setting_are_never_averaged(tmp_path):
+    record(tmp_path, "ud", 2024, 0.20, trainer={"max_epochs": 1})
+    record(tmp_path, "ud", 2024, 0.30, trainer={"max_epochs": 10})
+    table, _ = summary(tmp_path)
+    assert "trainer.max_epochs" in table.columns
+    data = table.data.sort_values("trainer.max_epochs")
+    assert list(data["seeds"]) == [1, 1]
+    assert list(data["trainer.max_epochs"]) == ["1", "10"]
+
+
+def test_a_learning_rate_sweep_gives_one_row_per_rate(tmp_path):
+    for lr in (1e-3, 3e-3):
+        for seed in (1, 2):
+            record(tmp_path, "qr", seed, 0.1 + lr, trainer={"lr": lr})
+    table, _ = summary(tmp_path)
+    assert sorted(table.data["trainer.lr"]) == ["0.001", "0.003"] and list(table.data["seeds"]) == [2, 2]
+
+
+def test_result_neutral_settings_do_not_split_rows(tmp_path):
+    record(tmp_path, "ud", 1, 0.2, trainer={"checkpoint_seconds": 60, "eval_chunk_elements": 2**26})
+    record(tmp_path, "ud", 2, 0.2, trainer={"checkpoint_seconds": 0, "eval_chunk_elements": 1000})
+    table, _ = summary(tmp_path)
+    assert len(table.rows) == 1 and table.data["seeds"].iloc[0] == 2
+
+
+def test_a_copied_record_counts_once_with_a_warning_naming_both_files(tmp_path, caplog):
+    first = record(tmp_path, "ud", 1, 0.2)
+    record(tmp_path, "ud", 2, 0.25)
+    original = tmp_path / "runs" / f"{first['run_id']}.json"
+    copy = tmp_path / "runs" / "copy-of-a-run.json"
+    shutil.copy(original, copy)
+    with caplog.at_level(logging.WARNING):
+        table, _ = summary(tmp_path)
+    assert table.data["seeds"].iloc[0] == 2
+    assert str(original) in caplog.text and str(copy) in caplog.text and "counted once" in caplog.text
+
+
+def test_flatten_names_stage_settings_by_stage():
+    flat = comparable.flatten({"stages": [{"name": "coarse", "trainer": {"lr": 1}}, {"name": "fine"}],
+                               "trainer": {"lr": 2}})
+    assert flat == {"stages.coarse.name": "coarse", "stages.coarse.trainer.lr": 1, "stages.fine.name": "fine",
+                    "trainer.lr": 2}
+
+
+LEVELS = {"best": 0.30, "close": 0.2995, "worse": 0.05}
+
+
+@pytest.fixture
+def three_methods(tmp_path):
+    for label, level in LEVELS.items():
+        for seed in (1, 2, 3):
+            record(tmp_path, label, seed, level + 0.002 * seed)
+    return tmp_path
+
+
+def test_marks_follow_holm_corrected_paired_t_tests_across_seeds(three_methods):
+    out = three_methods
+    records = load_records(out)
+    table, stats_table = summary(out)
+    data = table.data.set_index("method")
+    metric = "ndcg@20"
+    # Independent recomputation with scipy: each row's three seed values against the best's, then Holm over
+    # every deciding test of the table (4 metrics x 2 rows).
+    by_seed = {label: {r["seed"]: r["metrics"]["test"] for r in records if r["label"] == label} for label in LEVELS}
+    best = {m: max(LEVELS, key=lambda lab: np.mean([by_seed[lab][s][m] for s in (1, 2, 3)]))
+            for m in ("ndcg@10", "recall@10", "ndcg@20", "recall@20")}
+    raw = {(label, m): sps.ttest_rel([by_seed[label][s][m] for s in (1, 2, 3)],
+                                     [by_seed[best[m]][s][m] for s in (1, 2, 3)]).pvalue
+           for m in best for label in LEVELS if label != best[m]}
+    adjusted = dict(zip(raw, holm(list(raw.values()))))
+    for m, label in best.items():
+        assert data.loc[label, f"{m}:best"] and data[f"{m}:best"].sum() == 1
+    deciding = stats_table.data[(stats_table.data["protocol"] == "across seeds")
+                                & (stats_table.data["test"] == "paired t-test")]
+    assert len(deciding) == len(raw)
+    for _, row in deciding.iterrows():
+        label, m = row["a"], row["comparison"].split(", ")[-1]
+        assert row["pvalue"] == pytest.approx(raw[(label, m)], rel=1e-12)
+        assert row["p_holm"] == pytest.approx(adjusted[(label, m)], rel=1e-12)
+        assert data.loc[label, f"{m}:not_worse"] == (not (adjusted[(label, m)] < 0.05 and row["mean_diff"] < 0))
+    assert not data.loc["worse", f"{metric}:not_worse"]
+    assert "across seeds where both rows share at least 3 seeds" in table.notes[2]
+
+
+def test_with_fewer_than_three_seeds_the_users_decide(tmp_path):
+    for label, level in (("best", 0.3), ("other", 0.25)):
+        for seed in (1, 2):
+            record(tmp_path, label, seed, level)
+    table, stats_table = summary(tmp_path)
+    users = stats_table.data[(stats_table.data["protocol"] == "across users")
+                             & (stats_table.data["test"] == "paired t-test")
+                             & stats_table.data["comparison"].str.endswith("ndcg@20")]
+    records = {(r["label"], r["seed"]): r for r in load_records(tmp_path)}
+    from lwbench.records import per_user
+    mean_users = {label: pd.concat([per_user(tmp_path, records[(label, s)])["ndcg@20"] for s in (1, 2)], axis=1)
+                  .mean(axis=1) for label in ("best", "other")}
+    expected = sps.ttest_rel(mean_users["other"].sort_index(), mean_users["best"].sort_index()).pvalue
+    assert users["pvalue"].iloc[0] == pytest.approx(expected, rel=1e-10)
+    assert "across the test users" in table.notes[2]
+
+
+def test_a_run_under_95_percent_of_its_budget_is_flagged_and_named(tmp_path):
+    record(tmp_path, "pep", 1, 0.2, fraction=0.99, run_id="toy-pep-s1")
+    record(tmp_path, "pep", 2, 0.2, fraction=0.80, run_id="toy-pep-s2")
+    table, _ = summary(tmp_path)
+    assert table.rows[0][table.columns.index("budget used")] == "80.0–99.0% !"
+    assert any("toy-pep-s2 (80.0%)" in note and "not an equal-budget comparison" in note for note in table.notes)
+
+
+def test_every_arm_is_tested_against_the_best_of_its_own_block():
+    arms = [significance.Arm("a", "x", []), significance.Arm("b", "y", [])]
+    assert significance.versus_best(arms, ["ndcg@20"], ".").comparisons == []
+
+
+def test_compare_prints_both_tests_with_ci_effect_size_and_nonzero_pairs(three_methods, capsys):
+    assert main(["compare", "close", "best", "--out", str(three_methods), "--metric", "recall@20"]) == 0
+    text = capsys.readouterr().out
+    assert "close: dataset toy, budget 500buckets, seeds 1,2,3" in text
+    for words in ("across seeds", "across users", "paired t-test", "Wilcoxon signed-rank", "Cohen's d_z",
+                  "rank-biserial r", "n≠0"):
+        assert words in text
+    records = {(r["label"], r["seed"]): r for r in load_records(three_methods)}
+    a = [records[("close", s)]["metrics"]["test"]["recall@20"] for s in (1, 2, 3)]
+    b = [records[("best", s)]["metrics"]["test"]["recall@20"] for s in (1, 2, 3)]
+    assert f"{sps.ttest_rel(a, b).pvalue:.3g}" in text
+
+
+def test_compare_names_what_to_choose_when_a_label_is_ambiguous(tmp_path, capsys):
+    for lr in (1e-3, 3e-3):
+        record(tmp_path, "qr", 1, 0.1, trainer={"lr": lr})
+    record(tmp_path, "ud", 1, 0.3)
+    assert main(["compare", "qr", "ud", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "'qr' names 2 configurations" in err and "trainer.lr=0.001" in err and "--where" in err
+    assert main(["compare", "qr", "qr", "--out", str(tmp_path), "--where", "trainer.lr=0.003"]) == 2
+    assert "the same configuration" in capsys.readouterr().err
+    assert main(["compare", "ud", "nope", "--out", str(tmp_path)]) == 2
+    assert "no runs labelled 'nope'" in capsys.readouterr().err
+
+
+def test_compare_tells_two_settings_of_one_label_apart(tmp_path, capsys):
+    for lr, level in ((1e-3, 0.1), (3e-3, 0.2)):
+        for seed in (1, 2):
+            record(tmp_path, "qr", seed, level + seed * 0.001, trainer={"lr": lr})
+    assert main(["compare", "qr:trainer.lr=0.001", "qr:lr=0.003", "--out", str(tmp_path)]) == 2
+    assert "no runs of 'qr' match" in capsys.readouterr().err   # lr alone is no method option
+    assert main(["compare", "qr:trainer.lr=0.001", "qr:trainer.lr=0.003", "--out", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "| qr trainer.lr=0.001 | qr trainer.lr=0.003 |" in text and "across seeds" in text
