@@ -90,7 +90,7 @@ def training_parent() -> argparse.ArgumentParser:
 
 def execution_parent() -> argparse.ArgumentParser:
     """Where and how many runs at once, resuming, progress."""
-    from lwbench.grid.workers import BACKENDS
+    from lwbench.grid import BACKENDS
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("execution")
     group.add_argument("--plan", action="store_true", help="print the plan and exit")

@@ -156,3 +156,12 @@ def test_holm_skips_nan_and_is_set_on_comparisons():
     a, b = synthetic_users(n=30)
     comparisons = stats.with_holm(stats.across_users(a, b))
     assert all(c.p_holm is not None and c.p_holm >= c.pvalue for c in comparisons)
+
+
+def test_wilcoxon_reports_the_nonzero_pairs_it_ranks():
+    a = np.array([0.3, 0.2, 0.25, 0.4, 0.1, 0.33])
+    b = np.array([0.3, 0.1, 0.25, 0.2, 0.2, 0.30])   # two zero differences
+    result = stats.wilcoxon(a, b, unit="toy")
+    assert result.n == 6 and result.n_nonzero == 4
+    assert result.pvalue == pytest.approx(sps.wilcoxon(a - b).pvalue)
+    assert stats.paired_t(a, b, unit="toy").n_nonzero is None

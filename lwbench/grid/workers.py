@@ -27,6 +27,7 @@ from joblib import parallel_config
 
 from lwbench.files import exclusive_lock
 from lwbench.environment import keep_freed_memory, resolve_device
+from lwbench.grid import BACKENDS
 from lwbench.grid.plan import GridRun
 from lwbench.logs import run_log
 from lwbench.records import failure_path, find_record
@@ -34,7 +35,6 @@ from lwbench.runner import run_or_record_failure
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("local", "dask", "ray")
 MAX_RUNS_PER_GPU = 4   # beyond a few, runs on one GPU compete for its compute, not its memory (--runs-per-gpu)
 
 

@@ -1,4 +1,4 @@
-"""Which runs may be averaged as seeds of one configuration (docs/protocol.md §11.1).
+"""Which runs may be averaged as seeds of one configuration (docs/protocol.md §10.11).
 
 Two runs are *comparable* when everything in their resolved configuration that can change a result is
 equal: the dataset and its split, the budget and its accounting, the method and its options, the
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 logger = logging.getLogger(__name__)
 
-# Dotted configuration keys that cannot change a run's metrics (docs/protocol.md §11.1):
+# Dotted configuration keys that cannot change a run's metrics (docs/protocol.md §10.11):
 # checkpoint cadence only decides when resume files are written (a resumed run is bit-identical:
 # tests/test_trainer.py), and evaluation chunking only decides how many users are scored at once (the
 # same metrics to the bit at any chunk size: tests/test_metrics.py).

@@ -1,4 +1,4 @@
-"""Every method against the best one, in every comparison table (docs/protocol.md §11.2).
+"""Every method against the best one, in every comparison table (docs/protocol.md §10.8).
 
 A table is cut into *blocks* (e.g. one dataset at one budget). In each block and for each metric the
 best row is the candidate with the highest mean over seeds; every other candidate is tested against it,
@@ -26,6 +26,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from lwbench.records import RecordError, per_user
@@ -88,24 +89,38 @@ class Verdicts:
 
 
 class PerUser:
-    """Per-user test metrics of records, each file read once."""
+    """Per-user test metrics of records, each file read once and each seed average computed once."""
 
     def __init__(self, out: Path):
-        self.out, self.cache = Path(out), {}
+        self.out, self.frames, self.means = Path(out), {}, {}
 
     def get(self, record: Mapping) -> pd.DataFrame:
         key = record["run_id"]
-        if key not in self.cache:
-            self.cache[key] = per_user(self.out, record)
-        return self.cache[key]
+        if key not in self.frames:
+            self.frames[key] = per_user(self.out, record)
+        return self.frames[key]
 
     def averaged(self, arm: Arm, seeds: Sequence[int], metric: str) -> pd.Series:
-        frames = [self.get(r)[metric] for r in arm.records if int(r["seed"]) in seeds]
-        return pd.concat(frames, axis=1).mean(axis=1)
+        """Each test user's ``metric`` averaged over the arm's runs of ``seeds`` (users of the first run's
+        order; runs whose users differ are aligned by user id)."""
+        runs = tuple(r["run_id"] for r in arm.records if int(r["seed"]) in seeds)
+        key = (runs, metric)
+        if key not in self.means:
+            columns = [self.get(r)[metric] for r in arm.records if int(r["seed"]) in seeds]
+            first = columns[0]
+            if all(c.index.equals(first.index) for c in columns[1:]):
+                mean = pd.Series(np.mean([c.to_numpy() for c in columns], axis=0), index=first.index)
+            else:
+                mean = pd.concat(columns, axis=1).mean(axis=1)
+            self.means[key] = mean
+        return self.means[key]
 
 
-def versus_best(arms: list[Arm], metrics: Sequence[str], out: Path, *, block_text=str) -> Verdicts:
-    """Test every candidate arm against the best of its block for each metric (see the module doc)."""
+def versus_best(arms: list[Arm], metrics: Sequence[str], out: Path, *, block_text=str,
+                compare_references: bool = True) -> Verdicts:
+    """Test every candidate arm against the best of its block for each metric (see the module doc).
+    ``compare_references``: a block holding only references (non-candidates) compares them with each
+    other (a summary of full-size runs); False leaves references untested (Table 3's UD rows)."""
     verdicts, users = Verdicts(), PerUser(out)
     deciding: list[tuple[int, Hashable, str, str]] = []   # (index into comparisons, block, metric, name)
     blocks: dict[Hashable, list[Arm]] = {}
@@ -114,7 +129,9 @@ def versus_best(arms: list[Arm], metrics: Sequence[str], out: Path, *, block_tex
             blocks.setdefault(arm.block, []).append(arm)
     # Unbudgeted references stand beside budgeted rows untested; a block of references alone (e.g. a sweep of
     # the full model) compares them with each other.
-    blocks = {block: [a for a in members if a.candidate] or members for block, members in blocks.items()}
+    blocks = {block: [a for a in members if a.candidate] or (members if compare_references else [])
+              for block, members in blocks.items()}
+    blocks = {block: members for block, members in blocks.items() if members}
     for block, members in blocks.items():
         for metric in metrics:
             best = max(members, key=lambda a: a.mean(metric))

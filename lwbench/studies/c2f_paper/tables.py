@@ -13,7 +13,7 @@ import pandas as pd
 from lwbench.config import UPDATE
 from lwbench.records import checkpoint_metric, per_user, stage_checkpoint
 from lwbench.reports import comparable, significance, stats
-from lwbench.reports.summaries import (budget_used, comparison_table, format_mean_std, mean_std_of, metric_label,
+from lwbench.reports.summaries import (budget_label, budget_used, comparison_table, format_mean_std, mean_std_of, metric_label,
                                        status_notes, under_budget_note)
 from lwbench.reports.tables import Table
 from lwbench.studies.c2f_paper import reference
@@ -49,9 +49,12 @@ def table3(pts: pd.DataFrame, out: Path, *, missing_methods: list[str] = (), sto
                 extra = " ".join(f"{comparable.short_setting_name(k)}={comparable.setting_text(run_group.first, k)}"
                                  for k in varying)
                 budgeted = any(r["budget"]["applies"] for r in run_group.records)
-                arm = significance.Arm(f"{display} {extra}".strip(), dataset, run_group.records, candidate=budgeted)
+                budget = budget_label(run_group.first) if budgeted else None   # references stand beside every budget
+                arm = significance.Arm(f"{display} {extra}".strip(), (dataset, budget), run_group.records,
+                                       candidate=budgeted)
                 entries.append((dataset, arm, paper))
-    verdicts = significance.versus_best([arm for _, arm, _ in entries], metrics, out)
+    verdicts = significance.versus_best([arm for _, arm, _ in entries], metrics, out,
+                                        block_text=lambda b: f"{b[0]}, {b[1]}", compare_references=False)
     with_paper = any(paper for _, _, paper in entries)
     columns = ["dataset", "method", "seeds", "budget used", "#Param"] + (["paper #Param"] if with_paper else []) \
         + (["stored bytes"] if storage else [])
@@ -69,10 +72,10 @@ def table3(pts: pd.DataFrame, out: Path, *, missing_methods: list[str] = (), sto
             row.append(f"{arm.records[0]['bytes']:,}" if arm.records else "–")
         for metric in metrics:
             mean, std = mean_std_of(arm.records, metric)
-            is_best = verdicts.is_best(dataset, metric, arm.name)
+            is_best = verdicts.is_best(arm.block, metric, arm.name)
             if is_best:
                 bold.add((len(rows), len(row)))
-            row.append(format_mean_std(mean, std) + verdicts.mark(dataset, metric, arm.name))
+            row.append(format_mean_std(mean, std) + verdicts.mark(arm.block, metric, arm.name))
             ref = paper[metric] if paper else math.nan
             diff = mean - ref
             if with_paper:
@@ -82,7 +85,7 @@ def table3(pts: pd.DataFrame, out: Path, *, missing_methods: list[str] = (), sto
                          "budget_fraction_min": min((r["budget"].get("fraction") or math.nan for r in arm.records),
                                                     default=None),
                          "paper": ref, "diff": diff, "best_lightweight": is_best,
-                         "not_significantly_worse": bool(verdicts.mark(dataset, metric, arm.name))})
+                         "not_significantly_worse": bool(verdicts.mark(arm.block, metric, arm.name))})
         rows.append(row)
     notes = ["Values are test metrics of the reported checkpoint, mean ± std over seeds"
              + ("; Δ = ours − paper (paper values: docs/protocol.md §10.9)." if with_paper else "."),
