@@ -80,6 +80,8 @@ class RunRecord(TypedDict):
     final_diagnostics: dict
     history: list
     per_user_file: str
+    # Optional (absent in older records): ``warnings``, a list of what the run warned about (e.g. a rising
+    # training loss, lwbench.training.trainer.loss_warnings).
 
 
 RECORD_FIELDS = tuple(RunRecord.__annotations__)

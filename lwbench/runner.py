@@ -26,7 +26,7 @@ from lwbench.profile import inference_profile
 from lwbench.records import load_per_user  # noqa: F401 (a public name: lwbench.runner.load_per_user)
 from lwbench.records import RunRecord, save_per_user, write_failure, write_record
 from lwbench.registry import get_method
-from lwbench.training.trainer import Trainer
+from lwbench.training.trainer import Trainer, loss_warnings
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def execute_run(spec: RunSpec, dataset: LoadedDataset, out: Path, device: torch.
         "versions": library_versions(), "code_version": version,
         "device": str(device), "device_name": device_name(device),
         "started_at": started.isoformat(), "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-        "final_diagnostics": result.diagnostics, "history": result.history,
+        "final_diagnostics": result.diagnostics, "history": result.history, "warnings": loss_warnings(result.history),
         "per_user_file": f"{spec.run_id}.peruser.npz",
     }
     save_per_user(runs / record["per_user_file"], result.checkpoints)

@@ -27,7 +27,7 @@ from lwbench.records import RecordError, find_record, load_records
 from lwbench.records import per_user as per_user_frame
 from lwbench.registry import get_method, register
 from lwbench.training.persistence import FORMAT, CheckpointError, atomic_torch_save
-from lwbench.training.trainer import CheckpointResult, DivergedError, Trainer
+from lwbench.training.trainer import CheckpointResult, DivergedError, Trainer, loss_warnings
 from test_trainer import Recorder, SharedFirstStage, TwoStageDummy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -395,3 +395,33 @@ def test_written_files_respect_the_umask(tmp_path, monkeypatch):
     monkeypatch.setattr(files, "UMASK", 0o022)
     atomic_write_bytes(tmp_path / "record.json", b"{}")
     assert stat.S_IMODE((tmp_path / "record.json").stat().st_mode) == 0o644
+
+
+def test_a_dip_below_epoch_0_within_the_first_patience_window_is_not_divergence(toy, tmp_path, monkeypatch):
+    """One trained epoch below the epoch-0 validation is how a real smoke run starts (propagating untrained
+    meta-embeddings already ranks well): the run reports its best checkpoint, it does not fail."""
+    original = Trainer._evaluate
+
+    def dipping(self, split, schedule):
+        frame = original(self, split, schedule)
+        return frame if schedule.epoch == 0 else frame * 0.01
+
+    monkeypatch.setattr(Trainer, "_evaluate", dipping)
+    result = trainer_for(get_method("ud"), toy, tmp_path / "run", CFG.replace(max_epochs=1)).fit()
+    assert result.reported_checkpoint.epoch == 0
+
+
+def test_a_rising_loss_is_warned_about_and_recorded(toy, tmp_path, monkeypatch, caplog):
+    original = Trainer.train_epoch
+
+    def rising(self, stage, phase, epoch, cfg):
+        loss, stop = original(self, stage, phase, epoch, cfg)
+        return loss * (1 + epoch), stop    # doubles by the second epoch: short of divergence
+
+    monkeypatch.setattr(Trainer, "train_epoch", rising)
+    with caplog.at_level(logging.WARNING):
+        result = trainer_for(get_method("ud"), toy, tmp_path / "run", CFG.replace(patience_update=100)).fit()
+    assert caplog.text.count("training loss rose from") == 1
+    warnings = loss_warnings(result.history)
+    assert len(warnings) == 1 and "stage 'train'" in warnings[0] and "learning rate may be too high" in warnings[0]
+    assert loss_warnings([{"stage": "s", "loss": 1.0}, {"stage": "s", "loss": 1.4}]) == []

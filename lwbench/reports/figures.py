@@ -1,12 +1,21 @@
 """Plotting primitives for the figures of the reproduction targets, drawn from summaries
-(:func:`lwbench.reports.summaries.summarize`: ``<metric>:mean`` and ``<metric>:std`` columns).
+(:func:`lwbench.reports.summaries.summarize`: ``<metric>:mean``, ``<metric>:std`` and, where known,
+``<metric>:ci_low`` / ``<metric>:ci_high`` columns).
 
 Figures are built on :class:`matplotlib.figure.Figure` with the Agg canvas directly, never through
 pyplot, so no display is needed and the global matplotlib backend of the caller is left alone.
-Each figure is written as PNG and PDF.
+Each figure is written as PNG (at least 1,200 px wide) and PDF.
+
+Every figure is drawn for a reader without the code: axes name the split and the metric ("test
+NDCG@20", :func:`metric_axis_label`), legends name what they show, each method keeps one colour and
+marker in every figure (:func:`method_style`, from a colour-blind-safe palette), error bars show the
+confidence interval of every point (across seeds, or across test users for a single seed), and panels of
+one metric that are compared share their y limits (:func:`share_y`). A ``--quick`` figure is stamped
+as a smoke run (:func:`stamp_smoke_run`).
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,7 +26,69 @@ import pandas as pd
 from lwbench.reports.summaries import metric_label
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+# seaborn's "colorblind" palette (10 colours, distinguishable under the common colour-vision deficiencies),
+# written out so that no plotting library beyond matplotlib is needed.
+PALETTE = ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494", "#ece133",
+           "#56b4e9")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+# The built-in methods' labels in a fixed order, so each keeps its colour and marker in every figure; other
+# labels (plugins) get a stable slot from a hash of their name.
+KNOWN_LABELS = ("ud-128", "ud-64", "qr", "pep", "cerp", "magprune", "dpq", "mgqe", "legcf", "c2f")
+SMOKE_STAMP = "smoke run — numbers mean nothing"
+MIN_WIDTH_PX = 1200
+DPI = 150
+
+
+def method_style(label: str) -> dict:
+    """Colour and marker of a method (by its label, case-insensitive), the same in every figure."""
+    name = label.lower()
+    if name in KNOWN_LABELS:
+        slot = KNOWN_LABELS.index(name)
+    else:
+        slot = int(hashlib.sha256(name.encode()).hexdigest(), 16) % len(PALETTE)
+    return {"color": PALETTE[slot], "marker": MARKERS[slot]}
+
+
+def series_style(index: int) -> dict:
+    """Colour and marker of the ``index``-th series of a figure whose series are not methods (e.g. ablations)."""
+    return {"color": PALETTE[index % len(PALETTE)], "marker": MARKERS[index % len(MARKERS)]}
+
+
+def metric_axis_label(metric: str, split: str = "test") -> str:
+    """``ndcg@20`` -> ``test NDCG@20``: the split and the metric, as an axis says them."""
+    name, k = metric.split("@")
+    return f"{split} {dict(ndcg='NDCG', recall='Recall').get(name, name)}@{k}"
+
+
+def share_y(axes: list[Axes]) -> None:
+    """One y range for panels that are compared (the union of their data ranges)."""
+    if not axes:
+        return
+    low = min(ax.get_ylim()[0] for ax in axes)
+    high = max(ax.get_ylim()[1] for ax in axes)
+    for ax in axes:
+        ax.set_ylim(low, high)
+
+
+def stamp_smoke_run(figure: Figure) -> None:
+    """Mark a figure of a ``--quick`` run inside the image, where no caption can get lost."""
+    figure.text(0.5, 0.5, SMOKE_STAMP, ha="center", va="center", rotation=20, fontsize=28, color="#d55e00",
+                alpha=0.35, zorder=100)
+
+
+def error_bars(frame: pd.DataFrame, metric: str) -> np.ndarray:
+    """Asymmetric error bars (2 x n) from the CI columns where a point has one, else ± the std over seeds,
+    else none."""
+    mean = frame[f"{metric}:mean"].to_numpy(dtype=float)
+    std = np.nan_to_num(frame[f"{metric}:std"].to_numpy(dtype=float)) if f"{metric}:std" in frame else 0 * mean
+    if f"{metric}:ci_low" in frame:
+        low, high = frame[f"{metric}:ci_low"].to_numpy(dtype=float), frame[f"{metric}:ci_high"].to_numpy(dtype=float)
+        has = ~np.isnan(low)
+        return np.vstack([np.where(has, mean - low, std), np.where(has, high - mean, std)])
+    return np.vstack([std, std])
 
 
 def math_label(symbol: str) -> str:
@@ -27,12 +98,15 @@ def math_label(symbol: str) -> str:
 
 
 def new_figure(n_rows: int, n_cols: int, width: float = 3.2, height: float = 2.6) -> tuple[Figure, np.ndarray]:
+    """A constrained-layout figure of ``n_rows x n_cols`` panels, at least :data:`MIN_WIDTH_PX` wide."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg   # here: matplotlib costs a command ~0.5 s to import
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(width * n_cols, height * n_rows), layout="constrained")
+    figure = Figure(figsize=(max(width * n_cols, MIN_WIDTH_PX / DPI), height * n_rows), layout="constrained")
     FigureCanvasAgg(figure)
     axes = np.atleast_2d(figure.subplots(n_rows, n_cols, squeeze=False))
+    for ax in axes.flat:
+        ax.grid(True, axis="y", linewidth=0.5, alpha=0.4)
     return figure, axes
 
 
@@ -41,57 +115,66 @@ def save(figure: Figure, folder: Path, name: str) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{name}.png", folder / f"{name}.pdf"]
     for path in paths:
-        figure.savefig(path, dpi=150)
+        figure.savefig(path, dpi=DPI)
     return paths
 
 
 def mean_std_line(ax, frame: pd.DataFrame, x: str, metric: str, **style) -> None:
-    """``<metric>:mean`` against column ``x`` (sorted), with ``<metric>:std`` as error bars."""
+    """``<metric>:mean`` against column ``x`` (sorted), with the point's CI (or ± std) as error bars."""
     frame = frame.sort_values(x)
-    ax.errorbar(frame[x].astype(float), frame[f"{metric}:mean"], yerr=np.nan_to_num(frame[f"{metric}:std"]),
-                capsize=2, **{"marker": "o", **style})
+    ax.errorbar(frame[x].astype(float), frame[f"{metric}:mean"], yerr=error_bars(frame, metric),
+                capsize=3, **{"marker": "o", **style})
 
 
-def grouped_bars(summary: pd.DataFrame, metrics: list[str], cases: list[str], *, reference: pd.DataFrame,
-                 reference_label: str, case_key: str = "case") -> Figure:
-    """Per dataset, grouped bars (one group per metric, one bar per case) with a reference (e.g. a
-    baseline or an earlier checkpoint, one row per dataset) as a dashed line over each group."""
+def case_bars(summary: pd.DataFrame, metrics: list[str], cases: dict[str, str], *, reference: pd.DataFrame,
+              reference_label: str, case_key: str = "case") -> Figure:
+    """One panel per dataset and metric (each metric on its own y scale), one bar per case with its CI,
+    and a reference (e.g. a baseline or an earlier checkpoint, one row per dataset) as a dashed line.
+    ``cases``: the key of each case in ``summary[case_key]`` -> the name its legend shows."""
     datasets = list(dict.fromkeys(summary["dataset"]))
-    figure, axes = new_figure(1, len(datasets), width=5.0, height=3.0)
-    width = 0.8 / len(cases)
-    for ax, dataset in zip(axes[0], datasets):
+    figure, axes = new_figure(len(datasets), len(metrics), width=2.6, height=2.8)
+    for r, dataset in enumerate(datasets):
         block = summary[summary["dataset"] == dataset]
-        for i, case in enumerate(cases):
-            row = block[block[case_key] == case]
-            means = [row[f"{m}:mean"].iloc[0] if len(row) else np.nan for m in metrics]
-            stds = [row[f"{m}:std"].iloc[0] if len(row) else np.nan for m in metrics]
-            positions = np.arange(len(metrics)) - 0.4 + width * (i + 0.5)
-            ax.bar(positions, means, width, yerr=np.nan_to_num(stds), label=case, capsize=2)
         ref = reference[reference["dataset"] == dataset]
-        for j, metric in enumerate(metrics):
+        for c, metric in enumerate(metrics):
+            ax = axes[r, c]
+            for i, (case, name) in enumerate(cases.items()):
+                row = block[block[case_key] == case]
+                if not len(row):
+                    continue
+                ax.bar(i, row[f"{metric}:mean"].iloc[0], 0.7, yerr=error_bars(row, metric), capsize=3,
+                       color=series_style(i)["color"], label=name)
             if len(ref):
-                ax.hlines(ref[f"{metric}:mean"].iloc[0], j - 0.45, j + 0.45, colors="black", linestyles="--",
-                          label=reference_label if j == 0 else None)
-        ax.set_xticks(range(len(metrics)), [metric_label(m) for m in metrics])
-        ax.set_title(dataset)
-        ax.legend(fontsize="x-small", ncols=2)
+                ax.axhline(ref[f"{metric}:mean"].iloc[0], color="black", linestyle="--", linewidth=1,
+                           label=reference_label)
+            values = block[f"{metric}:mean"].dropna()
+            if len(values):   # bars start where the differences show, not at zero
+                spread = max(values.max() - values.min(), 1e-6)
+                ax.set_ylim(max(0.0, values.min() - 1.5 * spread), values.max() + 1.0 * spread)
+            ax.set_xticks(range(len(cases)), [case for case in cases], fontsize="small")
+            ax.set_ylabel(metric_axis_label(metric))
+            ax.set_title(f"{dataset}: {metric_label(metric)}", fontsize="small")
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    figure.legend(handles, names, loc="outside lower center", ncols=min(len(names), 3), fontsize="small")
     return figure
 
 
 def sweep_lines(summary: pd.DataFrame, factors: list[str], metrics: list[str], *, factor_key: str = "factor",
                 value_key: str = "value") -> Figure:
-    """One-factor-at-a-time sweeps: one panel per dataset and factor, the metrics against the factor's
-    value; panels are labelled (a-1), (a-2), ... row by row."""
+    """One-factor-at-a-time sweeps: one row per dataset and metric, one column per factor; the panels of one
+    metric share their y limits (the factors are compared on them)."""
     datasets = list(dict.fromkeys(summary["dataset"]))
-    figure, axes = new_figure(len(datasets), len(factors))
-    for r, dataset in enumerate(datasets):
-        for c, factor in enumerate(factors):
-            ax = axes[r, c]
-            block = summary[(summary["dataset"] == dataset) & (summary[factor_key] == factor)]
-            for metric in metrics:
-                mean_std_line(ax, block, value_key, metric, label=metric_label(metric))
-            ax.set_xlabel(math_label(factor))
-            ax.set_title(f"{dataset} ({chr(ord('a') + r)}-{c + 1})", fontsize="small")
-            if c == 0:
-                ax.legend(fontsize="x-small")
+    figure, axes = new_figure(len(datasets) * len(metrics), len(factors), width=3.0, height=2.3)
+    for d, dataset in enumerate(datasets):
+        for m, metric in enumerate(metrics):
+            row = d * len(metrics) + m
+            for c, factor in enumerate(factors):
+                ax = axes[row, c]
+                block = summary[(summary["dataset"] == dataset) & (summary[factor_key] == factor)]
+                mean_std_line(ax, block, value_key, metric, **series_style(0))
+                ax.set_xlabel(math_label(factor))
+                if c == 0:
+                    ax.set_ylabel(metric_axis_label(metric))
+                ax.set_title(f"{dataset}: {math_label(factor)}", fontsize="small")
+            share_y(list(axes[row]))
     return figure

@@ -90,6 +90,17 @@ def mean_ci(values, level: float = 0.95) -> tuple[float, float]:
     return float(values.mean() - half), float(values.mean() + half)
 
 
+def bootstrap_ci(values, level: float = 0.95, resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean (e.g. of one run's per-user metrics: the test users'
+    sampling noise, not the seed's); seeded, so a report is the same every time."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(axis=1)
+    return float(np.quantile(means, 0.5 - level / 2)), float(np.quantile(means, 0.5 + level / 2))
+
+
 def rank_biserial(diff) -> float:
     """Matched-pairs rank-biserial correlation ``(R+ - R-) / (R+ + R-)`` over the non-zero differences
     (the effect size that goes with the signed-rank test; in [-1, 1])."""

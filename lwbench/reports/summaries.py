@@ -93,7 +93,8 @@ def series_table(name: str, title: str, summary: pd.DataFrame, keys: list[str], 
     columns = keys + ["seeds"] + [metric_label(m) for m in metrics] + list(diagnostics)
     rows = [[_display(r[k]) for k in keys] + [str(int(r["seeds"]))] +
             [format_mean_std(r[f"{m}:mean"], r[f"{m}:std"]) for m in metrics] +
-            [f"{r[f'{d}:mean']:.4g}" for d in diagnostics] for _, r in summary.iterrows()]
+            ["–" if math.isnan(r[f"{d}:mean"]) else f"{r[f'{d}:mean']:.4g}" for d in diagnostics]
+            for _, r in summary.iterrows()]
     return Table(name, title, columns, rows, summary, notes=list(notes))
 
 
@@ -105,10 +106,13 @@ def diagnostic_names(pts: pd.DataFrame) -> list[str]:
 
 
 def summarize(pts: pd.DataFrame, keys: list[str], metrics: list[str], stage: str | None = None,
-              diagnostics: list[str] = ()) -> pd.DataFrame:
-    """Per group of ``keys``: ``seeds`` (finished runs), ``<metric>:mean`` and ``<metric>:std``, and
-    ``<diagnostic>:mean`` for each name in ``diagnostics``."""
+              diagnostics: list[str] = (), out=None) -> pd.DataFrame:
+    """Per group of ``keys``: ``seeds`` (finished runs), ``<metric>:mean`` and ``<metric>:std``, the 95%
+    interval ``<metric>:ci_low`` / ``<metric>:ci_high`` (the t-interval over seeds for two or more seeds;
+    for one seed, with ``out`` given, the bootstrap interval over its test users, from its per-user file;
+    ``<metric>:ci`` says which), and ``<diagnostic>:mean`` for each name in ``diagnostics``."""
     frame = pts[keys].copy()
+    frame["_record"] = pts["record"].to_numpy()
     for metric in metrics:
         frame[metric] = values(pts, metric, stage).to_numpy()
     for name in diagnostics:
@@ -120,18 +124,47 @@ def summarize(pts: pd.DataFrame, keys: list[str], metrics: list[str], stage: str
         row = dict(zip(keys, key))
         done = group.dropna(subset=list(metrics))
         row["seeds"] = len(done)
+        users = _per_user_of(out, done["_record"].iloc[0], stage) if len(done) == 1 and out is not None else None
         for metric in metrics:
             mean, std = stats.mean_std(done[metric]) if len(done) else (math.nan, math.nan)
             row[f"{metric}:mean"], row[f"{metric}:std"] = mean, std
+            if len(done) >= 2:
+                (low, high), kind = stats.mean_ci(done[metric]), "seeds"
+            elif users is not None and metric in users:
+                (low, high), kind = stats.bootstrap_ci(users[metric].to_numpy()), "users"
+            else:
+                (low, high), kind = (math.nan, math.nan), ""
+            row[f"{metric}:ci_low"], row[f"{metric}:ci_high"], row[f"{metric}:ci"] = low, high, kind
         for name in diagnostics:
             row[f"{name}:mean"] = float(done[f"diagnostic:{name}"].mean()) if len(done) else math.nan
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+def _per_user_of(out, record: dict, stage: str | None) -> pd.DataFrame | None:
+    """A run's per-user test metrics at the checkpoint standing for ``stage`` (None if the file is unusable:
+    the point then has no interval, and the table's notes say why elsewhere)."""
+    from lwbench.records import RecordError, per_user
+    try:
+        return per_user(out, record, None if stage is None else stage_checkpoint(record, stage))
+    except (RecordError, KeyError):
+        return None
+
+
+def ci_note(summary: pd.DataFrame, metrics: list[str]) -> list[str]:
+    """What the error bars of a figure drawn from ``summary`` are."""
+    kinds = {summary[f"{m}:ci"].iloc[i] for m in metrics if f"{m}:ci" in summary for i in range(len(summary))}
+    parts = []
+    if "seeds" in kinds:
+        parts.append("the 95% t-interval of the mean over seeds where a point has two or more")
+    if "users" in kinds:
+        parts.append("the 95% bootstrap interval over the test users (1,000 resamples) where it has one seed")
+    return [f"Error bars: {'; '.join(parts)}."] if parts else []
+
+
 def _display(value) -> str:
     if isinstance(value, float) and math.isnan(value):
-        return "unbudgeted"   # a point without this coordinate: the unbudgeted reference of a curve
+        return "–"   # a coordinate that does not apply to the row (e.g. ρ in panel (b) of Figure 6)
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, (float, np.floating)):

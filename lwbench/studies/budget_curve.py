@@ -48,33 +48,44 @@ def _cells(accounting, datasets, methods):
 
 def _build(accounting, pts, out, manifest, alternative) -> Outputs:
     is_reference = pts["reference"] == True  # noqa: E712
-    summary = summaries.summarize(pts[~is_reference], ["dataset", "method", "budget_pct"], METRICS)
-    references = summaries.summarize(pts[is_reference], ["dataset", "label"], METRICS).rename(columns={"label": "method"})
+    budgeted = pts[~is_reference].sort_values("budget_pct", kind="stable")
+    summary = summaries.summarize(budgeted, ["dataset", "method", "budget_pct"], METRICS, out=out)
+    references = summaries.summarize(pts[is_reference], ["dataset", "label"], METRICS, out=out).rename(
+        columns={"label": "method"})
     name = NAMES[accounting]
+    # The table's rows: each budget in increasing order, the unbudgeted reference last.
+    ordered = pd.concat([budgeted, pts[is_reference].assign(budget_pct="unbudgeted")])
+    ordered = ordered.sort_values("dataset", kind="stable", key=lambda d: d.map({v: i for i, v in
+                                                                                enumerate(dict.fromkeys(d))}))
     tables = summaries.versus_best_table(
-        name, f"N@20 and R@20 against the {AXIS[accounting]}", pts, ["dataset", "budget_pct"], METRICS, out,
-        notes=[f"Not run (cannot fit the budget): {d}" for d in manifest.get("dropped", [])])
+        name, f"N@20 and R@20 against the {AXIS[accounting]}", ordered, ["dataset", "budget_pct"], METRICS, out,
+        notes=[f"Not run (cannot fit the budget): {d}" for d in manifest.get("dropped", [])]
+        + summaries.ci_note(pd.concat([summary, references]), METRICS))
     return Outputs(tables, {name: budget_curves(summary, references, xlabel=AXIS[accounting])})
 
 
-def budget_curves(summary: pd.DataFrame, references: pd.DataFrame, metric: str = "ndcg@20",
+def budget_curves(summary: pd.DataFrame, references: pd.DataFrame, metrics: list[str] = METRICS,
                   xlabel: str = AXIS[TABLE3]) -> Figure:
-    """Every budgeted method's metric against the budget (% of the full N x 128 table), one panel per
-    dataset, with the unbudgeted references as horizontal lines."""
+    """Every budgeted method's metrics against the budget (% of the full N x 128 table): one row per
+    metric, one column per dataset, each method in its own colour and marker with its CI as error bars,
+    the unbudgeted references as horizontal lines in their own colours."""
     datasets = list(dict.fromkeys(summary["dataset"]))
-    figure, axes = figures.new_figure(1, len(datasets), width=4.5, height=3.4)
-    for ax, dataset in zip(axes[0], datasets):
-        block = summary[summary["dataset"] == dataset]
-        for method, group in block.groupby("method", sort=False):
-            figures.mean_std_line(ax, group, "budget_pct", metric, label=method)
-        for _, ref in references[references["dataset"] == dataset].iterrows():
-            ax.axhline(ref[f"{metric}:mean"], color="gray", linestyle="--", linewidth=1)
-            ax.annotate(f"{ref['method']} (unbudgeted)", (1, ref[f"{metric}:mean"]), xycoords=("axes fraction", "data"),
-                        ha="right", va="bottom", fontsize="x-small", color="gray")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(summaries.metric_label(metric))
-        ax.set_title(dataset)
-        ax.legend(fontsize="x-small")
+    figure, axes = figures.new_figure(len(metrics), len(datasets), width=5.0, height=3.2)
+    for r, metric in enumerate(metrics):
+        for c, dataset in enumerate(datasets):
+            ax = axes[r, c]
+            block = summary[summary["dataset"] == dataset]
+            for method, group in block.groupby("method", sort=False):
+                figures.mean_std_line(ax, group, "budget_pct", metric, label=method, **figures.method_style(method))
+            for _, ref in references[references["dataset"] == dataset].iterrows():
+                style = figures.method_style(ref["method"])
+                ax.axhline(ref[f"{metric}:mean"], color=style["color"], linestyle="--", linewidth=1.2,
+                           label=f"{ref['method']} (unbudgeted)")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(figures.metric_axis_label(metric))
+            ax.set_title(dataset, fontsize="small")
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    figure.legend(handles, names, loc="outside right center", fontsize="small")
     return figure
 
 

@@ -22,8 +22,13 @@ same result as an uninterrupted run (the epochs since the last file are trained 
 those files hold and where they live is :mod:`lwbench.training.persistence`.
 
 A run that diverges (non-finite loss, a loss grown :data:`DIVERGED_LOSS_FACTOR` fold over the stage's
-first epoch, or every later validation :data:`DIVERGED_VALID_FACTOR` fold below the stage's epoch-0 value)
-fails with :class:`DivergedError` instead of recording a degenerate model.
+first epoch, or every later validation :data:`DIVERGED_VALID_FACTOR` fold below the stage's epoch-0 value
+after at least a full patience window of trained epochs) fails with :class:`DivergedError` instead of
+recording a degenerate model. Validation is not judged sooner: propagating an untrained table through
+the graph can already rank well at epoch 0, and the first epochs may dip below that before they learn,
+so a run cut short by ``--epochs`` reports its best checkpoint as usual. A loss that rises
+:data:`LOSS_RISE_WARN_FACTOR` fold above the stage's first epoch (too high a learning rate, short of
+divergence) is a warning, logged once and kept in the record (:func:`loss_warnings`).
 """
 from __future__ import annotations
 
@@ -55,6 +60,24 @@ logger = logging.getLogger(__name__)
 
 DIVERGED_LOSS_FACTOR = 1e3    # a stage's loss this many times its first epoch's: diverged
 DIVERGED_VALID_FACTOR = 10.0  # a stage's last validation this many times below its first: diverged
+LOSS_RISE_WARN_FACTOR = 1.5   # a stage's loss this many times its first epoch's: warned (runs here peak at 1.08)
+
+
+def stage_losses(history: list[dict], stage: str) -> list[float]:
+    return [h["loss"] for h in history if h["stage"] == stage and h.get("loss") is not None]
+
+
+def loss_warnings(history: list[dict]) -> list[str]:
+    """One warning per stage whose training loss rose :data:`LOSS_RISE_WARN_FACTOR` fold above its first
+    epoch's (read from the history, so that a resumed run reports the same)."""
+    warnings = []
+    for stage in dict.fromkeys(h["stage"] for h in history):
+        losses = stage_losses(history, stage)
+        if losses and losses[0] > 0 and max(losses) > LOSS_RISE_WARN_FACTOR * losses[0]:
+            peak = max(range(len(losses)), key=losses.__getitem__)
+            warnings.append(f"stage {stage!r}: training loss rose from {losses[0]:.4g} (first epoch) to "
+                            f"{losses[peak]:.4g} (epoch {peak + 1}); the learning rate may be too high")
+    return warnings
 
 
 class DivergedError(FloatingPointError):
@@ -350,18 +373,29 @@ class Trainer:
     def _check_loss(self, stage: Stage, epoch: int) -> None:
         """Fail as diverged when the stage's loss has grown :data:`DIVERGED_LOSS_FACTOR` fold since its first
         epoch (read from the history, so that a resumed run judges the same numbers)."""
-        losses = [h["loss"] for h in self.history if h["stage"] == stage.name and "loss" in h]
+        losses = stage_losses(self.history, stage.name)
         if losses[0] > 0 and losses[-1] > DIVERGED_LOSS_FACTOR * losses[0]:
             raise DivergedError(f"{self.label}: diverged: training loss grew from {losses[0]:.4g} to "
                                 f"{losses[-1]:.4g} in stage {stage.name!r} by epoch {epoch}; lower trainer.lr "
                                 f"(now {self.stage_config(stage).lr:g})")
+        rise = LOSS_RISE_WARN_FACTOR * losses[0]
+        if losses[0] > 0 and losses[-1] > rise and all(loss <= rise for loss in losses[:-1]):
+            logger.warning("%s: training loss rose from %.4g to %.4g in stage %r by epoch %d; trainer.lr (now %g) "
+                           "may be too high (kept in the record's warnings)", self.label, losses[0], losses[-1],
+                           stage.name, epoch, self.stage_config(stage).lr)
 
     def _check_validation(self, stage: Stage) -> None:
         """Fail as diverged when every validation after epoch 0 stays :data:`DIVERGED_VALID_FACTOR` fold below
         the stage's first (epoch-0) value: training destroyed what the stage started from and never recovered.
+        Judged only once the stage has trained a full patience window (``eval_every`` x the smallest patience
+        of its phases): a smoke run of one epoch on real data can sit below its epoch-0 value by chance.
         The best later value is judged, not the last, so one noisy validation of a smoke run at chance level
         (a short phase just after an assignment refresh) does not fail it."""
         metric = self.config.early_stop_metric
+        cfg = self.stage_config(stage)
+        window = cfg.eval_every * min(cfg.patience(phase) for phase in stage.phases)
+        if len(stage_losses(self.history, stage.name)) < window:
+            return   # too few trained epochs to call a dip divergence: early epochs may dip before they learn
         values = [h["valid"][metric] for h in self.history if h["stage"] == stage.name and "valid" in h]
         if len(values) > 1 and max(values[1:]) * DIVERGED_VALID_FACTOR < values[0]:
             raise DivergedError(f"{self.label}: diverged: validation {metric} fell from {values[0]:.4g} at epoch "

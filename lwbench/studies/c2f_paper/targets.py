@@ -34,6 +34,9 @@ C2F_OPTIONS = {
 }
 C2F_COARSE_STAGE = "coarse"   # its checkpoint "coarse/update" (the phase-UPDATE best) is the LEGCF reference
 ABLATION_CASES = {"Full": "none", "A": "A", "B": "B", "C": "C", "D": "D"}
+ABLATION_NAMES = {"Full": "Full C2F", "A": "A: random E^r selection", "B": "B: no SparsePCA",
+                  "C": "C: no soft threshold", "D": "D: direct matching (no weight bridging)"}
+COARSE_REFERENCE = "coarse stage of Full (LEGCF)"
 SENSITIVITY_GRIDS = {"d^r": [40, 60, 80, 100, 120], "λ": [0.5, 1, 3, 5, 10], "w_cr": [0.1, 0.3, 0.5, 0.7, 0.9],
                      "t^r": [2, 3, 4, 5, 6]}
 RATIO_FIXED_COARSE, RATIO_RHOS = 100, [0.2, 0.4, 0.6, 0.8, 1.0]
@@ -101,16 +104,16 @@ def _fig4_cells(datasets, methods):
 
 def _build_fig4(pts, out, manifest, alternative) -> Outputs:
     metrics = list(FIGURE_METRICS)
-    summary = summaries.summarize(pts, ["dataset", "case"], metrics)
-    coarse = summaries.summarize(pts[pts["case"] == "Full"], ["dataset"], metrics, C2F_COARSE_STAGE)
-    table = summaries.series_table("fig4", "Figure 4: C2F ablation (cases A-D against the full model)",
-                                   pd.concat([summary, coarse.assign(case="LEGCF (coarse stage of Full)")]),
+    summary = summaries.summarize(pts, ["dataset", "case"], metrics, out=out)
+    coarse = summaries.summarize(pts[pts["case"] == "Full"], ["dataset"], metrics, C2F_COARSE_STAGE, out=out)
+    frame = pd.concat([summary.assign(case=summary["case"].map(ABLATION_NAMES)),
+                       coarse.assign(case=COARSE_REFERENCE)])
+    table = summaries.series_table("fig4", "Figure 4: C2F ablation (cases A-D against the full model)", frame,
                                    ["dataset", "case"], metrics,
-                                   notes=["A: random E^r selection; B: no SparsePCA; C: no soft threshold; "
-                                          "D: direct matching instead of weight bridging (docs/protocol.md §8.10)."]
-                                   + summaries.status_notes(pts))
-    figure = figures.grouped_bars(summary, metrics, list(ABLATION_CASES), reference=coarse,
-                                  reference_label="LEGCF (coarse)")
+                                   notes=["Cases: " + "; ".join(f"{k}: {v}" for k, v in ABLATION_NAMES.items()
+                                                                 if k != "Full") + " (docs/protocol.md §8.10)."]
+                                   + summaries.ci_note(frame, metrics) + summaries.status_notes(pts))
+    figure = figures.case_bars(summary, metrics, ABLATION_NAMES, reference=coarse, reference_label=COARSE_REFERENCE)
     return Outputs([table], {"fig4": figure})
 
 
@@ -122,8 +125,10 @@ def _fig5_cells(datasets, methods):
 def _build_fig5(pts, out, manifest, alternative) -> Outputs:
     metrics = list(FIGURE_METRICS)
     diagnostics = summaries.diagnostic_names(pts)   # e.g. the non-zero fraction of S_λ(E^r) (docs/protocol.md §10.5)
-    summary = summaries.summarize(pts, ["dataset", "factor", "value"], metrics, diagnostics=diagnostics)
-    notes = summaries.status_notes(pts)
+    pts = pts.sort_values(["factor", "value"], kind="stable",
+                          key=lambda c: c.map(list(SENSITIVITY_GRIDS).index) if c.name == "factor" else c)
+    summary = summaries.summarize(pts, ["dataset", "factor", "value"], metrics, diagnostics=diagnostics, out=out)
+    notes = summaries.ci_note(summary, metrics) + summaries.status_notes(pts)
     if diagnostics:
         notes.append("Diagnostic columns: the method's own diagnostics at the reported checkpoint, mean over seeds.")
     table = summaries.series_table("fig5", "Figure 5: C2F sensitivity (one factor at a time, others as released)",
@@ -147,19 +152,22 @@ def _fig6_cells(datasets, methods):
 
 def _build_fig6(pts, out, manifest, alternative) -> Outputs:
     metrics = list(FIGURE_METRICS)
-    a = summaries.summarize(pts[pts["panel"] == "a"], ["dataset", "rho"], metrics)
-    b = pts[pts["panel"] == "b"]
+    a = summaries.summarize(pts[pts["panel"] == "a"].sort_values("rho", kind="stable"), ["dataset", "rho"], metrics,
+                            out=out)
+    b = pts[pts["panel"] == "b"].sort_values("fine", kind="stable")
     coarse_only = b["coarse_only"] == True  # noqa: E712 (a column that is NaN outside panel b)
-    after = pd.concat([summaries.summarize(b[~coarse_only], ["dataset", "fine"], metrics),
-                       summaries.summarize(b[coarse_only], ["dataset", "fine"], metrics, C2F_COARSE_STAGE)])
-    before = summaries.summarize(b, ["dataset", "fine"], metrics, C2F_COARSE_STAGE)
+    after = pd.concat([summaries.summarize(b[coarse_only], ["dataset", "fine"], metrics, C2F_COARSE_STAGE, out=out),
+                       summaries.summarize(b[~coarse_only], ["dataset", "fine"], metrics, out=out)])
+    before = summaries.summarize(b, ["dataset", "fine"], metrics, C2F_COARSE_STAGE, out=out)
     frame = pd.concat([a.assign(panel="a: fixed m^c, after fine stage"),
                        before.assign(panel="b: fixed total, before fine stage"),
                        after.assign(panel="b: fixed total, after fine stage")])
     keys = ["dataset", "panel", "rho", "fine"]
     table = summaries.series_table("fig6", "Figure 6: coarse/fine ratio", frame, keys, metrics,
                                    notes=[f"(a) m^c = {RATIO_FIXED_COARSE}, m^r = ρ·m^c; (b) m^c + m^r = {RATIO_TOTAL}; "
-                                          "m^r = 0 is the coarse stage alone."] + summaries.status_notes(pts))
+                                          "m^r = 0 is the coarse stage alone; – where a column does not apply "
+                                          "to the panel."] + summaries.ci_note(frame, metrics)
+                                   + summaries.status_notes(pts))
     return Outputs([table], {"fig6": ratio_curves(a, after, before)})
 
 
