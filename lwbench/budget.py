@@ -119,9 +119,11 @@ class ParamCount:
 
     ``table3``: float values needed to form layer-0 embeddings (the paper's #Param).
     ``float_values`` / ``int_indices`` / ``code_bits``: the storage inventory. ``value_bytes`` and
-    ``index_bytes`` price it by dtype (``None``: float32 values, int32 indices); ``storage_bytes`` adds
-    the packed codes. ``aux_params``: trained parameters outside both conventions (the item bias,
-    docs/protocol.md §2.3), the same for every method and so counted for none.
+    ``index_bytes`` price it by dtype (``None``: float32 values, int32 indices); ``index_bytes`` also holds
+    any packed bitmap of kept positions (a pruned table's, docs/protocol.md §5.2: position information, no
+    integer index); ``storage_bytes`` adds the packed codes. ``aux_params``: trained parameters outside
+    both conventions (the item bias, docs/protocol.md §2.3), the same for every method and so counted for
+    none.
     """
 
     table3: int

@@ -48,6 +48,9 @@ class InferenceState:
     gives each one's range (the number of positions it can address), which prices it at the narrowest
     unsigned type that holds the range (:func:`lwbench.budget.index_width`).
     ``codes``: integer code tensors with their bit width per entry (e.g. DPQ/MGQE codes).
+    ``bitmaps``: packed ``uint8`` bit masks (one bit per table entry, e.g. a pruned table's kept
+    positions, docs/protocol.md §5.2): position information priced at their bytes and reported with the
+    indices, but neither integer indices nor codes in the counts (so never in the Table-3 count).
     Training-only tensors (thresholds, query tables, optimizer state) and the item bias are excluded.
     """
 
@@ -55,6 +58,7 @@ class InferenceState:
     indices: dict[str, torch.Tensor] = field(default_factory=dict)
     codes: dict[str, tuple[torch.Tensor, int]] = field(default_factory=dict)
     index_ranges: dict[str, int] = field(default_factory=dict)
+    bitmaps: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def counts(self) -> tuple[int, int, int]:
         """(float values, integer indices, code bits)."""
@@ -64,12 +68,16 @@ class InferenceState:
         return floats, ints, bits
 
     def component_bytes(self) -> dict[str, int]:
-        """Bytes by component: values (by dtype), indices (by range) and packed codes."""
+        """Bytes by component: values (by dtype), indices (by range, plus the packed bitmaps) and packed codes."""
         missing = sorted(set(self.indices) - set(self.index_ranges))
         if missing:
             raise ValueError(f"InferenceState: index tensors {', '.join(missing)} have no index_ranges entry")
+        unpacked = sorted(name for name, t in self.bitmaps.items() if t.dtype != torch.uint8)
+        if unpacked:
+            raise ValueError(f"InferenceState: bitmaps {', '.join(unpacked)} are not packed uint8 tensors")
         return {"values": sum(_stored(t) * t.element_size() for t in self.values.values()),
-                "indices": sum(t.numel() * index_width(self.index_ranges[name]) for name, t in self.indices.items()),
+                "indices": sum(t.numel() * index_width(self.index_ranges[name]) for name, t in self.indices.items())
+                + sum(t.numel() for t in self.bitmaps.values()),
                 "codes": math.ceil(self.counts()[2] / 8)}
 
     def stored_as(self, dtype: torch.dtype) -> InferenceState:

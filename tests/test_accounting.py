@@ -168,3 +168,46 @@ def test_rows_are_the_layer0_rows_of_the_entities(name, per_type, toy):
     entities = torch.tensor([0, 5, 299, 300, 301, 499, 5])
     with torch.no_grad():
         torch.testing.assert_close(module.rows(entities), module.layer0()[entities])
+
+
+PRUNED_STORAGE = [  # (method, budget under storage, option overrides, layout of the sized table)
+    ("pep", "3%", {}, "csr"), ("pep", "30%", {}, "bitmap"), ("pep", "30%", {"store_dtype": "float16"}, "bitmap"),
+    ("magprune", "3%", {}, "csr"), ("magprune", "30%", {}, "bitmap"),
+    ("cerp", "30%", {}, "bitmap"), ("cerp", "10%", {"store_dtype": "float16"}, "bitmap"),
+    ("cerp", "30%", {"buckets": 100, "sparsity": 0.95}, "csr"),   # given b at 95% sparsity: CSR is smaller
+]
+
+
+@pytest.mark.parametrize("name, budget_text, overrides, kind", PRUNED_STORAGE)
+def test_pruned_tables_store_the_planned_layout_and_fill_a_storage_budget(name, budget_text, overrides, kind, toy):
+    """The plan prices a pruned table's sparse layout (CSR or bitmap, docs/protocol.md §5.2) by the formula the
+    built module stores: once the masks hold the target (however CERP's total splits between P and Q), the
+    module's count equals the plan's in both conventions, its bytes are its tensors' bytes, and a table sized
+    to the budget stores 95-100% of it."""
+    from lwbench.methods.common.pruning import SparseLayout
+    method, stats = get_method(name), toy.stats()
+    limit = parse_budget(budget_text, toy.n_users, toy.n_items, accounting=STORAGE)
+    sized = size_to_budget(method, resolve(method, overrides), Budget(limit, STORAGE), stats)
+    planned = plan_count(method, sized, stats)
+    assert planned.storage_bytes <= limit
+    if "buckets" not in overrides:
+        assert planned.storage_bytes >= 0.95 * limit, (planned.storage_bytes, limit)
+    torch.manual_seed(0)
+    module = method.build(BuildContext(interactions=toy, graph=normalized_adjacency(toy.train),
+                                       device=torch.device("cpu"), options=sized, seed=0, cache_dir=None))
+    tables = list(module.tables.values())
+    scores = torch.rand(sum(t.weight.numel() for t in tables), generator=torch.Generator().manual_seed(2))
+    keep = torch.zeros_like(scores, dtype=torch.bool)
+    keep[torch.topk(scores, sized["target_nnz"]).indices] = True
+    for table, mask in zip(tables, keep.split([t.weight.numel() for t in tables])):
+        table.fix_mask(mask.view_as(table.weight))
+    rows = sum(t.weight.shape[0] for t in tables)
+    assert SparseLayout(rows, tables[0].weight.shape[1], sized["target_nnz"]).kind == kind
+    built = module.param_count()
+    assert built == planned and built.table3 == sized["target_nnz"]
+    state = module.stored_state()
+    assert sum(t.nbytes for t in [*state.values.values(), *state.indices.values(), *state.bitmaps.values()]) \
+        == built.storage_bytes == sum(state.component_bytes().values())
+    # the Table-3 count is unchanged: the kept values, no indices, no bitmap
+    table3 = method.configure(resolve(method, overrides), parse_budget(budget_text, toy.n_users, toy.n_items), stats)
+    assert plan_count(method, table3, stats).table3 == table3["target_nnz"]

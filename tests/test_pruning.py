@@ -1,7 +1,10 @@
-"""PEP, CERP and magnitude pruning: the search stops the first time the stored values fit the
-target (checked after every step) and close to it, a search that never gets there fails the run,
-retraining rewinds under the fixed mask and keeps it, and magnitude pruning keeps exactly the
-largest entries of the best dense checkpoint."""
+"""PEP, CERP and magnitude pruning: the search ends the first time the stored values fit the target
+(checked after every step) and keeps exactly the target's largest soft-thresholded values there, or at
+the end of a search that stalls above it (target_rule=exact, the default), or keeps that step's
+non-zeros (first_within, the official rule; a search that never gets there fails the run); retraining
+rewinds under the fixed mask and keeps it; magnitude pruning keeps exactly the largest entries of the
+best dense checkpoint; a pruned table is stored in its sparse layout (CSR or a bitmap), priced by the
+bytes of those tensors, and the forward pass at inference reads it back bit for bit."""
 import dataclasses
 import logging
 import math
@@ -15,7 +18,9 @@ from lwbench.config import TrainerConfig
 from lwbench.training.graph import normalized_adjacency
 from lwbench.plugin import BuildContext, Stage, Step
 from lwbench.methods.cerp import official_epochs
-from lwbench.methods.common.pruning import ThresholdPruned, soft_threshold
+from lwbench.methods.common import pruning
+from lwbench.methods.common.pruning import (SparseLayout, ThresholdPruned, decode_layout, encode_layout,
+                                            soft_threshold)
 from lwbench.options import resolve
 from lwbench.registry import get_method
 from lwbench.training.trainer import Trainer
@@ -26,6 +31,11 @@ CONFIG = TrainerConfig(max_epochs=12, eval_every=1, patience_update=1, batch_siz
 # a large gamma when the thresholds arrive holds them down.
 SEARCH = {"pep": ("50%", {"threshold_init": -4.0, "threshold_lr": 0.01}),
           "cerp": ("10%", {"threshold_lr": 2.0, "gamma_decay": 0.05})}
+# Deliberately fast threshold clocks (the smoke options): one step jumps far past the target.
+OVERSHOOT = {"pep": ("50%", {"threshold_init": -4.0, "threshold_lr": 0.2}),
+             "cerp": ("50%", {"threshold_init": -4.0, "threshold_lr": 1.0, "gamma_init": 0.0})}
+# Thresholds that start where the early check lets them through, and barely move: the search stalls.
+STALL = {"threshold_init": -9.0, "threshold_lr": 1e-6, "search_epochs": 2}
 
 
 def configured(name, toy, budget_text, **overrides):
@@ -42,23 +52,60 @@ def built(name, toy, budget_text="50%", **overrides):
     return method.build(ctx)
 
 
-def fit(method, options, toy, tmp_path, config=CONFIG):
-    trainer = Trainer(method, options, toy, config, seed=4, device="cpu", work_dir=tmp_path / "work",
+def fit(method, options, toy, tmp_path, config=CONFIG, seed=4):
+    trainer = Trainer(method, options, toy, config, seed=seed, device="cpu", work_dir=tmp_path / "work",
                       cache_dir=tmp_path / "cache", show_progress=False)
     return trainer, trainer.fit()
 
 
-@pytest.mark.parametrize("name", ["pep", "cerp"])
-def test_search_stops_at_the_first_step_within_target(name, toy, tmp_path, monkeypatch):
-    budget_text, overrides = SEARCH[name]
+class SearchDone(Exception):
+    """Raised where the retrain stage would begin: the tests of the search stop there."""
+
+
+def search_only(name, toy, tmp_path, monkeypatch, seed, budget_text, **overrides):
+    """Run ``name``'s search stage alone; returns (module with its masks fixed, options, the soft-thresholded
+    non-zeros after every search step)."""
     method, options = configured(name, toy, budget_text, **overrides)
-    seen = []   # (stored values, stop) after every search step
+    seen = []
+    after, begin = ThresholdPruned.after_step, ThresholdPruned.begin_stage
+
+    def recording(self, step):
+        if step.stage.name == self.SEARCH and not self.masks_fixed:
+            seen.append(self.nnz())
+        return after(self, step)
+
+    def stop_at_retrain(self, stage):
+        if stage.name == self.RETRAIN:
+            raise SearchDone
+        begin(self, stage)
+
+    monkeypatch.setattr(ThresholdPruned, "after_step", recording)
+    monkeypatch.setattr(ThresholdPruned, "begin_stage", stop_at_retrain)
+    trainer = Trainer(method, options, toy, CONFIG, seed=seed, device="cpu", work_dir=tmp_path / f"{name}-{seed}-{options['target_rule']}",
+                      cache_dir=tmp_path / "cache", show_progress=False)
+    with pytest.raises(SearchDone):
+        trainer.fit()
+    monkeypatch.undo()
+    return trainer.module, options, seen
+
+
+def kept_mask(module):
+    return torch.cat([table.mask.flatten() for table in module.tables.values()])
+
+
+@pytest.mark.parametrize("rule", ["exact", "first_within"])
+@pytest.mark.parametrize("name", ["pep", "cerp"])
+def test_search_stops_at_the_first_step_within_target(name, rule, toy, tmp_path, monkeypatch):
+    budget_text, overrides = SEARCH[name]
+    method, options = configured(name, toy, budget_text, target_rule=rule, **overrides)
+    seen = []   # (soft-thresholded non-zeros before the hook, stored values after it, stop) after every step
     original = ThresholdPruned.after_step
 
     def recording(self, step):
+        before = self.nnz()
         stop = original(self, step)
         if step.stage.name == self.SEARCH:
-            seen.append((self.nnz(), stop))
+            seen.append((before, self.nnz(), stop))
         return stop
 
     monkeypatch.setattr(ThresholdPruned, "after_step", recording)
@@ -67,26 +114,70 @@ def test_search_stops_at_the_first_step_within_target(name, toy, tmp_path, monke
     search_epochs = [h for h in result.history if h["stage"] == trainer.module.SEARCH and "loss" in h]
     batches_per_epoch = -(-5 * toy.train.nnz // CONFIG.batch_size)
     assert len(seen) <= len(search_epochs) * batches_per_epoch and len(seen) > batches_per_epoch  # every step
-    assert all(nnz > target and not stop for nnz, stop in seen[:-1])
-    assert seen[-1][1] and seen[-1][0] <= target                 # stopped the first time within target
-    assert seen[-1][0] >= (0.97 if name == "pep" else 0.8) * target  # and close to it
+    assert all(before > target and not stop for before, _, stop in seen[:-1])
+    before, kept, stop = seen[-1]
+    assert stop and before <= target                               # stopped the first time within target
     module = trainer.module
+    diagnostics = module.diagnostics()
+    assert diagnostics["target_rule"] == rule and diagnostics["search_nnz"] == before
+    if rule == "exact":
+        assert kept == target                                      # exactly the target, wherever the step landed
+        assert diagnostics["mask_rule"] == ("reached" if before == target else "crossed")
+    else:
+        assert kept == before >= (0.97 if name == "pep" else 0.8) * target  # that step's non-zeros, close to it
+        assert diagnostics["mask_rule"] == ("reached" if before == target else "first_within")
     assert module.masks_fixed
-    mask_total = sum(int(table.mask.sum()) for table in module.tables.values())
-    assert module.param_count().table3 == mask_total == seen[-1][0]
-    state = module.inference_state()
-    for name, table in module.tables.items():   # retraining kept every pruned entry at zero
+    assert module.param_count().table3 == int(kept_mask(module).sum()) == kept
+    stacked = torch.cat([table().detach() for table in module.tables.values()])
+    for table in module.tables.values():   # retraining kept every pruned entry at zero
         assert not table().detach()[~table.mask].any()
-        # what is stored (values at positions) rebuilds the table in use
-        assert torch.equal(state.values[name].to_dense(), table().detach())
-        assert torch.equal(state.indices[f"{name}_positions"], table.mask.flatten().nonzero().squeeze(1))
+    # what is stored (the sparse layout) rebuilds the tables in use
+    rows, cols = stacked.shape
+    assert torch.equal(decode_layout(module.inference_state(), module.layout_name, rows, cols, stacked.dtype),
+                       stacked)
     assert set(result.checkpoints) == {"retrain/single"}
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
 @pytest.mark.parametrize("name", ["pep", "cerp"])
-def test_search_that_misses_the_target_fails_loudly(name, toy, tmp_path):
-    # thresholds start where the early check (below) lets them through, and barely move
-    method, options = configured(name, toy, "50%", threshold_init=-9.0, threshold_lr=1e-6, search_epochs=2)
+def test_a_fast_clock_that_overshoots_keeps_exactly_the_target_and_first_within_keeps_the_old_mask(
+        name, seed, toy, tmp_path, monkeypatch):
+    """A step that jumps far below the target: exact keeps exactly the target's largest soft-thresholded values
+    (all that step's non-zeros and the entries closest to surviving), first_within the step's non-zeros (the
+    old behaviour), at the same step of the same search."""
+    budget_text, overrides = OVERSHOOT[name]
+    exact, options, seen = search_only(name, toy, tmp_path, monkeypatch, seed, budget_text, **overrides)
+    target = options["target_nnz"]
+    found = exact.diagnostics()
+    assert found["mask_rule"] == "crossed" and found["search_nnz"] == seen[-1] < 0.97 * target  # a real overshoot
+    assert exact.nnz() == int(kept_mask(exact).sum()) == target == exact.param_count().table3
+    assert "exact: kept the target's" in found["mask_note"] and "crossed the target" in found["mask_note"]
+    old, _, old_seen = search_only(name, toy, tmp_path, monkeypatch, seed, budget_text, target_rule="first_within",
+                                   **overrides)
+    assert old_seen == seen                                        # the same search up to the step that ends it
+    fixed = old.diagnostics()
+    assert fixed["mask_rule"] == "first_within" and old.nnz() == seen[-1] < target
+    assert (fixed["mask_epoch"], fixed["mask_batch"]) == (found["mask_epoch"], found["mask_batch"])
+    assert bool((kept_mask(exact) | ~kept_mask(old)).all())       # exact keeps every value first_within keeps
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("name", ["pep", "cerp"])
+def test_a_stalled_search_keeps_exactly_the_target_s_largest_values(name, seed, toy, tmp_path, monkeypatch, caplog):
+    with caplog.at_level(logging.WARNING, logger="lwbench"):
+        module, options, seen = search_only(name, toy, tmp_path, monkeypatch, seed, "50%", **STALL)
+    target = options["target_nnz"]
+    assert min(seen) > target                                      # never within the target
+    assert module.nnz() == int(kept_mask(module).sum()) == target
+    found = module.diagnostics()
+    assert found["mask_rule"] == "stalled" and found["search_nnz"] > target and found["mask_epoch"] == 2
+    assert found["search_cut_short"] is False and "ended above the target" in found["mask_note"]
+    assert "used its 2 epochs" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["pep", "cerp"])
+def test_search_that_misses_the_target_fails_loudly_under_first_within(name, toy, tmp_path):
+    method, options = configured(name, toy, "50%", target_rule="first_within", **STALL)
     with pytest.raises(RuntimeError, match="above the target"):
         fit(method, options, toy, tmp_path)
 
@@ -111,15 +202,15 @@ def test_a_search_cut_short_by_the_epoch_cap_keeps_the_largest_values_and_says_s
     searched = []
     original = ThresholdPruned.keep_largest
 
-    def recording(self):
+    def recording(self, *args):
         searched.append(torch.cat([table().detach().flatten() for table in self.tables.values()]))
-        original(self)
+        original(self, *args)
     monkeypatch.setattr(ThresholdPruned, "keep_largest", recording)
     with caplog.at_level(logging.WARNING, logger="lwbench"):
         trainer, result = fit(method, options, toy, tmp_path, dataclasses.replace(CONFIG, max_epochs=1))
     module = trainer.module
     assert module.nnz() == options["target_nnz"] == module.param_count().table3
-    assert module.diagnostics()["search_cut_short"] is True
+    assert module.diagnostics()["search_cut_short"] is True and module.diagnostics()["mask_rule"] == "cut_short"
     assert "cut short by the epoch cap after 1 of 5 epochs" in caplog.text
     (values,) = searched
     kept = torch.cat([table.mask.flatten() for table in module.tables.values()])
@@ -302,3 +393,93 @@ def test_pep_retrain_keeps_the_item_bias_learned_in_the_search(toy, tmp_path, mo
     trainer.fit()
     assert torch.equal(seen["begin retrain"], seen["end search"])            # kept, not rewound
     assert not torch.equal(seen["begin retrain"], seen["begin search"])      # and trained during the search
+
+
+def stored_bytes(state):
+    return sum(t.nbytes for t in [*state.values.values(), *state.indices.values(), *state.bitmaps.values()])
+
+
+# (rows, cols, flat positions kept) -> (layout, index bytes by hand)
+HAND = [
+    ((5, 16, [0, 17, 79]), "csr", 3 * 1 + 6 * 1),          # 3 uint8 columns + 6 uint8 row pointers (< 10 bitmap bytes)
+    ((5, 16, [0, 1, 2, 3]), "bitmap", 10),                  # CSR would tie: 4 + 6 = ceil(80 / 8); the bitmap wins ties
+    ((5, 16, [0, 5, 17, 33, 60, 79]), "bitmap", 10),        # CSR 6 + 6 > 10
+    ((3, 5, [0, 4, 7, 14]), "bitmap", 2),                   # 15 bits in 2 bytes, the last one padded
+    ((2, 40_000, [3, 39_999, 40_000 + 32_768]), "csr", 3 * 2 + 3 * 1),   # columns > 256: 2 bytes (>= 2^15 too)
+    ((2, 4096, list(range(0, 8192, 27))[:300]), "csr", 300 * 2 + 3 * 2),  # 300 values: 2-byte row pointers
+]
+
+
+@pytest.mark.parametrize("store_dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("shape_kept, kind, index_bytes", HAND)
+def test_the_sparse_layout_s_bytes_are_its_tensors_and_the_hand_computation(shape_kept, kind, index_bytes,
+                                                                           store_dtype):
+    rows, cols, kept = shape_kept
+    generator = torch.Generator().manual_seed(0)
+    table = torch.randn(rows, cols, generator=generator)
+    mask = torch.zeros(rows * cols, dtype=torch.bool)
+    mask[kept] = True
+    mask = mask.view(rows, cols)
+    layout = SparseLayout(rows, cols, len(kept))
+    assert (layout.kind, layout.index_bytes) == (kind, index_bytes)
+    state = encode_layout(table, mask, "t").stored_as(store_dtype)
+    value_bytes = len(kept) * store_dtype.itemsize
+    assert state.component_bytes() == {"values": value_bytes, "indices": index_bytes, "codes": 0}
+    assert stored_bytes(state) == value_bytes + index_bytes            # the bytes are the tensors' nbytes
+    assert layout.count().with_value_width(store_dtype.itemsize).storage_bytes == value_bytes + index_bytes
+    if kind == "csr":
+        assert set(state.indices) == {"t_columns", "t_row_pointers"} and not state.bitmaps
+        assert state.indices["t_columns"].element_size() == (1 if cols <= 256 else 2)
+        assert state.indices["t_row_pointers"].element_size() == (1 if len(kept) < 256 else 2)
+        assert layout.count().int_indices == len(kept) + rows + 1
+    else:
+        assert set(state.bitmaps) == {"t_bitmap"} and not state.indices
+        assert state.bitmaps["t_bitmap"].dtype == torch.uint8 and layout.count().int_indices == 0
+    rebuilt = decode_layout(state, "t", rows, cols, torch.float32)
+    expected = (table * mask).to(store_dtype).float()
+    assert torch.equal(rebuilt, expected) and torch.equal(rebuilt != 0, mask)
+
+
+def test_the_bitmap_packs_entry_8k_plus_j_into_bit_j_of_byte_k():
+    mask = torch.zeros(3, 5, dtype=torch.bool)
+    mask.view(-1)[[0, 4, 7, 14]] = True
+    (bitmap,) = encode_layout(torch.ones(3, 5), mask, "t").bitmaps.values()
+    assert bitmap.tolist() == [1 + 16 + 128, 64]
+
+
+@pytest.mark.parametrize("store_dtype", ["float32", "float16"])
+@pytest.mark.parametrize("density, kind", [(0.02, "csr"), (0.3, "bitmap")])
+@pytest.mark.parametrize("name", ["pep", "cerp", "magprune"])
+def test_the_forward_at_inference_reads_the_layout_bit_for_bit(name, density, kind, store_dtype, toy, monkeypatch):
+    """Evaluation forms layer 0 from the stored layout; the rebuilt tables are the masked tables value for value
+    (every kept value's bits; zeros elsewhere, where ``weight * mask`` may hold -0.0), so the propagated
+    tables, and every metric, do not change."""
+    module = built(name, toy, "30%", store_dtype=store_dtype)
+    generator = torch.Generator().manual_seed(1)
+    for table in module.tables.values():
+        table.fix_mask(torch.rand(table.weight.shape, generator=generator) < density)
+    stacked = torch.cat([table.weight for table in module.tables.values()])
+    assert SparseLayout(*stacked.shape, module.nnz()).kind == kind
+    module.eval()                                   # rounds the weights to the store dtype
+    with torch.no_grad():
+        masked = {key: table.weight * table.mask for key, table in module.tables.items()}
+        module.train()
+        trained_x0 = module.layer0()
+        module.eval()
+        decoded = []
+        original = pruning.decode_layout
+        monkeypatch.setattr(pruning, "decode_layout", lambda *args: decoded.append(1) or original(*args))
+        in_use = module.tables_in_use()
+        x0 = module.layer0()
+    assert decoded == [1, 1]                        # at inference the forward reads the layout
+    for key, table in module.tables.items():
+        got, expected = in_use[key], masked[key]
+        assert torch.equal(got, expected)
+        assert torch.equal(got[table.mask].view(torch.int32), expected[table.mask].view(torch.int32))
+        assert not got[~table.mask].view(torch.int32).any()     # +0.0 wherever nothing is stored
+    assert torch.equal(x0, trained_x0)
+    assert torch.equal(module.propagate(x0, 2), module.propagate(trained_x0, 2))
+    with torch.no_grad():                           # new weights (e.g. a loaded checkpoint) are read afresh
+        for table in module.tables.values():
+            table.weight.mul_(2)
+        assert torch.equal(module.layer0(), 2 * x0)

@@ -8,8 +8,17 @@ Prune stage: BPR + L2 of the common trainer plus the regularized-pruning loss
 ``-gamma * ||tanh(eta * E_batch)||_F^2`` over the layer-0 rows of the batch's distinct users and items
 (``gamma`` starts at 1 and halves once per official epoch, ``eta = 100``), which rewards the two tables
 for zeroing complementary coordinates. It ends the first time ``nnz(P~) + nnz(Q~)`` fits the target
-(checked after every step) and fails the run if that has not happened after ``search_epochs``.
+(checked after every step). The target is one total over both tables (docs/protocol.md §6.4): with
+``target_rule=exact`` (the default) the masks then keep exactly the target's largest soft-thresholded
+values of ``P~`` and ``Q~`` together (ranked by ``|P| - sigmoid(S_P)`` and likewise, so the ranking goes
+on below the values that step set to zero), and a prune stage whose ``search_epochs`` end above the
+target keeps the target's largest values too; with ``target_rule=first_within`` (the official rule) the
+masks are the non-zeros of the first step within the target, and a stage that never gets there fails
+the run. The diagnostics record which happened (``mask_rule``, ``mask_note``).
 Retrain stage (reported): ``P <- P_init * M_P``, ``Q <- Q_init * M_Q``, masks applied on every forward.
+The two tables are stored as one sparse layout of ``P`` stacked over ``Q`` (``2b x w``: CSR or a bitmap,
+with the kept values; docs/protocol.md §5.2), whose bytes depend only on the kept values' total, and the
+forward pass reads it at inference.
 
 Sizing (docs/protocol.md §5.5): ``b = floor(B / (2 * w * (1 - sparsity)))`` with the nominal ``sparsity = 0.5``
 (``w = d``, or ``d/2`` for concat), pruned to ``min(B, 2 * b * w)`` stored values.
@@ -36,7 +45,8 @@ from torch import nn
 from lwbench.budget import BudgetError
 from lwbench.options import TO_BUDGET, Option
 from lwbench.plugin import STORE_DTYPE, BuildContext, Method, Stage, Step
-from lwbench.methods.common.pruning import PrunableTable, ThresholdPruned, pruning_target, sparse_count
+from lwbench.methods.common.pruning import (TARGET_RULE, PrunableTable, ThresholdPruned, pruning_target,
+                                           sparse_count)
 from lwbench.registry import register
 
 COMBINES = ("add", "concat")
@@ -85,8 +95,9 @@ class CERPTables(ThresholdPruned):
         self.register_buffer("gamma", torch.tensor(options["gamma_init"], dtype=torch.float64))
 
     def layer0(self) -> torch.Tensor:
-        p = self.tables["P"]()[self.p_index]
-        q = self.tables["Q"]()[self.q_index]
+        tables = self.tables_in_use()
+        p = tables["P"][self.p_index]
+        q = tables["Q"][self.q_index]
         return torch.cat((p, q), dim=1) if self.combine == "concat" else p + q
 
     def aux_loss(self, step: Step) -> torch.Tensor | None:
@@ -125,7 +136,10 @@ class CERP(Method):
                               help="factor applied to gamma after every official prune epoch (see the docstring)"),
         "eta": Option(100.0, above=0, help="slope of tanh in the pruning loss"),
         "search_epochs": Option(50, min=1,
-                                help="epochs the prune stage may take to reach the target (or the run fails)"),
+                                help="epochs the prune stage may take to reach the target (then "
+                                     "target_rule=exact keeps the target's largest values; first_within fails "
+                                     "the run)"),
+        "target_rule": TARGET_RULE,
         "legacy_group_bpr": Option(False, help="the official per-user-group BPR (not implemented)"),
         "store_dtype": STORE_DTYPE,
     }
@@ -156,7 +170,7 @@ class CERP(Method):
         return {**options, "buckets": b, "target_nnz": target}
 
     def planned_count(self, options: dict, stats):
-        return sparse_count(options["target_nnz"], options["buckets"] * table_width(options))
+        return sparse_count(options["target_nnz"], 2 * options["buckets"], table_width(options))  # P over Q
 
     def stages(self, options: dict) -> list[Stage]:
         return CERPTables.schedule(options["search_epochs"])

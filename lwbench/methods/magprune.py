@@ -4,7 +4,8 @@ Train a full ``N x d`` table (as UD, early stopping; this stage is over budget, 
 reported), keep its largest-magnitude entries up to the budget (one global top-k over the best
 checkpoint), then fine-tune with that mask fixed (``V * M`` on every forward, early stopping,
 reported). Recent benchmarks of embedding compression found this train-prune-fine-tune recipe hard
-to beat. The table is stored sparsely: its values plus one position per value (docs/protocol.md §5.5).
+to beat. The table is stored in its sparse layout (CSR or a bitmap, with the kept values;
+docs/protocol.md §5.2), which the forward pass reads at inference.
 """
 import torch
 
@@ -23,7 +24,7 @@ class MagnitudePruned(PrunedEmbedding):
         super().__init__(ctx, {"table": PrunableTable(weight)}, options["target_nnz"])
 
     def layer0(self) -> torch.Tensor:
-        return self.tables["table"]()
+        return self.tables_in_use()["table"]
 
     @torch.no_grad()
     def begin_stage(self, stage: Stage) -> None:

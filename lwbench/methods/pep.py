@@ -2,18 +2,25 @@
 
 Search: a dense Xavier table ``V`` is soft-thresholded, ``V~ = sign(V) * ReLU(|V| - sigmoid(s))``;
 the thresholds ``s`` (init -15) sit in their own optimizer group with weight decay 1e-5, which is
-what raises them while ``sigmoid`` is saturated. The first time ``nnz(V~)`` fits the budget (checked
-after every step) the mask ``M = 1[V~ != 0]`` is fixed; if that has not happened after
-``search_epochs`` epochs the run fails. Retrain (reported): ``V <- V_init * M`` (lottery-ticket
-rewinding; ``re_init=true`` draws a fresh Xavier table instead), thresholds off, ``V * M`` on every
-forward, early stopping as every method. The table is stored sparsely (values plus positions).
+what raises them while ``sigmoid`` is saturated. ``nnz(V~)`` is checked after every step. With
+``target_rule=exact`` (the default) the first step at which it fits the target fixes the mask
+``M`` to exactly the target's largest soft-thresholded values (ranked by ``|V| - sigmoid(s)``, so the
+ranking goes on below the values that step set to zero), and a search whose ``search_epochs`` end
+above the target keeps the target's largest values too: every run stores the target's count, whatever
+the last threshold step's jump. With ``target_rule=first_within`` (the official rule) the mask is
+``M = 1[V~ != 0]`` at the first step within the target, and a search that never gets there fails
+the run. The diagnostics record which happened (``mask_rule``, ``mask_note``). Retrain (reported):
+``V <- V_init * M`` (lottery-ticket rewinding; ``re_init=true`` draws a fresh Xavier table instead),
+thresholds off, ``V * M`` on every forward, early stopping as every method. The table is stored in its
+sparse layout (CSR or a bitmap, with the kept values; docs/protocol.md §5.2), which the forward pass
+reads at inference.
 """
 import torch
 from torch import nn
 
 from lwbench.options import TO_BUDGET, Option
 from lwbench.plugin import STORE_DTYPE, BuildContext, Method, Stage
-from lwbench.methods.common.pruning import PrunableTable, PrunedToBudget, ThresholdPruned
+from lwbench.methods.common.pruning import TARGET_RULE, PrunableTable, PrunedToBudget, ThresholdPruned
 from lwbench.registry import register
 
 GRANULARITIES = ("global", "dimension", "feature", "feature_dim")
@@ -40,7 +47,7 @@ class PEPTable(ThresholdPruned):
         self.re_init = options["re_init"]
 
     def layer0(self) -> torch.Tensor:
-        return self.tables["table"]()
+        return self.tables_in_use()["table"]
 
     def fresh_weights(self, table: PrunableTable) -> torch.Tensor | None:
         return xavier(*table.weight.shape, table.weight.device) if self.re_init else None
@@ -60,7 +67,10 @@ class PEP(PrunedToBudget, Method):
                               help="one threshold per table, per column, per entity or per entry"),
         "threshold_init": Option(-15.0, help="initial threshold s (the threshold in use is sigmoid(s))"),
         "threshold_lr": Option(1e-3, above=0, help="learning rate of the thresholds' optimizer group"),
-        "search_epochs": Option(50, min=1, help="epochs the search may take to reach the target (or the run fails)"),
+        "search_epochs": Option(50, min=1, help="epochs the search may take to reach the target (then "
+                                                "target_rule=exact keeps the target's largest values; "
+                                                "first_within fails the run)"),
+        "target_rule": TARGET_RULE,
         "re_init": Option(False, help="retrain from a fresh Xavier table instead of rewinding to the initial one"),
         "target_nnz": Option(0, min=1, special=TO_BUDGET, help="stored values to prune down to"),
         "store_dtype": STORE_DTYPE,
