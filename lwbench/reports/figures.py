@@ -29,9 +29,10 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-# seaborn's "colorblind" palette (10 colours, distinguishable under the common colour-vision deficiencies),
-# written out so that no plotting library beyond matplotlib is needed.
-PALETTE = ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494", "#ece133",
+# seaborn's "colorblind" palette (distinguishable under the common colour-vision deficiencies), written out so
+# that no plotting library beyond matplotlib is needed; its pale yellow is replaced by black, which reads on
+# white as a line and a marker.
+PALETTE = ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494", "#000000",
            "#56b4e9")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
 # The built-in methods' labels in a fixed order, so each keeps its colour and marker in every figure; other

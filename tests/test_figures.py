@@ -1,0 +1,106 @@
+"""Figures drawn for readers: checked on the matplotlib objects (axis labels, legend texts, colours,
+shared limits, the smoke-run stamp, the size), not on pixels. Records are fabricated (tests/fakes.py)."""
+import numpy as np
+import pytest
+
+from fakes import fake_target
+from lwbench.records import points, read_manifests
+from lwbench.reports import figures, targets
+from lwbench.studies.c2f_paper.targets import ABLATION_NAMES, C2F_COARSE_STAGE
+
+COARSE = f"{C2F_COARSE_STAGE}/update"
+
+
+def c2f_level(cell, seed, checkpoint):
+    if checkpoint == COARSE:
+        return 0.08
+    return {"Full": 0.10, "A": 0.09, "B": 0.095, "C": 0.085, "D": 0.092}.get(cell.coords.get("case"), 0.09) \
+        + 0.002 * seed
+
+
+def curve_level(cell, seed, checkpoint):
+    return 0.2 if cell.method == "ud" else 0.05 + 0.002 * len(cell.method) + 0.004 * cell.coords["budget_pct"]
+
+
+def built(tmp_path, name, methods, seeds, level, quick=False, **kwargs):
+    """The figures a target builds from fabricated records, as matplotlib objects (plus its tables)."""
+    out = tmp_path / "out"
+    fake_target(out, name, ["gowalla"], methods, seeds, level, **kwargs)
+    manifest = read_manifests(out)[name]
+    manifest["quick"] = quick
+    outputs = targets.get_target(name).build(points(out, manifest), out, manifest, "two-sided")
+    return outputs
+
+
+def texts(figure):
+    return [t.get_text() for t in figure.texts]
+
+
+def legend_texts(figure):
+    return [t.get_text() for legend in figure.legends for t in legend.get_texts()] + \
+        [t.get_text() for ax in figure.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+
+
+def test_fig4_names_its_axes_and_cases_and_draws_across_seed_intervals(tmp_path):
+    outputs = built(tmp_path, "fig4", ["c2f"], [1, 2, 3], c2f_level, checkpoints=(COARSE, "fine/update"))
+    figure = outputs.figures["fig4"]
+    for ax in figure.axes:
+        assert ax.get_ylabel().startswith("test ") and ax.get_ylabel().split()[1].split("@")[0] in ("NDCG", "Recall")
+    legend = legend_texts(figure)
+    assert set(ABLATION_NAMES.values()) <= set(legend) and "A" not in legend
+    assert any("coarse stage" in text for text in legend)
+    # Three seeds: every bar carries an error bar (the across-seed interval), none of zero length.
+    bars = [c for ax in figure.axes for c in ax.containers if getattr(c, "errorbar", None) is not None]
+    assert len(bars) == 4 * len(ABLATION_NAMES)
+    for container in bars:
+        (segment,) = container.errorbar.lines[2][0].get_segments()
+        assert segment[1][1] > segment[0][1]
+    table = outputs.tables[0]
+    assert "nan" not in table.to_markdown() and any("t-interval of the mean over seeds" in n for n in table.notes)
+
+
+def test_fig6_panels_of_one_metric_share_their_y_limits(tmp_path):
+    outputs = built(tmp_path, "fig6", ["c2f"], [1], c2f_level, checkpoints=(COARSE, "fine/update"))
+    figure = outputs.figures["fig6"]
+    axes = np.array(figure.axes[:8]).reshape(2, 4)
+    for column in axes.T:
+        assert column[0].get_ylim() == column[1].get_ylim()
+        assert column[0].get_ylabel() == column[1].get_ylabel() and column[0].get_ylabel().startswith("test ")
+    table = outputs.tables[0].to_markdown()
+    assert "nan" not in table and "bootstrap interval over the test users" in table
+    fine = [row[3] for row in outputs.tables[0].rows if row[1].startswith("b: fixed total, after")]
+    assert fine == sorted(fine, key=float) and fine[0] == "0"   # m^r = 0 first, in the natural order
+
+
+def test_each_method_keeps_its_colour_and_marker_in_every_panel(tmp_path):
+    outputs = built(tmp_path, "budget-curve", ["ud", "qr", "pep"], [1], curve_level)
+    figure = outputs.figures["budget-curve"]
+    assert figure.get_figwidth() * figures.DPI >= figures.MIN_WIDTH_PX
+    for ax in figure.axes:
+        assert ax.get_ylabel() in ("test NDCG@20", "test Recall@20") and "budget" in ax.get_xlabel()
+        for container in ax.containers:
+            label = container.get_label()
+            line = container.lines[0]
+            style = figures.method_style(label)
+            assert line.get_color() == style["color"] and line.get_marker() == style["marker"]
+    assert figures.method_style("QR") == figures.method_style("qr")
+    assert "qr" in legend_texts(figure) and "ud-128 (unbudgeted)" in legend_texts(figure)
+
+
+def test_a_quick_figure_is_stamped_as_a_smoke_run(tmp_path, monkeypatch):
+    saved = {}
+    monkeypatch.setattr(figures, "save", lambda figure, folder, name: saved.setdefault(name, figure) and [])
+    out = tmp_path / "out"
+    fake_target(out, "budget-curve", ["gowalla"], ["ud", "qr"], [1], curve_level)
+    targets.build_target("budget-curve", out, tmp_path / "figs", "two-sided")
+    assert figures.SMOKE_STAMP not in texts(saved.pop("budget-curve"))
+    manifest = out / "grids" / "budget-curve.json"
+    manifest.write_text(manifest.read_text().replace('"quick": false', '"quick": true'))
+    targets.build_target("budget-curve", out, tmp_path / "figs", "two-sided")
+    assert figures.SMOKE_STAMP in texts(saved["budget-curve"])
+
+
+@pytest.mark.parametrize("label", ["qr", "my-plugin"])
+def test_method_styles_are_stable_and_from_the_palette(label):
+    style = figures.method_style(label)
+    assert style == figures.method_style(label) and style["color"] in figures.PALETTE
