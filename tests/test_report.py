@@ -174,7 +174,7 @@ class FakeLightweight(Method):
     ("fig4", ["c2f"], 2 * (5 + 1)),               # 2 datasets x (Full, A-D + the coarse reference)
     ("fig5", ["c2f"], 2 * 4 * 5),                 # 2 datasets x 4 factors x 5 values
     ("fig6", ["c2f"], 5 + 6 + 6),                 # (a) 5 ratios; (b) before and after at 6 fine sizes
-    ("budget-curve", ["ud", "test-lightweight"], 2 * (6 + 1)),
+    ("budget-curve", ["ud", "test-lightweight"], 2 * (4 + 2)),   # 4 budgets, UD-128 and UD-64
 ])
 def test_figures_and_their_tables(tmp_path, target, methods, expected_rows):
     out = tmp_path / "out"
@@ -232,8 +232,9 @@ def test_building_reports_imports_no_torch(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert (out / "table4-stats.csv").exists() and (tmp_path / "figs" / "budget-curve.png").exists()
-    # table3 (one budgeted row: nothing to test), table4(+stats), fig6, budget-curve, summary(+stats: C2F's variants)
-    assert int(result.stdout.split("written=")[1]) == 3 + 2 * 3 + (3 + 2) + (3 + 2) + 2 * 3
+    # table3 (one budgeted row: nothing to test), table4(+stats), fig6, budget-curve(+stats: UD-128 against
+    # UD-64), summary(+stats: C2F's variants)
+    assert int(result.stdout.split("written=")[1]) == 3 + 2 * 3 + (3 + 2) + (2 * 3 + 2) + 2 * 3
 
 
 def test_table4_says_whether_the_seeds_shared_one_coarse_stage():

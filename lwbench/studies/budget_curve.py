@@ -1,8 +1,13 @@
-"""The budget curve: every budgeted method's N@20 and R@20 from 1% to 10% of the full N x 128 table,
-with the unbudgeted full-size UD model (``ud`` at 128 dimensions) as the reference line; ``budget-curve``
-counts the budget in Table-3 parameters, ``budget-curve-storage`` in stored bytes (1% is then 1% of the
-full float32 table's bytes, docs/protocol.md §5.2), so the two show how the curves move between equal float
-counts and equal memory.
+"""The budget curve: every budgeted method's N@20 and R@20 at 1%, 2%, the 500-bucket budget and 10% of the
+full N x 128 table, with the unbudgeted full-size UD models (``ud`` at 128 and 64 dimensions) as reference
+lines; ``budget-curve`` counts the budget in Table-3 parameters, ``budget-curve-storage`` in stored bytes
+(1% is then 1% of the full float32 table's bytes, docs/protocol.md §5.2), so the two show how the curves
+move between equal float counts and equal memory.
+
+The 500-bucket points and the references are the very cells of ``table3`` (and ``table3-storage``), so a
+folder that holds Table 3 reuses those runs. A point's position on the budget axis is read from its
+record (the budget's limit over the full table of that dataset), since 500 buckets is a different share of
+every dataset.
 
 Cells are built only when planning: the grid and the method registry import torch, so they are imported
 inside :func:`_cells`, never by building the report.
@@ -10,6 +15,7 @@ inside :func:`_cells`, never by building the report.
 from __future__ import annotations
 
 import functools
+import math
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -25,10 +31,11 @@ NAME = "budget-curve"
 NAMES = {TABLE3: NAME, STORAGE: f"{NAME}-storage"}
 AXIS = {TABLE3: "budget (% of the full N × 128 table)",
         STORAGE: "budget (% of the full N × 128 float32 table's bytes)"}
-BUDGET_PERCENTS = [1, 2, 3, 5, 7.5, 10]
+BUDGETS = ("1%", "2%", "500buckets", "10%")
 DATASETS = ("gowalla", "yelp2020", "amazon-book")
-REFERENCE = "ud"   # the unbudgeted full table, drawn as a line
+REFERENCE, REFERENCE_DIMS, REFERENCE_BUDGET = "ud", (128, 64), "500buckets"   # as table3's UD rows
 METRICS = ["ndcg@20", "recall@20"]
+FULL_DIM, FLOAT_BYTES = 128, 4
 
 
 def _cells(accounting, datasets, methods):
@@ -39,15 +46,30 @@ def _cells(accounting, datasets, methods):
         raise TargetError(f"{NAMES[accounting]} needs at least one budgeted method; registered: {', '.join(methods)}")
     cells = []
     for d in datasets:
-        cells += [comparison_cell(d, m, f"{pct}%", {}, {"budget_pct": pct, "reference": False}, accounting=accounting)
-                  for m in budgeted for pct in BUDGET_PERCENTS]
+        cells += [comparison_cell(d, m, budget, {}, {"budget": budget, "reference": False}, accounting=accounting)
+                  for m in budgeted for budget in BUDGETS]
         if REFERENCE in methods:
-            cells.append(Cell(d, REFERENCE, "none", {REFERENCE: {"dim": 128}}, {"reference": True}))
+            cells += [Cell(d, REFERENCE, REFERENCE_BUDGET, {REFERENCE: {"dim": dim}}, {"reference": True})
+                      for dim in REFERENCE_DIMS]
     return cells
+
+
+def budget_percent(record: dict | None, text: str) -> float:
+    """Where a point sits on the budget axis: its budget's limit as a percentage of the full N x 128 table
+    (of its float32 bytes under the storage accounting), read from the record; a point without a record
+    falls back on a percentage budget's own text (else NaN)."""
+    if record is not None and "stats" in record["config"].get("dataset", {}) and record["budget"].get("params"):
+        stats = record["config"]["dataset"]["stats"]
+        full = (stats["n_users"] + stats["n_items"]) * FULL_DIM
+        if record["budget"].get("accounting") == STORAGE:
+            full *= FLOAT_BYTES
+        return round(100 * record["budget"]["params"] / full, 2)
+    return float(text[:-1]) if text.endswith("%") else math.nan
 
 
 def _build(accounting, pts, out, manifest, alternative) -> Outputs:
     is_reference = pts["reference"] == True  # noqa: E712
+    pts = pts.assign(budget_pct=[budget_percent(r, b) for r, b in zip(pts["record"], pts["budget"])])
     budgeted = pts[~is_reference].sort_values("budget_pct", kind="stable")
     summary = summaries.summarize(budgeted, ["dataset", "method", "budget_pct"], METRICS, out=out)
     references = summaries.summarize(pts[is_reference], ["dataset", "label"], METRICS, out=out).rename(
