@@ -95,10 +95,6 @@ def parse_set_options(items: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def trainer_fields() -> list[str]:
-    return [f.name for f in fields(TrainerConfig)]
-
-
 def config_hash(config: dict) -> str:
     """Stable hash of a resolved run configuration (canonical JSON)."""
     text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
