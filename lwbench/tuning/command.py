@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import textwrap
 from pathlib import Path
 
 from lwbench.config import ConfigError
@@ -26,11 +27,12 @@ def add_tune(commands, parents: list[argparse.ArgumentParser]) -> None:
         "tune", parents=parents, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
         help="equal-effort tuning: the same trials for every method, successive halving over epoch rungs, "
              "the choice retrained on the seeds",
-        description="Give every method the same number of trials over its declared search space (the trainer's "
-                    "lr and l2_factor, and the options its method declares a range for); stop poor trials at "
-                    "epoch rungs (successive halving); choose by validation only; retrain the choice on --seeds. "
-                    "Trials are ordinary runs in OUT/tuning/STUDY/; rerun the same command to resume. "
-                    "docs/protocol.md §10.11.")
+        description=textwrap.fill(
+            "Give every method the same number of trials over its declared search space (the trainer's lr and "
+            "l2_factor, and the options its method declares a range for; --list --verbose shows them); stop poor "
+            "trials at epoch rungs (successive halving); choose by validation only; retrain the choice on --seeds. "
+            "Trials are ordinary runs in OUT/tuning/STUDY/; rerun the same command to resume. docs/protocol.md "
+            "§10.11.", 100))
     tune.add_argument("--methods", help="comma-separated methods (default: ud; with --target, every registered one)")
     tune.add_argument("--dataset", default="synthetic", help="a dataset card or folder (default: synthetic)")
     tune.add_argument("--budget", help="memory budget (default: 500buckets; with --target, the target's)")

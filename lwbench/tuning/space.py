@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from lwbench.config import ConfigError, trainer_options
-from lwbench.options import Option, Search, declared
+from lwbench.options import Option, declared
 
 TRAINER = "trainer"
 MAX_ENUMERATED = 10_000    # a finite space up to this size is enumerated and shuffled instead of sampled

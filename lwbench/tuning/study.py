@@ -54,7 +54,7 @@ from lwbench.grid.plan import Cell, GridPlan, GridRun, plan_grid
 from lwbench.grid.run import device_type, estimate_seconds, format_duration, run_grid, summarize_failures
 from lwbench.grid.workers import ExecutionRequest, make_execution
 from lwbench.options import Option
-from lwbench.records import (RecordError, failure_path, find_record, load_records, read_manifests, read_record,
+from lwbench.records import (failure_path, find_record, load_records, read_manifests, read_record,
                              record_path, write_manifest)
 from lwbench.registry import get_method
 from lwbench.studies.tuned import TUNED, manifest_name, read_study, study_path, trials_folder
