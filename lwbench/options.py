@@ -216,16 +216,16 @@ def resolve(method, *layers: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def describe_options(method) -> str:
-    """One line per option of ``method``: name, type, default, allowed values and help, e.g.
-    ``mode (str, default 'vq', one of vq, sx): ...``. Empty for a method without options."""
+    """One line per option of ``method``: name, type, default, allowed values, the range ``tune`` searches (if
+    any) and help, e.g. ``mode (str, default 'vq', one of vq, sx) [tune searches one of vq, sx]: ...``. Empty
+    for a method without options."""
     lines = []
     for name, option in declared(method.options).items():
         facts = [option.type.__name__, f"default {option.default!r}"]
         if option.allowed():
             facts.append(option.allowed())
-        if option.search is not None:
-            facts.append(f"tune searches {option.search.describe()}")
-        lines.append(f"{name} ({', '.join(facts)})" + (f": {option.help}" if option.help else ""))
+        searched = f" [tune searches {option.search.describe()}]" if option.search is not None else ""
+        lines.append(f"{name} ({', '.join(facts)}){searched}" + (f": {option.help}" if option.help else ""))
     return "\n".join(lines)
 
 
