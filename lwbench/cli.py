@@ -118,7 +118,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="lwbench: lightweight ID embeddings for graph "
                                      "recommenders, compared under one trainer and one budget.",
                                      epilog=epilog(prog), formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", metavar="{run,grid,reproduce,report,prepare,tune}")
+    commands = parser.add_subparsers(dest="command", metavar="{run,grid,reproduce,report,compare,prepare,tune}")
 
     run = commands.add_parser("run", parents=[output, data, training, execution], epilog=epilog(prog),
                               formatter_class=argparse.RawDescriptionHelpFormatter,

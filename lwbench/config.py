@@ -70,7 +70,7 @@ TRAINER_RANGES = {
 }
 
 
-# The trainer settings every method's tuning searches (the shared space of ``tune``, docs/protocol.md §10.11):
+# The trainer settings every method's tuning searches (the shared space of ``tune``, docs/protocol.md §10.12):
 # the Adam learning rate log-uniform around the shared 1e-3 (the C2F fine stage's 3e-3 inside), and the L2
 # factor log-uniform around the shared 5 (LightGCN's own 0.5 at the bottom). Everything else stays the
 # protocol's, so that tuned methods still share one trainer.

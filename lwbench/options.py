@@ -9,7 +9,7 @@ and means ``Option(default)``: any value of the default's type). The declaration
 * :func:`describe_options`: one line per option for ``--list --verbose``;
 * :class:`Search`: where the ``tune`` command may look for an option's value (``Option(search=...)``),
   declared with the option so that every method's search space lives beside its options
-  (:func:`log_uniform`, :func:`uniform`, :func:`integers`, :func:`one_of`; docs/protocol.md §10.11).
+  (:func:`log_uniform`, :func:`uniform`, :func:`integers`, :func:`one_of`; docs/protocol.md §10.12).
 
 What a declaration cannot express (a check across options, such as ``groups`` dividing ``dim``, or one
 that needs the dataset) stays in the method's ``configure``. The resolved options are a plain dict of

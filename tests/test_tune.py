@@ -1,4 +1,4 @@
-"""Equal-effort tuning (``tune``, docs/protocol.md §10.11): declared search ranges, deterministic trials with
+"""Equal-effort tuning (``tune``, docs/protocol.md §10.12): declared search ranges, deterministic trials with
 trial 0 the defaults, successive halving that reads validation values only, the same command twice training
 nothing, an interrupted study resuming to the same result, failed trials kept failed, and retrained records and
 the manifest naming their study."""

@@ -32,7 +32,7 @@ def add_tune(commands, parents: list[argparse.ArgumentParser]) -> None:
             "l2_factor, and the options its method declares a range for; --list --verbose shows them); stop poor "
             "trials at epoch rungs (successive halving); choose by validation only; retrain the choice on --seeds. "
             "Trials are ordinary runs in OUT/tuning/STUDY/; rerun the same command to resume. docs/protocol.md "
-            "§10.11.", 100))
+            "§10.12.", 100))
     tune.add_argument("--methods", help="comma-separated methods (default: ud; with --target, every registered one)")
     tune.add_argument("--dataset", default="synthetic", help="a dataset card or folder (default: synthetic)")
     tune.add_argument("--budget", help="memory budget (default: 500buckets; with --target, the target's)")

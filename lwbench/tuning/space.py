@@ -1,4 +1,4 @@
-"""Search spaces and trials of ``tune`` (docs/protocol.md §10.11): which options a method's tuning searches
+"""Search spaces and trials of ``tune`` (docs/protocol.md §10.12): which options a method's tuning searches
 and the settings of each trial, drawn deterministically.
 
 A method's space is the shared trainer space (:data:`lwbench.config.TRAINER_SEARCH`: learning rate and L2

@@ -1,5 +1,5 @@
 """A tuning study: the same number of trials for every method, successive halving over epoch rungs, selection
-by validation only, and the chosen configuration retrained on the table's seeds (docs/protocol.md §10.11).
+by validation only, and the chosen configuration retrained on the table's seeds (docs/protocol.md §10.12).
 
 **Brackets.** Each cell (a dataset, a method with its fixed options, a budget; e.g. every cell of a target) is
 one bracket. Every bracket gets the same ``trials`` (:mod:`lwbench.tuning.space`: trial 0 is the defaults, the
@@ -69,7 +69,7 @@ FULL = None   # the cap of the last rung: the protocol's epochs
 
 @dataclass(frozen=True)
 class StudySettings:
-    """What makes two studies the same: the trials, the rungs and the seeds (docs/protocol.md §10.11)."""
+    """What makes two studies the same: the trials, the rungs and the seeds (docs/protocol.md §10.12)."""
 
     name: str
     trials: int = 8
