@@ -21,7 +21,7 @@ from lwbench.records import RecordError
 
 logger = logging.getLogger(__name__)
 
-SUBCOMMANDS = ("run", "grid", "reproduce", "report", "compare", "prepare")
+SUBCOMMANDS = ("run", "grid", "reproduce", "report", "compare", "prepare", "tune")
 ALTERNATIVES = ("two-sided", "greater", "less")
 
 
@@ -118,7 +118,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="lwbench: lightweight ID embeddings for graph "
                                      "recommenders, compared under one trainer and one budget.",
                                      epilog=epilog(prog), formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", metavar="{run,grid,reproduce,report,prepare}")
+    commands = parser.add_subparsers(dest="command", metavar="{run,grid,reproduce,report,compare,prepare,tune}")
 
     run = commands.add_parser("run", parents=[output, data, training, execution], epilog=epilog(prog),
                               formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -176,6 +176,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     report.set_defaults(handler=report_command)
     add_compare(commands, output)
     add_prepare(commands, output)
+    from lwbench.tuning.command import add_tune   # equal-effort tuning: lwbench/tuning/
+    add_tune(commands, [output, data, training, execution])
     return parser
 
 
