@@ -147,7 +147,8 @@ def test_yelp2020_c2f_runs_use_the_logged_layers_per_seed():
 
 
 def test_per_seed_overrides_reach_the_runs_the_plan_and_the_manifest(toy_dir, tmp_path, capsys):
-    from lwbench.grid.plan import Cell, plan_grid
+    from lwbench.grid.cell import Cell
+    from lwbench.grid.plan import plan_grid
     from lwbench.grid.run import describe_plan
     from lwbench.grid.workers import ExecutionRequest, make_execution
     cell = Cell(str(toy_dir), "ud", "none", {"trainer": {"layers": 3}}, {},

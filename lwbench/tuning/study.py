@@ -50,7 +50,8 @@ from typing import Any
 from lwbench.budget import TABLE3, BudgetError
 from lwbench.config import ConfigError, config_hash
 from lwbench.files import atomic_write_bytes, atomic_write_json, prepare_output
-from lwbench.grid.plan import Cell, GridPlan, GridRun, plan_grid
+from lwbench.grid.cell import Cell
+from lwbench.grid.plan import GridPlan, GridRun, plan_grid
 from lwbench.grid.run import device_type, estimate_seconds, format_duration, run_grid, summarize_failures
 from lwbench.grid.workers import ExecutionRequest, make_execution
 from lwbench.options import Option
