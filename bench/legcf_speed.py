@@ -36,7 +36,7 @@ from lwbench.data.cards import load_dataset
 from lwbench.environment import device_name, resolve_device
 from lwbench.methods.common.metis import metis_parts, user_item_adjacency
 from lwbench.registry import get_method
-from lwbench.runner import plan_runs
+from lwbench.grid.runner import plan_runs
 from lwbench.training.trainer import Trainer
 
 

@@ -88,8 +88,8 @@ from torch_geometric.nn.models import LightGCN as PygLightGCN
 from lwbench.data.cards import load_dataset
 from lwbench.environment import code_version, device_name, library_versions
 from lwbench.evaluate import Evaluator
-from lwbench.training.csr import DeviceCSR
-from lwbench.training.graph import bipartite_edges
+from lwbench.kernels.csr import DeviceCSR
+from lwbench.kernels.graph import bipartite_edges
 
 LIBRARIES = ("lwbench", "recbole", "pyg")
 TOP_K = 20

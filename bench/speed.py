@@ -25,7 +25,7 @@ from lwbench.config import parse_set_options
 from lwbench.data.cards import load_dataset
 from lwbench.environment import device_name, keep_freed_memory, resolve_device
 from lwbench.registry import get_method
-from lwbench.runner import plan_runs
+from lwbench.grid.runner import plan_runs
 from lwbench.training.trainer import Trainer
 
 

@@ -361,7 +361,7 @@ def execute(plan, out: Path, args: argparse.Namespace) -> int:
 
 
 def reproduce_command(args: argparse.Namespace) -> int:
-    from lwbench.reports.reproduce import ReproduceOptions, reproduce
+    from lwbench.grid.reproduce import ReproduceOptions, reproduce
     from lwbench.files import prepare_output
     suffix = "/quick" if args.quick else ""
     if not args.plan:

@@ -19,7 +19,7 @@ import scipy.sparse as sp
 import torch
 
 from lwbench.config import metric_columns
-from lwbench.training.csr import DeviceCSR
+from lwbench.kernels.csr import DeviceCSR
 
 DEFAULT_KS = (1, 5, 10, 20, 50)
 

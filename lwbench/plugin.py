@@ -27,7 +27,7 @@ from lwbench.budget import TABLE3, Budget, BudgetError, ParamCount, index_width
 from lwbench.config import FIXED, SINGLE, UPDATE  # noqa: F401 (re-exported: part of the plugin API)
 from lwbench.data.interactions import DatasetStats, Interactions
 from lwbench.options import Option
-from lwbench.training.graph import SymmetricGraph, lightgcn_propagate
+from lwbench.kernels.graph import SymmetricGraph, lightgcn_propagate
 
 
 

@@ -11,7 +11,7 @@ from lwbench.cli import main
 from lwbench.options import resolve
 from lwbench.plugin import BuildContext, plan_count, size_to_budget
 from lwbench.registry import builtin_method_names, get_method
-from lwbench.training.graph import normalized_adjacency
+from lwbench.kernels.graph import normalized_adjacency
 
 BUDGETED = ["qr", "pep", "cerp", "dpq", "mgqe", "legcf", "c2f", "magprune"]
 INDEXED = ["pep", "cerp", "legcf", "c2f", "magprune"]   # QR, DPQ, MGQE: 4 bytes per Table-3 parameter

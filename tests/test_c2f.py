@@ -20,7 +20,7 @@ from lwbench.config import ConfigError, TrainerConfig
 from lwbench.data.interactions import DatasetStats
 from lwbench.data.cards import available_cards, load_dataset
 from lwbench.evaluate import Evaluator
-from lwbench.training.graph import normalized_adjacency
+from lwbench.kernels.graph import normalized_adjacency
 from lwbench.plugin import FIXED, UPDATE, BuildContext, Stage
 from lwbench.options import resolve
 from lwbench.registry import get_method

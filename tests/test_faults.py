@@ -251,7 +251,7 @@ def test_reproduce_quick_allows_the_hand_off_fallback_in_every_planned_run():
     """Three quick epochs rarely reach C2F's UPDATE phase, so every quick run may hand on its FIXED best;
     full runs may not."""
     from lwbench.grid.plan import plan_grid
-    from lwbench.reports.reproduce import with_user_overrides
+    from lwbench.grid.reproduce import with_user_overrides
     from lwbench.reports.targets import get_target
     cells = get_target("table4").cells(["synthetic"], ["c2f"])
     for quick in (True, False):

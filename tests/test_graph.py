@@ -3,7 +3,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from lwbench.training.graph import lightgcn_propagate, normalized_adjacency, sparse_times_dense
+from lwbench.kernels.graph import lightgcn_propagate, normalized_adjacency, sparse_times_dense
 
 
 def dense_normalized(train):

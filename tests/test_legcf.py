@@ -14,7 +14,7 @@ from lwbench.config import TrainerConfig
 from lwbench.data.interactions import DatasetStats
 from lwbench.data.cards import load_dataset
 from lwbench.evaluate import Evaluator
-from lwbench.training.graph import normalized_adjacency
+from lwbench.kernels.graph import normalized_adjacency
 from lwbench.methods.common.meta_embedding import MetaEmbeddingTable
 from lwbench.plugin import FIXED, UPDATE, BuildContext, Step
 from lwbench.options import resolve

@@ -13,7 +13,7 @@ import torch
 
 from lwbench.budget import BudgetError, parse_budget
 from lwbench.config import TrainerConfig
-from lwbench.training.graph import normalized_adjacency
+from lwbench.kernels.graph import normalized_adjacency
 from lwbench.plugin import BuildContext, Method
 from lwbench.options import coerce_options, defaults, describe_options, resolve
 from lwbench import registry

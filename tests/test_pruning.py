@@ -15,7 +15,7 @@ import torch
 
 from lwbench.budget import parse_budget
 from lwbench.config import TrainerConfig
-from lwbench.training.graph import normalized_adjacency
+from lwbench.kernels.graph import normalized_adjacency
 from lwbench.plugin import BuildContext, Stage, Step
 from lwbench.methods.cerp import official_epochs
 from lwbench.methods.common import pruning

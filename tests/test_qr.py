@@ -8,7 +8,7 @@ import torch
 
 from lwbench.budget import BudgetError, parse_budget
 from lwbench.data.interactions import DatasetStats
-from lwbench.training.graph import normalized_adjacency
+from lwbench.kernels.graph import normalized_adjacency
 from lwbench.plugin import BuildContext
 from lwbench.options import resolve
 from lwbench.registry import get_method

@@ -10,7 +10,8 @@ import pytest
 from lwbench.cli import main
 from lwbench.records import load_records
 from lwbench.registry import method_names
-from lwbench.reports import reproduce, targets
+from lwbench.grid import reproduce
+from lwbench.reports import targets
 from lwbench.reports.targets import build_report, get_target
 from lwbench.studies.c2f_paper.targets import C2F_OPTIONS
 
@@ -37,7 +38,7 @@ def test_quick_plan_uses_synthetic_data_and_lists_missing_table3_methods(tmp_pat
     assert "not implemented" not in out   # every Table-3 method is registered
     assert not (tmp_path / "runs").exists()  # --plan trains nothing
     # A Table-3 method that is not registered is listed, not silently left out.
-    monkeypatch.setattr("lwbench.reports.reproduce.method_names",
+    monkeypatch.setattr("lwbench.grid.reproduce.method_names",
                         lambda: [m for m in method_names() if m != "legcf"])
     assert main(["reproduce", "table3", "--quick", "--plan", "--methods", "ud", "--out", str(tmp_path)]) == 0
     assert "not implemented (listed in the table): legcf" in capsys.readouterr().out

@@ -1,6 +1,6 @@
 """Plan a grid: datasets x methods x budgets x seeds x option sweeps, resolved to runs before anything trains.
 
-Every cell is resolved with :func:`lwbench.runner.plan_runs`, so a bad option fails at once; in a grid
+Every cell is resolved with :func:`lwbench.grid.runner.plan_runs`, so a bad option fails at once; in a grid
 a method that cannot fit a budget only drops its cell (the budget curve asks for budgets some methods
 cannot meet), while the plain command, a grid of one cell per method, fails instead. Cells that resolve
 to the same configuration share one run. Executing the plan is :mod:`lwbench.grid.run`.
@@ -17,7 +17,7 @@ from lwbench.budget import TABLE3, BudgetError
 from lwbench.config import ConfigError, parse_value
 from lwbench.data.cards import LoadedDataset, load_dataset
 from lwbench.grid.cell import Cell
-from lwbench.runner import RunSpec, check_owners, plan_runs
+from lwbench.grid.runner import RunSpec, check_owners, plan_runs
 
 
 @dataclass(frozen=True)

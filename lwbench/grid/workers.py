@@ -31,7 +31,7 @@ from lwbench.grid import BACKENDS
 from lwbench.grid.plan import GridRun
 from lwbench.logs import run_log
 from lwbench.records import failure_path, find_record
-from lwbench.runner import run_or_record_failure
+from lwbench.grid.runner import run_or_record_failure
 
 logger = logging.getLogger(__name__)
 

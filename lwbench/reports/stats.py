@@ -167,7 +167,7 @@ def across_seeds(a: Mapping[int, float], b: Mapping[int, float], *, labels: tupl
 def across_users(a: pd.Series, b: pd.Series, *, labels: tuple[str, str] = ("A", "B"),
                  alternative: str = "two-sided", unit: str = "users of the fixed test set") -> list[Comparison]:
     """Paired tests over users: ``a`` and ``b`` are per-user metrics indexed by user id (see
-    :func:`lwbench.runner.load_per_user`) on the same test set; they are aligned by user id."""
+    :func:`lwbench.grid.runner.load_per_user`) on the same test set; they are aligned by user id."""
     if len(a.index) != len(b.index) or set(a.index) != set(b.index):
         raise ValueError(f"per-user tests need the same test users for both runs ({len(a)} vs {len(b)} users "
                          "differ); compare runs on the same dataset and the same fixed split")

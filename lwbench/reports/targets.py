@@ -11,7 +11,7 @@ first use, from
 :func:`build_target` and :func:`build_report` rebuild tables (Markdown, LaTeX, CSV) and figures (PNG,
 PDF) from a target's manifest and the records, without training. This module and the studies import
 no torch, so that reports can be built where the trainer is not installed; planning and running a
-target is :mod:`lwbench.reports.reproduce`.
+target is :mod:`lwbench.grid.reproduce`.
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import scipy.sparse as sp
 import torch
 
-from lwbench.training.csr import DeviceCSR
+from lwbench.kernels.csr import DeviceCSR
 
 
 class BPRSampler:

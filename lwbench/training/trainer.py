@@ -51,7 +51,7 @@ from lwbench.config import TrainerConfig
 from lwbench.data.interactions import Interactions
 from lwbench.evaluate import Evaluator
 from lwbench.plugin import BuildContext, Method, Stage, Step, check_planned_count, plan_count
-from lwbench.training.graph import normalized_adjacency
+from lwbench.kernels.graph import normalized_adjacency
 from lwbench.training.model import Recommender
 from lwbench.training.persistence import RunFiles, Saved, plain, seed_everything, shared_stage_dirs
 from lwbench.training.progress import StageProgress

@@ -75,7 +75,7 @@ def default_study_name(target: str | None, dataset: str, budget: str) -> str:
 def tune_command(args: argparse.Namespace) -> int:
     from lwbench import cli
     from lwbench.grid.plan import expand
-    from lwbench.runner import check_owners
+    from lwbench.grid.runner import check_owners
     from lwbench.tuning.study import StudySettings, TuneOptions, tune
     overrides = cli.overrides_from(args)
     methods = cli.comma_list(args.methods) if args.methods is not None else None
@@ -83,7 +83,7 @@ def tune_command(args: argparse.Namespace) -> int:
         raise ConfigError("--methods is empty; --list shows the registered methods")
     info, budget = {}, args.budget or "500buckets"
     if args.target:
-        from lwbench.reports.reproduce import resolve_methods, with_user_overrides
+        from lwbench.grid.reproduce import resolve_methods, with_user_overrides
         from lwbench.reports.targets import get_target
         from lwbench.studies.tuned import TUNED
         if args.budget:

@@ -63,7 +63,7 @@ from torch import nn
 
 from lwbench.methods.common.assignment import RefreshSchedule, SparseAssignment, pinv_scores, top_t_assignment
 from lwbench.budget import ParamCount, index_width
-from lwbench.training.graph import lightgcn_propagate
+from lwbench.kernels.graph import lightgcn_propagate
 from lwbench.methods.common.meta_embedding import MetaEmbeddingTable, metis_anchors
 from lwbench.methods.common.pruning import soft_threshold   # Eq. 16: S_λ(x) = sign(x) relu(|x| - λ)
 from lwbench.plugin import BuildContext, EmbeddingModule, InferenceState, Stage

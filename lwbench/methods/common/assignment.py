@@ -24,7 +24,7 @@ from typing import Sequence
 
 import torch
 
-from lwbench.training.graph import SymmetricGraph, symmetric_normalize
+from lwbench.kernels.graph import SymmetricGraph, symmetric_normalize
 
 
 @dataclass(frozen=True)

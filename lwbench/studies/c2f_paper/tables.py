@@ -171,7 +171,7 @@ def table4(pts: pd.DataFrame, out: Path, *, coarse_stage: str, alternative: str 
     stats_table = comparison_table(
         "table4-stats", "Table 4: significance of C2F against its coarse stage", comparisons, alternative,
         ("C2F", "coarse"), notes=["Across users: per-user test metrics of the same fixed test set "
-                                  "(lwbench.runner.load_per_user); Wilcoxon drops zero differences (scipy's default)."])
+                                  "(lwbench.grid.runner.load_per_user); Wilcoxon drops zero differences (scipy's default)."])
     return metrics_table, stats_table
 
 

@@ -2,8 +2,8 @@
 
 ``reproduce`` prints the plan (runs, how many exist, estimated time), writes the target's manifest,
 runs the grid (reusing every existing run), then builds the target's tables and figures
-(:func:`lwbench.reports.targets.build_target`). Unlike the rest of :mod:`lwbench.reports`, this module
-trains, so it imports the grid and the method registry (and with them torch).
+(:func:`lwbench.reports.targets.build_target`). It trains, so it lives with the grid; the targets and their
+reports (:mod:`lwbench.reports`) stay torch-free.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from lwbench.grid.workers import ExecutionRequest, make_execution
 from lwbench.records import load_records, write_manifest
 from lwbench.registry import get_method, method_names
 from lwbench.reports.targets import Target, TargetError, build_target, get_target
-from lwbench.runner import check_owners
+from lwbench.grid.runner import check_owners
 
 logger = logging.getLogger(__name__)
 

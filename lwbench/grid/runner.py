@@ -1,6 +1,7 @@
 """One run: resolve a (method, seed) to a full configuration (:func:`plan_runs`), train it and write its
-record (:func:`execute_run`). Which runs to execute, in which order and where is the grid's business
-(:mod:`lwbench.grid`); the output folder's layout is described in :mod:`lwbench.records`.
+record (:func:`execute_run`). Which runs to execute, in which order and where is the rest of the grid's
+business (:mod:`lwbench.grid.plan`, :mod:`lwbench.grid.run`); the output folder's layout is described in
+:mod:`lwbench.records`.
 
 ``run_id`` ends with the first characters of the configuration hash, so a changed option gives a
 new run, and a repeated command finds its records and skips them.
@@ -23,7 +24,7 @@ from lwbench.environment import code_version, device_name, library_versions
 from lwbench.options import resolve
 from lwbench.plugin import Method, check_within_budget, plan_count, size_to_budget
 from lwbench.profile import inference_profile
-from lwbench.records import load_per_user  # noqa: F401 (a public name: lwbench.runner.load_per_user)
+from lwbench.records import load_per_user  # noqa: F401 (a public name: lwbench.grid.runner.load_per_user)
 from lwbench.records import RunRecord, save_per_user, write_failure, write_record
 from lwbench.registry import get_method
 from lwbench.training.trainer import Trainer, loss_warnings
