@@ -469,3 +469,15 @@ def test_a_given_split_can_get_a_validation_file_and_temporal_validation_precede
     assert got == set(zip(*[ranked.nth([-4, -3])[c] for c in ("user", "item")]))
     card = tomllib.loads((tmp_path / "o" / "card.toml").read_text())
     assert card["valid_interactions"] == 40 and "valid_sha256" in card["fingerprints"]
+
+
+def test_a_leave_one_out_given_split_is_advised_a_validation_file_that_works(tmp_path):
+    (tmp_path / "train.csv").write_text("user,item\n" + "".join(f"u{u},i{(u + k) % 9}\n" for u in range(12)
+                                                               for k in range(4)))
+    (tmp_path / "test.csv").write_text("user,item\n" + "".join(f"u{u},i{(u + 5) % 9}\n" for u in range(12)))
+    options = PrepareOptions(test=str(tmp_path / "test.csv"))
+    with pytest.raises(DataError, match=r"every test user has a single test pair.*Add --valid-fraction 0\.1"):
+        prepare(tmp_path / "train.csv", tmp_path / "o", options)
+    stats = prepare(tmp_path / "train.csv", tmp_path / "o", PrepareOptions(test=options.test, valid_fraction=0.1))
+    assert (stats["train_interactions"], stats["valid_interactions"], stats["test_interactions"]) == (36, 12, 12)
+    assert load_dataset(str(tmp_path / "o"), valid_from="file").interactions.test.nnz == 12
