@@ -37,7 +37,6 @@ import gzip
 import hashlib
 import io
 import itertools
-import json
 import logging
 import lzma
 import math
@@ -53,7 +52,7 @@ import pandas as pd
 from lwbench.data.cards import CARD_FILE, PREPARE_TMP
 from lwbench.data.interactions import (COLD_MODES, OVERLAP_MODES, DataError, build_interactions, fingerprint,
                                        read_split)
-from lwbench.files import UMASK, OutputError, output_error
+from lwbench.files import UMASK, output_error
 
 logger = logging.getLogger(__name__)
 
@@ -986,8 +985,9 @@ def toml_value(value) -> str:
     if isinstance(value, (int, np.integer)):
         return str(int(value))
     if isinstance(value, (float, np.floating)):
-        return repr(float(value)) if math.isfinite(value) else ("nan" if value != value else
-                                                                 ("inf" if value > 0 else "-inf"))
+        if math.isfinite(value):
+            return repr(float(value))
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     text = []
     for ch in str(value):
         code = ord(ch)
