@@ -16,7 +16,7 @@ from pathlib import Path
 from lwbench import logs
 from lwbench.budget import ACCEPTED_FORMS, BudgetError
 from lwbench.config import ConfigError, parse_set_options
-from lwbench.data.interactions import COLD_MODES, OVERLAP_MODES, DataError
+from lwbench.data.interactions import COLD_MODES, OVERLAP_MODES, VALID_MODES, DataError
 from lwbench.records import RecordError
 
 logger = logging.getLogger(__name__)
@@ -73,6 +73,8 @@ def data_parent() -> argparse.ArgumentParser:
                        "a training pair: keep them, as the official loaders do (default), or drop them")
     group.add_argument("--overlap", choices=OVERLAP_MODES, default="error", help="test pairs that are also training "
                        "pairs: an error (default), or drop them from test")
+    group.add_argument("--valid-from", choices=VALID_MODES, default="test", help="validation: a third of each "
+                       "user's test items (default), or the dataset folder's valid.txt[.gz] with all of test tested")
     return parent
 
 
@@ -212,6 +214,12 @@ def add_prepare(commands, output: argparse.ArgumentParser) -> None:
     for key in ("user", "item", "rating", "time"):
         prepare.add_argument(f"--{key}-col", help=f"the {key} column (default: recognised by name)")
     prepare.add_argument("--sep", help="column separator (default: tab for .tsv/.inter, else comma)")
+    prepare.add_argument("--encoding", default="utf-8", help="text encoding of a CSV/TSV/.inter file (default utf-8; "
+                         "e.g. latin-1, cp1252)")
+    prepare.add_argument("--on-bad-lines", choices=("error", "warn", "skip"), default="error",
+                         help="rows with a wrong field count, an empty id or a rating/timestamp that is no number: "
+                              "an error listing the first ten (default), or left out with a warning listing them, "
+                              "or left out (counted)")
     prepare.add_argument("--dedup", choices=("first", "last"), default="first",
                          help="which occurrence of a repeated pair counts for a temporal split (default first)")
     prepare.add_argument("--min-rating", type=float, help="keep rows with rating >= this (implicit feedback)")
@@ -220,6 +228,12 @@ def add_prepare(commands, output: argparse.ArgumentParser) -> None:
     prepare.add_argument("--split", choices=("random", "temporal"), default="random",
                          help="per-user split of unsplit input: random (--seed) or each user's latest pairs")
     prepare.add_argument("--test-fraction", type=float, default=0.2, help="per-user test fraction (default 0.2)")
+    prepare.add_argument("--valid-fraction", type=float, help="also write valid.txt.gz, a per-user validation "
+                         "fraction drawn from the training pairs (run the folder with --valid-from file)")
+    prepare.add_argument("--cold", choices=COLD_MODES, default="keep", help="test/validation pairs of a user or item "
+                         "without a training pair: keep (default) or drop them")
+    prepare.add_argument("--overlap", choices=OVERLAP_MODES, default="error", help="given test pairs that are also "
+                         "training pairs: an error (default) or drop them from test")
     prepare.add_argument("--seed", type=int, default=2024, help="seed of the random split (default 2024)")
     prepare.set_defaults(handler=prepare_command)
 
@@ -261,7 +275,7 @@ def parse_seeds(text: str) -> list[int]:
 def data_options(args: argparse.Namespace) -> dict:
     """The data parent's options, as :func:`lwbench.grid.plan.plan_grid` takes them."""
     return dict(data_dir=args.data_dir, split_seed=args.split_seed, legacy_split=args.legacy_split,
-                offline=args.offline or None, cold=args.cold, overlap=args.overlap)
+                offline=args.offline or None, cold=args.cold, overlap=args.overlap, valid_from=args.valid_from)
 
 
 def overrides_from(args: argparse.Namespace) -> dict:
@@ -377,18 +391,8 @@ def reproduce_command(args: argparse.Namespace) -> int:
 
 
 def prepare_command(args: argparse.Namespace) -> int:
-    from lwbench.data.prepare import PrepareOptions, prepare
-    options = PrepareOptions(test=args.test, user_col=args.user_col, item_col=args.item_col,
-                             rating_col=args.rating_col, time_col=args.time_col, sep=args.sep, dedup=args.dedup,
-                             min_rating=args.min_rating, user_core=args.user_core, item_core=args.item_core,
-                             split=args.split, test_fraction=args.test_fraction, seed=args.seed)
-    stats = prepare(args.input, args.out, options)
-    print(f"{args.out}: {stats['n_users']:,} users, {stats['n_items']:,} items, {stats['train_interactions']:,} "
-          f"train / {stats['test_interactions']:,} test pairs, density {stats['density']:.6f}, "
-          f"{stats['cold_items']:,} cold items, {stats['cold_users']:,} cold users\n"
-          f"fingerprints: train {stats['train_sha256']}, test {stats['test_sha256']}\n"
-          f"run it with: --dataset {args.out}")
-    return 0
+    from lwbench.data.prepare import command
+    return command(args)
 
 
 def report_command(args: argparse.Namespace) -> int:

@@ -271,3 +271,150 @@ def test_lastfm_loads_with_its_cold_items():
     stats = data.interactions.stats()
     assert data.verification == {"train": "fingerprint", "test": "fingerprint"}
     assert (stats.n_users, stats.n_items, stats.cold_items, stats.cold_users) == (1885, 17388, 2247, 0)
+
+
+# --- issue 20: drops that empty test, malformed cards, a validation file of the dataset's own --------------
+
+def test_drops_that_empty_test_say_what_happened(tmp_path):
+    train = read_split(write(tmp_path / "train.txt", "0 0 1\n1 1 2\n"))
+    cold = read_split(write(tmp_path / "test.txt", "0 5 6\n1 7\n"))
+    with pytest.raises(DataError, match=r"test\.txt: all 3 test pairs were dropped, 3 as cold .*--cold drop.*"
+                                        r"nothing is left to test.*--cold keep") as caught:
+        build_interactions("x", train, cold, cold="drop")
+    assert "single test item" not in str(caught.value) and "leave-one-out" not in str(caught.value)
+    seen = read_split(write(tmp_path / "seen.txt", "0 0\n1 1 2\n"))
+    with pytest.raises(DataError, match=r"all 3 test pairs were dropped, 3 as also training pairs \(--overlap drop\)"):
+        build_interactions("x", train, seen, overlap="drop")
+    halved = read_split(write(tmp_path / "halved.txt", "0 2 5\n1 0 7\n"))    # one cold pair per user: one left
+    with pytest.raises(DataError, match=r"single test item.*\(after 2 by --cold drop removed test pairs"):
+        build_interactions("x", train, halved, cold="drop")
+
+
+def card_folder(tmp_path: Path, card: str, toy_dir: Path) -> Path:
+    folder = tmp_path / "d"
+    folder.mkdir()
+    for name in ("train.txt", "test.txt.gz"):
+        (folder / name).write_bytes((toy_dir / name).read_bytes())
+    (folder / "card.toml").write_text(card)
+    return folder
+
+
+@pytest.mark.parametrize("card, message", [
+    ('name = "d"\nn_users = \n', r"card\.toml: not a valid TOML card \(.*line 2"),
+    ('description = "no name"\n', r"card\.toml: no 'name' key"),
+    ('name = "d"\nn_users = "300"\n', r"card\.toml: key 'n_users' must be an integer, got a string \('300'\)"),
+    ('name = "d"\nn_items = true\n', r"card\.toml: key 'n_items' must be an integer, got true or false"),
+    ('name = "d"\ntrain_interactions = 1.5\n', r"key 'train_interactions' must be an integer, got a number"),
+    ('name = 3\n', r"card\.toml: key 'name' must be a string, got an integer"),
+    ('name = "d"\nn_users = 0\n', r"key 'n_users' must be a positive integer"),
+    ('name = "d"\nfingerprints = "x"\n', r"key 'fingerprints' must be a table"),
+    ('name = "d"\n[fingerprints]\ntrain_sha256 = 5\n', r"key 'fingerprints\.train_sha256' must be a string"),
+    ('name = "d"\n[downloads]\ntrain = "http://x"\n', r"key 'downloads\.train' must be a list of URL strings"),
+])
+def test_a_malformed_card_is_a_one_line_error_naming_file_and_key(tmp_path, toy_dir, capsys, card, message):
+    from lwbench.cli import main
+    folder = card_folder(tmp_path, card, toy_dir)
+    with pytest.raises(DataError, match=message):
+        load_dataset(str(folder))
+    assert main(["--dataset", str(folder), "--plan", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and str(folder / "card.toml") in err
+
+
+def three_files(tmp_path: Path, valid: str) -> Path:
+    folder = tmp_path / "v"
+    folder.mkdir()
+    write(folder / "train.txt", "".join(f"{u} {u % 7} {(u + 1) % 7} {(u + 2) % 7}\n" for u in range(30)))
+    write(folder / "test.txt", "".join(f"{u} {(u + 3) % 7}\n" for u in range(30)))     # leave-one-out
+    write(folder / "valid.txt", valid)
+    return folder
+
+
+def test_a_validation_file_validates_and_all_of_test_is_tested(tmp_path, caplog):
+    folder = three_files(tmp_path, "".join(f"{u} {(u + 4) % 7}\n" for u in range(30)))
+    with pytest.raises(DataError, match="30 of 30 test users have a single test item.*--valid-from file"):
+        load_dataset(str(folder))                          # the default carves validation out of test
+    assert "valid.txt is not used" in caplog.text
+    data = load_dataset(str(folder), valid_from="file")
+    inter = data.interactions
+    assert pairs_of(inter.test) == {(u, (u + 3) % 7) for u in range(30)}
+    assert pairs_of(inter.valid) == {(u, (u + 4) % 7) for u in range(30)}
+    assert inter.checks["valid_from"] == "file" and data.verification["valid"] == "unverified"
+    assert inter.checks["users_without_test"] == 0
+
+
+@pytest.mark.parametrize("valid, kwargs, message", [
+    ("0 1\n", {}, r"valid\.txt:1: 1 validation pairs are also training pairs \(e\.g\. user 0, item 1\).*--overlap drop"),
+    ("0 3\n", {}, r"valid\.txt:1: 1 validation pairs are also test pairs"),
+    ("0 1\n", {"overlap": "drop"}, r"valid\.txt: all 1 validation pairs were dropped, 1 as also training pairs"),
+    ("0 5\n99 1\n", {}, None),                             # without a card the id range spans all three files
+])
+def test_a_validation_file_follows_the_rules_of_test(tmp_path, valid, kwargs, message):
+    folder = three_files(tmp_path, valid)
+    if message is None:
+        assert load_dataset(str(folder), valid_from="file", **kwargs).interactions.n_users == 100
+        return
+    with pytest.raises(DataError, match=message):
+        load_dataset(str(folder), valid_from="file", **kwargs)
+
+
+def test_valid_from_file_needs_a_file_and_no_legacy_split(tmp_path, toy_dir):
+    with pytest.raises(DataError, match=r"--valid-from file needs valid\.txt or valid\.txt\.gz in this folder"):
+        load_dataset(str(toy_dir), valid_from="file")
+    with pytest.raises(DataError, match="synthetic.* is generated and has no validation file"):
+        load_dataset("synthetic", valid_from="file")
+    folder = three_files(tmp_path, "0 5\n")
+    with pytest.raises(DataError, match="--legacy-split .* cannot be combined with a validation file"):
+        load_dataset(str(folder), valid_from="file", legacy_split_seed=3)
+
+
+def test_a_validation_file_is_checked_against_the_card(tmp_path, toy_dir):
+    folder = three_files(tmp_path, "0 5\n")
+    (folder / "card.toml").write_text('name = "v"\nn_users = 30\nn_items = 7\nvalid_interactions = 2\n')
+    with pytest.raises(DataError, match=r"valid\.txt: 1 distinct valid pairs, but the v card says 2"):
+        load_dataset(str(folder), valid_from="file")
+    (folder / "valid.txt").write_text("0 5\n31 2\n")
+    with pytest.raises(DataError, match=r"valid\.txt:2: user id 31 .*outside the id range 0..29"):
+        load_dataset(str(folder), valid_from="file")
+
+
+def test_valid_from_reaches_the_config_only_when_it_is_not_the_default(tmp_path, capsys):
+    """A default run's configuration (and so its hash and run id) is what it was before the option existed;
+    ``--valid-from file`` adds ``valid_from`` and a ``valid`` verification, so it is another configuration."""
+    import json
+    from lwbench.cli import main
+    from lwbench.reports.comparable import comparable_key
+    from lwbench.runner import plan_runs
+    folder = three_files(tmp_path, "".join(f"{u} {(u + 4) % 7}\n" for u in range(30)))
+    write(folder / "test.txt", "".join(f"{u} {(u + 3) % 7} {(u + 5) % 7}\n" for u in range(30)))
+    specs = {mode: plan_runs(["ud"], load_dataset(str(folder), valid_from=mode), "500buckets", [2024])[0]
+             for mode in ("test", "file")}
+    default, own = (specs[m].config["dataset"] for m in ("test", "file"))
+    assert "valid_from" not in default["checks"] and set(default["verification"]) == {"train", "test"}
+    assert set(default["checks"]) == {"cold", "overlap", "overlap_dropped", "cold_dropped", "users_without_test"}
+    assert own["checks"]["valid_from"] == "file" and own["verification"]["valid"] == "unverified"
+    assert specs["test"].config_hash != specs["file"].config_hash
+    assert comparable_key({"config": specs["test"].config}) != comparable_key({"config": specs["file"].config})
+    for mode in ("test", "file"):                    # the command line passes the option through
+        assert main(["--dataset", str(folder), "--plan", "--device", "cpu", "--valid-from", mode]) == 0
+        planned = json.loads(capsys.readouterr().out)["runs"][0]
+        assert planned["run_id"] == specs[mode].run_id
+        assert ("valid_from" in planned["dataset"]) == (mode == "file")
+
+
+@pytest.mark.skipif(not (SHARED / "lastfm").is_dir(), reason="lastfm is not in ../shared/datasets")
+def test_default_configs_keep_the_run_ids_of_the_committed_lastfm_records(tmp_path, capsys):
+    """Adding --valid-from changed no default configuration: planning Table 3 on lastfm finds the committed
+    record of every run (PEP, CERP and C2F changed for other reasons before this option)."""
+    import re
+    from lwbench.cli import main
+    committed = Path(__file__).resolve().parents[1] / "results" / "lastfm" / "runs"
+    (tmp_path / "runs").mkdir()
+    for record in committed.iterdir():                 # records and their per-user files, read in place
+        (tmp_path / "runs" / record.name).symlink_to(record)
+    assert main(["reproduce", "table3", "--datasets", "lastfm", "--data-dir", str(SHARED), "--seeds", "2024",
+                 "--methods", "ud,qr,pep,cerp,dpq,mgqe,magprune,legcf,c2f", "--out", str(tmp_path), "--plan"]) == 0
+    planned = {m: (int(n), int(found)) for m, n, found in
+               re.findall(r"^\s+lastfm\s+(\S+)\s+\S+\s+(\d+) runs\s+(\d+) exist", capsys.readouterr().out, re.M)}
+    assert {m for m, (n, found) in planned.items() if found < n} == {"pep", "cerp", "c2f"}
+    assert {"ud", "qr", "dpq", "mgqe", "magprune", "legcf"} <= set(planned)

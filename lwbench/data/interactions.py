@@ -2,7 +2,8 @@
 
 A dataset is a pair of files ``train.txt[.gz]`` and ``test.txt[.gz]``, one line per user:
 ``uid iid iid ...`` with 0-based integer ids. All of train is training data; validation is carved
-out of test (docs/protocol.md §1.3) with a split seed that is independent of the training seed.
+out of test (docs/protocol.md §1.3) with a split seed that is independent of the training seed, or,
+with ``valid_from="file"``, read from a third file ``valid.txt[.gz]`` (then all of test is tested).
 The id range spans train and test together, so items or users that occur only in test ("cold",
 docs/protocol.md §1.2) keep a row and stay in the candidate pool.
 """
@@ -21,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 COLD_MODES = ("keep", "drop")
 OVERLAP_MODES = ("error", "drop")
+VALID_MODES = ("test", "file")   # validation carved out of test (default, §1.3) or read from valid.txt[.gz]
 SPARSE_ID_FACTOR, SPARSE_ID_SLACK = 10, 1000   # largest id allowed: 10 x distinct ids + 1000 (§1.2)
 BOM = b"\xef\xbb\xbf"
 
@@ -264,22 +266,31 @@ def legacy_split(test: RawSplit, seed: int, shape: tuple[int, int],
 
 def build_interactions(name: str, train: RawSplit, test: RawSplit, *, n_users: int | None = None,
                        n_items: int | None = None, split_seed: int = 2024, legacy_split_seed: int | None = None,
-                       cold: str = "keep", overlap: str = "error") -> Interactions:
-    """Check the two splits, then assemble the three matrices.
+                       cold: str = "keep", overlap: str = "error", valid: RawSplit | None = None) -> Interactions:
+    """Check the splits, then assemble the three matrices.
 
     The id range is ``n_users``/``n_items`` when given (a dataset card; an id beyond it is an error), else
-    the largest id over train and test plus one (docs/protocol.md §1.2). Test pairs also in train are an
-    error unless ``overlap="drop"``; ``cold="drop"`` removes test pairs of cold users and items.
-    ``legacy_split_seed`` switches to the official seed-coupled split. Every check runs before training.
+    the largest id over train, test (and ``valid``) plus one (docs/protocol.md §1.2). Test pairs also in
+    train are an error unless ``overlap="drop"``; ``cold="drop"`` removes test pairs of cold users and items.
+    ``legacy_split_seed`` switches to the official seed-coupled split. ``valid``: a validation file of the
+    dataset's own (``--valid-from file``): it is the validation set, all of ``test`` is the test set, and its
+    pairs follow the same rules (ids in range; pairs also in train or in test are an error unless
+    ``overlap="drop"``, which removes them from validation; cold pairs go with ``cold="drop"``); the
+    checks then say ``valid_from = "file"`` (absent by default, so default configurations keep their hash).
+    Every check runs before training.
     """
     if cold not in COLD_MODES or overlap not in OVERLAP_MODES:
         raise DataError(f"cold={cold!r}, overlap={overlap!r}: expected cold in {COLD_MODES}, overlap in "
                         f"{OVERLAP_MODES}")
+    if valid is not None and legacy_split_seed is not None:
+        raise DataError("--legacy-split draws validation out of test.txt as the official code does; it cannot be "
+                        f"combined with a validation file ({valid.path}, --valid-from file): drop one of them")
+    splits = (train, test) if valid is None else (train, test, valid)
     if n_users is None or n_items is None:
-        _check_dense_ids(train, test)
-    n_users = max(int(train.users.max()), int(test.users.max())) + 1 if n_users is None else n_users
-    n_items = max(int(train.items.max()), int(test.items.max())) + 1 if n_items is None else n_items
-    for split in (train, test):
+        _check_dense_ids(*splits)
+    n_users = max(int(s.users.max()) for s in splits) + 1 if n_users is None else n_users
+    n_items = max(int(s.items.max()) for s in splits) + 1 if n_items is None else n_items
+    for split in splits:
         _check_range(split, n_users, n_items)
     shape = (n_users, n_items)
     train_m = _csr(train.users, train.items, shape)
@@ -287,30 +298,74 @@ def build_interactions(name: str, train: RawSplit, test: RawSplit, *, n_users: i
     checks = {"cold": cold, "overlap": overlap,
               "overlap_dropped": test_keep.pop("overlap"), "cold_dropped": test_keep.pop("cold")}
     mask = test_keep["pairs"]
-    if legacy_split_seed is None:
-        valid, rest = split_valid_test(_csr(test.users[mask], test.items[mask], shape), split_seed)
+    if not mask.any():
+        raise DataError(_all_dropped(test, "test", checks["cold_dropped"], checks["overlap_dropped"]))
+    if valid is not None:
+        rest = _csr(test.users[mask], test.items[mask], shape)
+        valid_m, dropped = _valid_pairs(train, valid, train_m, rest, cold, overlap)
+        checks.update(valid_from="file", valid_overlap_dropped=dropped["overlap"], valid_cold_dropped=dropped["cold"])
+        seed, mode = split_seed, "fixed"
+    elif legacy_split_seed is None:
+        valid_m, rest = split_valid_test(_csr(test.users[mask], test.items[mask], shape), split_seed)
         seed, mode = split_seed, "fixed"
     else:
-        valid, rest = legacy_split(test, legacy_split_seed, shape, keep=test_keep["lines"])
+        valid_m, rest = legacy_split(test, legacy_split_seed, shape, keep=test_keep["lines"])
         seed, mode = legacy_split_seed, "legacy"
-    checks["users_without_test"] = _check_test_users(test, valid, rest)
-    inter = Interactions(name=name, train=train_m, valid=valid, test=rest, split_seed=seed, split_mode=mode,
+    checks["users_without_test"] = _check_test_users(test, valid_m, rest, checks, from_file=valid is not None)
+    inter = Interactions(name=name, train=train_m, valid=valid_m, test=rest, split_seed=seed, split_mode=mode,
                          checks=checks)
     for kind in ("overlap", "cold"):
         if checks[f"{kind}_dropped"]:
             logger.warning("%s: dropped %d %s test pairs (--%s drop)", test.path, checks[f"{kind}_dropped"],
                            "train/test overlapping" if kind == "overlap" else "cold", kind)
+        if checks.get(f"valid_{kind}_dropped"):
+            logger.warning("%s: dropped %d validation pairs %s (--%s drop)", valid.path, checks[f"valid_{kind}_dropped"],
+                           "also in train or test" if kind == "overlap" else "of cold users or items", kind)
     return inter
 
 
-def _check_dense_ids(train: RawSplit, test: RawSplit) -> None:
+def _all_dropped(split: RawSplit, what: str, cold: int, overlap: int) -> str:
+    """The error when --cold drop / --overlap drop removed every pair of a split: what happened, what to change."""
+    parts = [f"{n:,} {why}" for n, why in ((cold, "as cold (a user or item without a training pair, --cold drop)"),
+                                             (overlap, "as also training pairs (--overlap drop)")) if n]
+    change = [flag for n, flag in ((cold, "keep cold pairs with --cold keep (the default: the official loaders "
+                                          "keep them)"),
+                                   (overlap, "fix the split so that its pairs are unseen in training")) if n]
+    return (f"{split.path}: all {split.n_pairs:,} {what} pairs were dropped, {' and '.join(parts)}; nothing is left "
+            f"to {'test' if what == 'test' else 'validate on'}. To change it: {'; or '.join(change)}")
+
+
+def _valid_pairs(train: RawSplit, valid: RawSplit, train_m: sp.csr_matrix, test_m: sp.csr_matrix, cold: str,
+                 overlap: str) -> tuple[sp.csr_matrix, dict]:
+    """The validation matrix of a validation file, checked like test: pairs also in train or in test are an
+    error (or dropped from validation with ``overlap="drop"``), cold pairs are dropped with ``cold="drop"``."""
+    in_train = np.asarray(train_m[valid.users, valid.items]).ravel() > 0
+    in_test = np.asarray(test_m[valid.users, valid.items]).ravel() > 0
+    for found, other in ((in_train, "training"), (in_test, "test")):
+        if found.any() and overlap == "error":
+            k = np.flatnonzero(found)[0]
+            raise DataError(f"{valid.where(int(valid.users[k]))}: {int(found.sum()):,} validation pairs are also "
+                            f"{other} pairs (e.g. user {int(valid.users[k])}, item {int(valid.items[k])}); a "
+                            f"validation pair must be unseen in training and apart from test: fix the split, or pass "
+                            "--overlap drop to remove them from validation")
+    train_items = np.bincount(train.items, minlength=train_m.shape[1]) > 0
+    train_users = np.diff(train_m.indptr) > 0
+    is_cold = (~train_items[valid.items] | ~train_users[valid.users]) & ~in_train & ~in_test
+    keep = ~in_train & ~in_test & ~(is_cold if cold == "drop" else np.zeros_like(is_cold))
+    dropped = {"overlap": int((in_train | in_test).sum()), "cold": int(is_cold.sum()) if cold == "drop" else 0}
+    if not keep.any():
+        raise DataError(_all_dropped(valid, "validation", dropped["cold"], dropped["overlap"]))
+    return _csr(valid.users[keep], valid.items[keep], train_m.shape), dropped
+
+
+def _check_dense_ids(*splits: RawSplit) -> None:
     """Ids far beyond the number of distinct ids (a raw 64-bit key, a sparse id space) would size every
     table by the largest id: an error pointing to ``prepare``, which remaps ids (docs/protocol.md §1.2).
     Rule: the largest id may be at most 10 x the number of distinct ids + 1000."""
-    for kind, ids in (("user", (train.users, test.users)), ("item", (train.items, test.items))):
+    for kind, ids in (("user", [s.users for s in splits]), ("item", [s.items for s in splits])):
         distinct = len(np.unique(np.concatenate(ids)))
         limit = SPARSE_ID_FACTOR * distinct + SPARSE_ID_SLACK
-        for split, values in zip((train, test), ids):
+        for split, values in zip(splits, ids):
             largest = int(values.max())
             if largest > limit:
                 user = int(split.users[np.argmax(values)])
@@ -353,19 +408,28 @@ def _test_pairs_to_keep(train: RawSplit, test: RawSplit, train_m: sp.csr_matrix,
             "cold": int((is_cold & ~in_train).sum()) if cold == "drop" else 0}
 
 
-def _check_test_users(test: RawSplit, valid: sp.csr_matrix, rest: sp.csr_matrix) -> int:
+def _check_test_users(test: RawSplit, valid: sp.csr_matrix, rest: sp.csr_matrix, checks: dict,
+                      from_file: bool = False) -> int:
     """Validation takes ``max(1, ceil(n/3))`` of each user's test items (§1.3), so a user with one test item
     has none left to test; returns how many users that leaves without a test item. When that is every
     test user (a leave-one-out test file), nothing is left to test: an error before training. When it is
-    most of them (as in sparse public splits), a warning with the count, since test then scores a minority."""
+    most of them (as in sparse public splits), a warning with the count, since test then scores a minority.
+    With a validation file (``from_file``) test is kept whole: the count is of validated users without a
+    test pair, and nothing is an error."""
     held = int((np.diff(valid.indptr) > 0).sum())
     without = int(((np.diff(valid.indptr) > 0) & (np.diff(rest.indptr) == 0)).sum())
+    if from_file:
+        return without
     what = (f"{without:,} of {held:,} test users have a single test item, which goes to validation "
             "(docs/protocol.md §1.3), leaving them no test item")
+    dropped = [f"{checks[f'{k}_dropped']:,} by --{k} drop" for k in ("cold", "overlap") if checks[f"{k}_dropped"]]
+    if dropped:
+        what += f" (after {' and '.join(dropped)} removed test pairs: --cold keep keeps cold pairs)"
     if rest.nnz == 0:
         raise DataError(f"{test.path}: {what}; nothing is left to test. A leave-one-out test file needs a "
-                        "validation of its own: re-split the data with `lwbench prepare INPUT --out DIR "
-                        "--test-fraction 0.2`, or give every user at least 2 test items")
+                        "validation of its own: put it in valid.txt[.gz] beside the test file and run with "
+                        "--valid-from file (`lwbench prepare INPUT --out DIR --valid-fraction 0.1` writes one), "
+                        "or give every user at least 2 test items")
     if without * 2 > held:
         logger.warning("%s: %s; test scores the other %s users", test.path, what, f"{held - without:,}")
     return without

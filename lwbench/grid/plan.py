@@ -32,6 +32,7 @@ class DatasetRef:
     offline: bool | None = None
     cold: str = "keep"
     overlap: str = "error"
+    valid_from: str = "test"
 
     def load(self) -> LoadedDataset:
         return _load_cached(self)
@@ -41,7 +42,7 @@ class DatasetRef:
 def _load_cached(ref: DatasetRef) -> LoadedDataset:
     return load_dataset(ref.name, data_dir=ref.data_dir, split_seed=ref.split_seed,
                         legacy_split_seed=ref.legacy_split_seed, offline=ref.offline, cold=ref.cold,
-                        overlap=ref.overlap)
+                        overlap=ref.overlap, valid_from=ref.valid_from)
 
 
 @dataclass(frozen=True)
@@ -118,13 +119,13 @@ def parse_sweeps(items: list[str]) -> dict[str, list]:
 
 def plan_grid(cells: list[Cell], seeds: list[int], *, data_dir: str | None = None, split_seed: int = 2024,
               legacy_split: bool = False, offline: bool | None = None, drop_unfit: bool = True,
-              cold: str = "keep", overlap: str = "error") -> GridPlan:
+              cold: str = "keep", overlap: str = "error", valid_from: str = "test") -> GridPlan:
     """Resolve every cell and seed to a run. A cell whose method cannot fit its budget is dropped with
     its reason (``drop_unfit``; otherwise the :class:`BudgetError` is raised); every other error (unknown
     method or option, missing data) is raised."""
     plan = GridPlan(runs=[])
     for cell in cells:
-        refs = [DatasetRef(cell.dataset, data_dir, split_seed, seed, offline, cold, overlap)
+        refs = [DatasetRef(cell.dataset, data_dir, split_seed, seed, offline, cold, overlap, valid_from)
                 for seed in (seeds if legacy_split else [None])]
         try:
             for ref in refs:
