@@ -384,7 +384,7 @@ def test_valid_from_reaches_the_config_only_when_it_is_not_the_default(tmp_path,
     import json
     from lwbench.cli import main
     from lwbench.reports.comparable import comparable_key
-    from lwbench.runner import plan_runs
+    from lwbench.grid.runner import plan_runs
     folder = three_files(tmp_path, "".join(f"{u} {(u + 4) % 7}\n" for u in range(30)))
     write(folder / "test.txt", "".join(f"{u} {(u + 3) % 7} {(u + 5) % 7}\n" for u in range(30)))
     specs = {mode: plan_runs(["ud"], load_dataset(str(folder), valid_from=mode), "500buckets", [2024])[0]
