@@ -3,7 +3,8 @@
 One loop serves every method. A method shapes training only through its :class:`~lwbench.plugin.Stage`
 list and its module's hooks, never through its name.
 
-Schedule per stage (docs/protocol.md §3.4), with patience counted in evaluations::
+Schedule per stage (docs/protocol.md §3.4; the rules are :class:`lwbench.training.schedule.StagePlan`), with
+patience counted in evaluations::
 
     for epoch in range(max_epochs):
         if epoch % eval_every == 0: validate; improvement -> save best[phase]; else bad += 1
@@ -40,7 +41,7 @@ import math
 import os
 import resource
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -56,6 +57,7 @@ from lwbench.training.model import Recommender
 from lwbench.training.persistence import RunFiles, Saved, plain, seed_everything, shared_stage_dirs
 from lwbench.training.progress import StageProgress
 from lwbench.training.sampler import BPRSampler
+from lwbench.training.schedule import Schedule, StagePlan
 
 logger = logging.getLogger(__name__)
 
@@ -83,21 +85,6 @@ def loss_warnings(history: list[dict]) -> list[str]:
 
 class DivergedError(FloatingPointError):
     """Training diverged; the message says where and which setting to change."""
-
-
-@dataclass
-class Schedule:
-    """Where training stands; saved in every resume checkpoint."""
-
-    stage_index: int = 0
-    epoch: int = 0                                   # epochs finished in the current stage
-    phase_index: int = 0
-    bad_evals: int = 0
-    best: dict = field(default_factory=dict)         # phase -> best validation value
-    best_epoch: dict = field(default_factory=dict)   # phase -> epoch of that value
-    epochs_run: int = 0                              # over all stages
-    train_seconds: float = 0.0
-    eval_seconds: float = 0.0
 
 
 @dataclass
@@ -284,34 +271,28 @@ class Trainer:
             self._restore(stage, schedule, resume)
         progress = StageProgress(self.label, self.seed, stage.name, self.config.early_stop_metric, cfg.max_epochs,
                                  schedule.epoch, self.show_progress)
+        plan = StagePlan(stage.phases, cfg.max_epochs, cfg.eval_every,
+                         {phase: cfg.patience(phase) for phase in stage.phases}, stage.early_stopping)
         saved_at = time.monotonic()
         patience_ran_out = False   # then the current weights were just validated
-        while schedule.epoch < cfg.max_epochs:
-            phase = stage.phases[schedule.phase_index]
-            new_phase = False
-            later_phases = len(stage.phases) - 1 - schedule.phase_index
-            cut_short = 0 < cfg.max_epochs - schedule.epoch <= later_phases   # the phase is left, validated
-            if stage.early_stopping and (schedule.epoch % cfg.eval_every == 0 or cut_short):
-                progress.validated(phase, schedule.epoch, *self._validate_and_track(stage, phase, schedule))
+        while plan.has_epochs_left(schedule):
+            phase, new_phase, cut_short = plan.phase(schedule), False, plan.cut_short(schedule)
+            if plan.validates(schedule):
+                progress.validated(phase, schedule.epoch, *self._validate_and_track(stage, plan, schedule))
             if cut_short:
                 logger.warning("%s: stage %r leaves its %s phase at epoch %d because only %d of its %d epochs "
                                "remain for its later phases (trainer.max_epochs / --epochs)", self.label,
                                stage.name, phase, schedule.epoch, cfg.max_epochs - schedule.epoch, cfg.max_epochs)
-            if cut_short or (stage.early_stopping and schedule.bad_evals >= cfg.patience(phase)):
-                if schedule.phase_index == len(stage.phases) - 1:
+            if plan.leaves_phase(schedule):
+                if plan.is_last_phase(schedule):
                     patience_ran_out = True
                     break
-                schedule.phase_index += 1
-                schedule.bad_evals = 0
-                self.module.begin_phase(stage, stage.phases[schedule.phase_index])
-                phase = stage.phases[schedule.phase_index]
-                new_phase = True
+                phase, new_phase = plan.enter_next_phase(schedule), True
+                self.module.begin_phase(stage, phase)
             started = time.perf_counter()
             loss, stop = self.train_epoch(stage, phase, schedule.epoch, cfg)
             seconds = time.perf_counter() - started
-            schedule.train_seconds += seconds
-            schedule.epoch += 1
-            schedule.epochs_run += 1
+            plan.trained_epoch(schedule, seconds)
             stop = self.module.end_epoch(stage, schedule.epoch) or stop
             self.history.append({"stage": stage.name, "phase": phase, "epoch": schedule.epoch, "loss": loss,
                                  "seconds": seconds})
@@ -326,8 +307,7 @@ class Trainer:
                 saved_at = time.monotonic()
         if stage.early_stopping and not patience_ran_out:
             # The epochs after the last scheduled validation could have improved on it (docs/protocol.md §3.4).
-            phase = stage.phases[schedule.phase_index]
-            progress.validated(phase, schedule.epoch, *self._validate_and_track(stage, phase, schedule))
+            progress.validated(plan.phase(schedule), schedule.epoch, *self._validate_and_track(stage, plan, schedule))
         if stage.early_stopping:
             self._check_validation(stage)
         progress.close()
@@ -421,22 +401,17 @@ class Trainer:
         schedule.eval_seconds += time.perf_counter() - started
         return frame
 
-    def _validate_and_track(self, stage: Stage, phase: str, schedule: Schedule) -> tuple[float, bool]:
-        """Validate, and save a best checkpoint on improvement; returns (value, whether it improved)."""
+    def _validate_and_track(self, stage: Stage, plan: StagePlan, schedule: Schedule) -> tuple[float, bool]:
+        """Validate, tell the plan, and save a best checkpoint on improvement; returns (value, whether it
+        improved on the phase's best)."""
         means = self._evaluate("valid", schedule).mean().to_dict()
         metric = self.config.early_stop_metric
         if metric not in means:
             raise KeyError(f"early_stop_metric {metric!r} is not computed; choose one of {sorted(means)}")
-        value = means[metric]
-        best = schedule.best.get(phase)
-        improved = best is None or value > best
+        value, phase = means[metric], plan.phase(schedule)
+        improved = plan.record(schedule, value)
         if improved:
-            schedule.best[phase] = value
-            schedule.best_epoch[phase] = schedule.epoch
-            schedule.bad_evals = 0
             self.files.save_best(stage.name, phase, schedule.epoch)
-        else:
-            schedule.bad_evals += 1
         self.history.append({"stage": stage.name, "phase": phase, "epoch": schedule.epoch, "valid": plain(means),
                              "diagnostics": plain(self.module.diagnostics(), "diagnostics()")})
         return value, improved
