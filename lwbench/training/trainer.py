@@ -289,7 +289,8 @@ class Trainer:
             later_phases = len(stage.phases) - 1 - schedule.phase_index
             cut_short = 0 < cfg.max_epochs - schedule.epoch <= later_phases   # the phase is left, validated
             if stage.early_stopping and (schedule.epoch % cfg.eval_every == 0 or cut_short):
-                progress.validated(phase, schedule.epoch, *self._validate_and_track(stage, phase, schedule))
+                progress.validated(phase, schedule.epoch, *self._validate_and_track(stage, phase, schedule),
+                                   best=schedule.best)
             if cut_short:
                 logger.warning("%s: stage %r leaves its %s phase at epoch %d because only %d of its %d epochs "
                                "remain for its later phases (trainer.max_epochs / --epochs)", self.label,
@@ -324,7 +325,8 @@ class Trainer:
         if stage.early_stopping and not patience_ran_out:
             # The epochs after the last scheduled validation could have improved on it (docs/protocol.md §3.4).
             phase = stage.phases[schedule.phase_index]
-            progress.validated(phase, schedule.epoch, *self._validate_and_track(stage, phase, schedule))
+            progress.validated(phase, schedule.epoch, *self._validate_and_track(stage, phase, schedule),
+                               best=schedule.best)
         if stage.early_stopping:
             self._check_validation(stage)
         progress.close()
