@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 COLD_MODES, OVERLAP_MODES = ("keep", "drop"), ("error", "drop")
 INTERRUPTED = 130   # the exit status of a command ended by Ctrl-C (128 + SIGINT), as shells report it
 
-SUBCOMMANDS = ("run", "grid", "reproduce", "report", "compare", "prepare")
+SUBCOMMANDS = ("run", "grid", "reproduce", "report", "compare", "prepare", "tune")
 ALTERNATIVES = ("two-sided", "greater", "less")
 
 
@@ -126,7 +126,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="lwbench: lightweight ID embeddings for graph "
                                      "recommenders, compared under one trainer and one budget.",
                                      epilog=epilog(prog), formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", metavar="{run,grid,reproduce,report,prepare}")
+    commands = parser.add_subparsers(dest="command", metavar="{run,grid,reproduce,report,compare,prepare,tune}")
 
     run = commands.add_parser("run", parents=[output, data, training, execution], epilog=epilog(prog),
                               formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -186,6 +186,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     report.set_defaults(handler=report_command)
     add_compare(commands, output)
     add_prepare(commands, output)
+    from lwbench.tuning.command import add_tune   # equal-effort tuning: lwbench/tuning/
+    add_tune(commands, [output, data, training, execution])
     return parser
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 # ConfigError and parse_value stay importable from here: the command line and the grid use them.
-from lwbench.options import ConfigError, Option, coerce_options, parse_value  # noqa: F401
+from lwbench.options import ConfigError, Option, coerce_options, log_uniform, parse_value  # noqa: F401
 
 
 # The phases of a stage (docs/protocol.md §3.4): a two-phase stage runs FIXED then UPDATE, any other stage SINGLE.
@@ -70,9 +70,18 @@ TRAINER_RANGES = {
 }
 
 
+# The trainer settings every method's tuning searches (the shared space of ``tune``, docs/protocol.md §10.12):
+# the Adam learning rate log-uniform around the shared 1e-3 (the C2F fine stage's 3e-3 inside), and the L2
+# factor log-uniform around the shared 5 (LightGCN's own 0.5 at the bottom). Everything else stays the
+# protocol's, so that tuned methods still share one trainer.
+TRAINER_SEARCH = {"lr": log_uniform(2e-4, 1e-2), "l2_factor": log_uniform(0.5, 20.0)}
+
+
 def trainer_options() -> dict[str, Option]:
-    """The trainer's settings as :class:`~lwbench.options.Option` s: the dataclass defaults with their ranges."""
-    return {f.name: Option(f.default, **TRAINER_RANGES.get(f.name, {})) for f in fields(TrainerConfig)}
+    """The trainer's settings as :class:`~lwbench.options.Option` s: the dataclass defaults with their ranges
+    and, for the settings ``tune`` searches, their search ranges (:data:`TRAINER_SEARCH`)."""
+    return {f.name: Option(f.default, **TRAINER_RANGES.get(f.name, {}), search=TRAINER_SEARCH.get(f.name))
+            for f in fields(TrainerConfig)}
 
 
 def metric_columns(ks) -> list[str]:
@@ -93,10 +102,6 @@ def parse_set_options(items: list[str]) -> dict[str, dict[str, Any]]:
             raise ConfigError(f"--set {item!r}: expected OWNER.OPTION=VALUE, e.g. trainer.lr=3e-3 or ud.dim=64")
         out.setdefault(owner, {})[option] = value.strip()
     return out
-
-
-def trainer_fields() -> list[str]:
-    return [f.name for f in fields(TrainerConfig)]
 
 
 def config_hash(config: dict) -> str:

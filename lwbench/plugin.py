@@ -302,7 +302,7 @@ class Method:
     # Option overrides under the storage accounting convention (docs/protocol.md §5.2), under the command line's:
     # e.g. a method whose default keeps a published size below the budget grows to use the stored bytes.
     storage_options: ClassVar[dict[str, Any]] = {}
-    # Option overrides in tables that compare methods at one budget (lwbench.grid.plan.comparison_cell):
+    # Option overrides in tables that compare methods at one budget (lwbench.grid.cell.comparison_cell):
     # e.g. a method whose published configuration stays below the budget grows to use it, so that every
     # compared run stores 95-100% of the budget (docs/protocol.md §5.2); its own paper studies keep the
     # published configuration.
@@ -386,6 +386,23 @@ def smallest_configuration(attempt, start: int) -> dict | None:
         middle = (low + high) // 2
         low, high = (low, middle) if attempt(middle) is not None else (middle, high)
     return attempt(high)
+
+
+class MethodContractError(RuntimeError):
+    """A method's two statements of its size disagree (docs/adding-a-method.md): a bug in the method."""
+
+
+def check_planned_count(method: Method, planned: ParamCount, built: ParamCount) -> None:
+    """The one place where a method's plan (``planned_count``, known before training and used to size it to
+    the budget) meets its built module's inventory (``inference_state``): they must be the same count.
+    Checked when a run builds its module, before anything trains. A pruning method (``prunes``) reaches
+    its planned count only when its mask is fixed, so its trained count is checked against the budget
+    instead (:func:`check_within_budget`, when the run is recorded)."""
+    if method.prunes or built == planned:
+        return
+    raise MethodContractError(f"{method.name}: planned_count() gives {planned.to_dict()} but the built module's "
+                              f"inference_state() gives {built.to_dict()}; the plan sizes the method to the budget, "
+                              "so the two must agree (docs/adding-a-method.md)")
 
 
 def check_within_budget(method: Method, count: ParamCount, budget: Budget | int | None) -> None:

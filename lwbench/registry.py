@@ -105,6 +105,12 @@ def method_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def builtin_method_names() -> list[str]:
+    """The methods that ship with lwbench (not plugins, entry points or methods a test registered)."""
+    discover()
+    return sorted(name for name, cls in _REGISTRY.items() if cls.__module__.startswith(f"{BUILTIN_PACKAGE}."))
+
+
 def get_method(name: str) -> Method:
     discover()
     if name not in _REGISTRY:

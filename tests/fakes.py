@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from lwbench.grid.plan import Cell
+from lwbench.grid.cell import Cell
 from lwbench.records import save_per_user, write_manifest
 from lwbench.reports import figures, summaries
 from lwbench.reports.targets import Outputs, Target, get_target

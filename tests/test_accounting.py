@@ -10,7 +10,7 @@ from lwbench.budget import STORAGE, Budget, BudgetError, ParamCount, index_width
 from lwbench.cli import main
 from lwbench.options import resolve
 from lwbench.plugin import BuildContext, plan_count, size_to_budget
-from lwbench.registry import get_method
+from lwbench.registry import builtin_method_names, get_method
 from lwbench.training.graph import normalized_adjacency
 
 BUDGETED = ["qr", "pep", "cerp", "dpq", "mgqe", "legcf", "c2f", "magprune"]
@@ -71,7 +71,7 @@ def test_mgqe_counts_its_tier_bits_in_storage_but_not_in_table3(toy):
         == toy.n_entities * 8 * 6
 
 
-@pytest.mark.parametrize("name", ["ud", "qr", "pep", "dpq", "legcf"])
+@pytest.mark.parametrize("name", [name for name in builtin_method_names() if "store_dtype" in get_method(name).options])
 def test_store_dtype_float16_halves_the_value_bytes_and_evaluates_rounded_values(name, toy):
     method = get_method(name)
     budget = None if not method.budgeted else parse_budget("30%", toy.n_users, toy.n_items)
@@ -152,8 +152,7 @@ def test_c2f_fills_a_storage_budget_but_keeps_its_released_sizes_under_table3(ca
     assert plan("--accounting", "storage", "--set", "c2f.fill_budget=false")[:2] == (300, 100)
 
 
-@pytest.mark.parametrize("name, per_type", [(name, False) for name in
-                                             ["ud", "qr", "pep", "cerp", "dpq", "mgqe", "legcf", "c2f", "magprune"]]
+@pytest.mark.parametrize("name, per_type", [(name, False) for name in builtin_method_names()]
                          + [("qr", True)])          # per_type: a QR option
 def test_rows_are_the_layer0_rows_of_the_entities(name, per_type, toy):
     """``rows`` (timed by the inference profile) forms exactly the entities' layer-0 rows in evaluation."""

@@ -18,7 +18,8 @@ PLUGIN = '''
 from torch import nn
 import torch
 from lwbench.budget import BudgetError, ParamCount
-from lwbench.plugin import EmbeddingModule, Method
+from lwbench.options import TO_BUDGET, Option
+from lwbench.plugin import EmbeddingModule, InferenceState, Method
 from lwbench.registry import register
 
 
@@ -31,14 +32,14 @@ class Hashed(EmbeddingModule):
     def layer0(self):
         return self.table[torch.arange(self.n_entities) % self.rows]
 
-    def param_count(self):
-        return ParamCount(table3=self.table.numel(), float_values=self.table.numel())
+    def inference_state(self):
+        return InferenceState(values={"table": self.table})
 
 
 @register
 class ToyHash(Method):
     name = "toyhash"
-    options = {"rows": 0}
+    options = {"rows": Option(0, min=1, special=TO_BUDGET, help="rows of the shared table")}
 
     def configure(self, options, budget, stats):
         rows = budget // 8
@@ -47,7 +48,8 @@ class ToyHash(Method):
         return {**options, "rows": min(rows, stats.n_entities)}
 
     def planned_count(self, options, stats):
-        return ParamCount(table3=options["rows"] * 8, float_values=options["rows"] * 8)
+        return ParamCount(table3=options["rows"] * 8, float_values=options["rows"] * 8,
+                          value_bytes=4 * options["rows"] * 8, index_bytes=0)
 
     def build(self, ctx):
         return Hashed(ctx, ctx.options["rows"])
@@ -106,7 +108,7 @@ def test_end_to_end_run_writes_records_and_skips_repeats(tmp_path, toy_dir, run)
     assert record["params"] == (stats["n_users"] + stats["n_items"]) * 16
     assert set(record["metrics"]["test"]) >= {"ndcg@20", "recall@20", "ndcg@1", "recall@50"}
     assert record["config"]["trainer"]["max_epochs"] == 3 and record["config"]["method"]["options"]["dim"] == 16
-    assert record["epochs_run"] == 3
+    assert record["epochs_run"] == 3 and record["warnings"] == []   # nothing to warn about (e.g. no loss rise)
     assert (tmp_path / "out" / "runs" / record["per_user_file"]).exists()
     second = run(args, tmp_path)
     assert second.returncode == 0
@@ -270,13 +272,16 @@ def test_list_verbose_shows_every_option_with_its_default_and_choices(tmp_path, 
 
 
 def test_list_verbose_shows_the_trainer_options_with_type_default_and_range(tmp_path, run):
-    from lwbench.config import trainer_fields
+    from dataclasses import fields
+
+    from lwbench.config import TrainerConfig
     result = run(["--list", "--verbose"], tmp_path)
     assert result.returncode == 0, result.stderr
     trainer = result.stdout.split("trainer options (--set trainer.option=value", 1)[1]
-    for name in trainer_fields():
+    for name in (f.name for f in fields(TrainerConfig)):
         assert f"      {name} (" in trainer, name
-    assert "lr (float, default 0.001, at most 1 and greater than 0): Adam learning rate" in trainer
+    (lr,) = [line for line in trainer.splitlines() if line.startswith("      lr (")]
+    assert lr.startswith("      lr (float, default 0.001, at most 1 and greater than 0)") and "Adam learning rate" in lr
     assert "batch_size (int, default 8192, at least 1): " in trainer
     assert "layers (int, default 3, at least 0 and at most 16): " in trainer
     assert "patience_fixed (int, default 5, at least 1): " in trainer

@@ -248,9 +248,16 @@ def test_a_hand_off_from_a_phase_never_reached_is_an_error_unless_allowed(toy, t
                for r in caplog.records)
 
 
-def test_reproduce_quick_allows_the_hand_off_fallback():
-    from lwbench.reports.reproduce import QUICK_TRAINER
-    assert QUICK_TRAINER["allow_handoff_fallback"] is True
+def test_reproduce_quick_allows_the_hand_off_fallback_in_every_planned_run():
+    """Three quick epochs rarely reach C2F's UPDATE phase, so every quick run may hand on its FIXED best;
+    full runs may not."""
+    from lwbench.grid.plan import plan_grid
+    from lwbench.reports.reproduce import with_user_overrides
+    from lwbench.reports.targets import get_target
+    cells = get_target("table4").cells(["synthetic"], ["c2f"])
+    for quick in (True, False):
+        runs = plan_grid([with_user_overrides(c, {}, quick) for c in cells], [2024]).unique_runs()
+        assert runs and all(run.spec.trainer.allow_handoff_fallback is quick for run in runs)
 
 
 # --- 5. locks, temp files, corrupt state, killed grids ----------------------------------------------------

@@ -195,3 +195,25 @@ def test_metis_places_isolated_nodes_in_a_part(toy_with_cold):
     parts = metis_parts(adjacency, 8, seed=1)
     assert parts.shape == (toy_with_cold.n_entities,) and ((parts >= 0) & (parts < 8)).all()
     assert np.diff(adjacency.indptr)[[300, 301 + 200]].tolist() == [0, 0]   # both isolated
+
+
+def test_a_plan_that_disagrees_with_the_built_module_fails_before_training(toy, tmp_path):
+    """planned_count sizes a method to the budget; if the built module's inventory says otherwise the budget
+    is not what the plan claims, so the run stops at build with both counts."""
+    from lwbench.methods.ud import UD
+    from lwbench.plugin import MethodContractError
+
+    class Misplanned(UD):
+        name = "test-misplanned"
+
+        def planned_count(self, options, stats):
+            count = super().planned_count(options, stats)
+            return type(count)(table3=count.table3 - 1, float_values=count.float_values - 1)
+
+    method = Misplanned()
+    options = resolve(method, {"dim": 8})
+    trainer = Trainer(method, options, toy, TrainerConfig(max_epochs=1), seed=0, device=torch.device("cpu"),
+                      work_dir=tmp_path / "work", cache_dir=tmp_path / "cache", show_progress=False)
+    with pytest.raises(MethodContractError, match="test-misplanned: planned_count"):
+        trainer.fit()
+    assert not (tmp_path / "work" / "last.pt").exists()

@@ -22,8 +22,10 @@ def test_write_then_read_gives_the_same_record_with_its_schema_version(tmp_path)
     written = fake(tmp_path)
     path = records.record_path(tmp_path, written["run_id"])
     read = records.read_record(path)
-    assert read.pop("_path") == str(path)   # where it was read from: noted in memory, never written
+    assert read.pop("_path") == str(path)   # noted in memory for messages, never part of the file
     assert read == json.loads(json.dumps(written)) and read["schema_version"] == records.SCHEMA_VERSION
+    records.write_record(tmp_path, {**read, "_path": "elsewhere"})
+    assert "_path" not in json.loads(path.read_text())
     assert records.find_record(tmp_path, written["run_id"], written["config_hash"])["run_id"] == written["run_id"]
     assert records.find_record(tmp_path, written["run_id"], "another hash") is None
 

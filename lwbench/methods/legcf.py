@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from lwbench.methods.common.assignment import RefreshSchedule
 from lwbench.budget import BudgetError, ParamCount, meta_embedding_count
-from lwbench.options import TO_BUDGET, ConfigError, Option
+from lwbench.options import TO_BUDGET, ConfigError, Option, uniform
 from lwbench.methods.common.meta_embedding import ASSIGNMENT_INITS, META_INITS, MetaEmbeddingTable
 from lwbench.plugin import STORE_DTYPE, BuildContext, Method, Stage
 from lwbench.registry import register
@@ -30,7 +30,9 @@ class LEGCF(Method):
                               help="meta-embeddings m (sized: the largest m with m*d + t*N <= budget)"),
         "buckets_per_entity": Option(2, min=1, help="meta-embeddings t combined per entity"),
         "dim": Option(128, min=1, help="embedding dimension d"),
-        "anchor_weight": Option(0.9, min=0, max=1, help="w*: the initial weight of the entity's own METIS part"),
+        # w*: the official README's values per dataset span 0.5 (Gowalla) to 0.9 (Amazon-book, the code's constant)
+        "anchor_weight": Option(0.9, min=0, max=1, help="w*: the initial weight of the entity's own METIS part",
+                                search=uniform(0.5, 0.9)),
         "assignment_init": Option("metis", choices=ASSIGNMENT_INITS,
                                   help="anchor part of each entity: its METIS part, or uniform at random"),
         "meta_init": Option("normal", choices=META_INITS, help="initialization of the meta-embeddings"),

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from lwbench.budget import BudgetError, ParamCount
-from lwbench.options import TO_BUDGET, ConfigError, Option
+from lwbench.options import TO_BUDGET, ConfigError, Option, one_of
 from lwbench.plugin import STORE_DTYPE, BuildContext, EmbeddingModule, InferenceState, Method
 from lwbench.registry import register
 
@@ -134,7 +134,8 @@ class QR(Method):
     description = "quotient-remainder compositional embedding: two small tables combined per entity"
     options = {
         "dim": Option(128, min=1, help="embedding dimension d (each table d/2 wide with combine=concat)"),
-        "combine": Option("mult", choices=COMBINES, help="how the quotient and remainder rows combine"),
+        "combine": Option("mult", choices=COMBINES, help="how the quotient and remainder rows combine",
+                          search=one_of(*COMBINES)),   # the three operations of the QR paper
         "init": Option("xavier", choices=INITS, help="Xavier-uniform per table, or N(0, init_std^2)"),
         "init_std": Option(0.3, above=0, help="standard deviation of init=normal"),
         "per_type": Option(False, help="separate QR tables for users and for items"),

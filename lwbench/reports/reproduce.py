@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lwbench.data.cards import available_locally
-from lwbench.grid.plan import Cell, plan_grid
+from lwbench.grid.cell import Cell
+from lwbench.grid.plan import plan_grid
 from lwbench.grid.run import describe_plan, run_grid, summarize_failures
 from lwbench.grid.workers import ExecutionRequest, make_execution
 from lwbench.records import load_records, write_manifest

@@ -23,18 +23,16 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import pandas as pd
 
+from lwbench.grid.cell import Cell
 from lwbench.records import RecordError, load_records, points, read_manifests
 from lwbench.reports import figures, summaries
 from lwbench.reports.tables import Table
 
 logger = logging.getLogger(__name__)
-
-if TYPE_CHECKING:
-    from lwbench.grid.plan import Cell
 
 BUILTIN_PACKAGE = "lwbench.studies"
 ENTRY_POINT_GROUP = "lwbench.studies"

@@ -9,8 +9,8 @@ folder that holds Table 3 reuses those runs. A point's position on the budget ax
 record (the budget's limit over the full table of that dataset), since 500 buckets is a different share of
 every dataset.
 
-Cells are built only when planning: the grid and the method registry import torch, so they are imported
-inside :func:`_cells`, never by building the report.
+Cells are built only when planning: the method registry imports torch, so it is imported inside
+:func:`_cells`, never by building the report.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from lwbench.budget import STORAGE, TABLE3
+from lwbench.grid.cell import Cell, comparison_cell
 from lwbench.reports import figures, summaries
 from lwbench.reports.targets import Outputs, Target, TargetError, register_target
 
@@ -39,7 +40,6 @@ FULL_DIM, FLOAT_BYTES = 128, 4
 
 
 def _cells(accounting, datasets, methods):
-    from lwbench.grid.plan import Cell, comparison_cell
     from lwbench.registry import get_method
     budgeted = [m for m in methods if get_method(m).budgeted]
     if not budgeted:

@@ -16,8 +16,9 @@ as soon as only one epoch per later phase remains, so that a short run (``--epoc
 every phase and hands the next stage the checkpoint of its last phase.
 
 A run can be killed at any moment: the resume file (model, optimizer, RNG streams, schedule, results of
-finished stages) is written at most ``checkpoint_seconds`` apart, after the first epoch of every phase and
-after every stage, and a new :class:`Trainer` on the same work folder continues from it and ends with the
+finished stages) is written after an epoch once ``checkpoint_seconds`` have passed since the last one,
+after the first epoch of every phase but a stage's first (never at a phase switch itself), and after
+every stage, and a new :class:`Trainer` on the same work folder continues from it and ends with the
 same result as an uninterrupted run (the epochs since the last file are trained again, identically). What
 those files hold and where they live is :mod:`lwbench.training.persistence`.
 
@@ -49,7 +50,7 @@ from lwbench.budget import ParamCount
 from lwbench.config import TrainerConfig
 from lwbench.data.interactions import Interactions
 from lwbench.evaluate import Evaluator
-from lwbench.plugin import BuildContext, Method, Stage, Step
+from lwbench.plugin import BuildContext, Method, Stage, Step, check_planned_count, plan_count
 from lwbench.training.graph import normalized_adjacency
 from lwbench.training.model import Recommender
 from lwbench.training.persistence import RunFiles, Saved, plain, seed_everything, shared_stage_dirs
@@ -174,6 +175,8 @@ class Trainer:
         ctx = BuildContext(interactions=self.data, graph=graph, device=self.device, options=self.options,
                            seed=self.stage_seed(0), cache_dir=self.cache_dir)
         self.module = self.method.build(ctx)
+        check_planned_count(self.method, plan_count(self.method, self.options, self.data.stats()),
+                            self.module.param_count())
         self.model = Recommender(self.module, self.config.layers, self.config.item_bias, self.device)
         self.sampler = BPRSampler(self.data.train, self.config.n_negatives, self.device)
         self.generator = torch.Generator(device=self.device)

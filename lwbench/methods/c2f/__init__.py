@@ -60,7 +60,7 @@ import math
 from lwbench.budget import BudgetError, ParamCount
 from lwbench.methods.c2f.module import (ABLATIONS, FINE_STAGE, VARIANTS, CoarseToFineTable, FineSettings,
                                     coarse_to_fine_count)
-from lwbench.options import ConfigError, Option
+from lwbench.options import ConfigError, Option, integers, log_uniform, uniform
 from lwbench.plugin import BuildContext, Method, Stage
 from lwbench.registry import register
 
@@ -82,10 +82,13 @@ class C2F(Method):
         "coarse_buckets": Option(300, min=1, help="m^c: coarse meta-embeddings (METIS parts)"),
         "fine_buckets": Option(100, min=1, help="m^r: fine meta-embeddings"),
         "coarse_topk": Option(2, min=1, help="t^c: coarse meta-embeddings per entity"),
-        "fine_topk": Option(4, min=1, help="t^r: fine meta-embeddings per coarse one"),
+        # tune searches the three Figure-5 factors whose optima the paper states (λ, w_cr, t^r), over the
+        # Figure-5 grids' spans; d^r is left out (the paper states no optimum, and each value is a new SparsePCA)
+        "fine_topk": Option(4, min=1, help="t^r: fine meta-embeddings per coarse one", search=integers(2, 6)),
         "fine_components": Option(80, min=1, help="d^r: SparsePCA components of the fine codebook"),
-        "threshold": Option(1.0, min=0, help="λ: soft threshold of the fine codebook"),
-        "gate": Option(0.2, min=0, max=1, help="w_cr: weight of the fine refinement in the coarse rows"),
+        "threshold": Option(1.0, min=0, help="λ: soft threshold of the fine codebook", search=log_uniform(0.5, 10)),
+        "gate": Option(0.2, min=0, max=1, help="w_cr: weight of the fine refinement in the coarse rows",
+                       search=uniform(0.1, 0.9)),
         "ablation": Option("none", choices=ABLATIONS, help="Figure 4's cases: remove one component"),
         "variant": Option("code", choices=VARIANTS, help="the official code's behaviour or the paper's equations"),
         "profile": Option("released", choices=PROFILES, help="the released fine settings or the paper's optima"),

@@ -60,12 +60,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from lwbench.methods.common.assignment import RefreshSchedule, SparseAssignment, pinv_scores, top_t_assignment
 from lwbench.budget import ParamCount, index_width
 from lwbench.training.graph import lightgcn_propagate
 from lwbench.methods.common.meta_embedding import MetaEmbeddingTable, metis_anchors
+from lwbench.methods.common.pruning import soft_threshold   # Eq. 16: S_λ(x) = sign(x) relu(|x| - λ)
 from lwbench.plugin import BuildContext, EmbeddingModule, InferenceState, Stage
 from lwbench.methods.common.sparse_pca import sparse_pca_scores
 
@@ -203,11 +203,6 @@ def direct_matching_scores(h_coarse: torch.Tensor, h_fine: torch.Tensor) -> torc
 
 
 # --- forward pieces (docs/protocol.md §8.5) ------------------------------------------------------------------
-def soft_threshold(table: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Eq. 16: ``sign(x) * relu(|x| - λ)``. Entries with ``|x| <= λ`` become 0 and get no gradient."""
-    return torch.sign(table) * F.relu(table.abs() - threshold)
-
-
 def remix_layer(layer: torch.Tensor, n_entities: int, coarse: SparseAssignment, fine: SparseAssignment,
                 gate: float) -> torch.Tensor:
     """The code-only per-layer re-mixing (docs/protocol.md §8.5 step 5) of ``Y = Ã X_l = [F; C; R]``::

@@ -10,14 +10,13 @@ method on the same data (C2F's coarse and fine stages), does not partition again
 from __future__ import annotations
 
 import hashlib
-import io
 from pathlib import Path
 
 import numpy as np
 import pymetis
 import scipy.sparse as sp
 
-from lwbench.files import atomic_write_bytes
+from lwbench.files import cached_array
 
 CACHE_FORMAT = "kway-cut-v1"   # part of the cache key: change it when the METIS call changes
 
@@ -61,16 +60,8 @@ def metis_parts(adjacency: sp.csr_matrix, n_parts: int, seed: int, cache_dir: Pa
     if cache_dir is not None:
         key = f"{graph_fingerprint(adjacency)[:24]}-k{n_parts}-s{seed}-{CACHE_FORMAT}"
         path = Path(cache_dir) / "metis" / f"{key}.npy"
-        if path.exists():
-            parts = np.load(path)
-            if parts.shape == (n_nodes,):
-                return parts
-    parts = _partition(adjacency, n_parts, seed)
-    if path is not None:
-        buffer = io.BytesIO()
-        np.save(buffer, parts)
-        atomic_write_bytes(path, buffer.getvalue())
-    return parts
+    return cached_array(path, lambda: _partition(adjacency, n_parts, seed),
+                        usable=lambda parts: parts.shape == (n_nodes,))
 
 
 def _partition(adjacency: sp.csr_matrix, n_parts: int, seed: int) -> np.ndarray:

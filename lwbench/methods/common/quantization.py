@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from lwbench.budget import BudgetError, ParamCount
-from lwbench.options import TO_BUDGET, ConfigError, Option
+from lwbench.options import TO_BUDGET, ConfigError, Option, one_of
 from lwbench.plugin import STORE_DTYPE, BuildContext, EmbeddingModule, InferenceState, Method, Stage, Step
 
 MODES = ("vq", "sx")
@@ -217,7 +217,8 @@ class QuantizedMethod(Method):
         "dim": Option(128, min=1, help="embedding dimension d"),
         "groups": Option(8, min=1, help="D: code groups per entity, each d/D wide (must divide dim)"),
         "k": Option(0, min=1, special=TO_BUDGET, help="K: centroids per group (the head tier's with tiers)"),
-        "mode": Option("vq", choices=MODES, help="vq: values tied to the keys; sx: separate values, softmax responses"),
+        "mode": Option("vq", choices=MODES, help="vq: values tied to the keys; sx: separate values, softmax responses",
+                       search=one_of(*MODES)),   # DPQ's two variants
         "beta": Option(0.0, min=0, help="weight of VQ's commitment term"),
         "response_bn": Option(True, help="batch-normalize the responses over all entities"),
         "init_std": Option(0.1, above=0, help="standard deviation of the N(0, std^2) initialization"),

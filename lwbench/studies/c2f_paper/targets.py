@@ -2,24 +2,20 @@
 
 C2F's option and stage names are kept in one place (:data:`C2F_OPTIONS`, :data:`C2F_COARSE_STAGE`), keyed
 by the paper's symbols, so the grids below read like the paper and follow the c2f method if it renames
-an option. Cells are built only when planning: :class:`lwbench.grid.plan.Cell` is imported inside the
-functions that build them, because the grid imports torch and building reports must not.
+an option. The cells (:class:`lwbench.grid.cell.Cell`) are torch-free, so reports can import this module
+where the trainer is not installed.
 """
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from lwbench.budget import STORAGE
+from lwbench.grid.cell import Cell, comparison_cell
 from lwbench.reports import figures, summaries
 from lwbench.reports.targets import Outputs, Target, register_target
 from lwbench.studies.c2f_paper import tables
 from lwbench.studies.c2f_paper.figures import FIGURE_METRICS, ratio_curves
 from lwbench.studies.c2f_paper.reference import TABLE3_METHODS
-
-if TYPE_CHECKING:
-    from lwbench.grid.plan import Cell
 
 # --- C2F names (docs/protocol.md §10) ------------------------------------------------------------------------
 C2F = "c2f"
@@ -54,8 +50,7 @@ def c2f_cell(dataset: str, options: dict, coords: dict, budget: str = "500bucket
     """A C2F run with options given by their paper symbols (keys of :data:`C2F_OPTIONS`), under the
     logged runs' settings for the dataset and seed (:data:`LOGGED_SETTINGS`, :data:`LOGGED_SEED_SETTINGS`).
     ``comparison``: a cell of a table that compares methods, where C2F fills the budget
-    (:func:`lwbench.grid.plan.comparison_cell`); the C2F studies keep the released configuration."""
-    from lwbench.grid.plan import Cell, comparison_cell
+    (:func:`lwbench.grid.cell.comparison_cell`); the C2F studies keep the released configuration."""
     overrides = {owner: dict(values) for owner, values in LOGGED_SETTINGS.get(dataset, {}).items()}
     overrides.setdefault(C2F, {}).update({C2F_OPTIONS[k]: v for k, v in options.items()})
     seed_overrides = LOGGED_SEED_SETTINGS.get(dataset, {})
@@ -65,7 +60,6 @@ def c2f_cell(dataset: str, options: dict, coords: dict, budget: str = "500bucket
 
 
 def _table3_cells(datasets: list[str], methods: list[str]) -> list[Cell]:
-    from lwbench.grid.plan import Cell, comparison_cell
     cells = []
     for dataset in datasets:
         if "ud" in methods:

@@ -1,0 +1,135 @@
+"""The ``tuned`` target: the tables of a ``tune`` study's retrained runs (docs/protocol.md §10.12).
+
+``run_bench.py tune`` writes, in its output folder ``OUT``,
+
+* ``OUT/tuning/<study>.json``, the study file: per bracket (dataset, method label, budget) the search space,
+  every trial's settings, each rung's runs and validation values, who was promoted, the chosen trial and the
+  seconds the trials took (:func:`study_path`, :func:`read_study`);
+* ``OUT/tuning/<study>/``, the trials' own output folder (ordinary records, logs, locks), so that the trials
+  never mix with the tables' runs in ``OUT/runs`` (:func:`trials_folder`);
+* ``OUT/grids/tuned-<study>.json``, a manifest of the retrained runs in the format of the reproduction targets,
+  with ``target: tuned``, so that ``report`` rebuilds the study's tables from records alone.
+
+The target's builder writes ``tuned-<study>`` (the results: the base target's tables when the study tuned a
+target's cells, e.g. Table 3 with the paper's values beside each cell, else mean ± std per method) and
+``tuned-<study>-settings`` (what each bracket chose, from which trials, at what cost). Like every builder, it
+imports no torch; the target cannot be reproduced (its cells come from a study, not from a grid).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from lwbench.reports import summaries
+from lwbench.reports.tables import Table
+from lwbench.reports.targets import Outputs, Target, TargetError, get_target, register_target
+
+TUNED = "tuned"
+METRICS = ("ndcg@10", "recall@10", "ndcg@20", "recall@20")
+
+
+def study_path(out: Path, study: str) -> Path:
+    return Path(out) / "tuning" / f"{study}.json"
+
+
+def trials_folder(out: Path, study: str) -> Path:
+    """Where a study's trials are trained and recorded (an ordinary output folder)."""
+    return Path(out) / "tuning" / study
+
+
+def manifest_name(study: str) -> str:
+    return f"{TUNED}-{study}"
+
+
+def read_study(out: Path, study: str) -> dict | None:
+    """The study file, or None when there is none."""
+    path = study_path(out, study)
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TargetError(f"{path}: unreadable study file ({exc})") from exc
+
+
+def _cells(datasets, methods):
+    raise TargetError("the tuned target is written by `run_bench.py tune` (its cells are what a study chose); "
+                      "run that command, or `run_bench.py report` to rebuild its tables")
+
+
+def _renamed(name: str, base: str, study_manifest: str) -> str:
+    return study_manifest + name[len(base):] if name.startswith(base) else f"{study_manifest}-{name}"
+
+
+def _results(pts: pd.DataFrame, out: Path, manifest: dict, alternative: str) -> Outputs:
+    """The base target's tables and figures over the retrained runs, renamed after the study; without a base
+    target, test metrics mean ± std per dataset, method and budget."""
+    name, base = manifest["name"], manifest.get("base_target")
+    title = f"tuned by study {manifest['study']}"
+    if base:
+        outputs = get_target(base).build(pts, out, manifest, alternative)
+        tables = [dataclasses.replace(t, name=_renamed(t.name, base, name), title=f"{t.title}, {title}")
+                  for t in outputs.tables]
+        figures = {_renamed(key, base, name): figure for key, figure in outputs.figures.items()}
+        return Outputs(tables=tables, figures=figures)
+    keys, metrics = ["dataset", "label", "budget"], list(METRICS)
+    summary = summaries.summarize(pts, keys, metrics)
+    notes = [f"Test {', '.join(metrics)} of each run's reported checkpoint, mean ± std over seeds.",
+             *summaries.status_notes(pts)]
+    return Outputs(tables=[summaries.series_table(name, f"Methods {title}", summary, keys, metrics, notes)])
+
+
+def _format(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def settings_table(study: dict, name: str) -> Table:
+    """One row per bracket: the trials per rung, the chosen trial and its settings, its validation value
+    (the only value selection looked at) and the seconds all its trials took."""
+    columns = ["dataset", "method", "budget", "trials per rung", "chosen", "settings", "valid", "trial runs",
+               "trial seconds"]
+    rows, data = [], []
+    for key, bracket in study["brackets"].items():
+        schedule = ", ".join(f"{rung['trials']}@{rung['max_epochs'] or 'full'}" for rung in bracket["rungs"])
+        chosen = bracket.get("chosen") or {}
+        cost = bracket.get("cost", {})
+        seconds = cost.get("train_seconds", 0.0) + cost.get("eval_seconds", 0.0)
+        rows.append([bracket["dataset"], bracket["label"], bracket["budget"], schedule,
+                     "–" if "trial" not in chosen else f"trial {chosen['trial']}", chosen.get("described", "–"),
+                     _format(chosen.get("valid")), str(cost.get("runs", 0)), f"{seconds:,.0f}"])
+        data.append({"bracket": key, "dataset": bracket["dataset"], "method": bracket["label"],
+                     "budget": bracket["budget"], "metric": bracket["metric"], "trials": bracket["settings"]["trials"],
+                     "chosen_trial": chosen.get("trial"), "valid": chosen.get("valid"),
+                     **{f"chosen:{k}": v for k, v in chosen.get("settings", {}).items()},
+                     "trial_runs": cost.get("runs", 0), "train_seconds": cost.get("train_seconds"),
+                     "eval_seconds": cost.get("eval_seconds"), "status": bracket.get("status")})
+    metric = next(iter(study["brackets"].values()))["metric"] if study["brackets"] else "the early-stopping metric"
+    notes = [f"Every method got the same trials and rungs; trial 0 is the defaults. A rung trains each stage for at "
+             f"most its epochs (full: the protocol's epochs, with early stopping); the best 1/eta by validation "
+             f"{metric} go on (docs/protocol.md §10.12).",
+             f"valid: validation {metric} of the chosen trial's full run (test metrics never enter the choice).",
+             "trial seconds: training + evaluation seconds of the study's trial runs, from their records."]
+    failed = [f"{b['label']}: {b.get('status')}" for b in study["brackets"].values() if b.get("status") != "done"]
+    if failed:
+        notes.append(f"Not finished: {'; '.join(failed)}.")
+    return Table(f"{name}-settings", f"What study {study['study']} chose", columns, rows, pd.DataFrame(data),
+                 notes=notes)
+
+
+def _build(pts: pd.DataFrame, out: Path, manifest: dict, alternative: str) -> Outputs:
+    outputs = _results(pts, out, manifest, alternative)
+    study = read_study(out, manifest["study"])
+    if study is not None:
+        outputs.tables.append(settings_table(study, manifest["name"]))
+    return outputs
+
+
+register_target(Target(
+    TUNED, "the runs a `tune` study chose, retrained on its seeds (written by `run_bench.py tune`, not reproduce)",
+    datasets=("synthetic",), requires=(), cells=_cells, build=_build))
