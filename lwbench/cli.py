@@ -3,7 +3,11 @@
 The plain form (``lwbench --methods ud,legcf --budget 500buckets``, also ``run_bench.py``) is the ``run``
 command: a grid of one cell per method, executed by the same code as ``grid``. With no arguments it runs
 the demo: UD on the built-in synthetic dataset, on the GPU when one is visible, else the CPU. Options
-shared by several commands come from parent parsers, so each is declared once."""
+shared by several commands come from parent parsers, so each is declared once.
+
+Importing this module and building the parser import neither torch nor numpy, pandas or the methods, so
+``--help`` is quick (``bench/startup.py`` measures it); each command imports what it needs. Ctrl-C ends a
+command with one line saying where it stopped and exit status 130 (:func:`main`)."""
 from __future__ import annotations
 
 import argparse
@@ -16,10 +20,13 @@ from pathlib import Path
 from lwbench import logs
 from lwbench.budget import ACCEPTED_FORMS, BudgetError
 from lwbench.config import ConfigError, parse_set_options
-from lwbench.data.interactions import COLD_MODES, OVERLAP_MODES, VALID_MODES, DataError
-from lwbench.records import RecordError
 
 logger = logging.getLogger(__name__)
+
+# lwbench.data.interactions' choices, repeated here so that --help needs neither numpy nor scipy
+# (tests/test_cli.py checks that they agree)
+COLD_MODES, OVERLAP_MODES, VALID_MODES = ("keep", "drop"), ("error", "drop"), ("test", "file")
+INTERRUPTED = 130   # the exit status of a command ended by Ctrl-C (128 + SIGINT), as shells report it
 
 SUBCOMMANDS = ("run", "grid", "reproduce", "report", "compare", "prepare", "tune")
 ALTERNATIVES = ("two-sided", "greater", "less")
@@ -96,7 +103,8 @@ def execution_parent() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("execution")
     group.add_argument("--plan", action="store_true", help="print the plan and exit")
-    group.add_argument("--device", default="auto", help="auto (GPUs if visible), cpu, cuda, cuda:1 (default auto)")
+    group.add_argument("--device", default="auto", help="auto (GPUs if visible), cpu, cuda or cuda:N, e.g. cuda:1 "
+                       "(default auto)")
     group.add_argument("--jobs", type=int, help="runs at a time (default: one per GPU times --runs-per-gpu; "
                        "with a dask/ray cluster, all its workers)")
     group.add_argument("--gpus", help="GPU indices to share out round-robin, e.g. 0,1 (default: all visible)")
@@ -134,9 +142,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                      help="a dataset card name (--list shows them) or a folder holding train.txt[.gz] and "
                           "test.txt[.gz] (default: synthetic)")
     run.add_argument("--seeds", default="2024", help="comma-separated training seeds (default: 2024)")
-    run.add_argument("--out", default="results/demo", help="output folder (default: results/demo)")
-    run.add_argument("--list", action="store_true", help="list registered methods and dataset cards, then exit "
-                     "(with --verbose: every method's options)")
+    run.add_argument("--out", help="output folder (default: results/<dataset>, e.g. results/synthetic)")
+    run.add_argument("--json", action="store_true", help="with --plan: every run's full resolved configuration "
+                     "as JSON instead of one line per run")
+    run.add_argument("--list", action="store_true", help="list registered methods, trainer options and dataset "
+                     "cards, then exit (with --verbose: every option's type, default and range)")
     run.set_defaults(handler=run_command)
 
     grid = commands.add_parser("grid", parents=[output, data, training, execution],
@@ -156,8 +166,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     reproduce = commands.add_parser("reproduce", parents=[output, data, training, execution],
                                     formatter_class=argparse.RawDescriptionHelpFormatter,
                                     help="plan, run and report one reproduction target",
-                                    description="Plan, run (reusing existing runs) and report one target.",
-                                    epilog="targets:\n" + target_lines())
+                                    description="Plan, run (reusing existing runs) and report one target.")
+    lazy_epilog(reproduce, lambda: "targets:\n" + target_lines())
     reproduce.add_argument("name", metavar="NAME", help="the target (listed below)")
     reproduce.add_argument("--quick", action="store_true", help="synthetic dataset, few epochs, one or two seeds: "
                            "a CPU smoke test of the whole pipeline")
@@ -250,6 +260,17 @@ def add_alternative(parser: argparse.ArgumentParser) -> None:
                         help="alternative hypothesis of the significance tests (default two-sided)")
 
 
+def lazy_epilog(parser: argparse.ArgumentParser, make) -> None:
+    """Give ``parser`` the epilog ``make()`` when its help is printed, not when it is built (the targets'
+    list imports the studies, which ``lwbench --help`` does not need)."""
+    format_help = parser.format_help
+
+    def with_epilog() -> str:
+        parser.epilog = make()
+        return format_help()
+    parser.format_help = with_epilog
+
+
 def target_lines() -> str:
     from lwbench.reports.targets import targets
     return "\n".join(f"  {name:<13} {t.description}" for name, t in targets().items())
@@ -304,6 +325,9 @@ def show_progress(args: argparse.Namespace) -> bool | None:
 # --- commands -----------------------------------------------------------------------------------------
 
 def list_command(verbose: bool) -> int:
+    from types import SimpleNamespace
+
+    from lwbench.config import described_trainer_options
     from lwbench.data.cards import available_cards
     from lwbench.options import describe_options
     from lwbench.registry import get_method, method_names
@@ -313,6 +337,13 @@ def list_command(verbose: bool) -> int:
         print(f"  {name:<10} {method.description}" + ("" if method.budgeted else " [unbudgeted]"))
         if verbose:
             print(textwrap.indent(describe_options(method), " " * 6))
+    trainer = described_trainer_options()
+    if verbose:
+        print("trainer options (--set trainer.option=value; a dataset card or a method may set other defaults, "
+              "which --plan shows):")
+        print(textwrap.indent(describe_options(SimpleNamespace(options=trainer)), " " * 6))
+    else:
+        print(f"trainer options (--set trainer.option=value): {', '.join(trainer)}")
     print("datasets:", ", ".join(available_cards()))
     return 0
 
@@ -330,11 +361,40 @@ def run_command(args: argparse.Namespace) -> int:
     cells = expand([args.dataset], methods, [args.budget], overrides=overrides_from(args),
                    accounting=args.accounting)
     plan = plan_grid(cells, parse_seeds(args.seeds), drop_unfit=False, **data_options(args))
+    runs = plan.unique_runs()
+    # The default folder says what it holds: the runs of one dataset (its card's or its folder's name).
+    out = Path(args.out) if args.out else Path("results") / runs[0].dataset_name
     if args.plan:
-        print(json.dumps({"dataset": args.dataset, "device": str(device), "out": args.out,
-                          "runs": [run.spec.plan_entry() for run in plan.unique_runs()]}, indent=1, default=str))
+        if args.json:
+            print(json.dumps({"dataset": args.dataset, "device": str(device), "out": str(out),
+                              "runs": [run.spec.plan_entry() for run in runs]}, indent=1, default=str))
+        else:
+            print(plan_lines(runs, device, out))
         return 0
-    return execute(plan, Path(args.out), args)
+    return execute(plan, out, args)
+
+
+def plan_lines(runs, device, out: Path) -> str:
+    """The plan, one line per run: run id, label, method options, Table-3 parameters and stored bytes, the
+    budget and the share of it used, the stages with their epoch caps (``--plan --json`` has everything)."""
+    from lwbench.records import record_path
+    lines = [f"{len(runs)} run(s) on {runs[0].dataset_name if runs else '-'}, device {device}, records to "
+             f"{out / 'runs'} (--plan --json: every resolved setting)"]
+    for run in runs:
+        entry = run.spec.plan_entry()
+        options = " ".join(f"{k}={v}" for k, v in entry["options"].items()) or "-"
+        budget = entry["budget"]["text"] + ("" if entry["budget"]["accounting"] == "table3"
+                                            else f" ({entry['budget']['accounting']})")
+        used = (f"budget {budget}: {100 * entry['budget_fraction']:.1f}% used"
+                if entry["budget_fraction"] is not None else f"budget {budget}: not applied (unbudgeted)")
+        cap = entry["trainer"]["max_epochs"]
+        stages = ", ".join(f"{stage['name']} (at most {min(stage['trainer'].get('max_epochs', cap), cap)} epochs"
+                           + (", fixed+update)" if stage["two_phase"] else ")") for stage in entry["stages"])
+        exists = "  [record exists]" if record_path(out, run.run_id).exists() else ""
+        lines.append(f"  {run.run_id}  {entry['label']}  seed {entry['seed']}  {options}  "
+                     f"{entry['table3_params']:,} params / {entry['stored_bytes']:,} bytes  {used}  "
+                     f"stages: {stages}{exists}")
+    return "\n".join(lines)
 
 
 def grid_command(args: argparse.Namespace) -> int:
@@ -368,9 +428,10 @@ def execute(plan, out: Path, args: argparse.Namespace) -> int:
     if done:
         for table in summary_table(done, out):
             print(table.to_markdown())
-        print(f"\nrecords: {out / 'runs'}")
     if outcome.failures:
         logger.error("%s", summarize_failures(outcome.failures, out))
+    print(f"\nrecords: {out / 'runs'} ({len(done)} run(s), {len(outcome.failures)} failed); tables from them: "
+          f"{program_name()} report --out {out}")
     return 1 if outcome.failures else 0
 
 
@@ -396,7 +457,11 @@ def prepare_command(args: argparse.Namespace) -> int:
 
 
 def report_command(args: argparse.Namespace) -> int:
+    from lwbench.records import per_user_problems
     from lwbench.reports.targets import build_report
+    for problem in per_user_problems(Path(args.out)):
+        logger.warning("%s; its run keeps its row, but its across-users tests and per-user intervals are left out "
+                       "of the tables", problem)
     _, errors = build_report(Path(args.out), Path(args.figures), args.alternative)
     for error in errors:
         logger.error("report: could not build %s", error)
@@ -416,8 +481,10 @@ def compare_command(args: argparse.Namespace) -> int:
 
 def user_errors() -> tuple[type[Exception], ...]:
     """Errors that are the user's to fix: one line, exit status 2, no traceback."""
+    from lwbench.data.interactions import DataError
     from lwbench.environment import DeviceError
     from lwbench.files import OutputError
+    from lwbench.records import RecordError
     from lwbench.grid.workers import GridError
     from lwbench.registry import UnknownMethodError
     from lwbench.reports.compare import CompareError
@@ -435,6 +502,25 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(args.verbose - args.quiet, prog)
     try:
         return args.handler(args)
+    except KeyboardInterrupt:
+        print(f"{prog}: {interrupted_message()}", file=sys.stderr)
+        return INTERRUPTED
     except user_errors() as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
+
+
+def interrupted_message() -> str:
+    """One line for Ctrl-C: the run and epoch this process was training, if any, and how to resume."""
+    from lwbench.training.progress import close_bars, where
+    close_bars()
+    at = where()
+    if not at:
+        return ("interrupted; the same command resumes: finished runs are kept, unfinished ones continue from their "
+                "last checkpoint (<out>/work/<run_id>/last.pt)")
+    stage = (f", stage {at['stage']} after epoch {at['epoch']} of at most {at['max_epochs']}" if "stage" in at
+             else " before its first epoch")
+    resume = Path(at["resume"])
+    checkpoint = (f"from its last checkpoint ({resume})" if resume.exists()
+                  else "from the start (it had written no checkpoint yet)")
+    return f"interrupted in run {at['run_id']}{stage}; the same command resumes it {checkpoint}"

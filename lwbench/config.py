@@ -108,3 +108,32 @@ def config_hash(config: dict) -> str:
     """Stable hash of a resolved run configuration (canonical JSON)."""
     text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+# What each trainer setting means, for ``--list --verbose`` (:func:`described_trainer_options`).
+TRAINER_HELP = {
+    "lr": "Adam learning rate",
+    "batch_size": "BPR triplets per training step",
+    "max_epochs": "most epochs of every stage (--epochs sets it; early stopping usually ends a stage sooner)",
+    "eval_every": "validate every k epochs (epoch 0: before training)",
+    "patience_fixed": "validations without gain before a two-phase stage leaves FIXED for UPDATE",
+    "patience_update": "validations without gain before a stage stops",
+    "early_stop_metric": "the validation metric of early stopping (one of the metrics at ks)",
+    "l2_factor": "L2 weight = l2_factor * 1e-4, on the layer-0 rows of each batch",
+    "n_negatives": "negatives drawn per sampled training pair (one triplet each)",
+    "grad_clip_value": "element-wise gradient clamp",
+    "layers": "LightGCN propagation layers (a dataset card may set its own)",
+    "item_bias": "the official FM score's item bias (docs/protocol.md §2.3)",
+    "ks": "the cut-offs of the metrics (ndcg@k, recall@k)",
+    "eval_chunk_elements": "scores held at once during full ranking (lower it to save GPU memory)",
+    "checkpoint_seconds": "most seconds between resume files (also written at phase and stage ends)",
+    "deterministic": "deterministic kernels where torch offers them",
+    "allow_handoff_fallback": "a stage short of its last phase may hand an earlier phase's checkpoint on",
+}
+
+
+def described_trainer_options() -> dict[str, Option]:
+    """:func:`trainer_options` with what each setting means (:data:`TRAINER_HELP`), for ``--list --verbose``;
+    descriptive only: no configuration or hash depends on it."""
+    return {name: dataclasses.replace(option, help=TRAINER_HELP.get(name, option.help))
+            for name, option in trainer_options().items()}

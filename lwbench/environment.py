@@ -45,15 +45,27 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_ABOVE_BYTES) and mallopt(_M_TRIM_THRESHOLD, _HEAP_KEEP_BYTES))
 
 
+DEVICE_FORMS = "auto, cpu, cuda or cuda:N (e.g. cuda:1)"
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` means the first CUDA GPU when one is visible, else the CPU. An explicit CUDA device
-    that is not available is an error, never a silent fallback."""
+    that is not available is an error, never a silent fallback; so is anything but the forms of
+    :data:`DEVICE_FORMS` (``tpu``, ``""``, ``cuda:x``, torch's other device types, which the trainer does
+    not support), as a :class:`DeviceError` that lists them."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index):
+        raise DeviceError(f"--device {name!r} is not a device lwbench can use; expected {DEVICE_FORMS}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DeviceError(f"--device {name}: no CUDA GPU is visible to torch {torch.__version__} "
                            "(use --device cpu, or install a CUDA build of torch)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeviceError(f"--device {name}: torch sees {torch.cuda.device_count()} GPU(s), numbered from 0")
     return device
 
 

@@ -2,16 +2,22 @@
 the terminal (``--quiet``: warnings, default: progress, ``--verbose``: details), and every run also logs,
 with timestamps, to its own file (``<out>/logs/<run_id>.log``) whatever the terminal shows.
 
-Terminal lines go through ``tqdm.write`` so that they never tear a progress bar."""
+Terminal lines go through ``tqdm.write`` so that they never tear a progress bar: they scroll above it, so a
+run's trajectory stays on the terminal while its bar is shown.
+
+A run's log file is opened without following a symbolic link (``O_NOFOLLOW``): a link planted at
+``<out>/logs/<run_id>.log`` (in a shared results folder, say) would otherwise make the run append to
+whatever file it points at. Such a link is refused with a one-line error naming it (:func:`run_log`), before
+the run trains; it is neither followed nor removed, since who planted it, and why, is for the user to see."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-
-from tqdm.auto import tqdm
 
 ROOT = "lwbench"
 LEVELS = {-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}
@@ -22,6 +28,7 @@ class TerminalHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            from tqdm.auto import tqdm   # imported when a line is written: --help never needs it
             tqdm.write(self.format(record), file=sys.stderr)   # looked up now: callers may redirect it
         except Exception:  # noqa: BLE001 (logging must never raise into the caller)
             self.handleError(record)
@@ -45,16 +52,36 @@ def configure(verbosity: int = 0, prog: str = "lwbench") -> None:
     logger.addHandler(_terminal)
 
 
+def open_log(path: Path):
+    """``path`` opened for appending (created if missing) without following a symbolic link; a link there
+    is an :class:`~lwbench.files.OutputError` naming it and where it points."""
+    from lwbench.files import OutputError, output_error
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK) or path.is_symlink():   # EMLINK: FreeBSD's answer
+            try:
+                target = f" (to {os.readlink(path)})"
+            except OSError:
+                target = ""
+            raise OutputError(f"{path} is a symbolic link{target}; lwbench does not write a run's log through a "
+                              "link: remove it, or choose another --out") from None
+        raise output_error(path, exc) from None
+    return os.fdopen(fd, "a", encoding="utf-8")
+
+
 @contextlib.contextmanager
 def run_log(path: Path) -> Iterator[None]:
     """Append every ``lwbench`` log record to ``path`` (with timestamps) for the ``with`` block; in a
-    worker process nothing else is configured, so this is where its run's progress goes."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    worker process nothing else is configured, so this is where its run's progress goes. A symbolic link
+    at ``path`` is refused (:func:`open_log`), before the block runs."""
+    stream = open_log(path)
     logger = logging.getLogger(ROOT)
     level = logger.level
     logger.setLevel(logging.DEBUG)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
     logger.addHandler(handler)
     try:
@@ -62,4 +89,5 @@ def run_log(path: Path) -> Iterator[None]:
     finally:
         logger.removeHandler(handler)
         handler.close()
+        stream.close()
         logger.setLevel(level)

@@ -10,8 +10,11 @@ Layout of an output folder::
     <out>/logs/<run_id>.log           the run's log
 
 This module owns the record's format: :func:`write_record` validates before writing, :func:`read_record`
-validates what it reads, and a record of another schema version, or one that cannot be parsed, is
-never used silently. It imports no torch, so reports and statistics can be built on any machine.
+validates what it reads, and a record of another schema version, one that cannot be parsed, or one whose
+fields do not have their schema's types (``"metrics": null``, a metric that is text, a per-user file name
+that is a path) is never used: it is named in a warning and left out, and the run command trains it again.
+Manifests are validated the same way when read (:func:`read_manifests`). It imports no torch, so reports
+and statistics can be built on any machine.
 
 A grid manifest lists the points of one reproduction target (dataset, method, budget, seed, overrides
 and report coordinates) with the run id of each, written when the target is planned. Reports are
@@ -26,7 +29,7 @@ import json
 import logging
 import zipfile
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, TypedDict, get_type_hints
 
 import numpy as np
 import pandas as pd
@@ -85,6 +88,7 @@ class RunRecord(TypedDict):
 
 
 RECORD_FIELDS = tuple(RunRecord.__annotations__)
+RECORD_TYPES: dict[str, type] = get_type_hints(RunRecord)   # field -> its JSON type (int, float, str, ...)
 
 
 def record_path(out: Path, run_id: str) -> Path:
@@ -95,10 +99,42 @@ def failure_path(out: Path, run_id: str) -> Path:
     return Path(out) / "runs" / f"{run_id}.failed.json"
 
 
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _has_type(value: Any, kind: type) -> bool:
+    """JSON's view of a type: a bool is not a number, and an integer is a valid float."""
+    if kind is float:
+        return _is_number(value)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _check(ok: bool, where: str, field: str, expected: str, value: Any) -> None:
+    if not ok:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise RecordError(f"{where}: {field} must be {expected}, got {_kind(value)} {shown}")
+
+
+def _check_metrics(where: str, field: str, metrics: Any) -> None:
+    """``metrics`` is an object of metric name -> number (``{"ndcg@20": 0.1, ...}``)."""
+    _check(isinstance(metrics, dict), where, field, "an object of metric -> number", metrics)
+    for name, value in metrics.items():
+        _check(_is_number(value), where, f"{field}[{name!r}]", "a number", value)
+
+
 def validate_record(record: Any, where: str = "record") -> RunRecord:
-    """``record`` if it is a complete record of this schema version, else a :class:`RecordError`."""
+    """``record`` if it is a complete record of this schema version whose fields have the types of
+    :class:`RunRecord` (and whose metrics are numbers), else a :class:`RecordError` naming ``where`` and
+    the first field that is wrong."""
     if not isinstance(record, dict):
-        raise RecordError(f"{where}: a run record is a JSON object, got {type(record).__name__}")
+        raise RecordError(f"{where}: a run record is a JSON object, got {_kind(record)}")
     version = record.get("schema_version")
     if version != SCHEMA_VERSION:
         raise RecordError(f"{where}: schema version {version!r}, this lwbench reads version {SCHEMA_VERSION}; "
@@ -106,12 +142,41 @@ def validate_record(record: Any, where: str = "record") -> RunRecord:
     missing = [name for name in RECORD_FIELDS if name not in record]
     if missing:
         raise RecordError(f"{where}: fields missing: {', '.join(missing)}")
+    for name, kind in RECORD_TYPES.items():
+        article = "an" if kind.__name__[0] in "aeiou" else "a"
+        expected = {dict: "an object", list: "a list", str: "a string", float: "a number"}.get(
+            kind, f"{article} {kind.__name__}")
+        _check(_has_type(record[name], kind), where, name, expected, record[name])
+    for split in ("valid", "test"):
+        _check_metrics(where, f"metrics.{split}", record["metrics"].get(split))
+    for name, checkpoint in record["checkpoints"].items():
+        _check(isinstance(checkpoint, dict), where, f"checkpoints[{name!r}]", "an object", checkpoint)
+        if "epoch" in checkpoint:
+            _check(_has_type(checkpoint["epoch"], int), where, f"checkpoints[{name!r}].epoch", "an int",
+                   checkpoint["epoch"])
+        for split in ("valid", "test"):
+            if split in checkpoint:
+                _check_metrics(where, f"checkpoints[{name!r}].{split}", checkpoint[split])
     if record["reported_checkpoint"] not in record["checkpoints"]:
         raise RecordError(f"{where}: the reported checkpoint {record['reported_checkpoint']!r} is not among its "
                           f"checkpoints ({', '.join(record['checkpoints'])})")
-    for split in ("valid", "test"):
-        if not isinstance(record["metrics"].get(split), dict):
-            raise RecordError(f"{where}: metrics.{split} is missing")
+    budget = record["budget"]
+    for key, kinds, expected in (("text", (str,), "a string"), ("applies", (bool,), "true or false"),
+                                 ("params", (int, float, type(None)), "a number or null"),
+                                 ("fraction", (int, float, type(None)), "a number or null")):
+        if key in budget:
+            value = budget[key]
+            _check(isinstance(value, kinds) and (key == "applies" or not isinstance(value, bool)), where,
+                   f"budget.{key}", expected, value)
+    for key in ("method", "dataset", "trainer"):
+        if key in record["config"]:
+            _check(isinstance(record["config"][key], dict), where, f"config.{key}", "an object",
+                   record["config"][key])
+    name = record["per_user_file"]
+    _check(name not in ("", ".", "..") and "/" not in name and "\\" not in name, where, "per_user_file",
+           "a file name in the record's folder (not a path)", name)
+    if "warnings" in record:
+        _check(isinstance(record["warnings"], list), where, "warnings", "a list", record["warnings"])
     return record
 
 
@@ -119,7 +184,9 @@ def write_record(out: Path, record: dict) -> RunRecord:
     """Stamp the schema version, validate, and write ``<out>/runs/<run_id>.json`` atomically; a failure
     file of the same run is removed (the run has now succeeded)."""
     record = {k: v for k, v in record.items() if k != "_path"}   # where a record was read from is not its content
-    record = validate_record({**record, "schema_version": SCHEMA_VERSION}, f"record of {record.get('run_id')}")
+    record = {**record, "schema_version": SCHEMA_VERSION}
+    # Validated as readers will see it: what JSON makes of it (a numpy integer would be written as text).
+    validate_record(json.loads(json.dumps(record, default=str)), f"record of {record.get('run_id')}")
     atomic_write_json(record_path(out, record["run_id"]), record)
     failure_path(out, record["run_id"]).unlink(missing_ok=True)
     return record
@@ -177,9 +244,58 @@ def write_manifest(out: Path, name: str, rows: list[dict], **info) -> Path:
     return path
 
 
+MANIFEST_ROW_TYPES = {"run_id": str, "dataset": str, "method": str, "label": str, "budget": str, "seed": int,
+                      "coords": dict}
+
+
+def validate_manifest(manifest: Any, where: str = "manifest") -> dict:
+    """``manifest`` if it has the shape :func:`write_manifest` writes (the target's name and one object per
+    point, with its run id, coordinates and the fields reports group by), else a :class:`RecordError` naming
+    ``where`` and the first field that is wrong."""
+    if not isinstance(manifest, dict):
+        raise RecordError(f"{where}: a manifest is a JSON object, got {_kind(manifest)}")
+    missing = [key for key in ("target", "rows") if key not in manifest]
+    if missing:
+        raise RecordError(f"{where}: fields missing: {', '.join(missing)}")
+    _check(isinstance(manifest["target"], str), where, "target", "a string", manifest["target"])
+    _check(isinstance(manifest["rows"], list), where, "rows", "a list", manifest["rows"])
+    for key in ("quick",):
+        if key in manifest:
+            _check(isinstance(manifest[key], bool), where, key, "true or false", manifest[key])
+    for key in ("seeds", "missing_methods", "skipped_datasets", "dropped"):
+        if key in manifest:
+            _check(isinstance(manifest[key], list), where, key, "a list", manifest[key])
+    for i, row in enumerate(manifest["rows"]):
+        _check(isinstance(row, dict), where, f"rows[{i}]", "an object", row)
+        missing = [key for key in MANIFEST_ROW_TYPES if key not in row]
+        if missing:
+            raise RecordError(f"{where}: rows[{i}]: fields missing: {', '.join(missing)}")
+        for key, kind in MANIFEST_ROW_TYPES.items():
+            expected = {dict: "an object", str: "a string", int: "an int"}[kind]
+            _check(_has_type(row[key], kind), where, f"rows[{i}].{key}", expected, row[key])
+    return manifest
+
+
+def read_manifest(path: Path) -> dict:
+    """A validated manifest; :class:`RecordError` naming the file when it cannot be used."""
+    path = Path(path)
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RecordError(f"{path}: unreadable manifest ({exc})") from exc
+    return validate_manifest(manifest, str(path))
+
+
 def read_manifests(out: Path) -> dict[str, dict]:
-    folder = Path(out) / "grids"
-    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+    """Every usable manifest in ``<out>/grids`` by name; an unusable one (truncated, edited) is named in a
+    warning and left out (``reproduce NAME`` writes it anew)."""
+    manifests = {}
+    for path in sorted((Path(out) / "grids").glob("*.json")):
+        try:
+            manifests[path.stem] = read_manifest(path)
+        except RecordError as exc:
+            logger.warning("%s; left out (`reproduce %s` writes it anew)", exc, path.stem)
+    return manifests
 
 
 def points(out: Path, manifest: dict) -> pd.DataFrame:
@@ -247,6 +363,25 @@ def per_user_arrays(path: Path) -> list[str]:
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise RecordError(f"{path}: per-user file missing or unreadable ({exc}); run the command that made "
                           "it again to regenerate it") from None
+
+
+def per_user_problems(out: Path) -> list[str]:
+    """One message per usable record in ``<out>/runs`` whose per-user file is missing or unreadable, naming
+    the file (what ``report`` warns about: such a run keeps its row, but its across-users tests and per-user
+    intervals cannot be computed). Unusable records are not named here: :func:`load_records` does that."""
+    problems = []
+    for path in sorted((Path(out) / "runs").glob("*.json")):
+        if path.name.endswith(".failed.json"):
+            continue
+        try:
+            record = read_record(path)
+        except RecordError:
+            continue
+        try:
+            per_user_arrays(path.parent / record["per_user_file"])
+        except RecordError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def load_per_user(path: Path, checkpoint: str) -> pd.DataFrame:

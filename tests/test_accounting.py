@@ -98,7 +98,7 @@ def test_records_hold_both_numbers_and_the_inference_profile(toy_dir, tmp_path, 
     out = tmp_path / "out"
     args = ["--methods", "ud,qr", "--budget", "40%", "--accounting", "storage", "--dataset", str(toy_dir),
             "--epochs", "1", "--out", str(out), "--no-progress", "--set", "trainer.eval_every=1"]
-    assert main(args + ["--plan"]) == 0
+    assert main(args + ["--plan", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     qr = next(run for run in plan["runs"] if run["method"] == "qr")
     assert qr["budget"]["accounting"] == "storage" and qr["budget"]["unit"] == "bytes"
@@ -143,7 +143,7 @@ def test_c2f_fills_a_storage_budget_but_keeps_its_released_sizes_under_table3(ca
     """Under storage every method uses its bytes: C2F grows m^c and m^r (keeping 3:1) through its
     storage_options; under table3 the released 300 + 100 stay; --set wins over storage_options."""
     def plan(*extra):
-        assert main(["--methods", "c2f", "--budget", "1MB", "--dataset", "synthetic", "--plan", *extra]) == 0
+        assert main(["--methods", "c2f", "--budget", "1MB", "--dataset", "synthetic", "--plan", "--json", *extra]) == 0
         run = json.loads(capsys.readouterr().out)["runs"][0]
         return run["options"]["coarse_buckets"], run["options"]["fine_buckets"], run["budget_fraction"]
     coarse, fine, fraction = plan("--accounting", "storage")

@@ -116,7 +116,7 @@ def test_end_to_end_run_writes_records_and_skips_repeats(tmp_path, toy_dir, run)
 
 
 def test_plan_prints_knobs_params_and_budget(tmp_path, toy_dir, plugin_dir, run):
-    result = run(["--methods", "ud,toyhash", "--dataset", str(toy_dir), "--budget", "1000", "--plan"],
+    result = run(["--methods", "ud,toyhash", "--dataset", str(toy_dir), "--budget", "1000", "--plan", "--json"],
                  tmp_path, plugin_dir)
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
@@ -124,6 +124,61 @@ def test_plan_prints_knobs_params_and_budget(tmp_path, toy_dir, plugin_dir, run)
     assert by_method["toyhash"]["options"]["rows"] == 125
     assert by_method["toyhash"]["params"]["table3"] == 1000 and by_method["toyhash"]["budget_fraction"] == 1.0
     assert by_method["ud"]["budget"]["applies"] is False and "ignores the budget" in by_method["ud"]["budget"]["note"]
+
+
+def test_plan_prints_one_line_per_run(tmp_path, toy_dir, plugin_dir, run):
+    """Without --json: a header, then per run its id, label, seed, options, #params, budget use and stages."""
+    result = run(["--methods", "ud,toyhash", "--dataset", str(toy_dir), "--budget", "1000", "--seeds", "1,2",
+                  "--plan"], tmp_path, plugin_dir)
+    assert result.returncode == 0, result.stderr
+    header, *lines = result.stdout.strip().splitlines()
+    assert header.startswith("4 run(s) on toy, device cpu, records to results/toy/runs") and "--plan --json" in header
+    assert len(lines) == 4
+    toyhash = next(line for line in lines if " toyhash " in line and " seed 2 " in line)
+    assert toyhash.split()[0].startswith("toy-toyhash-s2-") and "rows=125" in toyhash
+    assert "1,000 params" in toyhash and "budget 1000: 100.0% used" in toyhash
+    assert "stages: train (at most 1000 epochs)" in toyhash
+    ud = next(line for line in lines if " ud-128 " in line)
+    assert "not applied (unbudgeted)" in ud and "dim=128" in ud
+
+
+def test_the_default_out_is_named_after_the_dataset_and_the_command_says_where_records_went(tmp_path, toy_dir, run):
+    result = run(["--dataset", str(toy_dir), "--set", "ud.dim=8", "--epochs", "1", "--device", "cpu",
+                  "--no-progress"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "results" / "toy" / "runs").glob("*.json"))) == 1
+    assert "records: results/toy/runs (1 run(s), 0 failed)" in result.stdout
+    assert "report --out results/toy" in result.stdout
+
+
+def test_the_cold_and_overlap_choices_are_those_of_the_data_module():
+    from lwbench import cli
+    from lwbench.data import interactions
+    assert (cli.COLD_MODES, cli.OVERLAP_MODES, cli.VALID_MODES) == (interactions.COLD_MODES, interactions.OVERLAP_MODES,
+                                                                  interactions.VALID_MODES)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["report", "--help"], ["compare", "--help"]])
+def test_help_imports_neither_torch_nor_the_data_stack(args):
+    """--help answers at once (bench/startup.py times it): no torch, numpy, pandas, scipy or methods."""
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['run_bench.py', *{args!r}]\n"
+            "try:\n"
+            f"    runpy.run_path({str(ROOT / 'run_bench.py')!r}, run_name='__main__')\n"
+            "except SystemExit as done:\n"
+            "    assert done.code in (0, None), done.code\n"
+            "heavy = sorted(m for m in ('torch', 'numpy', 'pandas', 'scipy', 'lwbench.methods') if m in sys.modules)\n"
+            "assert not heavy, heavy\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "usage:" in result.stdout
+
+
+def test_reproduce_help_still_lists_the_targets(capsys):
+    with pytest.raises(SystemExit):
+        main(["reproduce", "--help"])
+    targets = capsys.readouterr().out.split("\ntargets:\n", 1)[1]
+    assert "  table3        every method at the 500-bucket budget (Table 3)" in targets
 
 
 def test_list_shows_every_method_with_its_description_including_plugins(tmp_path, plugin_dir, run):
@@ -146,6 +201,9 @@ def test_list_shows_every_method_with_its_description_including_plugins(tmp_path
     (["--set", "trainer.lr=fast"], "trainer.lr expects a number"),
     (["--seeds", "a,b"], "--seeds 'a,b': expected comma-separated integers"),
     (["--device", "cuda:3"], None),
+    (["--device", "tpu"], "--device 'tpu' is not a device lwbench can use; expected auto, cpu, cuda or cuda:N"),
+    (["--device", ""], "--device '' is not a device lwbench can use; expected auto, cpu, cuda or cuda:N"),
+    (["--device", "cuda:x"], "--device 'cuda:x' is not a device lwbench can use"),
 ])
 def test_bad_input_gives_a_clear_error(tmp_path, toy_dir, plugin_dir, args, message, run):
     result = run(["--dataset", str(toy_dir), "--plan", *args], tmp_path, plugin_dir)
@@ -214,7 +272,62 @@ def test_list_verbose_shows_every_option_with_its_default_and_choices(tmp_path, 
     assert "dim (int, default 128, at least 1)" in result.stdout
 
 
+def test_list_verbose_shows_the_trainer_options_with_type_default_and_range(tmp_path, run):
+    from dataclasses import fields
+
+    from lwbench.config import TrainerConfig
+    result = run(["--list", "--verbose"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    trainer = result.stdout.split("trainer options (--set trainer.option=value", 1)[1]
+    for name in (f.name for f in fields(TrainerConfig)):
+        assert f"      {name} (" in trainer, name
+    (lr,) = [line for line in trainer.splitlines() if line.startswith("      lr (")]
+    assert lr.startswith("      lr (float, default 0.001, at most 1 and greater than 0)") and "Adam learning rate" in lr
+    assert "batch_size (int, default 8192, at least 1): " in trainer
+    assert "layers (int, default 3, at least 0 and at most 16): " in trainer
+    assert "patience_fixed (int, default 5, at least 1): " in trainer
+    brief = run(["--list"], tmp_path).stdout
+    assert "trainer options (--set trainer.option=value): lr, batch_size, max_epochs" in brief
+
+
 @pytest.mark.parametrize("flag", ["--datasets", "--methods", "--budgets"])
 def test_a_grid_with_an_empty_axis_is_an_error(tmp_path, run, flag):
     result = run(["grid", flag, " ,", "--plan"], tmp_path)
     assert result.returncode == 2 and f"{flag} is empty" in result.stderr
+
+
+def test_on_a_terminal_every_validation_stays_on_screen_beside_the_bar(tmp_path):
+    """Under a pseudo-terminal the trainer shows its bar (leave=False: gone at the stage's end) and still
+    writes one line per validation above it, so loss and validation stay in the scrollback."""
+    import fcntl
+    import pty
+    import re
+    import struct
+    import termios
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))   # rows, columns
+    command = [sys.executable, str(ROOT / "run_bench.py"), "--methods", "ud", "--epochs", "3", "--set",
+               "trainer.eval_every=1", "--device", "cpu", "--threads", "1", "--out", str(tmp_path / "out")]
+    process = subprocess.Popen(command, stdin=slave, stdout=slave, stderr=slave, cwd=tmp_path,
+                               env=dict(os.environ, LWBENCH_OFFLINE="1", TERM="xterm"))
+    os.close(slave)
+    chunks = []
+    try:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:        # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert process.wait(timeout=600) == 0, b"".join(chunks).decode(errors="replace")
+    finally:
+        os.close(master)
+        if process.poll() is None:
+            process.kill()
+    screen = b"".join(chunks).decode(errors="replace")
+    assert re.search(r"ud-128 s2024 train: +\d+%", screen), screen      # the bar was drawn on the terminal
+    epochs = re.findall(r"ud-128 seed 2024: stage train, phase single, epoch (\d+): loss \S+, valid ndcg@5 "
+                        r"[\d.]+ \((?:improved|no gain)\), \S+ s/epoch", screen)
+    assert sorted(map(int, epochs)) == [0, 1, 2, 3], screen                # one line per validation

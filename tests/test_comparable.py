@@ -178,3 +178,12 @@ def test_compare_tells_two_settings_of_one_label_apart(tmp_path, capsys):
     assert main(["compare", "qr:trainer.lr=0.001", "qr:trainer.lr=0.003", "--out", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "| qr trainer.lr=0.001 | qr trainer.lr=0.003 |" in text and "across seeds" in text
+
+
+def test_a_missing_per_user_file_is_named_under_the_table(tmp_path):
+    kept = record(tmp_path, "best", 1, 0.3)
+    lost = record(tmp_path, "other", 1, 0.2)
+    (tmp_path / "runs" / lost["per_user_file"]).unlink()
+    table, _ = summary(tmp_path)
+    note = [n for n in table.notes if "no across-users test" in n]
+    assert len(note) == 1 and lost["per_user_file"] in note[0] and kept["per_user_file"] not in note[0]

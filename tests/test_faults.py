@@ -2,6 +2,7 @@
 settings, divergence, concurrent commands, killed grids, unusable output folders. Each case ends in a
 result or in a one-line error that names what to change."""
 import errno
+import json
 import logging
 import os
 import signal
@@ -447,3 +448,57 @@ def test_a_one_epoch_smoke_run_of_c2f_on_real_data_is_not_divergence(tmp_path, c
     (record,) = load_records(tmp_path / "out")
     coarse = [h["valid"]["ndcg@5"] for h in record["history"] if h["stage"] == "coarse" and "valid" in h]
     assert len(coarse) >= 2 and max(coarse[1:]) * 10 < coarse[0]   # the dip the old rule called divergence
+
+
+# --- issue 20: interrupts, planted log links ------------------------------------------------------------
+
+def test_ctrl_c_prints_one_line_naming_the_run_and_epoch_and_exits_130(tmp_path):
+    """SIGINT (Ctrl-C) to a short synthetic run once it has trained an epoch: no traceback, one line saying
+    where it stopped and that the same command resumes it, exit status 130."""
+    out = tmp_path / "out"
+    command = [sys.executable, str(ROOT / "run_bench.py"), "--methods", "ud", "--epochs", "50", "--out", str(out),
+               "--no-progress", "--device", "cpu", "--threads", "1", "--set", "trainer.eval_every=1",
+               "--set", "trainer.checkpoint_seconds=0"]
+    process = subprocess.Popen(command, env=dict(os.environ, LWBENCH_OFFLINE="1"), cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            line = process.stderr.readline()
+            assert line, f"the run ended before its first epoch: {''.join(seen)}"
+            seen.append(line)
+            if "epoch 1: loss" in line:   # validated after its first trained epoch
+                break
+        process.send_signal(signal.SIGINT)
+        _, rest = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    err = "".join(seen) + rest
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    last = err.strip().splitlines()[-1]
+    (run_id,) = [p.name for p in (out / "work").iterdir()]
+    assert last.startswith(f"run_bench.py: interrupted in run {run_id}, stage train after epoch "), last
+    assert "of at most 50; the same command resumes it from its last checkpoint" in last
+    assert str(out / "work" / run_id / "last.pt") in last and (out / "work" / run_id / "last.pt").exists()
+
+
+def test_a_symlink_planted_as_a_run_log_is_refused_and_its_target_untouched(toy_dir, tmp_path, capsys):
+    out, victim = tmp_path / "out", tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    args = ["--dataset", str(toy_dir), "--set", "ud.dim=8", "--epochs", "1", "--device", "cpu", "--no-progress",
+            "--out", str(out)]
+    assert main([*args, "--plan", "--json"]) == 0
+    (run,) = json.loads(capsys.readouterr().out)["runs"]
+    link = out / "logs" / f"{run['run_id']}.log"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(victim)
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    (line,) = [line for line in error.splitlines() if "error:" in line]   # after the plan, one line
+    assert f"{link} is a symbolic link (to {victim})" in line and "remove it" in line
+    assert line == error.strip().splitlines()[-1] and "Traceback" not in error
+    assert victim.read_text() == "keep me\n" and link.is_symlink()
+    assert not (out / "runs" / f"{run['run_id']}.json").exists()

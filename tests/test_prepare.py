@@ -164,7 +164,7 @@ def test_cold_and_overlap_options_reach_the_plan(tmp_path, capsys):
     folder.mkdir()
     (folder / "train.txt").write_text("".join(f"{u} {u % 5} {(u + 1) % 5} {(u + 2) % 5}\n" for u in range(20)))
     (folder / "test.txt").write_text("".join(f"{u} {(u + 3) % 5} {(u + 4) % 5} 9\n" for u in range(20)))
-    assert main(["--dataset", str(folder), "--plan", "--device", "cpu", "--cold", "drop"]) == 0
+    assert main(["--dataset", str(folder), "--plan", "--json", "--device", "cpu", "--cold", "drop"]) == 0
     plan = capsys.readouterr().out
     assert '"cold_items": 5' in plan and '"cold_dropped": 20' in plan and '"cold": "drop"' in plan
 

@@ -1,16 +1,20 @@
 """The run record: one type, written and read only through lwbench.records, validated both ways."""
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from fakes import per_user_frame, write_record
 from lwbench import records
 
+ROOT = Path(__file__).resolve().parents[1]
 
-def fake(out, run_id="toy-ud-s1-abc", **changes):
-    return write_record(out, run_id=run_id, dataset="toy", method="ud", label="ud-8", seed=1, options={"dim": 8},
+
+def fake(out, run_id="toy-ud-s1-abc", seed=1, **changes):
+    return write_record(out, run_id=run_id, dataset="toy", method="ud", label="ud-8", seed=seed, options={"dim": 8},
                         per_user={"train/single": per_user_frame(0.2)}, reported="train/single", **changes)
 
 
@@ -55,3 +59,90 @@ def test_reading_records_imports_no_torch(tmp_path):
             "assert 'torch' not in sys.modules, 'torch was imported'")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def edit(path, change):
+    record = json.loads(path.read_text())
+    change(record)
+    path.write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r.update(metrics=None), "metrics must be an object, got null"),
+    (lambda r: r["metrics"]["test"].update({"ndcg@20": "0.31"}), "metrics.test['ndcg@20'] must be a number, got str"),
+    (lambda r: r["checkpoints"]["train/single"]["test"].update({"recall@20": None}),
+     "checkpoints['train/single'].test['recall@20'] must be a number, got null"),
+    (lambda r: r.update(seed="1"), "seed must be an int, got str"),
+    (lambda r: r.update(params=True), "params must be an int, got bool"),
+    (lambda r: r.update(train_seconds=None), "train_seconds must be a number, got null"),
+    (lambda r: r.update(config=[]), "config must be an object, got list"),
+    (lambda r: r["budget"].update(fraction="all"), "budget.fraction must be a number or null, got str"),
+    (lambda r: r.update(per_user_file="../../elsewhere.npz"), "per_user_file must be a file name"),
+])
+def test_a_record_of_the_wrong_types_is_named_and_left_out(tmp_path, caplog, change, message):
+    """A record that parses is still checked against the schema's types: the run command trains it again,
+    report leaves it out, both naming the file (a metric as text, "metrics": null used to crash them)."""
+    written = fake(tmp_path)
+    path = records.record_path(tmp_path, written["run_id"])
+    edit(path, change)
+    with pytest.raises(records.RecordError, match=re.escape(message)) as info:
+        records.read_record(path)
+    assert str(path) in str(info.value)
+    assert records.load_records(tmp_path) == []
+    assert records.find_record(tmp_path, written["run_id"], written["config_hash"]) is None
+    assert str(path) in caplog.text and message in caplog.text
+
+
+def test_the_committed_records_and_manifests_are_valid():
+    for out in sorted(ROOT.glob("results/*/")):
+        for path in sorted((out / "runs").glob("*.json")):
+            if not path.name.endswith(".failed.json"):
+                records.read_record(path)
+        for path in sorted((out / "grids").glob("*.json")):
+            records.read_manifest(path)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda text: text[: len(text) // 2], "unreadable manifest"),
+    (lambda text: json.dumps({**json.loads(text), "rows": {}}), "rows must be a list, got dict"),
+    (lambda text: json.dumps({**json.loads(text), "rows": [{**json.loads(text)["rows"][0], "run_id": 7}]}),
+     "rows[0].run_id must be a string, got int"),
+    (lambda text: json.dumps({k: v for k, v in json.loads(text).items() if k != "target"}), "fields missing: target"),
+])
+def test_a_truncated_or_edited_manifest_is_named_and_left_out(tmp_path, caplog, damage, message):
+    fake(tmp_path)
+    rows = [{"dataset": "toy", "method": "ud", "label": "ud-8", "budget": "none", "seed": 1, "run_id": "toy-ud-s1-abc",
+             "coords": {}}]
+    good = records.write_manifest(tmp_path, "good", rows, target="table3")
+    bad = records.write_manifest(tmp_path, "bad", rows, target="table3")
+    bad.write_text(damage(bad.read_text()))
+    with pytest.raises(records.RecordError, match=re.escape(message)):
+        records.read_manifest(bad)
+    assert list(records.read_manifests(tmp_path)) == ["good"] and good.exists()
+    assert str(bad) in caplog.text and message in caplog.text
+
+
+def test_report_names_an_unusable_record_and_manifest_and_builds_the_rest(tmp_path, capsys):
+    from lwbench.cli import main
+    written = fake(tmp_path)
+    fake(tmp_path, run_id="toy-ud-s2-def", seed=2)
+    edit(records.record_path(tmp_path, written["run_id"]), lambda r: r.update(metrics=None))
+    manifest = records.write_manifest(tmp_path, "table3", [], target="table3")
+    manifest.write_text(manifest.read_text()[:20])
+    assert main(["report", "--out", str(tmp_path), "--figures", str(tmp_path / "figures")]) == 0
+    captured = capsys.readouterr()
+    assert f"{records.record_path(tmp_path, written['run_id'])}: metrics must be an object, got null" in captured.err
+    assert f"{manifest}: unreadable manifest" in captured.err and "Traceback" not in captured.err
+    assert "All runs in this folder" in captured.out
+
+
+def test_report_names_a_missing_per_user_file(tmp_path, capsys):
+    from lwbench.cli import main
+    written = fake(tmp_path)
+    fake(tmp_path, run_id="toy-ud-s2-def", seed=2)
+    per_user = tmp_path / "runs" / written["per_user_file"]
+    per_user.unlink()
+    assert main(["report", "--out", str(tmp_path), "--figures", str(tmp_path / "figures")]) == 0
+    err = capsys.readouterr().err
+    assert f"{per_user}: per-user file missing or unreadable" in err
+    assert "across-users tests and per-user intervals are left out" in err

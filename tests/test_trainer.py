@@ -116,7 +116,8 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(toy, tmp_path, monkeyp
 
 VALIDATION_LINE = re.compile(r"(?P<run>\S+) seed (?P<seed>\d+): stage (?P<stage>\S+), phase (?P<phase>\S+), "
                              r"epoch (?P<epoch>\d+): loss (?P<loss>\S+), valid (?P<metric>\S+) (?P<value>[\d.]+) "
-                             r"\((?P<gain>improved|no gain)\), (?P<seconds>\S+) s/epoch")
+                             r"\((?P<gain>improved|no gain|best of this phase; below the earlier phase's best "
+                             r"[\d.]+)\), (?P<seconds>\S+) s/epoch")
 
 
 def validation_lines(caplog, level):
@@ -135,6 +136,7 @@ def test_without_a_bar_every_validation_logs_one_line(toy, tmp_path, caplog):
     assert len(lines) == len(validations) > 2 and all(lines)
     best = {}
     for line, entry in zip(lines, validations):
+        earlier = [v for (stage, phase), v in best.items() if stage == entry["stage"] and phase != entry["phase"]]
         trained = [h for h in result.history if "loss" in h and h["stage"] == entry["stage"]
                    and entry["epoch"] - config.eval_every < h["epoch"] <= entry["epoch"]]
         value = entry["valid"][config.early_stop_metric]
@@ -143,7 +145,12 @@ def test_without_a_bar_every_validation_logs_one_line(toy, tmp_path, caplog):
         assert line["run"] == "test-two-stage" and line["seed"] == "5"
         assert (line["stage"], line["phase"], int(line["epoch"])) == (entry["stage"], entry["phase"], entry["epoch"])
         assert line["metric"] == config.early_stop_metric and line["value"] == f"{value:.4f}"
-        assert line["gain"] == ("improved" if improved else "no gain")
+        if not improved:
+            assert line["gain"] == "no gain"
+        elif earlier and value <= max(earlier):   # the best of its phase, below an earlier phase's best
+            assert line["gain"] == f"best of this phase; below the earlier phase's best {max(earlier):.4f}"
+        else:
+            assert line["gain"] == "improved"
         if trained:   # the loss of the last trained epoch, the mean time of those since the last validation
             assert line["loss"] == f"{trained[-1]['loss']:.4f}"
             assert line["seconds"] == f"{np.mean([h['seconds'] for h in trained]):.2f}"
@@ -152,14 +159,30 @@ def test_without_a_bar_every_validation_logs_one_line(toy, tmp_path, caplog):
     assert {line["phase"] for line in lines} == {FIXED, UPDATE}
 
 
-def test_with_a_bar_the_validation_lines_go_to_debug(toy, tmp_path, caplog):
+def test_with_a_bar_the_validation_lines_stay_at_info(toy, tmp_path, caplog):
+    """With the bar shown the lines are still logged at INFO: the terminal handler writes them above the bar
+    (tqdm.write), so the trajectory stays on the terminal (tests/test_cli.py checks it in a pseudo-terminal)."""
     caplog.set_level(logging.DEBUG, logger="lwbench")
     result = make_trainer(get_method("ud"), toy, tmp_path, "bar", config=CFG.replace(max_epochs=2),
                           show_progress=True).fit()
-    assert validation_lines(caplog, logging.INFO) == []
-    lines = validation_lines(caplog, logging.DEBUG)
+    lines = validation_lines(caplog, logging.INFO)
     # epochs 0 and 1 on schedule (eval_every=1), then the final weights after epoch 2 (docs/protocol.md §3.4)
     assert len(lines) == len([h for h in result.history if "valid" in h]) == 3 and all(lines)
+
+
+def test_the_first_validation_of_a_phase_below_an_earlier_phase_is_not_called_improved(caplog):
+    """Early stopping keeps one best per phase, so UPDATE's first validation is its phase's best even where it
+    fell below FIXED's best: the line then says so instead of "(improved)"."""
+    from lwbench.training.progress import StageProgress
+    caplog.set_level(logging.INFO, logger="lwbench")
+    progress = StageProgress("c2f", 1, "coarse", "ndcg@5", 10, 0, show=False)
+    progress.validated(FIXED, 0, 0.20, True, best={FIXED: 0.20})
+    progress.validated(UPDATE, 5, 0.15, True, best={FIXED: 0.20, UPDATE: 0.15})   # fell at the switch
+    progress.validated(UPDATE, 6, 0.25, True, best={FIXED: 0.20, UPDATE: 0.25})   # above every earlier best
+    progress.validated(UPDATE, 7, 0.24, False, best={FIXED: 0.20, UPDATE: 0.25})
+    progress.close()
+    gains = [VALIDATION_LINE.fullmatch(r.getMessage())["gain"] for r in caplog.records]
+    assert gains == ["improved", "best of this phase; below the earlier phase's best 0.2000", "improved", "no gain"]
 
 
 def test_same_seed_same_metrics_different_seed_differs(toy, tmp_path):

@@ -32,6 +32,7 @@ from lwbench.grid.plan import GridRun
 from lwbench.logs import run_log
 from lwbench.records import failure_path, find_record
 from lwbench.grid.runner import run_or_record_failure
+from lwbench.training import progress
 
 logger = logging.getLogger(__name__)
 
@@ -249,7 +250,8 @@ def execute_task(run: GridRun, out: str, devices: tuple[str, ...], slots: int, t
         existing = None if force else find_record(out, run.run_id, run.spec.config_hash)
         if existing is not None:   # another process finished it while this one waited for the lock
             return {"run_id": run.run_id, "record": existing, "reused": True}
-        with device_slot(out, devices, slots) as device, run_log(out / "logs" / f"{run.run_id}.log"):
+        with device_slot(out, devices, slots) as device, run_log(out / "logs" / f"{run.run_id}.log"), \
+                progress.running(run.run_id, str(out / "work" / run.run_id / "last.pt")):
             logger.info("training %s on %s (pid %d)", run.run_id, device, os.getpid())
             started = time.perf_counter()
             record, failure = run_or_record_failure(run.spec, run.dataset.load(), out, resolve_device(device),

@@ -279,7 +279,7 @@ def versus_best_table(name: str, title: str, pts: pd.DataFrame, block_keys: list
              "budget used: the share of its budget each run stores, in the budget's own accounting (range over seeds).",
              f"Bold: the best row of its {blocks} (among the budgeted rows where there are any; unbudgeted "
              "references are not tested against them). " + verdicts.footnote(f"{name}-stats"),
-             *under_budget_note(under_all), *notes, *status_notes(pts)]
+             *under_budget_note(under_all), *verdicts.notes, *notes, *status_notes(pts)]
     tables = [Table(name, title, columns, rows, pd.DataFrame(data), bold, notes)]
     extra = significance.stats_table(f"{name}-stats", f"{title}: every row against the best of its {blocks}",
                                      verdicts)

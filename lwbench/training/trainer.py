@@ -278,7 +278,8 @@ class Trainer:
         while plan.has_epochs_left(schedule):
             phase, new_phase, cut_short = plan.phase(schedule), False, plan.cut_short(schedule)
             if plan.validates(schedule):
-                progress.validated(phase, schedule.epoch, *self._validate_and_track(stage, plan, schedule))
+                progress.validated(phase, schedule.epoch, *self._validate_and_track(stage, plan, schedule),
+                                   best=schedule.best)
             if cut_short:
                 logger.warning("%s: stage %r leaves its %s phase at epoch %d because only %d of its %d epochs "
                                "remain for its later phases (trainer.max_epochs / --epochs)", self.label,
@@ -307,7 +308,8 @@ class Trainer:
                 saved_at = time.monotonic()
         if stage.early_stopping and not patience_ran_out:
             # The epochs after the last scheduled validation could have improved on it (docs/protocol.md §3.4).
-            progress.validated(plan.phase(schedule), schedule.epoch, *self._validate_and_track(stage, plan, schedule))
+            progress.validated(plan.phase(schedule), schedule.epoch, *self._validate_and_track(stage, plan, schedule),
+                               best=schedule.best)
         if stage.early_stopping:
             self._check_validation(stage)
         progress.close()

@@ -55,7 +55,7 @@ from lwbench.grid.plan import GridPlan, GridRun, plan_grid
 from lwbench.grid.run import device_type, estimate_seconds, format_duration, run_grid, summarize_failures
 from lwbench.grid.workers import ExecutionRequest, make_execution
 from lwbench.options import Option
-from lwbench.records import (failure_path, find_record, load_records, read_manifests, read_record,
+from lwbench.records import (failure_path, find_record, load_records, read_manifests, read_record, write_record,
                              record_path, write_manifest)
 from lwbench.registry import get_method
 from lwbench.studies.tuned import TUNED, manifest_name, read_study, study_path, trials_folder
@@ -346,7 +346,7 @@ def adopt_trial_record(trials_out: Path, out: Path, run: GridRun) -> bool:
         return False
     source = trials_out / "runs" / record["per_user_file"]
     atomic_write_bytes(out / "runs" / record["per_user_file"], source.read_bytes())
-    atomic_write_json(record_path(out, run.run_id), read_record(record_path(trials_out, run.run_id)))
+    write_record(out, read_record(record_path(trials_out, run.run_id)))   # validated, without the in-memory _path
     return True
 
 

@@ -93,7 +93,7 @@ def table3(pts: pd.DataFrame, out: Path, *, missing_methods: list[str] = (), sto
              + verdicts.footnote(f"{name}-stats"),
              "budget used: the share of the budget each run stores, in the table's accounting (range over seeds).",
              "#Param in the paper's Table-3 convention (docs/protocol.md §5.1)."]
-    notes += under_budget_note(under_all)
+    notes += under_budget_note(under_all) + verdicts.notes   # e.g. a per-user file that is missing
     if missing_methods:
         notes.append(f"Not implemented (no registered method): {', '.join(missing_methods)}.")
     if storage:
