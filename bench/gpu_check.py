@@ -35,8 +35,8 @@ from speed import prepared_trainer, sync, timed_epochs, timed_evaluations
 from lwbench.config import parse_set_options
 from lwbench.data.cards import load_dataset
 from lwbench.environment import code_version, device_name, library_versions, resolve_device
-from lwbench.methods.common.metis import metis_parts, user_item_adjacency
 from lwbench.grid.runner import execute_run, plan_runs
+from lwbench.methods.common.metis import metis_parts, user_item_adjacency
 
 # README targets on one H100 (Gowalla): (figure, target, unit, comparison).
 TARGETS = {

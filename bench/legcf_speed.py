@@ -29,14 +29,14 @@ from pathlib import Path
 
 import torch
 
-from lwbench.methods.common.assignment import pinv_scores, top_t_assignment
-from lwbench.methods.c2f.module import fine_assignment, weight_bridging_scores
 from lwbench.config import parse_set_options
 from lwbench.data.cards import load_dataset
 from lwbench.environment import device_name, resolve_device
+from lwbench.grid.runner import plan_runs
+from lwbench.methods.c2f.module import fine_assignment, weight_bridging_scores
+from lwbench.methods.common.assignment import pinv_scores, top_t_assignment
 from lwbench.methods.common.metis import metis_parts, user_item_adjacency
 from lwbench.registry import get_method
-from lwbench.grid.runner import plan_runs
 from lwbench.training.trainer import Trainer
 
 

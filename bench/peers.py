@@ -75,7 +75,6 @@ from unittest import mock
 import numpy as np
 import scipy.sparse as sp
 import torch
-
 from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole.data.interaction import Interaction
@@ -257,11 +256,11 @@ def timing(trainer, index: int, data, lw: dict, rounds: int, folder: Path) -> di
     for r in range(rounds + 1):
         seed = 2024 + r
         record = {"round": r, "warm_up": r == 0,
-                  "sampling": measured(lambda: trainer.sampler.epoch(generator.manual_seed(seed)))}
+                  "sampling": measured(lambda seed=seed: trainer.sampler.epoch(generator.manual_seed(seed)))}
         for name in LIBRARIES:
-            record[f"{name}_epoch"] = measured(lambda: epoch(name, seed))
+            record[f"{name}_epoch"] = measured(lambda name=name, seed=seed: epoch(name, seed))
         for name in LIBRARIES:
-            record[f"{name}_eval"] = measured(lambda: evaluation(name))
+            record[f"{name}_eval"] = measured(lambda name=name: evaluation(name))
         records.append(record)
         print(f"round {r}{' (warm-up)' if r == 0 else ''}: " + ", ".join(
             f"{key} {value['cpu']:.2f}" for key, value in record.items() if isinstance(value, dict)) + " CPU s",

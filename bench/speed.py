@@ -24,8 +24,8 @@ import torch
 from lwbench.config import parse_set_options
 from lwbench.data.cards import load_dataset
 from lwbench.environment import device_name, keep_freed_memory, resolve_device
-from lwbench.registry import get_method
 from lwbench.grid.runner import plan_runs
+from lwbench.registry import get_method
 from lwbench.training.trainer import Trainer
 
 

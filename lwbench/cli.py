@@ -188,7 +188,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     report.set_defaults(handler=report_command)
     add_compare(commands, output)
     add_prepare(commands, output)
-    from lwbench.tuning.command import add_tune   # equal-effort tuning: lwbench/tuning/
+    from lwbench.tuning.command import add_tune  # equal-effort tuning: lwbench/tuning/
     add_tune(commands, [output, data, training, execution])
     return parser
 
@@ -411,10 +411,10 @@ def grid_command(args: argparse.Namespace) -> int:
 
 def execute(plan, out: Path, args: argparse.Namespace) -> int:
     """Describe the plan, then (unless ``--plan``) run it and print the summary of its records."""
+    from lwbench.files import prepare_output
     from lwbench.grid.run import describe_plan, run_grid, summarize_failures
     from lwbench.grid.workers import make_execution
     from lwbench.records import load_records
-    from lwbench.files import prepare_output
     from lwbench.reports.summaries import summary_table
     if not args.plan:
         prepare_output(out)   # an unusable --out is one error naming it, before planning output
@@ -436,8 +436,8 @@ def execute(plan, out: Path, args: argparse.Namespace) -> int:
 
 
 def reproduce_command(args: argparse.Namespace) -> int:
-    from lwbench.grid.reproduce import ReproduceOptions, reproduce
     from lwbench.files import prepare_output
+    from lwbench.grid.reproduce import ReproduceOptions, reproduce
     suffix = "/quick" if args.quick else ""
     if not args.plan:
         prepare_output(Path(args.out or f"results{suffix}"))
@@ -484,8 +484,8 @@ def user_errors() -> tuple[type[Exception], ...]:
     from lwbench.data.interactions import DataError
     from lwbench.environment import DeviceError
     from lwbench.files import OutputError
-    from lwbench.records import RecordError
     from lwbench.grid.workers import GridError
+    from lwbench.records import RecordError
     from lwbench.registry import UnknownMethodError
     from lwbench.reports.compare import CompareError
     from lwbench.reports.targets import TargetError

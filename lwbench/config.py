@@ -14,7 +14,6 @@ from typing import Any
 # ConfigError and parse_value stay importable from here: the command line and the grid use them.
 from lwbench.options import ConfigError, Option, coerce_options, log_uniform, parse_value  # noqa: F401
 
-
 # The phases of a stage (docs/protocol.md §3.4): a two-phase stage runs FIXED then UPDATE, any other stage SINGLE.
 FIXED, UPDATE, SINGLE = "fixed", "update", "single"
 
@@ -54,7 +53,7 @@ class TrainerConfig:
             raise ConfigError(f"trainer.early_stop_metric must be one of {', '.join(metric_columns(self.ks))} "
                               f"(the metrics at trainer.ks), got {self.early_stop_metric!r}")
 
-    def replace(self, **changes) -> "TrainerConfig":
+    def replace(self, **changes) -> TrainerConfig:
         return dataclasses.replace(self, **coerce_options("trainer", trainer_options(), changes))
 
     def patience(self, phase: str) -> int:

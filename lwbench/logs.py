@@ -28,9 +28,9 @@ class TerminalHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            from tqdm.auto import tqdm   # imported when a line is written: --help never needs it
+            from tqdm.auto import tqdm  # imported when a line is written: --help never needs it
             tqdm.write(self.format(record), file=sys.stderr)   # looked up now: callers may redirect it
-        except Exception:  # noqa: BLE001 (logging must never raise into the caller)
+        except Exception:
             self.handleError(record)
 
 

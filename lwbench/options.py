@@ -22,8 +22,9 @@ from __future__ import annotations
 import json
 import math
 import operator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 # The convention of sized options (buckets, centroids, kept values): 0 lets configure() size it to the budget.
 TO_BUDGET = {0: "sized to the budget"}
@@ -85,7 +86,7 @@ class Search:
             return int(min(max(round(value), self.low), self.high))
         return min(max(float(f"{value:.3g}"), self.low), self.high)
 
-    def check(self, name: str, option: "Option") -> None:
+    def check(self, name: str, option: Option) -> None:
         """Every value the search can give is one ``option`` accepts, outside its special values."""
         if self.choices:
             for choice in self.choices:

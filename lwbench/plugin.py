@@ -24,12 +24,10 @@ import torch
 from torch import nn
 
 from lwbench.budget import TABLE3, Budget, BudgetError, ParamCount, index_width
-from lwbench.config import FIXED, SINGLE, UPDATE  # noqa: F401 (re-exported: part of the plugin API)
+from lwbench.config import FIXED, SINGLE, UPDATE
 from lwbench.data.interactions import DatasetStats, Interactions
-from lwbench.options import Option
 from lwbench.kernels.graph import SymmetricGraph, lightgcn_propagate
-
-
+from lwbench.options import Option
 
 STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 # The one line a method adds to its options where its stored values can be kept at a narrower dtype

@@ -11,11 +11,11 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
+from lwbench import records
 from lwbench.grid.cell import Cell
 from lwbench.records import save_per_user, write_manifest
 from lwbench.reports import figures, summaries
 from lwbench.reports.targets import Outputs, Target, get_target
-from lwbench import records
 
 KS = (1, 5, 10, 20, 50)
 METRICS = [f"ndcg@{k}" for k in KS] + [f"recall@{k}" for k in KS]

@@ -8,10 +8,10 @@ import torch
 
 from lwbench.budget import STORAGE, Budget, BudgetError, ParamCount, index_width, parse_budget
 from lwbench.cli import main
+from lwbench.kernels.graph import normalized_adjacency
 from lwbench.options import resolve
 from lwbench.plugin import BuildContext, plan_count, size_to_budget
 from lwbench.registry import builtin_method_names, get_method
-from lwbench.kernels.graph import normalized_adjacency
 
 BUDGETED = ["qr", "pep", "cerp", "dpq", "mgqe", "legcf", "c2f", "magprune"]
 INDEXED = ["pep", "cerp", "legcf", "c2f", "magprune"]   # QR, DPQ, MGQE: 4 bytes per Table-3 parameter
@@ -122,6 +122,7 @@ def test_records_hold_both_numbers_and_the_inference_profile(toy_dir, tmp_path, 
 
 def test_storage_targets_count_their_budgets_in_bytes(tmp_path):
     from fakes import fake_target
+
     from lwbench.reports.targets import build_target, get_target
     cells = get_target("table3-storage").cells(["gowalla"], ["ud", "qr", "legcf"])
     assert {(c.method, c.accounting) for c in cells} == {("ud", "storage"), ("qr", "storage"), ("legcf", "storage")}

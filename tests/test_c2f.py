@@ -6,24 +6,30 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from sklearn.decomposition import SparsePCA
 from conftest import assert_same_outcome, count_stage_epochs, crash_and_resume
+from sklearn.decomposition import SparsePCA
 from test_legcf import dense_expanded
 
-from lwbench.methods.common import metis, sparse_pca
-from lwbench.methods.common.assignment import SparseAssignment
 from lwbench.budget import BudgetError, parse_budget
-from lwbench.training.persistence import seed_everything, torch_load
-from lwbench.methods.c2f.module import (CoarseToFineTable, FineSettings, FineStreams, initial_fine_codebook,
-                                    remix_layer, soft_threshold)
 from lwbench.config import ConfigError, TrainerConfig
-from lwbench.data.interactions import DatasetStats
 from lwbench.data.cards import available_cards, load_dataset
+from lwbench.data.interactions import DatasetStats
 from lwbench.evaluate import Evaluator
 from lwbench.kernels.graph import normalized_adjacency
-from lwbench.plugin import FIXED, UPDATE, BuildContext, Stage
+from lwbench.methods.c2f.module import (
+    CoarseToFineTable,
+    FineSettings,
+    FineStreams,
+    initial_fine_codebook,
+    remix_layer,
+    soft_threshold,
+)
+from lwbench.methods.common import metis, sparse_pca
+from lwbench.methods.common.assignment import SparseAssignment
 from lwbench.options import resolve
+from lwbench.plugin import FIXED, UPDATE, BuildContext, Stage
 from lwbench.registry import get_method
+from lwbench.training.persistence import seed_everything, torch_load
 from lwbench.training.trainer import Trainer
 
 SMALL = {"coarse_buckets": 12, "fine_buckets": 6, "fine_topk": 3, "fine_components": 5, "dim": 16}
@@ -344,7 +350,7 @@ def test_ablation_switches_change_what_they_claim_and_nothing_else(toy, tmp_path
     assert (cases["C"].fine_meta.grad != 0).all()
     # D: the refresh matches coarse to fine rows directly; the others bridge through the entities.
     propagated = torch.randn(toy.n_entities + 18, 16, generator=torch.Generator().manual_seed(3))
-    for case, module in cases.items():
+    for module in cases.values():
         module.refresh(propagated)
     h = propagated.double().numpy()
     n = toy.n_entities

@@ -6,9 +6,9 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from fakes import per_user_frame, write_record
 from scipy import stats as sps
 
-from fakes import per_user_frame, write_record
 from lwbench.cli import main
 from lwbench.records import load_records
 from lwbench.reports import comparable, significance

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from lwbench.data import cards as card_module
-from lwbench.data.interactions import DataError, build_interactions, fingerprint, read_split
 from lwbench.data.cards import load_dataset
+from lwbench.data.interactions import DataError, build_interactions, fingerprint, read_split
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
@@ -382,9 +382,10 @@ def test_valid_from_reaches_the_config_only_when_it_is_not_the_default(tmp_path,
     """A default run's configuration (and so its hash and run id) is what it was before the option existed;
     ``--valid-from file`` adds ``valid_from`` and a ``valid`` verification, so it is another configuration."""
     import json
+
     from lwbench.cli import main
-    from lwbench.reports.comparable import comparable_key
     from lwbench.grid.runner import plan_runs
+    from lwbench.reports.comparable import comparable_key
     folder = three_files(tmp_path, "".join(f"{u} {(u + 4) % 7}\n" for u in range(30)))
     write(folder / "test.txt", "".join(f"{u} {(u + 3) % 7} {(u + 5) % 7}\n" for u in range(30)))
     specs = {mode: plan_runs(["ud"], load_dataset(str(folder), valid_from=mode), "500buckets", [2024])[0]
@@ -407,6 +408,7 @@ def test_default_configs_keep_the_run_ids_of_the_committed_lastfm_records(tmp_pa
     """Adding --valid-from changed no default configuration: planning Table 3 on lastfm finds the committed
     record of every run (PEP, CERP and C2F changed for other reasons before this option)."""
     import re
+
     from lwbench.cli import main
     committed = Path(__file__).resolve().parents[1] / "results" / "lastfm" / "runs"
     (tmp_path / "runs").mkdir()

@@ -16,8 +16,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-
 from conftest import assert_same_outcome
+from test_trainer import Recorder, SharedFirstStage, TwoStageDummy
+
 from lwbench import files
 from lwbench.cli import main
 from lwbench.config import TrainerConfig
@@ -29,7 +30,6 @@ from lwbench.records import per_user as per_user_frame
 from lwbench.registry import get_method, register
 from lwbench.training.persistence import FORMAT, CheckpointError, atomic_torch_save
 from lwbench.training.trainer import CheckpointResult, DivergedError, Trainer, loss_warnings
-from test_trainer import Recorder, SharedFirstStage, TwoStageDummy
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = TrainerConfig(max_epochs=6, eval_every=1, patience_fixed=2, patience_update=2, batch_size=2048, lr=5e-3,

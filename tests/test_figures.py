@@ -2,8 +2,8 @@
 shared limits, the smoke-run stamp, the size), not on pixels. Records are fabricated (tests/fakes.py)."""
 import numpy as np
 import pytest
-
 from fakes import fake_target
+
 from lwbench.records import points, read_manifests
 from lwbench.reports import figures, targets
 from lwbench.studies.c2f_paper.targets import ABLATION_NAMES, C2F_COARSE_STAGE

@@ -18,11 +18,18 @@ import torch
 from lwbench.environment import keep_freed_memory
 from lwbench.files import exclusive_lock
 from lwbench.grid import workers
-from lwbench.grid.workers import (Execution, ExecutionRequest, device_slot, is_running, make_execution, run_lock_path,
-                               runs_per_gpu)
 from lwbench.grid.cell import Cell
 from lwbench.grid.plan import expand, parse_sweeps, plan_grid
 from lwbench.grid.run import GridProgress, estimate_seconds, run_grid, summarize_failures
+from lwbench.grid.workers import (
+    Execution,
+    ExecutionRequest,
+    device_slot,
+    is_running,
+    make_execution,
+    run_lock_path,
+    runs_per_gpu,
+)
 from lwbench.plugin import BuildContext, Method
 from lwbench.registry import get_method, register
 

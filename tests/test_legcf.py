@@ -4,20 +4,26 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-
 from conftest import assert_resumes_identically
-from lwbench.methods.common import metis
-from lwbench.methods.common.assignment import (ExpandedGraphBuilder, RefreshSchedule, SparseAssignment, anchored_assignment,
-                                pinv_scores, top_t_assignment)
+
 from lwbench.budget import BudgetError, parse_budget
 from lwbench.config import TrainerConfig
-from lwbench.data.interactions import DatasetStats
 from lwbench.data.cards import load_dataset
+from lwbench.data.interactions import DatasetStats
 from lwbench.evaluate import Evaluator
 from lwbench.kernels.graph import normalized_adjacency
+from lwbench.methods.common import metis
+from lwbench.methods.common.assignment import (
+    ExpandedGraphBuilder,
+    RefreshSchedule,
+    SparseAssignment,
+    anchored_assignment,
+    pinv_scores,
+    top_t_assignment,
+)
 from lwbench.methods.common.meta_embedding import MetaEmbeddingTable
-from lwbench.plugin import FIXED, UPDATE, BuildContext, Step
 from lwbench.options import resolve
+from lwbench.plugin import FIXED, UPDATE, BuildContext, Step
 from lwbench.registry import get_method
 from lwbench.training.trainer import Trainer
 

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from lwbench import registry
 from lwbench.budget import BudgetError, parse_budget
 from lwbench.config import TrainerConfig
 from lwbench.kernels.graph import normalized_adjacency
-from lwbench.plugin import BuildContext, Method
 from lwbench.options import coerce_options, defaults, describe_options, resolve
-from lwbench import registry
+from lwbench.plugin import BuildContext, Method
 from lwbench.registry import get_method, method_names, register
 from lwbench.training.trainer import Trainer
 

@@ -11,8 +11,8 @@ from lwbench.budget import parse_budget
 from lwbench.config import TrainerConfig
 from lwbench.data.interactions import DatasetStats
 from lwbench.kernels.graph import normalized_adjacency
-from lwbench.plugin import BuildContext
 from lwbench.options import resolve
+from lwbench.plugin import BuildContext
 from lwbench.registry import get_method
 from lwbench.training.trainer import Trainer
 

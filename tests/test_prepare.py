@@ -2,12 +2,12 @@
 their rules, filters work, and bad input is a one-line error naming file, line and column that leaves
 nothing behind (issue 10)."""
 import gzip
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import tomllib
 
 from lwbench.cli import main
 from lwbench.data.cards import load_dataset
@@ -323,6 +323,7 @@ def test_a_later_prepare_loses_and_a_publish_race_is_a_clear_error(tmp_path, toy
     import fcntl
     import os
     import time
+
     import lwbench.data.prepare as module
     out = tmp_path / "o"
     later = tmp_path / f".o.prepare-{os.getpid()}-{time.time_ns() + 10**12}"   # live, but started after us

@@ -16,12 +16,11 @@ import torch
 from lwbench.budget import parse_budget
 from lwbench.config import TrainerConfig
 from lwbench.kernels.graph import normalized_adjacency
-from lwbench.plugin import BuildContext, Stage, Step
 from lwbench.methods.cerp import official_epochs
 from lwbench.methods.common import pruning
-from lwbench.methods.common.pruning import (SparseLayout, ThresholdPruned, decode_layout, encode_layout,
-                                            soft_threshold)
+from lwbench.methods.common.pruning import SparseLayout, ThresholdPruned, decode_layout, encode_layout, soft_threshold
 from lwbench.options import resolve
+from lwbench.plugin import BuildContext, Stage, Step
 from lwbench.registry import get_method
 from lwbench.training.trainer import Trainer
 

@@ -9,8 +9,8 @@ import torch
 from lwbench.budget import BudgetError, parse_budget
 from lwbench.data.interactions import DatasetStats
 from lwbench.kernels.graph import normalized_adjacency
-from lwbench.plugin import BuildContext
 from lwbench.options import resolve
+from lwbench.plugin import BuildContext
 from lwbench.registry import get_method
 
 # docs/protocol.md §5.5: (users, items) -> (b, q, count) at the 500-bucket budget

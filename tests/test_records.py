@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from fakes import per_user_frame, write_record
+
 from lwbench import records
 
 ROOT = Path(__file__).resolve().parents[1]

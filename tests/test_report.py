@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from fakes import fake_target
 from scipy import stats as sps
 
-from fakes import fake_target
 from lwbench.budget import ParamCount
 from lwbench.plugin import Method
 from lwbench.records import per_user, points, read_manifests

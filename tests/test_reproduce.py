@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from lwbench.cli import main
+from lwbench.grid import reproduce
 from lwbench.records import load_records
 from lwbench.registry import method_names
-from lwbench.grid import reproduce
 from lwbench.reports import targets
 from lwbench.reports.targets import build_report, get_target
 from lwbench.studies.c2f_paper.targets import C2F_OPTIONS

@@ -6,9 +6,9 @@ import re
 import numpy as np
 import pytest
 import torch
+from conftest import assert_resumes_identically, count_stage_epochs
 from torch import nn
 
-from conftest import assert_resumes_identically, count_stage_epochs
 from lwbench.budget import ParamCount
 from lwbench.config import TrainerConfig
 from lwbench.data.cards import load_dataset

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from lwbench import cli
-from lwbench.config import ConfigError, TRAINER_SEARCH, trainer_options
+from lwbench.config import TRAINER_SEARCH, ConfigError, trainer_options
 from lwbench.options import TO_BUDGET, Option, integers, log_uniform, one_of, uniform
 from lwbench.plugin import BuildContext, Method
 from lwbench.records import load_records, read_manifests

@@ -16,16 +16,24 @@ import hashlib
 import logging
 import os
 import re
-from importlib import resources
-import tomllib
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
+import tomllib
+
 from lwbench.data import synthetic
-from lwbench.data.interactions import (VALID_MODES, DataError, Interactions, RawSplit, build_interactions,
-                                       fingerprint, read_split)
+from lwbench.data.interactions import (
+    VALID_MODES,
+    DataError,
+    Interactions,
+    RawSplit,
+    build_interactions,
+    fingerprint,
+    read_split,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +106,7 @@ class DatasetCard:
     source: str = ""                                   # where the files come from, when not downloadable as is
 
     @classmethod
-    def from_toml(cls, path) -> "DatasetCard":
+    def from_toml(cls, path) -> DatasetCard:
         """``path``: a file path or an ``importlib.resources`` entry (built-in cards are package data). A card
         that is not valid TOML, lacks ``name`` or gives a key the wrong type is a :class:`DataError` naming the
         file and the key."""
@@ -210,7 +218,7 @@ def load_dataset(name_or_path: str, *, data_dir: str | None = None, split_seed: 
     return LoadedDataset(inter, card, str(folder), verification)
 
 
-def _valid_file(folder: Path, valid_from: str, card: "DatasetCard | None") -> RawSplit | None:
+def _valid_file(folder: Path, valid_from: str, card: DatasetCard | None) -> RawSplit | None:
     """The folder's validation file when ``valid_from == "file"`` (an error naming the folder when it has
     none); by default None, with a warning when the folder holds one that goes unused."""
     found = _split_file(folder, "valid")

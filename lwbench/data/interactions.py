@@ -67,7 +67,7 @@ class Interactions:
             h.update(np.ascontiguousarray(matrix.indices, dtype=np.int64).tobytes())
         return h.hexdigest()
 
-    def stats(self) -> "DatasetStats":
+    def stats(self) -> DatasetStats:
         cold_items, cold_users = cold_counts(self.train, self.valid + self.test)
         return DatasetStats(name=self.name, n_users=self.n_users, n_items=self.n_items,
                             n_train=int(self.train.nnz), n_valid=int(self.valid.nnz),

@@ -50,8 +50,7 @@ import numpy as np
 import pandas as pd
 
 from lwbench.data.cards import CARD_FILE, PREPARE_TMP
-from lwbench.data.interactions import (COLD_MODES, OVERLAP_MODES, DataError, build_interactions, fingerprint,
-                                       read_split)
+from lwbench.data.interactions import COLD_MODES, OVERLAP_MODES, DataError, build_interactions, fingerprint, read_split
 from lwbench.files import UMASK, output_error
 
 logger = logging.getLogger(__name__)
@@ -391,8 +390,8 @@ def _read_delimited(path: Path, o: PrepareOptions, users: IdCodes, items: IdCode
     return Part(np.concatenate(u), np.concatenate(i), np.concatenate(t) if t else None, path)
 
 
-def _check_chunk(chunk: pd.DataFrame, cols: dict, o: PrepareOptions, scan: "LineScan", first: int,
-                 bad: "BadLines") -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+def _check_chunk(chunk: pd.DataFrame, cols: dict, o: PrepareOptions, scan: LineScan, first: int,
+                 bad: BadLines) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """(rows to keep, ratings, timestamps) of one chunk; its bad rows are noted in ``bad``: a wrong field
     count (from the line scan), an empty user or item id, a rating or timestamp that is not a number."""
     n = len(chunk)
@@ -569,7 +568,7 @@ class _Scanner:
             n_fields = text.count(self.sep) + 1
         self.add(np.array([start]), np.array([n_fields]), self.line_no)
 
-    def result(self) -> "LineScan":
+    def result(self) -> LineScan:
         def joined(parts):
             return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
         return LineScan(self.record, joined(self.bad_records), joined(self.bad_fields), joined(self.starts),

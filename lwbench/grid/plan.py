@@ -12,7 +12,6 @@ import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-
 from lwbench.budget import TABLE3, BudgetError
 from lwbench.config import ConfigError, parse_value
 from lwbench.data.cards import LoadedDataset, load_dataset

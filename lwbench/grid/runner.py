@@ -9,8 +9,8 @@ new run, and a repeated command finds its records and skips them.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import datetime as dt
+import logging
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +24,13 @@ from lwbench.environment import code_version, device_name, library_versions
 from lwbench.options import resolve
 from lwbench.plugin import Method, check_within_budget, plan_count, size_to_budget
 from lwbench.profile import inference_profile
-from lwbench.records import load_per_user  # noqa: F401 (a public name: lwbench.grid.runner.load_per_user)
-from lwbench.records import RunRecord, save_per_user, write_failure, write_record
+from lwbench.records import (
+    RunRecord,
+    load_per_user,  # noqa: F401 (a public name: lwbench.grid.runner.load_per_user)
+    save_per_user,
+    write_failure,
+    write_record,
+)
 from lwbench.registry import get_method
 from lwbench.training.trainer import Trainer, loss_warnings
 

@@ -25,13 +25,13 @@ from pathlib import Path
 import torch
 from joblib import parallel_config
 
-from lwbench.files import exclusive_lock
 from lwbench.environment import keep_freed_memory, resolve_device
+from lwbench.files import exclusive_lock
 from lwbench.grid import BACKENDS
 from lwbench.grid.plan import GridRun
+from lwbench.grid.runner import run_or_record_failure
 from lwbench.logs import run_log
 from lwbench.records import failure_path, find_record
-from lwbench.grid.runner import run_or_record_failure
 from lwbench.training import progress
 
 logger = logging.getLogger(__name__)

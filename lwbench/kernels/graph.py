@@ -7,7 +7,7 @@ same matrix: :class:`SymmetricGraph` uses that to avoid a sparse transpose on ev
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -61,7 +61,7 @@ class SymmetricGraph:
         coo = self.matrix.to_sparse_coo().coalesce()
         return coo.indices(), coo.values()
 
-    def to(self, device: torch.device | str) -> "SymmetricGraph":
+    def to(self, device: torch.device | str) -> SymmetricGraph:
         indices, values = self.to_coo()
         return SymmetricGraph(indices.to(device), values.to(device), self.n_nodes)
 

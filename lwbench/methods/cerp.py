@@ -43,10 +43,9 @@ import torch
 from torch import nn
 
 from lwbench.budget import BudgetError
+from lwbench.methods.common.pruning import TARGET_RULE, PrunableTable, ThresholdPruned, pruning_target, sparse_count
 from lwbench.options import TO_BUDGET, Option
 from lwbench.plugin import STORE_DTYPE, BuildContext, Method, Stage, Step
-from lwbench.methods.common.pruning import (TARGET_RULE, PrunableTable, ThresholdPruned, pruning_target,
-                                           sparse_count)
 from lwbench.registry import register
 
 COMBINES = ("add", "concat")

@@ -13,10 +13,10 @@ code's N(0, 1); ``xavier`` is the paper's text.
 """
 from __future__ import annotations
 
-from lwbench.methods.common.assignment import RefreshSchedule
 from lwbench.budget import BudgetError, ParamCount, meta_embedding_count
-from lwbench.options import TO_BUDGET, ConfigError, Option, uniform
+from lwbench.methods.common.assignment import RefreshSchedule
 from lwbench.methods.common.meta_embedding import ASSIGNMENT_INITS, META_INITS, MetaEmbeddingTable
+from lwbench.options import TO_BUDGET, ConfigError, Option, uniform
 from lwbench.plugin import STORE_DTYPE, BuildContext, Method, Stage
 from lwbench.registry import register
 

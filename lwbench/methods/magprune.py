@@ -9,9 +9,9 @@ docs/protocol.md §5.2), which the forward pass reads at inference.
 """
 import torch
 
+from lwbench.methods.common.pruning import PrunableTable, PrunedEmbedding, PrunedToBudget, largest_magnitudes
 from lwbench.options import TO_BUDGET, Option
 from lwbench.plugin import STORE_DTYPE, BuildContext, Method, Stage
-from lwbench.methods.common.pruning import PrunableTable, PrunedEmbedding, PrunedToBudget, largest_magnitudes
 from lwbench.registry import register
 
 DENSE, FINETUNE = "dense", "finetune"

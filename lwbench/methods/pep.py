@@ -18,9 +18,9 @@ reads at inference.
 import torch
 from torch import nn
 
+from lwbench.methods.common.pruning import TARGET_RULE, PrunableTable, PrunedToBudget, ThresholdPruned
 from lwbench.options import TO_BUDGET, Option
 from lwbench.plugin import STORE_DTYPE, BuildContext, Method, Stage
-from lwbench.methods.common.pruning import TARGET_RULE, PrunableTable, PrunedToBudget, ThresholdPruned
 from lwbench.registry import register
 
 GRANULARITIES = ("global", "dimension", "feature", "feature_dim")

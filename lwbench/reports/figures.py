@@ -100,7 +100,7 @@ def math_label(symbol: str) -> str:
 
 def new_figure(n_rows: int, n_cols: int, width: float = 3.2, height: float = 2.6) -> tuple[Figure, np.ndarray]:
     """A constrained-layout figure of ``n_rows x n_cols`` panels, at least :data:`MIN_WIDTH_PX` wide."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg   # here: matplotlib costs a command ~0.5 s to import
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # here: matplotlib costs a command ~0.5 s to import
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(max(width * n_cols, MIN_WIDTH_PX / DPI), height * n_rows), layout="constrained")

@@ -117,7 +117,7 @@ def summarize(pts: pd.DataFrame, keys: list[str], metrics: list[str], stage: str
         frame[metric] = values(pts, metric, stage).to_numpy()
     for name in diagnostics:
         frame[f"diagnostic:{name}"] = pts["record"].map(
-            lambda r: float(r["final_diagnostics"].get(name, math.nan)) if r else math.nan).to_numpy()
+            lambda r, name=name: float(r["final_diagnostics"].get(name, math.nan)) if r else math.nan).to_numpy()
     rows = []
     for key, group in frame.groupby(keys, sort=False, dropna=False):
         key = key if isinstance(key, tuple) else (key,)

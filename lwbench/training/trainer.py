@@ -51,8 +51,8 @@ from lwbench.budget import ParamCount
 from lwbench.config import TrainerConfig
 from lwbench.data.interactions import Interactions
 from lwbench.evaluate import Evaluator
-from lwbench.plugin import BuildContext, Method, Stage, Step, check_planned_count, plan_count
 from lwbench.kernels.graph import normalized_adjacency
+from lwbench.plugin import BuildContext, Method, Stage, Step, check_planned_count, plan_count
 from lwbench.training.model import Recommender
 from lwbench.training.persistence import RunFiles, Saved, plain, seed_everything, shared_stage_dirs
 from lwbench.training.progress import StageProgress
@@ -105,7 +105,7 @@ class CheckpointResult:
                 "values": torch.tensor(frame.to_numpy()), "columns": list(frame.columns)}
 
     @classmethod
-    def from_state(cls, state: dict) -> "CheckpointResult":
+    def from_state(cls, state: dict) -> CheckpointResult:
         frame = pd.DataFrame(state["values"].numpy(), columns=state["columns"],
                              index=pd.Index(state["users"].numpy(), name=state["index_name"]))
         return cls(name=state["name"], epoch=state["epoch"], valid=state["valid"], test=state["test"],

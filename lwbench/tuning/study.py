@@ -55,12 +55,26 @@ from lwbench.grid.plan import GridPlan, GridRun, plan_grid
 from lwbench.grid.run import device_type, estimate_seconds, format_duration, run_grid, summarize_failures
 from lwbench.grid.workers import ExecutionRequest, make_execution
 from lwbench.options import Option
-from lwbench.records import (failure_path, find_record, load_records, read_manifests, read_record, write_record,
-                             record_path, write_manifest)
+from lwbench.records import (
+    failure_path,
+    find_record,
+    load_records,
+    read_manifests,
+    read_record,
+    record_path,
+    write_manifest,
+    write_record,
+)
 from lwbench.registry import get_method
 from lwbench.studies.tuned import TUNED, manifest_name, read_study, study_path, trials_folder
-from lwbench.tuning.space import (as_overrides, bracket_space, check_space_names, describe_settings, describe_space,
-                                  draw_trials)
+from lwbench.tuning.space import (
+    as_overrides,
+    bracket_space,
+    check_space_names,
+    describe_settings,
+    describe_space,
+    draw_trials,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -309,7 +323,7 @@ def run_study(brackets: list[Bracket], options: TuneOptions, request: ExecutionR
     """Every rung of every bracket, in lockstep (one grid per rung, so methods train side by side)."""
     schedule = options.settings.schedule()
     active = {b.key: list(range(len(b.trials))) for b in brackets}
-    for index, (cap, n) in enumerate(schedule):
+    for index, (cap, _) in enumerate(schedule):
         active = {key: trials for key, trials in active.items() if trials}
         if not active:
             break

@@ -58,8 +58,14 @@ from __future__ import annotations
 import math
 
 from lwbench.budget import BudgetError, ParamCount
-from lwbench.methods.c2f.module import (ABLATIONS, FINE_STAGE, VARIANTS, CoarseToFineTable, FineSettings,
-                                    coarse_to_fine_count)
+from lwbench.methods.c2f.module import (
+    ABLATIONS,
+    FINE_STAGE,
+    VARIANTS,
+    CoarseToFineTable,
+    FineSettings,
+    coarse_to_fine_count,
+)
 from lwbench.options import ConfigError, Option, integers, log_uniform, uniform
 from lwbench.plugin import BuildContext, Method, Stage
 from lwbench.registry import register

@@ -61,13 +61,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from lwbench.methods.common.assignment import RefreshSchedule, SparseAssignment, pinv_scores, top_t_assignment
 from lwbench.budget import ParamCount, index_width
 from lwbench.kernels.graph import lightgcn_propagate
+from lwbench.methods.common.assignment import RefreshSchedule, SparseAssignment, pinv_scores, top_t_assignment
 from lwbench.methods.common.meta_embedding import MetaEmbeddingTable, metis_anchors
-from lwbench.methods.common.pruning import soft_threshold   # Eq. 16: S_λ(x) = sign(x) relu(|x| - λ)
-from lwbench.plugin import BuildContext, EmbeddingModule, InferenceState, Stage
+from lwbench.methods.common.pruning import soft_threshold  # Eq. 16: S_λ(x) = sign(x) relu(|x| - λ)
 from lwbench.methods.common.sparse_pca import sparse_pca_scores
+from lwbench.plugin import BuildContext, EmbeddingModule, InferenceState, Stage
 
 FINE_STAGE = "fine"
 VARIANTS = ("code", "paper")
@@ -122,7 +122,7 @@ class FineStreams:
     sparse_pca_state: int
 
     @classmethod
-    def spawn(cls, entropy: int) -> "FineStreams":
+    def spawn(cls, entropy: int) -> FineStreams:
         selection, padding, random_rows, sparse_pca = np.random.SeedSequence(entropy).spawn(4)
         return cls(np.random.default_rng(selection), np.random.default_rng(padding),
                    np.random.default_rng(random_rows), int(sparse_pca.generate_state(1)[0] % 2**31))

@@ -19,8 +19,8 @@ Everything is vectorised torch on the assignment's device; the only dense interm
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -177,7 +177,7 @@ class RefreshSchedule:
     CHOICES = "'every-epoch', 'only-once' or 'every-K-epochs' with an integer K >= 1"
 
     @classmethod
-    def parse(cls, text: str) -> "RefreshSchedule":
+    def parse(cls, text: str) -> RefreshSchedule:
         if text == "every-epoch":
             return cls(1)
         if text == "only-once":

@@ -19,9 +19,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lwbench.methods.common.assignment import (ExpandedGraphBuilder, RefreshSchedule, SparseAssignment, anchored_assignment, pinv_scores,
-                         top_t_assignment)
 from lwbench.kernels.graph import SymmetricGraph
+from lwbench.methods.common.assignment import (
+    ExpandedGraphBuilder,
+    RefreshSchedule,
+    SparseAssignment,
+    anchored_assignment,
+    pinv_scores,
+    top_t_assignment,
+)
 from lwbench.methods.common.metis import metis_parts, user_item_adjacency
 from lwbench.plugin import UPDATE, BuildContext, EmbeddingModule, InferenceState, Step
 

@@ -26,7 +26,7 @@ def sparse_pca_scores(rows: np.ndarray, n_components: int, random_state: int, ca
     """``SparsePCA(n_components, alpha=alpha, random_state=random_state).fit_transform(rows)``: the
     ``(n_rows, n_components)`` scores of the centred rows (dense; the L1 penalty acts on the
     components). With ``cache_dir`` the result is stored under ``cache_dir/sparse_pca/`` and reused."""
-    import sklearn   # here, not at the top: every command imports the method registry, few fit SparsePCA
+    import sklearn  # here, not at the top: every command imports the method registry, few fit SparsePCA
 
     rows = np.ascontiguousarray(rows)
     if rows.ndim != 2 or not 1 <= n_components:

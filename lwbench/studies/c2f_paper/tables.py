@@ -13,8 +13,16 @@ import pandas as pd
 from lwbench.config import UPDATE
 from lwbench.records import checkpoint_metric, per_user, stage_checkpoint
 from lwbench.reports import comparable, significance, stats
-from lwbench.reports.summaries import (budget_label, budget_used, comparison_table, format_mean_std, mean_std_of, metric_label,
-                                       status_notes, under_budget_note)
+from lwbench.reports.summaries import (
+    budget_label,
+    budget_used,
+    comparison_table,
+    format_mean_std,
+    mean_std_of,
+    metric_label,
+    status_notes,
+    under_budget_note,
+)
 from lwbench.reports.tables import Table
 from lwbench.studies.c2f_paper import reference
 from lwbench.studies.c2f_paper.protocol import paper_protocol
@@ -38,7 +46,7 @@ def table3(pts: pd.DataFrame, out: Path, *, missing_methods: list[str] = (), sto
     metrics = reference.TABLE3_METRICS
     entries = []   # (dataset, display name, arm, paper values or None)
     for dataset, block in pts.groupby("dataset", sort=False):
-        for label, group in block.groupby("label", sort=False):
+        for _, group in block.groupby("label", sort=False):
             first = group.iloc[0]
             display, paper_row = _row_name(first["method"], first["options"], first["label"])
             paper = reference.table3(paper_row, dataset) if paper_row else None
