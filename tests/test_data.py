@@ -397,7 +397,7 @@ def test_valid_from_reaches_the_config_only_when_it_is_not_the_default(tmp_path,
     assert specs["test"].config_hash != specs["file"].config_hash
     assert comparable_key({"config": specs["test"].config}) != comparable_key({"config": specs["file"].config})
     for mode in ("test", "file"):                    # the command line passes the option through
-        assert main(["--dataset", str(folder), "--plan", "--device", "cpu", "--valid-from", mode]) == 0
+        assert main(["--dataset", str(folder), "--plan", "--json", "--device", "cpu", "--valid-from", mode]) == 0
         planned = json.loads(capsys.readouterr().out)["runs"][0]
         assert planned["run_id"] == specs[mode].run_id
         assert ("valid_from" in planned["dataset"]) == (mode == "file")
