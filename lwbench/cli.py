@@ -189,7 +189,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     add_compare(commands, output)
     add_prepare(commands, output)
     from lwbench.tuning.command import add_tune  # equal-effort tuning: lwbench/tuning/
-    add_tune(commands, [output, data, training, execution])
+    add_tune(commands, [output, data, training, execution], tune_command)
     return parser
 
 
@@ -475,6 +475,45 @@ def compare_command(args: argparse.Namespace) -> int:
     header, table = compare(Path(args.out), *selections, metric=args.metric)
     print("\n".join(header) + "\n\n" + table.to_markdown())
     return 0
+
+
+def tune_command(args: argparse.Namespace) -> int:
+    """``tune``: the cells to tune (``--methods`` or a ``--target``'s) and the study's settings."""
+    from lwbench.grid.plan import expand
+    from lwbench.grid.runner import check_owners
+    from lwbench.tuning.command import default_study_name, parse_rungs
+    from lwbench.tuning.study import StudySettings, TuneOptions, tune
+    overrides = overrides_from(args)
+    methods = comma_list(args.methods) if args.methods is not None else None
+    if methods is not None and not methods:
+        raise ConfigError("--methods is empty; --list shows the registered methods")
+    info, budget = {}, args.budget or "500buckets"
+    if args.target:
+        from lwbench.grid.reproduce import resolve_methods, with_user_overrides
+        from lwbench.reports.targets import get_target
+        from lwbench.studies.tuned import TUNED
+        if args.budget:
+            raise ConfigError("--budget does not apply with --target: the target's cells set their budgets")
+        target = get_target(args.target)
+        if target.name == TUNED:
+            raise ConfigError("--target tuned is what tune writes; name the target whose cells to tune, e.g. table3")
+        methods, missing = resolve_methods(target, methods)
+        cells = target.cells([args.dataset], methods)
+        check_owners(list(overrides), sorted({cell.method for cell in cells}))
+        cells = [with_user_overrides(cell, overrides, quick=False) for cell in cells]
+        info = {"missing_methods": missing}
+    else:
+        cells = expand([args.dataset], methods or ["ud"], [budget], overrides=overrides, accounting=args.accounting)
+    settings = StudySettings(
+        name=args.study or default_study_name(args.target, args.dataset, budget), trials=args.trials, eta=args.eta,
+        rungs=parse_rungs(args.rungs), seeds=tuple(parse_seeds(args.seeds)), search_seed=args.search_seed,
+        trial_seed=args.trial_seed, space=tuple(comma_list(args.space)) if args.space else None,
+        retry_failed=args.retry_failed)
+    options = TuneOptions(settings=settings, out=Path(args.out), data=data_options(args),
+                          figures_dir=Path(args.figures), alternative=args.alternative, base_target=args.target,
+                          manifest_info=info, force=args.force, plan_only=args.plan,
+                          show_progress=show_progress(args))
+    return tune(cells, options, execution_request(args))
 
 
 # --- entry point --------------------------------------------------------------------------------------

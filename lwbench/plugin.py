@@ -300,7 +300,7 @@ class Method:
     # Option overrides under the storage accounting convention (docs/protocol.md §5.2), under the command line's:
     # e.g. a method whose default keeps a published size below the budget grows to use the stored bytes.
     storage_options: ClassVar[dict[str, Any]] = {}
-    # Option overrides in tables that compare methods at one budget (lwbench.grid.cell.comparison_cell):
+    # Option overrides in tables that compare methods at one budget (lwbench.reports.cell.comparison_cell):
     # e.g. a method whose published configuration stays below the budget grows to use it, so that every
     # compared run stores 95-100% of the budget (docs/protocol.md §5.2); its own paper studies keep the
     # published configuration.

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 
 from lwbench import records
-from lwbench.grid.cell import Cell
 from lwbench.records import save_per_user, write_manifest
 from lwbench.reports import figures, summaries
+from lwbench.reports.cell import Cell
 from lwbench.reports.targets import Outputs, Target, get_target
 
 KS = (1, 5, 10, 20, 50)

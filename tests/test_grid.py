@@ -18,7 +18,6 @@ import torch
 from lwbench.environment import keep_freed_memory
 from lwbench.files import exclusive_lock
 from lwbench.grid import workers
-from lwbench.grid.cell import Cell
 from lwbench.grid.plan import expand, parse_sweeps, plan_grid
 from lwbench.grid.run import GridProgress, estimate_seconds, run_grid, summarize_failures
 from lwbench.grid.workers import (
@@ -32,6 +31,7 @@ from lwbench.grid.workers import (
 )
 from lwbench.plugin import BuildContext, Method
 from lwbench.registry import get_method, register
+from lwbench.reports.cell import Cell
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = [1, 2]

@@ -148,10 +148,10 @@ def test_yelp2020_c2f_runs_use_the_logged_layers_per_seed():
 
 
 def test_per_seed_overrides_reach_the_runs_the_plan_and_the_manifest(toy_dir, tmp_path, capsys):
-    from lwbench.grid.cell import Cell
     from lwbench.grid.plan import plan_grid
     from lwbench.grid.run import describe_plan
     from lwbench.grid.workers import ExecutionRequest, make_execution
+    from lwbench.reports.cell import Cell
     cell = Cell(str(toy_dir), "ud", "none", {"trainer": {"layers": 3}}, {},
                 seed_overrides={2025: {"trainer": {"layers": 4}, "ud": {"dim": 32}}})
     plan = plan_grid([cell], [2024, 2025, 2026])
@@ -162,3 +162,15 @@ def test_per_seed_overrides_reach_the_runs_the_plan_and_the_manifest(toy_dir, tm
     execution, how = make_execution(ExecutionRequest(), plan.unique_runs(), [])
     text = describe_plan(plan, tmp_path, [], execution, how)
     assert "seed 2025: trainer.layers=4" in text and "seed 2025: ud.dim=32" in text and "seed 2024" not in text
+
+
+def test_the_c2f_study_names_are_checked_against_the_method(monkeypatch):
+    from lwbench.reports.targets import TargetError
+    from lwbench.studies.c2f_paper import targets as c2f_targets
+    c2f_targets.check_c2f_names.cache_clear()
+    c2f_targets.check_c2f_names()                       # the shipped names agree
+    monkeypatch.setattr(c2f_targets, "C2F_COARSE_STAGE", "kernel")
+    c2f_targets.check_c2f_names.cache_clear()
+    with pytest.raises(TargetError, match="first stage 'coarse' .*expects 'kernel'"):
+        c2f_targets.c2f_cell("synthetic", {}, {})
+    c2f_targets.check_c2f_names.cache_clear()

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from lwbench.budget import TABLE3, BudgetError
 from lwbench.config import ConfigError, parse_value
 from lwbench.data.cards import LoadedDataset, load_dataset
-from lwbench.grid.cell import Cell
 from lwbench.grid.runner import RunSpec, check_owners, plan_runs
+from lwbench.reports.cell import Cell
 
 
 @dataclass(frozen=True)

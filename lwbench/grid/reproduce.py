@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lwbench.data.cards import available_locally
-from lwbench.grid.cell import Cell
 from lwbench.grid.plan import plan_grid
 from lwbench.grid.run import describe_plan, run_grid, summarize_failures
 from lwbench.grid.runner import check_owners
 from lwbench.grid.workers import ExecutionRequest, make_execution
 from lwbench.records import load_records, write_manifest
 from lwbench.registry import get_method, method_names
+from lwbench.reports.cell import Cell
 from lwbench.reports.targets import Target, TargetError, build_target, get_target
 
 logger = logging.getLogger(__name__)

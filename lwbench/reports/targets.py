@@ -26,9 +26,9 @@ from types import MappingProxyType
 
 import pandas as pd
 
-from lwbench.grid.cell import Cell
 from lwbench.records import RecordError, load_records, points, read_manifests
 from lwbench.reports import figures, summaries
+from lwbench.reports.cell import Cell
 from lwbench.reports.tables import Table
 
 logger = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from lwbench.budget import STORAGE, TABLE3
-from lwbench.grid.cell import Cell, comparison_cell
 from lwbench.reports import figures, summaries
+from lwbench.reports.cell import Cell, comparison_cell
 from lwbench.reports.targets import Outputs, Target, TargetError, register_target
 
 if TYPE_CHECKING:

@@ -1,8 +1,9 @@
 """``run_bench.py tune``: the command line of equal-effort tuning (:mod:`lwbench.tuning.study`).
 
-:func:`add_tune` declares the subcommand (with the shared parent parsers of :mod:`lwbench.cli`) and
-:func:`tune_command` turns its arguments into cells and a :class:`~lwbench.tuning.study.StudySettings`. The
-heavy imports (the grid, torch) happen when the command runs, not when the parser is built.
+:func:`add_tune` declares the subcommand (with the shared parent parsers and the handler that
+:mod:`lwbench.cli` passes in: ``cli.tune_command`` turns the arguments into cells and a
+:class:`~lwbench.tuning.study.StudySettings`, so nothing here imports the command line above it). The heavy
+imports (the grid, torch) happen when the command runs, not when the parser is built.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ EXAMPLES = """examples:
 """
 
 
-def add_tune(commands, parents: list[argparse.ArgumentParser]) -> None:
+def add_tune(commands, parents: list[argparse.ArgumentParser], handler) -> None:
     """The ``tune`` subcommand, with ``parents`` (output, data, training and execution options)."""
     from lwbench.budget import ACCOUNTINGS, TABLE3
     tune = commands.add_parser(
@@ -55,7 +56,7 @@ def add_tune(commands, parents: list[argparse.ArgumentParser]) -> None:
     tune.add_argument("--figures", default="figures", help="figures folder of a target's figures (default figures)")
     tune.add_argument("--alternative", choices=("two-sided", "greater", "less"), default="two-sided",
                       help="alternative hypothesis of a target's significance tests (default two-sided)")
-    tune.set_defaults(handler=tune_command)
+    tune.set_defaults(handler=handler)
 
 
 def parse_rungs(text: str) -> tuple[int, ...]:
@@ -70,41 +71,3 @@ def parse_rungs(text: str) -> tuple[int, ...]:
 def default_study_name(target: str | None, dataset: str, budget: str) -> str:
     name = f"{target}-{Path(dataset).name}" if target else f"tune-{Path(dataset).name}-{budget}"
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:80]
-
-
-def tune_command(args: argparse.Namespace) -> int:
-    from lwbench import cli
-    from lwbench.grid.plan import expand
-    from lwbench.grid.runner import check_owners
-    from lwbench.tuning.study import StudySettings, TuneOptions, tune
-    overrides = cli.overrides_from(args)
-    methods = cli.comma_list(args.methods) if args.methods is not None else None
-    if methods is not None and not methods:
-        raise ConfigError("--methods is empty; --list shows the registered methods")
-    info, budget = {}, args.budget or "500buckets"
-    if args.target:
-        from lwbench.grid.reproduce import resolve_methods, with_user_overrides
-        from lwbench.reports.targets import get_target
-        from lwbench.studies.tuned import TUNED
-        if args.budget:
-            raise ConfigError("--budget does not apply with --target: the target's cells set their budgets")
-        target = get_target(args.target)
-        if target.name == TUNED:
-            raise ConfigError("--target tuned is what tune writes; name the target whose cells to tune, e.g. table3")
-        methods, missing = resolve_methods(target, methods)
-        cells = target.cells([args.dataset], methods)
-        check_owners(list(overrides), sorted({cell.method for cell in cells}))
-        cells = [with_user_overrides(cell, overrides, quick=False) for cell in cells]
-        info = {"missing_methods": missing}
-    else:
-        cells = expand([args.dataset], methods or ["ud"], [budget], overrides=overrides, accounting=args.accounting)
-    settings = StudySettings(
-        name=args.study or default_study_name(args.target, args.dataset, budget), trials=args.trials, eta=args.eta,
-        rungs=parse_rungs(args.rungs), seeds=tuple(cli.parse_seeds(args.seeds)), search_seed=args.search_seed,
-        trial_seed=args.trial_seed, space=tuple(cli.comma_list(args.space)) if args.space else None,
-        retry_failed=args.retry_failed)
-    options = TuneOptions(settings=settings, out=Path(args.out), data=cli.data_options(args),
-                          figures_dir=Path(args.figures), alternative=args.alternative, base_target=args.target,
-                          manifest_info=info, force=args.force, plan_only=args.plan,
-                          show_progress=cli.show_progress(args))
-    return tune(cells, options, cli.execution_request(args))

@@ -50,7 +50,6 @@ from typing import Any
 from lwbench.budget import TABLE3, BudgetError
 from lwbench.config import ConfigError, config_hash
 from lwbench.files import atomic_write_bytes, atomic_write_json, prepare_output
-from lwbench.grid.cell import Cell
 from lwbench.grid.plan import GridPlan, GridRun, plan_grid
 from lwbench.grid.run import device_type, estimate_seconds, format_duration, run_grid, summarize_failures
 from lwbench.grid.workers import ExecutionRequest, make_execution
@@ -66,6 +65,7 @@ from lwbench.records import (
     write_record,
 )
 from lwbench.registry import get_method
+from lwbench.reports.cell import Cell
 from lwbench.studies.tuned import TUNED, manifest_name, read_study, study_path, trials_folder
 from lwbench.tuning.space import (
     as_overrides,

@@ -2,17 +2,19 @@
 
 C2F's option and stage names are kept in one place (:data:`C2F_OPTIONS`, :data:`C2F_COARSE_STAGE`), keyed
 by the paper's symbols, so the grids below read like the paper and follow the c2f method if it renames
-an option. The cells (:class:`lwbench.grid.cell.Cell`) are torch-free, so reports can import this module
+an option. The cells (:class:`lwbench.reports.cell.Cell`) are torch-free, so reports can import this module
 where the trainer is not installed.
 """
 from __future__ import annotations
 
+import functools
+
 import pandas as pd
 
 from lwbench.budget import STORAGE
-from lwbench.grid.cell import Cell, comparison_cell
 from lwbench.reports import figures, summaries
-from lwbench.reports.targets import Outputs, Target, register_target
+from lwbench.reports.cell import Cell, comparison_cell
+from lwbench.reports.targets import Outputs, Target, TargetError, register_target
 from lwbench.studies.c2f_paper import tables
 from lwbench.studies.c2f_paper.figures import FIGURE_METRICS, ratio_curves
 from lwbench.studies.c2f_paper.reference import TABLE3_METHODS
@@ -45,12 +47,29 @@ LOGGED_SETTINGS = {"yelp2020": {"trainer": {"layers": 3}}}
 LOGGED_SEED_SETTINGS = {"yelp2020": {2025: {C2F: {"fine_layers": 4}}}}
 
 
+@functools.cache
+def check_c2f_names() -> None:
+    """The names this study keeps for the c2f method (:data:`C2F_OPTIONS`, :data:`C2F_COARSE_STAGE`) against the
+    method itself, once, when its cells are planned (the registry imports torch, so not when reports are built):
+    a renamed option or stage is an error naming it, not a grid of wrong runs or an empty table."""
+    from lwbench.options import resolve
+    from lwbench.registry import get_method
+    method = get_method(C2F)
+    unknown = sorted(set(C2F_OPTIONS.values()) - set(method.options))
+    first_stage = method.stages(resolve(method))[0].name
+    if unknown or first_stage != C2F_COARSE_STAGE:
+        raise TargetError(f"the C2F study's names no longer match the c2f method: options {unknown or 'ok'}, first "
+                          f"stage {first_stage!r} (the study expects {C2F_COARSE_STAGE!r}); update "
+                          "lwbench/studies/c2f_paper/targets.py")
+
+
 def c2f_cell(dataset: str, options: dict, coords: dict, budget: str = "500buckets", *,
              comparison: bool = False) -> Cell:
     """A C2F run with options given by their paper symbols (keys of :data:`C2F_OPTIONS`), under the
     logged runs' settings for the dataset and seed (:data:`LOGGED_SETTINGS`, :data:`LOGGED_SEED_SETTINGS`).
     ``comparison``: a cell of a table that compares methods, where C2F fills the budget
-    (:func:`lwbench.grid.cell.comparison_cell`); the C2F studies keep the released configuration."""
+    (:func:`lwbench.reports.cell.comparison_cell`); the C2F studies keep the released configuration."""
+    check_c2f_names()
     overrides = {owner: dict(values) for owner, values in LOGGED_SETTINGS.get(dataset, {}).items()}
     overrides.setdefault(C2F, {}).update({C2F_OPTIONS[k]: v for k, v in options.items()})
     seed_overrides = LOGGED_SEED_SETTINGS.get(dataset, {})

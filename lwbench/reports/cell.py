@@ -1,7 +1,7 @@
 """A grid point before seeds (:class:`Cell`): what the reproduction targets of the studies are made of.
 
-Torch-free, unlike the rest of :mod:`lwbench.grid`: studies build their cells and reports read them on
-machines without the trainer. Planning a cell into runs is :mod:`lwbench.grid.plan`.
+Torch-free, so studies build their cells and reports read them on machines without the trainer; planning
+a cell into runs is :mod:`lwbench.grid.plan`, a layer above.
 """
 from __future__ import annotations
 
