@@ -213,6 +213,19 @@ def mean_std_of(records: list[dict], metric: str) -> tuple[float, float]:
     return stats.mean_std([r["metrics"]["test"][metric] for r in records]) if records else (math.nan, math.nan)
 
 
+def metric_cell(verdicts, arm, metric: str) -> tuple[str, float, float, bool, bool]:
+    """A comparison table's cell of ``arm`` for ``metric``: (``mean ± std`` with its significance mark, mean,
+    std, whether it is its block's best, whether it is marked not significantly worse)."""
+    mean, std = mean_std_of(arm.records, metric)
+    mark = verdicts.mark(arm.block, metric, arm.name)
+    return format_mean_std(mean, std) + mark, mean, std, verdicts.is_best(arm.block, metric, arm.name), bool(mark)
+
+
+def lowest_budget_fraction(records: list[dict]) -> float | None:
+    """The smallest share of its budget any of the runs stores (NaN where a record does not say)."""
+    return min((r["budget"].get("fraction") or math.nan for r in records), default=None)
+
+
 def summary_table(records: list[dict], out) -> list[Table]:
     """Every record in an output folder, one row per configuration, each tested against the best of its
     dataset and budget (:func:`versus_best_table`). Returns the summary and its statistics table (none
@@ -260,15 +273,14 @@ def versus_best_table(name: str, title: str, pts: pd.DataFrame, block_keys: list
         settings = {comparable.short_setting_name(k): comparable.setting_text(g.first, k) for k in varying}
         row = [*[_display(v) for v in block], label, *settings.values(), str(len(g.records)), used]
         entry = {**dict(zip(block_keys, block)), "method": label, **settings, "seeds": len(g.records),
-                 "budget_fraction_min": min((r["budget"].get("fraction") or math.nan for r in g.records), default=None)}
+                 "budget_fraction_min": lowest_budget_fraction(g.records)}
         for metric in metrics:
-            mean, std = mean_std_of(g.records, metric)
-            is_best = verdicts.is_best(arm.block, metric, arm.name)
+            text, mean, std, is_best, not_worse = metric_cell(verdicts, arm, metric)
             if is_best:
                 bold.add((len(rows), len(row)))
-            row.append(format_mean_std(mean, std) + verdicts.mark(arm.block, metric, arm.name))
+            row.append(text)
             entry.update({f"{metric}:mean": mean, f"{metric}:std": std, f"{metric}:best": is_best,
-                          f"{metric}:not_worse": bool(verdicts.mark(arm.block, metric, arm.name))})
+                          f"{metric}:not_worse": not_worse})
         rows.append(row)
         data.append(entry)
     blocks = " and ".join(block_keys)

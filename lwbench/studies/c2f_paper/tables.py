@@ -17,8 +17,8 @@ from lwbench.reports.summaries import (
     budget_label,
     budget_used,
     comparison_table,
-    format_mean_std,
-    mean_std_of,
+    lowest_budget_fraction,
+    metric_cell,
     metric_label,
     status_notes,
     under_budget_note,
@@ -79,21 +79,19 @@ def table3(pts: pd.DataFrame, out: Path, *, missing_methods: list[str] = (), sto
         if storage:
             row.append(f"{arm.records[0]['bytes']:,}" if arm.records else "–")
         for metric in metrics:
-            mean, std = mean_std_of(arm.records, metric)
-            is_best = verdicts.is_best(arm.block, metric, arm.name)
+            text, mean, std, is_best, not_worse = metric_cell(verdicts, arm, metric)
             if is_best:
                 bold.add((len(rows), len(row)))
-            row.append(format_mean_std(mean, std) + verdicts.mark(arm.block, metric, arm.name))
+            row.append(text)
             ref = paper[metric] if paper else math.nan
             diff = mean - ref
             if with_paper:
                 row += ["–" if math.isnan(ref) else f"{ref:.4f}", "–" if math.isnan(diff) else f"{diff:+.4f}"]
             data.append({"dataset": dataset, "method": arm.name, "lightweight": arm.candidate, "metric": metric,
                          "mean": mean, "std": std, "n_seeds": len(arm.records), "params": params[0] if params else None,
-                         "budget_fraction_min": min((r["budget"].get("fraction") or math.nan for r in arm.records),
-                                                    default=None),
+                         "budget_fraction_min": lowest_budget_fraction(arm.records),
                          "paper": ref, "diff": diff, "best_lightweight": is_best,
-                         "not_significantly_worse": bool(verdicts.mark(arm.block, metric, arm.name))})
+                         "not_significantly_worse": not_worse})
         rows.append(row)
     notes = ["Values are test metrics of the reported checkpoint, mean ± std over seeds"
              + ("; Δ = ours − paper (paper values: docs/protocol.md §10.9)." if with_paper else "."),
