@@ -78,13 +78,16 @@ class Verdicts:
         return MARK if (block, metric, name) in self.not_worse else ""
 
     def footnote(self, stats_name: str) -> str:
+        """The mark's footnote; empty where no row was tested (e.g. one row per block)."""
+        if not self.deciding:
+            return ""
         deciding = " and ".join(
             {SEEDS: f"across seeds where both rows share at least {MIN_SEEDS} seeds",
              USERS: "across the test users (per-user metrics averaged over the shared seeds; this ignores "
                     "seed-to-seed variance)"}[p] for p in (SEEDS, USERS) if p in self.deciding)
         n = sum(1 for c in self.comparisons if c[3].test == DECIDING_TEST and c[0] in self.deciding)
         return (f"{MARK}: not significantly worse than the best (bold) row of its block: two-sided paired t-test "
-                f"at α = {ALPHA}, Holm-corrected over the table's deciding tests, {deciding or 'no test was possible'}."
+                f"at α = {ALPHA}, Holm-corrected over the table's deciding tests, {deciding}."
                 f" All tests, with CIs and Wilcoxon: {stats_name}.md ({n} deciding tests).")
 
 

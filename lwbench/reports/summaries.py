@@ -289,8 +289,8 @@ def versus_best_table(name: str, title: str, pts: pd.DataFrame, block_keys: list
              "are separate rows" + ("; the columns after method show the settings that tell them apart)." if varying
                                     else ")."),
              "budget used: the share of its budget each run stores, in the budget's own accounting (range over seeds).",
-             f"Bold: the best row of its {blocks} (among the budgeted rows where there are any; unbudgeted "
-             "references are not tested against them). " + verdicts.footnote(f"{name}-stats"),
+             (f"Bold: the best row of its {blocks} (among the budgeted rows where there are any; unbudgeted "
+              "references are not tested against them). " + verdicts.footnote(f"{name}-stats")).strip(),
              *under_budget_note(under_all), *verdicts.notes, *notes, *status_notes(pts)]
     tables = [Table(name, title, columns, rows, pd.DataFrame(data), bold, notes)]
     extra = significance.stats_table(f"{name}-stats", f"{title}: every row against the best of its {blocks}",

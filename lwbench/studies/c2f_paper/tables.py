@@ -95,8 +95,8 @@ def table3(pts: pd.DataFrame, out: Path, *, missing_methods: list[str] = (), sto
         rows.append(row)
     notes = ["Values are test metrics of the reported checkpoint, mean ± std over seeds"
              + ("; Δ = ours − paper (paper values: docs/protocol.md §10.9)." if with_paper else "."),
-             "Bold: the best lightweight (budgeted) method per dataset and metric; UD rows are unbudgeted references. "
-             + verdicts.footnote(f"{name}-stats"),
+             ("Bold: the best lightweight (budgeted) method per dataset and metric; UD rows are unbudgeted references. "
+              + verdicts.footnote(f"{name}-stats")).strip(),
              "budget used: the share of the budget each run stores, in the table's accounting (range over seeds).",
              "#Param in the paper's Table-3 convention (docs/protocol.md §5.1)."]
     notes += under_budget_note(under_all) + verdicts.notes   # e.g. a per-user file that is missing
