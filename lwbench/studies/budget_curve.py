@@ -36,6 +36,7 @@ BUDGETS = ("1%", "2%", "500buckets", "10%")
 DATASETS = ("gowalla", "yelp2020", "amazon-book")
 REFERENCE, REFERENCE_DIMS, REFERENCE_BUDGET = "ud", (128, 64), "500buckets"   # as table3's UD rows
 METRICS = ["ndcg@20", "recall@20"]
+BUDGET_COLUMN = "budget (%)"   # the table's name for a point's position on the budget axis
 FULL_DIM, FLOAT_BYTES = 128, 4
 
 
@@ -76,11 +77,12 @@ def _build(accounting, pts, out, manifest, alternative) -> Outputs:
         columns={"label": "method"})
     name = NAMES[accounting]
     # The table's rows: each budget in increasing order, the unbudgeted reference last.
-    ordered = pd.concat([budgeted, pts[is_reference].assign(budget_pct="unbudgeted")])
+    ordered = pd.concat([budgeted, pts[is_reference].assign(budget_pct="unbudgeted")]).rename(
+        columns={"budget_pct": BUDGET_COLUMN})
     ordered = ordered.sort_values("dataset", kind="stable", key=lambda d: d.map({v: i for i, v in
                                                                                 enumerate(dict.fromkeys(d))}))
     tables = summaries.versus_best_table(
-        name, f"N@20 and R@20 against the {AXIS[accounting]}", ordered, ["dataset", "budget_pct"], METRICS, out,
+        name, f"N@20 and R@20 against the {AXIS[accounting]}", ordered, ["dataset", BUDGET_COLUMN], METRICS, out,
         notes=[f"Not run (cannot fit the budget): {d}" for d in manifest.get("dropped", [])]
         + summaries.ci_note(pd.concat([summary, references]), METRICS))
     return Outputs(tables, {name: budget_curves(summary, references, xlabel=AXIS[accounting])})
