@@ -20,6 +20,7 @@ from pathlib import Path
 from lwbench import logs
 from lwbench.budget import ACCEPTED_FORMS, BudgetError
 from lwbench.config import ConfigError, parse_set_options
+from lwbench.openmp import apply_wait_policy_default
 
 logger = logging.getLogger(__name__)
 
@@ -533,6 +534,7 @@ def user_errors() -> tuple[type[Exception], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    apply_wait_policy_default()   # before anything loads torch: idle OpenMP threads sleep (lwbench/openmp.py)
     argv = sys.argv[1:] if argv is None else list(argv)
     prog = program_name()
     if not argv or argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help"):

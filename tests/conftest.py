@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import sys
 from pathlib import Path
 
@@ -20,7 +21,20 @@ def isolated_environment(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("LWBENCH_OFFLINE", "1")
     monkeypatch.setenv("LWBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.delenv("LWBENCH_DATA", raising=False)
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):   # cli.main sets them for the processes it starts
+        restore_after_test(monkeypatch, name)
     torch.set_num_threads(1)  # tiny graphs: threading overhead exceeds the work, and CI has 2 cores
+
+
+def restore_after_test(monkeypatch, name: str) -> None:
+    """Put environment variable ``name`` back as it is now (set or not) when the test ends, whatever the test
+    (or the code it calls) does to it."""
+    value = os.environ.get(name)
+    monkeypatch.setenv(name, "")     # monkeypatch records the value to restore, even an absent one
+    if value is None:
+        monkeypatch.delenv(name)
+    else:
+        monkeypatch.setenv(name, value)
 
 
 def write_lightgcn(path: Path, users: np.ndarray, items: np.ndarray, gz: bool = False) -> Path:

@@ -11,6 +11,7 @@ import pytest
 
 from lwbench import registry
 from lwbench.cli import main
+from lwbench.openmp import apply_wait_policy_default
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,6 +90,39 @@ def test_run_bench_py_runs_as_a_separate_process(tmp_path, toy_dir):
     assert result.returncode == 0, result.stderr
     assert "ud-8" in result.stdout and len(list((tmp_path / "out" / "runs").glob("*.json"))) == 1
     assert "run_bench.py: " in result.stderr     # messages carry the name the tool was invoked by
+
+
+def test_the_wait_policy_default_leaves_what_the_user_set():
+    default = {"GOMP_SPINCOUNT": "1000", "OMP_WAIT_POLICY": "PASSIVE"}
+    assert apply_wait_policy_default(environ := {"PATH": "/bin"}) == default and environ == {"PATH": "/bin", **default}
+    for user in ({"OMP_WAIT_POLICY": "active"}, {"GOMP_SPINCOUNT": "300000"}, {"KMP_BLOCKTIME": "0"}):
+        assert apply_wait_policy_default(environ := dict(user)) == {} and environ == user
+
+
+@pytest.mark.parametrize("user", [None, "ACTIVE"])
+def test_the_command_sets_the_wait_policy_for_the_processes_it_starts(tmp_path, toy_dir, run, monkeypatch, user):
+    """Grid workers (loky, a local dask cluster) inherit this process's environment."""
+    for name in ("GOMP_SPINCOUNT", "KMP_BLOCKTIME", "OMP_WAIT_POLICY"):
+        monkeypatch.delenv(name, raising=False)
+    if user is not None:
+        monkeypatch.setenv("OMP_WAIT_POLICY", user)
+    assert run(["--methods", "ud", "--dataset", str(toy_dir), "--plan"], tmp_path).returncode == 0
+    assert os.environ["OMP_WAIT_POLICY"] == (user or "PASSIVE")
+    assert os.environ.get("GOMP_SPINCOUNT") == (None if user else "1000")
+
+
+@pytest.mark.parametrize("user, spin_count", [({}, "1000"), ({"OMP_WAIT_POLICY": "passive"}, "0"),
+                                              ({"GOMP_SPINCOUNT": "300000"}, "300000")])
+def test_the_openmp_runtime_of_a_command_sees_the_wait_policy(tmp_path, toy_dir, user, spin_count):
+    """Set before torch loads the OpenMP runtime, which reads it once: libgomp reports what it read."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
+    result = subprocess.run([sys.executable, str(ROOT / "run_bench.py"), "--methods", "ud", "--dataset", str(toy_dir),
+                             "--plan"], capture_output=True, text=True, cwd=tmp_path, timeout=300, check=False,
+                            env={**env, **user, "OMP_DISPLAY_ENV": "verbose", "LWBENCH_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr
+    if "GOMP_SPINCOUNT = " not in result.stderr:
+        pytest.skip("torch's OpenMP runtime is not GNU libgomp")
+    assert f"GOMP_SPINCOUNT = '{spin_count}'" in result.stderr
 
 
 def test_end_to_end_run_writes_records_and_skips_repeats(tmp_path, toy_dir, run):
