@@ -5,7 +5,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lwbench"
 LAYERS = [  # bottom to top; the parts of one layer do not import each other
-    ["files", "options"], ["logs", "config", "budget", "environment"], ["data", "kernels", "records"],
+    ["files", "options", "openmp"], ["logs", "config", "budget", "environment"], ["data", "kernels", "records"],
     ["plugin", "evaluate"], ["registry"], ["methods", "training", "profile"], ["reports"], ["studies"], ["grid"],
     ["tuning"], ["cli"], ["__main__"],
 ]

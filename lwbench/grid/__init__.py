@@ -4,7 +4,7 @@ targets' cells (:mod:`lwbench.reports.cell`; :mod:`~lwbench.grid.plan`), execute
 (:mod:`~lwbench.grid.reproduce`).
 
 The layers, bottom to top (tests/test_layers.py checks that no import runs back up): ``files``, ``options``,
-``logs`` -> ``config``, ``budget``, ``environment`` -> ``data``, ``kernels`` (sparse operators), ``records``
+``openmp`` -> ``logs``, ``config``, ``budget``, ``environment`` -> ``data``, ``kernels`` (sparse operators), ``records``
 -> ``plugin`` (the method contract), ``evaluate`` -> ``registry`` -> ``methods``, ``training``, ``profile``
 -> ``reports`` (torch-free: cells, tables, statistics, figures) -> ``studies`` (the targets) -> ``grid``
 -> ``tuning`` -> ``cli``.
