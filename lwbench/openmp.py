@@ -4,15 +4,16 @@ torch's CPU builds run their kernels on an OpenMP thread pool (GNU libgomp in th
 ``torch.__config__.parallel_info()`` names the backend). Between parallel regions libgomp's threads spin by
 default, about 300,000 rounds (milliseconds) before they sleep. On an idle CPU that only burns a spare core,
 but when other jobs hold the cores a spinning thread takes the time slice that the thread with the real work
-needs: on a 2-core CPU with one busy process per core, the demo's UD-128 epoch (two threads) took 7.9 CPU
-seconds instead of 1.1 (``bench/busy_cpu.py``; README, "Speed on a busy machine").
+needs: on a 2-core CPU with one busy process per core, the demo's UD-128 epoch (two threads) took 3.3 CPU
+seconds instead of 1.0 idle, and up to 8 with other jobs' tests running too (``bench/busy_cpu.py``; README,
+"Speed on a busy machine").
 
-The default here: ``GOMP_SPINCOUNT=1000`` (libgomp spins about a thousand rounds, tens of microseconds,
-then sleeps; libgomp's own spin count when it has more threads than cores), which keeps the idle speed of
-spinning and costs about 1.2x the idle CPU seconds under that load, and ``OMP_WAIT_POLICY=PASSIVE`` for other
-OpenMP runtimes (Intel's, LLVM's: sleep at once), which do not read ``GOMP_SPINCOUNT`` and whose ``PASSIVE``
-libgomp overrides with it. Waiting changes how threads wait, never how work is split among them, so no
-trained number changes.
+The default here: ``GOMP_SPINCOUNT=1000`` (libgomp spins about a thousand rounds, tens of microseconds, then
+sleeps), which keeps the idle speed of spinning (sleeping at once made the idle demo 40% slower) and costs about
+1.3x the idle CPU seconds under that load; and ``OMP_WAIT_POLICY=PASSIVE`` for other OpenMP runtimes (Intel's,
+LLVM's: sleep at once), which do not read ``GOMP_SPINCOUNT`` (libgomp takes its spin count from
+``GOMP_SPINCOUNT`` whatever the policy). This changes how threads wait, never how work is split among them, so
+no trained number changes.
 
 The runtime reads these variables once, when it is loaded (when torch is imported), so
 :func:`apply_wait_policy_default` must run before that: the command line calls it first thing, and the worker
