@@ -301,3 +301,39 @@ def test_a_target_is_tuned_cell_by_cell(toy_dir, tmp_path, capsys):
     ud128, ud64 = (shown.split(f"toy/{label}/500buckets")[1] for label in ("ud-128", "ud-64"))
     assert ud128.split("\n")[1:4] == ud64.split("\n")[1:4]       # one draw per method: the same trials
     assert not study_path(tmp_path, "table3-toy").exists()       # --plan writes nothing
+
+
+def test_the_defaults_reuse_the_untuned_runs_of_the_same_configuration(toy_dir, tmp_path, monkeypatch):
+    """Trial 0 at the full rung is the untuned protocol's run: where the untuned table has it, a study copies its
+    record (naming it in ``adopted_from``) instead of training it again, and the copy is a record of the study."""
+    sets = ["ud.dim=8", "trainer.batch_size=1024", "trainer.eval_every=1", "trainer.checkpoint_seconds=0"]
+    assert cli.main(["grid", "--dataset", str(toy_dir), "--methods", "ud", *(a for s in sets for a in ("--set", s)),
+                     "--epochs", "4", "--seeds", "2024,2025", "--jobs", "1", "--threads", "1", "--out", str(tmp_path),
+                     "--no-progress", "-q"]) == 0
+    untuned = {r["seed"]: r for r in load_records(tmp_path)}
+    fits = count_fits(monkeypatch)
+    args = tune_args(toy_dir, tmp_path, "--rungs", "none", methods="ud", sets=("ud.dim=8",), trials=1)
+    assert cli.main(args) == 0
+    assert fits == []                                             # nothing trained: every run was the untuned one
+    tuned = [r for r in load_records(tmp_path) if "tuning" in r["config"]]
+    assert sorted(r["seed"] for r in tuned) == [2024, 2025]
+    for record in tuned:
+        twin = untuned[record["seed"]]
+        assert record["adopted_from"]["run_id"] == twin["run_id"] and record["run_id"] != twin["run_id"]
+        assert record["config"] == {**twin["config"], "tuning": {"study": STUDY, "trial": 0}}
+        assert record["metrics"] == twin["metrics"] and record["label"] == f"{twin['label']}@{STUDY}"
+    (trial,) = load_records(trials_folder(tmp_path, STUDY))
+    assert trial["seed"] == 2024 and trial["adopted_from"]["run_id"] == untuned[2024]["run_id"]
+
+
+def test_a_changed_setting_never_reuses_an_untuned_run(toy_dir, tmp_path, monkeypatch):
+    sets = ["ud.dim=8", "trainer.batch_size=1024", "trainer.eval_every=1", "trainer.checkpoint_seconds=0"]
+    assert cli.main(["grid", "--dataset", str(toy_dir), "--methods", "ud", *(a for s in sets for a in ("--set", s)),
+                     "--epochs", "4", "--seeds", "2024", "--jobs", "1", "--threads", "1", "--out", str(tmp_path),
+                     "--no-progress", "-q"]) == 0
+    fits = count_fits(monkeypatch)
+    args = tune_args(toy_dir, tmp_path, "--rungs", "none", "--set", "trainer.l2_factor=4", methods="ud",
+                     sets=("ud.dim=8",), seeds="2024", trials=1)
+    assert cli.main(args) == 0
+    assert len(fits) == 1
+    assert not any("adopted_from" in r for r in load_records(tmp_path))

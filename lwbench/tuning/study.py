@@ -27,9 +27,12 @@ method alike, and the full rung decides among the survivors.
 enter ``OUT``'s tables. Every run of a study, trial or retraining, carries ``config.tuning = {"study": name,
 "trial": k}``, which the configuration hash covers, and its label ends with ``@<study>`` (``ud-128@lastfm``): a
 record of a tuned run always says which study chose it, and never stands in for (or is stood in for by) a run of
-another study or of the untuned protocol. Within a study, the chosen trial's full run on the trials' seed is
-the same configuration as its retraining on that seed; its record is copied into ``OUT/runs`` instead of being
-trained twice. The same command twice draws the same trials, finds their records and trains nothing; a study
+another study or of the untuned protocol. Two kinds of run are copied instead of trained twice, since the tag
+changes nothing that is computed: the chosen trial's full run on the trials' seed is its retraining on that seed
+(copied from the trials' folder into ``OUT/runs``), and trial 0 at the full rung is the untuned protocol's run
+(the defaults at the protocol's epochs), so where ``OUT/runs`` holds that run's record on the same seed, the
+record is copied under the tuned run's name with ``adopted_from`` naming the untuned run. Tuning a table after
+its default runs therefore costs no full run for a method whose defaults win. The same command twice draws the same trials, finds their records and trains nothing; a study
 killed at any point resumes from its records (and the trainer from its resume files) and ends identically.
 A trial that failed (diverged) stays failed on a rerun unless ``retry_failed``; it is never promoted.
 
@@ -59,8 +62,6 @@ from lwbench.records import (
     find_record,
     load_records,
     read_manifests,
-    read_record,
-    record_path,
     write_manifest,
     write_record,
 )
@@ -295,11 +296,13 @@ def run_rung(brackets: list[Bracket], active: dict[str, list[int]], cap: int | N
     reuse_failures = not (settings.retry_failed or options.force)
     earlier = {run.run_id: failure for run in runs if reuse_failures and (failure := failed_before(trials_out, run))}
     plan = GridPlan(runs=[run for run in runs if run.run_id not in earlier])
+    adopted = 0 if options.force else adopt_untuned_records(options.out, trials_out, plan.unique_runs())
     what = f"at most {cap} epoch{'s' if cap != 1 else ''} per stage" if cap is not None else \
         "full runs (the protocol's epochs)"
     print(f"rung {index + 1}/{n_rungs}: {max(len(v) for v in active.values())} trial(s) per method, {what}: "
           f"{counts(plan, trials_out, options.force)}"
-          + (f", {len(earlier)} failed earlier (not retried)" if earlier else ""), flush=True)
+          + (f", {len(earlier)} failed earlier (not retried)" if earlier else "")
+          + (f", {adopted} of them the untuned runs in {options.out} (copied)" if adopted else ""), flush=True)
     records, failures = execute(plan, trials_out, options, request)
     failures.update(earlier)
     for bracket, trial, run in wanted:
@@ -350,6 +353,15 @@ def run_study(brackets: list[Bracket], options: TuneOptions, request: ExecutionR
 
 # --- retraining and outputs -----------------------------------------------------------------------------------
 
+def copy_record(source_out: Path, record: dict, out: Path, run: GridRun, **provenance) -> None:
+    """Write ``record`` (a record in ``source_out``) and its per-user file into ``out`` as the record of ``run``
+    (its run id, label and configuration), with ``provenance`` added."""
+    per_user = f"{run.run_id}.peruser.npz"
+    atomic_write_bytes(out / "runs" / per_user, (source_out / "runs" / record["per_user_file"]).read_bytes())
+    write_record(out, {**record, "run_id": run.run_id, "label": run.spec.label, "config": run.spec.config,
+                       "config_hash": run.spec.config_hash, "per_user_file": per_user, **provenance})
+
+
 def adopt_trial_record(trials_out: Path, out: Path, run: GridRun) -> bool:
     """Copy the record (and per-user file) of a trial run that is the same configuration as ``run`` into
     ``out``, so that it is not trained twice; False when there is none or ``out`` has it already."""
@@ -358,10 +370,42 @@ def adopt_trial_record(trials_out: Path, out: Path, run: GridRun) -> bool:
     record = find_record(trials_out, run.run_id, run.spec.config_hash)
     if record is None:
         return False
-    source = trials_out / "runs" / record["per_user_file"]
-    atomic_write_bytes(out / "runs" / record["per_user_file"], source.read_bytes())
-    write_record(out, read_record(record_path(trials_out, run.run_id)))   # validated, without the in-memory _path
+    copy_record(trials_out, record, out, run)
     return True
+
+
+def untuned_twin(run: GridRun) -> GridRun:
+    """The untuned protocol's run that a run of a study repeats: its configuration without ``config.tuning``,
+    its label without ``@study``. It computes the same numbers; only trial 0 at the full rung has one that
+    a default table trains (every other trial changes a setting, every capped run the epochs)."""
+    study = run.spec.config["tuning"]["study"]
+    config = {key: value for key, value in run.spec.config.items() if key != "tuning"}
+    spec = dataclasses.replace(run.spec, label=run.spec.label.removesuffix(f"@{study}"), config=config,
+                               config_hash=config_hash(config))
+    return dataclasses.replace(run, spec=spec)
+
+
+def untuned_record(untuned_out: Path, run: GridRun) -> dict | None:
+    twin = untuned_twin(run)
+    return find_record(untuned_out, twin.run_id, twin.spec.config_hash)
+
+
+def adopt_untuned_records(untuned_out: Path, out: Path, runs: list[GridRun]) -> int:
+    """Copy into ``out`` the record of every one of ``runs`` that ``out`` lacks and whose untuned twin has a
+    record in ``untuned_out`` (:func:`untuned_twin`), with ``adopted_from`` naming that record; returns how
+    many were copied."""
+    copied = 0
+    for run in runs:
+        if find_record(out, run.run_id, run.spec.config_hash) is not None:
+            continue
+        record = untuned_record(untuned_out, run)
+        if record is None:
+            continue
+        copy_record(untuned_out, record, out, run, adopted_from={
+            "run_id": record["run_id"], "config_hash": record["config_hash"],
+            "why": "the untuned run of the same configuration and seed (config.tuning changes nothing computed)"})
+        copied += 1
+    return copied
 
 
 def retrain_runs(bracket: Bracket, settings: StudySettings, data: dict) -> list[GridRun]:
@@ -424,8 +468,9 @@ def write_study_manifest(options: TuneOptions, rows: list[dict], keys: set[str])
 
 
 def retrain(brackets: list[Bracket], options: TuneOptions, request: ExecutionRequest) -> tuple[int, dict]:
-    """Retrain every chosen configuration on the seeds (taking the chosen trial's full run where it is the
-    same run); writes the manifest first, so that an unfinished run shows as missing."""
+    """Retrain every chosen configuration on the seeds (taking the chosen trial's full run, or the untuned run
+    where the defaults were chosen, when it is the same run); writes the manifest first, so that an unfinished
+    run shows as missing."""
     settings, out = options.settings, options.out
     trials_out = trials_folder(out, settings.name)
     done = [b for b in brackets if b.chosen is not None]
@@ -437,9 +482,11 @@ def retrain(brackets: list[Bracket], options: TuneOptions, request: ExecutionReq
         retrained[bracket.key] = [{"seed": r.spec.seed, "run_id": r.run_id} for r in planned]
     name = write_study_manifest(options, rows, {b.key for b in done})
     copied = 0 if options.force else sum(adopt_trial_record(trials_out, out, run) for run in runs)
+    adopted = 0 if options.force else adopt_untuned_records(out, out, runs)
     plan = GridPlan(runs=runs)
     print(f"retrain on seeds {', '.join(map(str, settings.seeds))}: {counts(plan, out, options.force)}"
-          + (f", {copied} of them the chosen trials' full runs (copied)" if copied else ""), flush=True)
+          + (f", {copied} of them the chosen trials' full runs (copied)" if copied else "")
+          + (f", {adopted} of them the untuned runs (copied)" if adopted else ""), flush=True)
     _, failures = execute(plan, out, options, request)
     if failures:
         logger.error("%s", summarize_failures(failures, out))
@@ -487,6 +534,11 @@ def estimate(brackets: list[Bracket], options: TuneOptions, request: ExecutionRe
             text += f", {format_duration(seconds)} of run time estimated for {len(new) - unknown} from existing records"
         if unknown:
             text += f", no estimate for {unknown} (no record of that dataset and method)"
+        adoptable = [r for r in new if untuned_record(options.out, r) is not None]
+        if adoptable:
+            saved, _ = estimate_seconds(adoptable, records, device_type(execution))
+            text += (f"; {len(adoptable)} of them ({format_duration(saved)}) are untuned runs with a record in "
+                     f"{options.out}, copied instead of trained where the defaults reach the full rung or are chosen")
         lines.append(text)
     lines.append(f"(the chosen trial's full run is its retraining on seed {settings.seed_of_trials}; with "
                  f"{execution.jobs} run(s) at a time, the wall time is about the run time / {execution.jobs})")
