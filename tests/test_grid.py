@@ -20,6 +20,7 @@ from lwbench.files import exclusive_lock
 from lwbench.grid import workers
 from lwbench.grid.plan import expand, parse_sweeps, plan_grid
 from lwbench.grid.run import GridProgress, estimate_seconds, run_grid, summarize_failures
+from lwbench.grid.runner import shared_stages
 from lwbench.grid.workers import (
     Execution,
     ExecutionRequest,
@@ -32,6 +33,7 @@ from lwbench.grid.workers import (
 from lwbench.plugin import BuildContext, Method
 from lwbench.registry import get_method, register
 from lwbench.reports.cell import Cell
+from lwbench.training.persistence import OUTCOME_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = [1, 2]
@@ -223,6 +225,23 @@ def test_estimates_from_measured_epochs(toy_dir):
     assert unknown == 0 and seconds == pytest.approx(2 * 1.5 * 20)
     seconds, unknown = estimate_seconds(plan.runs, records[:1], "cuda")
     assert unknown == 2 and seconds == 0
+
+
+def test_a_shared_stage_is_estimated_once(toy_dir, tmp_path):
+    """Two C2F runs that differ only in a fine-stage option share the coarse stage: the second costs only its fine
+    stage's share of the records' time, and neither costs the coarse stage once it is finished in the cache."""
+    cells = [Cell(str(toy_dir), "c2f", overrides={"trainer": TRAINER, "c2f": {"gate": gate}}) for gate in (0.3, 0.5)]
+    plan = plan_grid(cells, [1])
+    first, second = plan.runs
+    coarse = shared_stages(first.spec, first.dataset.load(), tmp_path)
+    assert list(coarse) == ["coarse"] and coarse == shared_stages(second.spec, second.dataset.load(), tmp_path)
+    record = {**fake_record(first.dataset_name, "c2f", "cpu", 40, 40.0, TRAINER["max_epochs"]),
+              "history": [{"stage": "coarse", "seconds": 3.0}] * 10 + [{"stage": "fine", "seconds": 1.0}] * 10}
+    assert estimate_seconds(plan.runs, [record], "cpu") == (80.0, 0)               # without out: two whole runs
+    assert estimate_seconds(plan.runs, [record], "cpu", tmp_path) == (40.0 + 10.0, 0)
+    coarse["coarse"].mkdir(parents=True)
+    (coarse["coarse"] / OUTCOME_FILE).write_bytes(b"")
+    assert estimate_seconds(plan.runs, [record], "cpu", tmp_path) == (20.0, 0)
 
 
 def test_runs_per_gpu_from_measured_peak_memory(toy_dir, monkeypatch):

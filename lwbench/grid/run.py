@@ -24,8 +24,10 @@ from tqdm.auto import tqdm
 
 from lwbench.files import prepare_output
 from lwbench.grid.plan import GridPlan, GridRun
+from lwbench.grid.runner import shared_stages
 from lwbench.grid.workers import Execution, execute_task, is_running, joblib_backend
 from lwbench.records import failure_path, find_record, load_records, record_path
+from lwbench.training.persistence import shared_stage_finished
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +63,7 @@ def run_grid(plan: GridPlan, out: Path, execution: Execution, *, force: bool = F
              for run in pending]
     monitor = None
     if not inline:   # the bar follows workers through the output folder
-        prior, unknown = estimate_seconds(pending, load_records(out), device_type(execution))
+        prior, unknown = estimate_seconds(pending, load_records(out), device_type(execution), out)
         monitor = GridProgress(pending, out, execution.jobs, show_progress, prior_seconds=None if unknown else prior)
         monitor.start()
     try:
@@ -145,11 +147,25 @@ def existing_records(runs: list[GridRun], out: Path) -> dict[str, dict]:
     return {r.run_id: record for r in runs if (record := find_record(out, r.run_id, r.spec.config_hash)) is not None}
 
 
-def estimate_seconds(runs: list[GridRun], records: list[dict], device_type: str) -> tuple[float, int]:
+def stage_shares(record: dict) -> dict[str, float]:
+    """The share of a record's training seconds spent in each stage (from its history's epoch times)."""
+    seconds: dict[str, float] = {}
+    for entry in record.get("history", []):
+        if "seconds" in entry:
+            seconds[entry["stage"]] = seconds.get(entry["stage"], 0.0) + entry["seconds"]
+    total = sum(seconds.values())
+    return {stage: value / total for stage, value in seconds.items()} if total > 0 else {}
+
+
+def estimate_seconds(runs: list[GridRun], records: list[dict], device_type: str,
+                     out: Path | None = None) -> tuple[float, int]:
     """(estimated seconds for the runs, number of runs without an estimate). Seconds per epoch come
     from existing records of the same dataset and method on the same kind of device; the number of
-    epochs from those with the same epoch cap, else the cap itself (an upper bound)."""
-    per_epoch, epochs = {}, {}
+    epochs from those with the same epoch cap, else the cap itself (an upper bound). With ``out``, a
+    stage shared between runs (C2F's coarse stage) costs nothing in a run that will find it finished in
+    ``out``'s cache, or trained by an earlier run of ``runs``: its median share of those records' training
+    time is taken off."""
+    per_epoch, epochs, shares = {}, {}, {}
     for record in records:
         if str(record.get("device", "")).split(":")[0] != device_type or not record.get("epochs_run"):
             continue
@@ -158,7 +174,8 @@ def estimate_seconds(runs: list[GridRun], records: list[dict], device_type: str)
         per_epoch.setdefault(key, []).append(seconds)
         cap = record["config"]["trainer"]["max_epochs"]
         epochs.setdefault(key + (cap,), []).append(record["epochs_run"])
-    total, unknown = 0.0, 0
+        shares.setdefault(key, []).append(stage_shares(record))
+    total, unknown, trained = 0.0, 0, set()
     for run in runs:
         key = (run.dataset_name, run.spec.method)
         if key not in per_epoch:
@@ -167,7 +184,12 @@ def estimate_seconds(runs: list[GridRun], records: list[dict], device_type: str)
         cap = run.spec.trainer.max_epochs
         expected = epochs.get(key + (cap,))
         n_epochs = statistics.median(expected) if expected else cap * len(run.spec.config["stages"])
-        total += statistics.median(per_epoch[key]) * n_epochs
+        seconds = statistics.median(per_epoch[key]) * n_epochs
+        for stage, folder in (shared_stages(run.spec, run.dataset.load(), out) if out is not None else {}).items():
+            if folder in trained or shared_stage_finished(folder):
+                seconds *= 1 - statistics.median(share.get(stage, 0.0) for share in shares[key])
+            trained.add(folder)
+        total += seconds
     return total, unknown
 
 
@@ -210,7 +232,7 @@ def describe_plan(plan: GridPlan, out: Path, records: list[dict], execution: Exe
                     for owner, options in r.cell.seed_overrides.get(r.spec.seed, {}).items()
                     for key, value in options.items()}
         lines += [f"    seed {seed}: {setting}" for seed, setting in sorted(per_seed)]
-    seconds, unknown = estimate_seconds(todo, records, kind)
+    seconds, unknown = estimate_seconds(todo, records, kind, out)
     kind = "GPU" if kind == "cuda" else "CPU"
     if todo:
         known = len(todo) - unknown

@@ -32,6 +32,7 @@ from lwbench.records import (
     write_record,
 )
 from lwbench.registry import get_method
+from lwbench.training.persistence import shared_stage_dirs
 from lwbench.training.trainer import Trainer, loss_warnings
 
 logger = logging.getLogger(__name__)
@@ -147,6 +148,22 @@ def plan_runs(method_names: list[str], dataset: LoadedDataset, budget_text: str,
     return specs
 
 
+def cache_dir(out: Path) -> Path:
+    """Where the runs of an output folder keep what they share (METIS partitions, shared stages)."""
+    return Path(out) / "cache"
+
+
+def shared_stages(spec: RunSpec, dataset: LoadedDataset, out: Path) -> dict[str, Path]:
+    """Stage name -> the cache folder of each stage the run shares with other runs (``Stage.shared``, e.g.
+    C2F's coarse stage), as its trainer will name it: a plan can tell which stages are trained already."""
+    stages = get_method(spec.method).stages(spec.options)
+    if all(stage.shared is None for stage in stages):
+        return {}
+    dirs = shared_stage_dirs(cache_dir(out), spec.method, stages, spec.trainer, spec.seed,
+                             dataset.interactions.digest())
+    return {stages[index].name: folder for index, folder in dirs.items()}
+
+
 def execute_run(spec: RunSpec, dataset: LoadedDataset, out: Path, device: torch.device, *,
                 show_progress: bool | None = None) -> RunRecord:
     """Train and evaluate one run and write its record; returns the record."""
@@ -156,7 +173,7 @@ def execute_run(spec: RunSpec, dataset: LoadedDataset, out: Path, device: torch.
     version = code_version()   # the code this run starts with (fixed for the process: environment.code_version)
     method = get_method(spec.method)
     trainer = Trainer(method, spec.options, dataset.interactions, spec.trainer, seed=spec.seed, device=device,
-                      work_dir=work, cache_dir=Path(out) / "cache", label=spec.label, show_progress=show_progress)
+                      work_dir=work, cache_dir=cache_dir(out), label=spec.label, show_progress=show_progress)
     result = trainer.fit()
     profile = inference_profile(trainer, seed=spec.seed)
     count = with_item_bias(result.param_count, spec.trainer, dataset.interactions.n_items)

@@ -13,6 +13,7 @@ last good state; a best checkpoint that cannot be read is an error naming it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import logging
 import os
@@ -103,11 +104,32 @@ def restore_rng(state: dict, generator: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def shared_stage_dirs(cache_dir: Path, method: str, stages: list[Stage], configs: list[TrainerConfig],
-                      seeds: list[int], data_digest: str) -> dict[int, Path]:
+def stage_seed(stages: list[Stage], index: int, run_seed: int) -> int:
+    """The seed stage ``index`` draws from: its own ``Stage.seed``, else the run's seed for the first stage and
+    a seed derived from (run seed, index) for later ones, so that no later stage replays the random stream the
+    module's initialization drew (e.g. PEP's fresh re-initialization)."""
+    seed = stages[index].seed
+    if seed is not None:
+        return seed
+    if index == 0:
+        return run_seed
+    digest = hashlib.sha256(f"lwbench-stage/{run_seed}/{index}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def stage_config(config: TrainerConfig, stage: Stage) -> TrainerConfig:
+    """The run's settings with the stage's changes; a stage may shorten ``max_epochs``, never extend it, so
+    ``--epochs`` caps every stage."""
+    staged = config.replace(**stage.trainer)
+    return staged.replace(max_epochs=min(staged.max_epochs, config.max_epochs))
+
+
+def shared_stage_dirs(cache_dir: Path, method: str, stages: list[Stage], config: TrainerConfig, run_seed: int,
+                      data_digest: str) -> dict[int, Path]:
     """Folders of the stages whose outcome is shared between runs (``Stage.shared``), by stage index, each
     named by a hash of everything that determines the stage: method, stage definition and the options it
-    declares, its trainer settings (``configs``) and seed (``seeds``), the data, and the stages before it."""
+    declares, its trainer settings and seed (:func:`stage_config`, :func:`stage_seed`), the data, and the
+    stages before it. A pure function of the run's definition, so a plan can tell which stages it will reuse."""
     dirs, previous = {}, None
     for index, stage in enumerate(stages):
         if stage.shared is None:
@@ -118,11 +140,17 @@ def shared_stage_dirs(cache_dir: Path, method: str, stages: list[Stage], configs
         # The seed enters as the one the stage draws from, so a stage seeded by the run (``seed=None``)
         # and one given that seed explicitly share an outcome.
         material = {"method": method, "stage": {**dataclasses.asdict(stage), "seed": None},
-                    "trainer": dataclasses.asdict(configs[index]), "seed": seeds[index],
+                    "trainer": dataclasses.asdict(stage_config(config, stage)),
+                    "seed": stage_seed(stages, index, run_seed),
                     "data": data_digest, "previous": previous}
         previous = config_hash(material)
         dirs[index] = Path(cache_dir) / "stages" / f"{method}-{stage.name}-{previous[:16]}"
     return dirs
+
+
+def shared_stage_finished(folder: Path) -> bool:
+    """Whether a run has finished the shared stage of this folder (:func:`shared_stage_dirs`)."""
+    return (Path(folder) / OUTCOME_FILE).exists()
 
 
 @dataclass

@@ -35,7 +35,6 @@ divergence) is a warning, logged once and kept in the record (:func:`loss_warnin
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import math
 import os
@@ -54,7 +53,15 @@ from lwbench.evaluate import Evaluator
 from lwbench.kernels.graph import normalized_adjacency
 from lwbench.plugin import BuildContext, Method, Stage, Step, check_planned_count, plan_count
 from lwbench.training.model import Recommender
-from lwbench.training.persistence import RunFiles, Saved, plain, seed_everything, shared_stage_dirs
+from lwbench.training.persistence import (
+    RunFiles,
+    Saved,
+    plain,
+    seed_everything,
+    shared_stage_dirs,
+    stage_config,
+    stage_seed,
+)
 from lwbench.training.progress import StageProgress
 from lwbench.training.sampler import BPRSampler
 from lwbench.training.schedule import Schedule, StagePlan
@@ -149,9 +156,7 @@ class Trainer:
     # --- set-up ----------------------------------------------------------------------------------
     def build(self) -> None:
         """Seed everything, then build graph, module, sampler and evaluator (called by :meth:`fit`)."""
-        shared_dirs = shared_stage_dirs(self.cache_dir, self.method.name, self.stages,
-                                        [self.stage_config(stage) for stage in self.stages],
-                                        [self.stage_seed(index) for index in range(len(self.stages))],
+        shared_dirs = shared_stage_dirs(self.cache_dir, self.method.name, self.stages, self.config, self.seed,
                                         self.data.digest())
         seed_everything(self.stage_seed(0))
         if self.config.deterministic:
@@ -174,22 +179,10 @@ class Trainer:
                               self.device, name=f"{self.label} seed {self.seed}")
 
     def stage_seed(self, index: int) -> int:
-        """The seed stage ``index`` draws from: its own ``Stage.seed``, else the run's seed for the first
-        stage and a seed derived from (run seed, index) for later ones, so that no later stage replays
-        the random stream the module's initialization drew (e.g. PEP's fresh re-initialization)."""
-        seed = self.stages[index].seed
-        if seed is not None:
-            return seed
-        if index == 0:
-            return self.seed
-        digest = hashlib.sha256(f"lwbench-stage/{self.seed}/{index}".encode()).digest()
-        return int.from_bytes(digest[:4], "little")
+        return stage_seed(self.stages, index, self.seed)
 
     def stage_config(self, stage: Stage) -> TrainerConfig:
-        """The run's settings with the stage's changes; a stage may shorten ``max_epochs``, never extend
-        it, so ``--epochs`` caps every stage."""
-        config = self.config.replace(**stage.trainer)
-        return config.replace(max_epochs=min(config.max_epochs, self.config.max_epochs))
+        return stage_config(self.config, stage)
 
     # --- main loop -------------------------------------------------------------------------------
     def fit(self) -> TrainResult:

@@ -528,7 +528,7 @@ def estimate(brackets: list[Bracket], options: TuneOptions, request: ExecutionRe
     for what, runs, out in (("trials", trials, trials_out), ("retraining", retrains, options.out)):
         unique = GridPlan(runs=runs).unique_runs()
         new = [r for r in unique if find_record(out, r.run_id, r.spec.config_hash) is None]
-        seconds, unknown = estimate_seconds(new, records, device_type(execution))
+        seconds, unknown = estimate_seconds(new, records, device_type(execution), out)
         text = f"{what}: {len(unique)} runs, {len(new)} to train"
         if len(new) > unknown:
             text += f", {format_duration(seconds)} of run time estimated for {len(new) - unknown} from existing records"
@@ -536,7 +536,7 @@ def estimate(brackets: list[Bracket], options: TuneOptions, request: ExecutionRe
             text += f", no estimate for {unknown} (no record of that dataset and method)"
         adoptable = [r for r in new if untuned_record(options.out, r) is not None]
         if adoptable:
-            saved, _ = estimate_seconds(adoptable, records, device_type(execution))
+            saved, _ = estimate_seconds(adoptable, records, device_type(execution), out)
             text += (f"; {len(adoptable)} of them ({format_duration(saved)}) are untuned runs with a record in "
                      f"{options.out}, copied instead of trained where the defaults reach the full rung or are chosen")
         lines.append(text)
