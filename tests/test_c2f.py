@@ -159,6 +159,10 @@ def test_budget_scaling_keeps_the_ratio_and_fails_below_the_smallest_configurati
     assert method.planned_count(options, stats).table3 == count(c, r)
     with pytest.raises(BudgetError, match=f"at least {count(300, 100)}"):
         method.configure(resolve(method, {"scale_to_budget": False}), budget, stats)
+    with pytest.raises(BudgetError, match=f"at least {count(300, 100)}"):     # filling never shrinks
+        method.configure(resolve(method, {"scale_to_budget": False, "fill_budget": True}), budget, stats)
+    filled = method.configure(resolve(method, {"fill_budget": True}), budget, stats)
+    assert (filled["coarse_buckets"], filled["fine_buckets"]) == (c, r)
     smallest = count(12, 4)                                  # t^r = 4 fine rows need m^c = 12 at 3:1
     assert method.configure(resolve(method), smallest, stats)["coarse_buckets"] == 12
     with pytest.raises(BudgetError, match=f"at least {smallest} parameters"):

@@ -127,7 +127,8 @@ class C2F(Method):
         n, sizes = stats.n_entities, (options["coarse_buckets"], options["fine_buckets"])
         if options["fill_budget"]:
             largest = largest_fitting(options, budget, n)
-            if largest is not None:
+            # Filling grows the sizes; shrinking them is scale_to_budget's to allow (below).
+            if largest is not None and (largest >= sizes[0] or options["scale_to_budget"]):
                 return {**options, "coarse_buckets": largest, "fine_buckets": largest * sizes[1] // sizes[0]}
         if count_for(options, *sizes, n).table3 <= budget:
             return options
