@@ -18,7 +18,14 @@ from lwbench.config import TrainerConfig
 from lwbench.kernels.graph import normalized_adjacency
 from lwbench.methods.cerp import official_epochs
 from lwbench.methods.common import pruning
-from lwbench.methods.common.pruning import SparseLayout, ThresholdPruned, decode_layout, encode_layout, soft_threshold
+from lwbench.methods.common.pruning import (
+    SparseLayout,
+    ThresholdPruned,
+    decode_layout,
+    encode_layout,
+    largest_entries,
+    soft_threshold,
+)
 from lwbench.options import resolve
 from lwbench.plugin import BuildContext, Stage, Step
 from lwbench.registry import get_method
@@ -170,6 +177,7 @@ def test_a_stalled_search_keeps_exactly_the_target_s_largest_values(name, seed, 
     assert module.nnz() == int(kept_mask(module).sum()) == target
     found = module.diagnostics()
     assert found["mask_rule"] == "stalled" and found["search_nnz"] > target and found["mask_epoch"] == 2
+    assert found["mask_batch"] == 0                               # at the end of the stage, resumed or not
     assert found["search_cut_short"] is False and "ended above the target" in found["mask_note"]
     assert "used its 2 epochs" in caplog.text
 
@@ -482,3 +490,9 @@ def test_the_forward_at_inference_reads_the_layout_bit_for_bit(name, density, ki
         for table in module.tables.values():
             table.weight.mul_(2)
         assert torch.equal(module.layer0(), 2 * x0)
+
+
+def test_largest_entries_keep_exactly_k_and_break_ties_by_position():
+    scores = torch.tensor([[1.0, 3.0, 2.0], [3.0, 2.0, 0.5]])
+    assert largest_entries(scores, 3).tolist() == [[False, True, True], [True, False, False]]   # 3, 3, first 2
+    assert int(largest_entries(scores, 99).sum()) == 6 and int(largest_entries(scores, 0).sum()) == 0

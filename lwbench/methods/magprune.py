@@ -9,7 +9,7 @@ docs/protocol.md §5.2), which the forward pass reads at inference.
 """
 import torch
 
-from lwbench.methods.common.pruning import PrunableTable, PrunedEmbedding, PrunedToBudget, largest_magnitudes
+from lwbench.methods.common.pruning import PrunableTable, PrunedEmbedding, PrunedToBudget, largest_entries
 from lwbench.options import TO_BUDGET, Option
 from lwbench.plugin import STORE_DTYPE, BuildContext, Method, Stage
 from lwbench.registry import register
@@ -30,7 +30,7 @@ class MagnitudePruned(PrunedEmbedding):
     def begin_stage(self, stage: Stage) -> None:
         if stage.name == FINETUNE:
             table = self.tables["table"]
-            table.fix_mask(largest_magnitudes(table.weight, self.target))
+            table.fix_mask(largest_entries(table.margin(), self.target))
             table.weight.mul_(table.mask)
 
 

@@ -182,12 +182,13 @@ def soft_threshold(values: torch.Tensor, threshold: torch.Tensor) -> torch.Tenso
     return torch.sign(values) * torch.relu(values.abs() - threshold)
 
 
-def largest_magnitudes(values: torch.Tensor, k: int) -> torch.Tensor:
-    """Boolean mask of exactly ``min(k, numel)`` entries: those of largest ``|value|``."""
-    flat = values.detach().abs().flatten()
+def largest_entries(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask of exactly ``min(k, numel)`` entries of ``scores``: the largest, ties going to the earlier
+    position (a stable sort, so the same mask on every device, where ``topk`` may break ties differently)."""
+    flat = scores.detach().flatten()
     mask = torch.zeros_like(flat, dtype=torch.bool)
-    mask[torch.topk(flat, min(k, flat.numel()), sorted=False).indices] = True
-    return mask.view_as(values)
+    mask[torch.sort(flat, descending=True, stable=True).indices[:k]] = True
+    return mask.view_as(scores)
 
 
 class PrunableTable(nn.Module):
@@ -368,7 +369,6 @@ class ThresholdPruned(PrunedEmbedding):
         self.register_buffer("search_nnz", torch.zeros((), dtype=torch.int64))
         self.threshold_init = ctx.options["threshold_init"]
         self.first_epoch_steps = 0   # steps of the search's first epoch, as seen by this process
-        self.last_search_step = (0, 0)   # (epoch, batch), 1-based, of the last search step this process saw
 
     @classmethod
     def schedule(cls, search_epochs: int) -> list[Stage]:
@@ -390,16 +390,15 @@ class ThresholdPruned(PrunedEmbedding):
             self.first_epoch_steps = step.batch + 1
         elif step.epoch == 1 and step.batch == 0 and self.first_epoch_steps:
             self.check_thresholds_can_rise(self.first_epoch_steps)   # a smoke run cut at one epoch never gets here
-        self.last_search_step = (step.epoch + 1, step.batch + 1)
         nnz = self.nnz()
         if nnz > self.target:
             return False
         if nnz == self.target or self.target_rule == FIRST_WITHIN:
             for table in self.tables.values():
                 table.fix_mask()
-            self.record_mask("reached" if nnz == self.target else "first_within", nnz, *self.last_search_step)
+            self.record_mask("reached" if nnz == self.target else "first_within", nnz, step.epoch + 1, step.batch + 1)
         else:
-            self.keep_largest("crossed", nnz, *self.last_search_step)
+            self.keep_largest("crossed", nnz, step.epoch + 1, step.batch + 1)
         return True
 
     def end_epoch(self, stage: Stage, epoch: int) -> bool:
@@ -431,7 +430,7 @@ class ThresholdPruned(PrunedEmbedding):
             return
         nnz = self.nnz()
         epochs = int(self.search_epochs_run)
-        batch = self.last_search_step[1] if self.last_search_step[0] == epochs else 0
+        batch = 0   # at the end of the stage: the same whether or not this process ran its last epoch
         if epochs >= self.search_epochs:
             if self.target_rule == FIRST_WITHIN:
                 raise RuntimeError(
@@ -456,12 +455,9 @@ class ThresholdPruned(PrunedEmbedding):
         """Fix the masks to exactly ``target`` entries over all tables (CERP: ``P`` and ``Q`` together, whose
         sum is the target): those of largest soft-thresholded magnitude, ranked by :meth:`PrunableTable.margin`
         so that the ranking goes on below the values the thresholds set to zero; ties go to the earlier
-        position (a stable sort: the same mask on every device)."""
+        position (:func:`largest_entries`)."""
         tables = list(self.tables.values())
-        margins = torch.cat([table.margin().flatten() for table in tables])
-        order = torch.sort(margins, descending=True, stable=True).indices[:self.target]
-        keep = torch.zeros(margins.shape, dtype=torch.bool, device=margins.device)
-        keep[order] = True
+        keep = largest_entries(torch.cat([table.margin().flatten() for table in tables]), self.target)
         for table, mask in zip(tables, keep.split([t.weight.numel() for t in tables])):
             table.fix_mask(mask.view_as(table.weight))
         self.record_mask(rule, nnz, epoch, batch)
