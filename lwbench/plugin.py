@@ -390,13 +390,17 @@ class MethodContractError(RuntimeError):
     """A method's two statements of its size disagree (docs/adding-a-method.md): a bug in the method."""
 
 
-def check_planned_count(method: Method, planned: ParamCount, built: ParamCount) -> None:
+def check_planned_count(method: Method, planned: ParamCount, module: EmbeddingModule) -> None:
     """The one place where a method's plan (``planned_count``, known before training and used to size it to
     the budget) meets its built module's inventory (``inference_state``): they must be the same count.
     Checked when a run builds its module, before anything trains. A pruning method (``prunes``) reaches
     its planned count only when its mask is fixed, so its trained count is checked against the budget
-    instead (:func:`check_within_budget`, when the run is recorded)."""
-    if method.prunes or built == planned:
+    instead (:func:`check_within_budget`, when the run is recorded), and its unpruned module is not
+    counted here (encoding a dense table's layout for nothing)."""
+    if method.prunes:
+        return
+    built = module.param_count()
+    if built == planned:
         return
     raise MethodContractError(f"{method.name}: planned_count() gives {planned.to_dict()} but the built module's "
                               f"inference_state() gives {built.to_dict()}; the plan sizes the method to the budget, "

@@ -167,8 +167,7 @@ class Trainer:
         ctx = BuildContext(interactions=self.data, graph=graph, device=self.device, options=self.options,
                            seed=self.stage_seed(0), cache_dir=self.cache_dir)
         self.module = self.method.build(ctx)
-        check_planned_count(self.method, plan_count(self.method, self.options, self.data.stats()),
-                            self.module.param_count())
+        check_planned_count(self.method, plan_count(self.method, self.options, self.data.stats()), self.module)
         self.model = Recommender(self.module, self.config.layers, self.config.item_bias, self.device)
         self.sampler = BPRSampler(self.data.train, self.config.n_negatives, self.device)
         self.generator = torch.Generator(device=self.device)
