@@ -187,3 +187,25 @@ def test_a_missing_per_user_file_is_named_under_the_table(tmp_path):
     table, _ = summary(tmp_path)
     note = [n for n in table.notes if "no across-users test" in n]
     assert len(note) == 1 and lost["per_user_file"] in note[0] and kept["per_user_file"] not in note[0]
+
+
+def test_the_comparable_key_is_the_configuration_hash_of_the_settings_computed_once_per_record(tmp_path, monkeypatch):
+    from lwbench.config import config_hash
+    for seed in (1, 2):
+        record(tmp_path, "qr", seed, 0.1, trainer={"lr": 1e-3})
+    record(tmp_path, "qr", 1, 0.2, trainer={"lr": 3e-3})
+    records = load_records(tmp_path)
+    for r in records:
+        assert comparable.comparable_key(r) == config_hash(comparable.settings(r))[:12]
+    calls = []
+    key = comparable.comparable_key
+    monkeypatch.setattr(comparable, "comparable_key", lambda r: calls.append(r["run_id"]) or key(r))
+    groups = comparable.group_runs(records)
+    assert sorted(len(g.records) for g in groups) == [1, 2]
+    assert sorted(calls) == sorted(r["run_id"] for r in records)   # once each, not once per use
+
+
+def test_rows_of_one_label_are_named_by_the_settings_that_tell_them_apart():
+    r = {"config": {"method": {"options": {"dim": 64}}, "trainer": {"lr": 0.003}, "seed": 1}}
+    assert comparable.settings_label(r, ["method.options.dim", "trainer.lr"]) == "dim=64 trainer.lr=0.003"
+    assert comparable.settings_label(r, []) == ""
