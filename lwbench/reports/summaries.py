@@ -259,8 +259,7 @@ def versus_best_table(name: str, title: str, pts: pd.DataFrame, block_keys: list
     varying = comparable.varying_settings([g for _, _, g in rows_of], same_row.values())
     arms = []
     for block, label, g in rows_of:
-        extra = " ".join(f"{comparable.short_setting_name(k)}={comparable.setting_text(g.first, k)}" for k in varying
-                         if len(same_row[(block, label)]) > 1)
+        extra = comparable.settings_label(g.first, varying if len(same_row[(block, label)]) > 1 else ())
         arms.append(significance.Arm(f"{label} {extra}".strip(), block, g.records,
                                      candidate=any(r["budget"]["applies"] for r in g.records)))
     verdicts = significance.versus_best(arms, metrics, out, block_text=lambda b: ", ".join(_display(v) for v in b))
