@@ -1,6 +1,7 @@
 """Which runs are averaged as seeds, significance against the best in every comparison table, and the
 ``compare`` command: from fabricated records whose values the tests choose (tests/fakes.py)."""
 import logging
+import math
 import shutil
 
 import numpy as np
@@ -209,3 +210,15 @@ def test_rows_of_one_label_are_named_by_the_settings_that_tell_them_apart():
     r = {"config": {"method": {"options": {"dim": 64}}, "trainer": {"lr": 0.003}, "seed": 1}}
     assert comparable.settings_label(r, ["method.options.dim", "trainer.lr"]) == "dim=64 trainer.lr=0.003"
     assert comparable.settings_label(r, []) == ""
+
+
+@pytest.mark.parametrize("fractions, lowest", [
+    ([None, 0.9, 0.97], 0.9), ([0.97, None, 0.9], 0.9),          # records that do not say are left out, in any order
+    ([float("nan"), 0.96], 0.96), ([0.96, float("nan")], 0.96),
+    ([0.0, 0.5], 0.0),                                            # a stored 0.0 is a value, not "unknown"
+])
+def test_the_lowest_budget_fraction_ignores_records_that_do_not_say(fractions, lowest):
+    from lwbench.reports.summaries import lowest_budget_fraction
+    assert lowest_budget_fraction([{"budget": {"fraction": f}} for f in fractions]) == lowest
+    assert math.isnan(lowest_budget_fraction([{"budget": {"fraction": None}}, {"budget": {}}]))
+    assert lowest_budget_fraction([]) is None

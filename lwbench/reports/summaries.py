@@ -222,8 +222,12 @@ def metric_cell(verdicts, arm, metric: str) -> tuple[str, float, float, bool, bo
 
 
 def lowest_budget_fraction(records: list[dict]) -> float | None:
-    """The smallest share of its budget any of the runs stores (NaN where a record does not say)."""
-    return min((r["budget"].get("fraction") or math.nan for r in records), default=None)
+    """The smallest share of its budget any of the runs stores, over the records that say (a stored 0.0
+    counts); NaN where none says (e.g. unbudgeted runs), None without records."""
+    if not records:
+        return None
+    known = [f for f in (r["budget"].get("fraction") for r in records) if f is not None and not math.isnan(f)]
+    return min(known) if known else math.nan
 
 
 def summary_table(records: list[dict], out) -> list[Table]:
