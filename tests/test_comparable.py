@@ -222,3 +222,28 @@ def test_the_lowest_budget_fraction_ignores_records_that_do_not_say(fractions, l
     assert lowest_budget_fraction([{"budget": {"fraction": f}} for f in fractions]) == lowest
     assert math.isnan(lowest_budget_fraction([{"budget": {"fraction": None}}, {"budget": {}}]))
     assert lowest_budget_fraction([]) is None
+
+
+def test_a_per_user_file_without_the_metric_or_the_checkpoint_is_named_not_a_crash(tmp_path):
+    """Both readers of per-user files (the marks' tests and the one-seed intervals) treat a file that lacks the
+    metric or the checkpoint as they treat a missing file: the test or the interval is left out, and said."""
+    from types import SimpleNamespace
+
+    from lwbench.records import save_per_user
+    from lwbench.reports.summaries import summarize
+    record(tmp_path, "best", 1, 0.3)
+    no_metric = record(tmp_path, "other", 1, 0.2)
+    no_checkpoint = record(tmp_path, "third", 1, 0.1)
+    full = per_user_frame(0.2, seed=5)
+    for r, frames in ((no_metric, {"train/single": full.drop(columns=["ndcg@20"])}),
+                      (no_checkpoint, {"train/other": full})):
+        save_per_user(tmp_path / "runs" / r["per_user_file"],
+                      {name: SimpleNamespace(test_per_user=frame) for name, frame in frames.items()})
+    table, _ = summary(tmp_path)
+    notes = [n for n in table.notes if "no across-users test" in n]
+    assert any("other vs best" in n and "no per-user ndcg@20" in n for n in notes)
+    assert any("third vs best" in n and "checkpoint 'train/single'" in n for n in notes)
+    pts = pd.DataFrame([{"label": r["label"], "record": r} for r in load_records(tmp_path)])
+    ci = summarize(pts, ["label"], ["ndcg@20", "recall@20"], out=tmp_path).set_index("label")
+    assert list(ci.loc[["best", "other", "third"], "ndcg@20:ci"]) == ["users", "", ""]
+    assert list(ci.loc[["best", "other", "third"], "recall@20:ci"]) == ["users", "users", ""]

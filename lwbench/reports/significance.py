@@ -92,16 +92,28 @@ class Verdicts:
 
 
 class PerUser:
-    """Per-user test metrics of records, each file read once and each seed average computed once."""
+    """Per-user test metrics of records, each file read once and each seed average computed once: the one
+    reader of per-user files for the reports (the marks here, the one-seed intervals of
+    :func:`lwbench.reports.summaries.summarize`). A file that is missing or unreadable, or lacks the
+    checkpoint or the metric, is a :class:`~lwbench.records.RecordError` naming it."""
 
     def __init__(self, out: Path):
         self.out, self.frames, self.means = Path(out), {}, {}
 
-    def get(self, record: Mapping) -> pd.DataFrame:
-        key = record["run_id"]
+    def get(self, record: Mapping, checkpoint: str | None = None) -> pd.DataFrame:
+        """Every per-user metric of ``checkpoint`` (default: the reported one)."""
+        key = (record["run_id"], checkpoint)
         if key not in self.frames:
-            self.frames[key] = per_user(self.out, record)
+            self.frames[key] = per_user(self.out, record, checkpoint)
         return self.frames[key]
+
+    def column(self, record: Mapping, metric: str, checkpoint: str | None = None) -> pd.Series:
+        """One per-user metric of ``checkpoint`` (default: the reported one), indexed by user id."""
+        frame = self.get(record, checkpoint)
+        if metric not in frame.columns:
+            raise RecordError(f"{self.out / 'runs' / record['per_user_file']}: no per-user {metric} "
+                              f"(it holds {', '.join(frame.columns)})")
+        return frame[metric]
 
     def averaged(self, arm: Arm, seeds: Sequence[int], metric: str) -> pd.Series:
         """Each test user's ``metric`` averaged over the arm's runs of ``seeds`` (users of the first run's
@@ -109,7 +121,7 @@ class PerUser:
         runs = tuple(r["run_id"] for r in arm.records if int(r["seed"]) in seeds)
         key = (runs, metric)
         if key not in self.means:
-            columns = [self.get(r)[metric] for r in arm.records if int(r["seed"]) in seeds]
+            columns = [self.column(r, metric) for r in arm.records if int(r["seed"]) in seeds]
             first = columns[0]
             if all(c.index.equals(first.index) for c in columns[1:]):
                 mean = pd.Series(np.mean([c.to_numpy() for c in columns], axis=0), index=first.index)

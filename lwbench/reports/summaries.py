@@ -118,20 +118,23 @@ def summarize(pts: pd.DataFrame, keys: list[str], metrics: list[str], stage: str
     for name in diagnostics:
         frame[f"diagnostic:{name}"] = pts["record"].map(
             lambda r, name=name: float(r["final_diagnostics"].get(name, math.nan)) if r else math.nan).to_numpy()
+    from lwbench.reports.significance import PerUser
+    reader = PerUser(out) if out is not None else None
     rows = []
     for key, group in frame.groupby(keys, sort=False, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
         row = dict(zip(keys, key))
         done = group.dropna(subset=list(metrics))
         row["seeds"] = len(done)
-        users = _per_user_of(out, done["_record"].iloc[0], stage) if len(done) == 1 and out is not None else None
+        single = done["_record"].iloc[0] if len(done) == 1 and reader is not None else None
         for metric in metrics:
             mean, std = stats.mean_std(done[metric]) if len(done) else (math.nan, math.nan)
             row[f"{metric}:mean"], row[f"{metric}:std"] = mean, std
+            users = _per_user_of(reader, single, metric, stage) if single is not None else None
             if len(done) >= 2:
                 (low, high), kind = stats.mean_ci(done[metric]), "seeds"
-            elif users is not None and metric in users:
-                (low, high), kind = stats.bootstrap_ci(users[metric].to_numpy()), "users"
+            elif users is not None:
+                (low, high), kind = stats.bootstrap_ci(users), "users"
             else:
                 (low, high), kind = (math.nan, math.nan), ""
             row[f"{metric}:ci_low"], row[f"{metric}:ci_high"], row[f"{metric}:ci"] = low, high, kind
@@ -141,13 +144,14 @@ def summarize(pts: pd.DataFrame, keys: list[str], metrics: list[str], stage: str
     return pd.DataFrame(rows)
 
 
-def _per_user_of(out, record: dict, stage: str | None) -> pd.DataFrame | None:
-    """A run's per-user test metrics at the checkpoint standing for ``stage`` (None if the file is unusable:
-    the point then has no interval, and the table's notes say why elsewhere)."""
-    from lwbench.records import RecordError, per_user
+def _per_user_of(reader, record: dict, metric: str, stage: str | None) -> np.ndarray | None:
+    """A run's per-user test ``metric`` at the checkpoint standing for ``stage``, read by the reports' one
+    per-user reader (:class:`lwbench.reports.significance.PerUser`); None where the file is missing, unreadable
+    or lacks the checkpoint or the metric: the point then has no interval."""
+    from lwbench.records import RecordError
     try:
-        return per_user(out, record, None if stage is None else stage_checkpoint(record, stage))
-    except (RecordError, KeyError):
+        return reader.column(record, metric, None if stage is None else stage_checkpoint(record, stage)).to_numpy()
+    except RecordError:
         return None
 
 
