@@ -247,3 +247,20 @@ def test_a_per_user_file_without_the_metric_or_the_checkpoint_is_named_not_a_cra
     ci = summarize(pts, ["label"], ["ndcg@20", "recall@20"], out=tmp_path).set_index("label")
     assert list(ci.loc[["best", "other", "third"], "ndcg@20:ci"]) == ["users", "", ""]
     assert list(ci.loc[["best", "other", "third"], "recall@20:ci"]) == ["users", "users", ""]
+
+
+def test_a_row_without_a_value_is_never_the_best(tmp_path):
+    """A NaN mean first in its block: max() over NaN would keep it; it is left out of the choice and the tests."""
+    for label, level in (("best", 0.3), ("other", 0.2)):
+        for seed in (1, 2, 3):
+            record(tmp_path, label, seed, level)
+    groups = {g.first["label"]: g.records for g in comparable.group_runs(load_records(tmp_path))}
+    broken = [{**r, "metrics": {"test": {**r["metrics"]["test"], "ndcg@20": float("nan")}}} for r in groups["best"]]
+    arms = [significance.Arm("broken", "toy", broken), significance.Arm("best", "toy", groups["best"]),
+            significance.Arm("other", "toy", groups["other"])]
+    verdicts = significance.versus_best(arms, ["ndcg@20", "recall@20"], tmp_path)
+    assert verdicts.best[("toy", "ndcg@20")] == "best" and verdicts.best[("toy", "recall@20")] in ("best", "broken")
+    assert not any(what.startswith("broken vs") and what.endswith("ndcg@20") for _, _, what, _ in verdicts.comparisons)
+    assert "broken: ndcg@20 is not a number in a run; not tested" in verdicts.notes
+    alone = significance.versus_best([significance.Arm("broken", "toy", broken)] * 2, ["ndcg@20"], tmp_path)
+    assert alone.best == {} and alone.comparisons == []     # a block with no value at all is skipped

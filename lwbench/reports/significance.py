@@ -149,9 +149,17 @@ def versus_best(arms: list[Arm], metrics: Sequence[str], out: Path, *, block_tex
     blocks = {block: members for block, members in blocks.items() if members}
     for block, members in blocks.items():
         for metric in metrics:
-            best = max(members, key=lambda a: a.mean(metric))
+            # A row whose mean is not a number (a run without the value) can be neither the best nor tested; max()
+            # over NaN would depend on the order of the rows.
+            valued = [a for a in members if not math.isnan(a.mean(metric))]
+            if len(members) > 1:
+                verdicts.notes += [f"{a.name}: {metric} is not a number in a run; not tested" for a in members
+                                   if math.isnan(a.mean(metric))]
+            if not valued:
+                continue
+            best = max(valued, key=lambda a: a.mean(metric))
             verdicts.best[(block, metric)] = best.name
-            for arm in members:
+            for arm in valued:
                 if arm is best:
                     continue
                 found, decider = _compare(arm, best, metric, users, verdicts.notes)
