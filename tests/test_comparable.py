@@ -264,3 +264,19 @@ def test_a_row_without_a_value_is_never_the_best(tmp_path):
     assert "broken: ndcg@20 is not a number in a run; not tested" in verdicts.notes
     alone = significance.versus_best([significance.Arm("broken", "toy", broken)] * 2, ["ndcg@20"], tmp_path)
     assert alone.best == {} and alone.comparisons == []     # a block with no value at all is skipped
+
+
+def test_the_footnote_counts_each_deciding_test_once_when_both_protocols_decide(tmp_path):
+    """One row shares three seeds with the best (the seeds decide), another two (the users decide): the
+    footnote counts the 2 rows x 4 metrics deciding tests, not every paired t-test of either protocol."""
+    for label, level, seeds in (("best", 0.3, (1, 2, 3)), ("three", 0.2, (1, 2, 3)), ("two", 0.25, (1, 2))):
+        for seed in seeds:
+            record(tmp_path, label, seed, level)
+    table, stats_table = summary(tmp_path)
+    assert set(table.data.loc[table.data["ndcg@20:best"], "method"]) == {"best"}
+    deciding = [(a, m) for a, p, m, t in zip(stats_table.data["a"], stats_table.data["protocol"],
+                                             stats_table.data["comparison"], stats_table.data["test"])
+                if t == "paired t-test" and p == ("across seeds" if a == "three" else "across users")]
+    assert len(deciding) == 2 * 4
+    assert "across seeds where both rows share at least 3 seeds and across the test users" in table.notes[2]
+    assert "(8 deciding tests)" in table.notes[2]

@@ -68,6 +68,7 @@ class Verdicts:
     tested: set = field(default_factory=set)         # (block, metric, name) that were tested
     comparisons: list = field(default_factory=list)  # (protocol, block text, what, Comparison), Holm applied
     deciding: set = field(default_factory=set)       # protocols that decided at least one mark
+    n_deciding: int = 0                              # deciding tests (one per tested row and metric), Holm's family
     notes: list = field(default_factory=list)        # what could not be tested, and why
 
     def is_best(self, block, metric: str, name: str) -> bool:
@@ -85,10 +86,9 @@ class Verdicts:
             {SEEDS: f"across seeds where both rows share at least {MIN_SEEDS} seeds",
              USERS: "across the test users (per-user metrics averaged over the shared seeds; this ignores "
                     "seed-to-seed variance)"}[p] for p in (SEEDS, USERS) if p in self.deciding)
-        n = sum(1 for c in self.comparisons if c[3].test == DECIDING_TEST and c[0] in self.deciding)
         return (f"{MARK}: not significantly worse than the best (bold) row of its block: two-sided paired t-test "
                 f"at α = {ALPHA}, Holm-corrected over the table's deciding tests, {deciding}."
-                f" All tests, with CIs and Wilcoxon: {stats_name}.md ({n} deciding tests).")
+                f" All tests, with CIs and Wilcoxon: {stats_name}.md ({self.n_deciding} deciding tests).")
 
 
 class PerUser:
@@ -180,6 +180,7 @@ def versus_best(arms: list[Arm], metrics: Sequence[str], out: Path, *, block_tex
         for i, p in zip(members, adjusted):
             entry = verdicts.comparisons[i]
             verdicts.comparisons[i] = (*entry[:3], dataclasses.replace(entry[3], p_holm=float(p)))
+    verdicts.n_deciding = len(deciding)
     for i, block, metric, name in deciding:
         c = verdicts.comparisons[i][3]
         verdicts.tested.add((block, metric, name))
