@@ -280,3 +280,21 @@ def test_the_footnote_counts_each_deciding_test_once_when_both_protocols_decide(
     assert len(deciding) == 2 * 4
     assert "across seeds where both rows share at least 3 seeds and across the test users" in table.notes[2]
     assert "(8 deciding tests)" in table.notes[2]
+
+
+def test_a_row_no_test_could_decide_is_marked_untested_not_left_as_worse(tmp_path):
+    """One shared seed with the best and no per-user file: neither protocol can decide. The row is marked
+    '?' with its own footnote, never left unmarked (which reads as significantly worse)."""
+    for seed in (1, 2, 3):
+        record(tmp_path, "best", seed, 0.3)
+    lost = record(tmp_path, "lost", 1, 0.29)
+    (tmp_path / "runs" / lost["per_user_file"]).unlink()
+    table, _ = summary(tmp_path)
+    row = table.rows[list(table.data["method"]).index("lost")]
+    assert all(row[table.columns.index(label)].endswith(significance.UNTESTED) for label in ("N@10", "R@20"))
+    data = table.data.set_index("method")
+    assert data.loc["lost", "ndcg@20:not_tested"] and not data.loc["lost", "ndcg@20:not_worse"]
+    assert not data.loc["best", "ndcg@20:not_tested"]
+    assert any(note.startswith("Bold: ") and "?: not tested: the row shares fewer than 3 seeds" in note
+               for note in table.notes)
+    assert any("lost vs best: no across-users test" in note for note in table.notes)

@@ -256,3 +256,17 @@ def test_an_unreadable_per_user_file_is_named_and_the_other_targets_are_still_bu
     written, errors = build_report(out, tmp_path / "figs")
     assert len(errors) == 1 and errors[0].startswith("table4: ") and str(damaged) in errors[0]
     assert "table3.md" in {p.name for p in written}
+
+
+def test_table3_marks_a_row_that_no_test_could_decide(tmp_path):
+    out = tmp_path / "out"
+    rows = fake_target(out, "table3", ["synthetic"], ["ud", "qr", "legcf"], [1], table3_level)
+    qr = next(r for r in rows if r["label"] == "qr")
+    (out / "runs" / f"{qr['run_id']}.peruser.npz").unlink()
+    build_target("table3", out, tmp_path / "figs", "two-sided")
+    markdown = (out / "table3.md").read_text()
+    qr_row = next(line for line in markdown.splitlines() if line.startswith("| synthetic | QR |"))
+    assert qr_row.count("?") == 4 and "†" not in qr_row
+    assert "?: not tested" in markdown
+    data = pd.read_csv(out / "table3.csv")
+    assert data[data["method"] == "QR"]["not_tested"].all() and not data[data["method"] != "QR"]["not_tested"].any()

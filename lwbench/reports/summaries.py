@@ -219,10 +219,13 @@ def mean_std_of(records: list[dict], metric: str) -> tuple[float, float]:
 
 def metric_cell(verdicts, arm, metric: str) -> tuple[str, float, float, bool, bool]:
     """A comparison table's cell of ``arm`` for ``metric``: (``mean ± std`` with its significance mark, mean,
-    std, whether it is its block's best, whether it is marked not significantly worse)."""
+    std, whether it is its block's best, whether it is marked not significantly worse). A row no test could
+    decide carries its own mark (:data:`lwbench.reports.significance.UNTESTED`) and is not "not worse"."""
+    from lwbench.reports.significance import MARK
     mean, std = mean_std_of(arm.records, metric)
     mark = verdicts.mark(arm.block, metric, arm.name)
-    return format_mean_std(mean, std) + mark, mean, std, verdicts.is_best(arm.block, metric, arm.name), bool(mark)
+    return (format_mean_std(mean, std) + mark, mean, std, verdicts.is_best(arm.block, metric, arm.name),
+            mark == MARK)
 
 
 def lowest_budget_fraction(records: list[dict]) -> float | None:
@@ -287,7 +290,8 @@ def versus_best_table(name: str, title: str, pts: pd.DataFrame, block_keys: list
                 bold.add((len(rows), len(row)))
             row.append(text)
             entry.update({f"{metric}:mean": mean, f"{metric}:std": std, f"{metric}:best": is_best,
-                          f"{metric}:not_worse": not_worse})
+                          f"{metric}:not_worse": not_worse,
+                          f"{metric}:not_tested": verdicts.is_untested(arm.block, metric, arm.name)})
         rows.append(row)
         data.append(entry)
     blocks = " and ".join(block_keys)

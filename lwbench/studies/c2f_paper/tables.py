@@ -90,7 +90,8 @@ def table3(pts: pd.DataFrame, out: Path, *, missing_methods: list[str] = (), sto
                          "mean": mean, "std": std, "n_seeds": len(arm.records), "params": params[0] if params else None,
                          "budget_fraction_min": lowest_budget_fraction(arm.records),
                          "paper": ref, "diff": diff, "best_lightweight": is_best,
-                         "not_significantly_worse": not_worse})
+                         "not_significantly_worse": not_worse,
+                         "not_tested": verdicts.is_untested(arm.block, metric, arm.name)})
         rows.append(row)
     notes = ["Values are test metrics of the reported checkpoint, mean ± std over seeds"
              + ("; Δ = ours − paper (paper values: docs/protocol.md §10.9)." if with_paper else "."),
