@@ -23,7 +23,7 @@ import pandas as pd
 from lwbench.budget import STORAGE, TABLE3
 from lwbench.reports import figures, summaries
 from lwbench.reports.cell import Cell, comparison_cell
-from lwbench.reports.targets import Outputs, Target, TargetError, register_target
+from lwbench.reports.targets import Outputs, Target, TargetError, output_name, register_target
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -75,7 +75,7 @@ def _build(accounting, pts, out, manifest, alternative) -> Outputs:
     summary = summaries.summarize(budgeted, ["dataset", "method", "budget_pct"], METRICS, out=out)
     references = summaries.summarize(pts[is_reference], ["dataset", "label"], METRICS, out=out).rename(
         columns={"label": "method"})
-    name = NAMES[accounting]
+    name = output_name(manifest, NAMES[accounting])
     # The table's rows: each budget in increasing order, the unbudgeted reference last.
     ordered = pd.concat([budgeted, pts[is_reference].assign(budget_pct="unbudgeted")]).rename(
         columns={"budget_pct": BUDGET_COLUMN})
