@@ -385,7 +385,13 @@ def per_user_problems(out: Path) -> list[str]:
 
 
 def load_per_user(path: Path, checkpoint: str) -> pd.DataFrame:
-    per_user_arrays(path)
+    """The per-user test metrics of ``checkpoint`` in the file at ``path``; a missing or unreadable file, or
+    one without that checkpoint, is a :class:`RecordError` naming the file."""
+    arrays = per_user_arrays(path)
+    if f"{checkpoint}::values" not in arrays:
+        held = sorted({name.split("::")[0] for name in arrays})
+        raise RecordError(f"{path}: no per-user metrics of checkpoint {checkpoint!r} (it holds "
+                          f"{', '.join(held) or 'none'})")
     with np.load(path) as data:
         return pd.DataFrame(data[f"{checkpoint}::values"], columns=list(data[f"{checkpoint}::columns"]),
                             index=pd.Index(data[f"{checkpoint}::users"], name="user"))

@@ -1,6 +1,7 @@
 """Which runs are averaged as seeds, significance against the best in every comparison table, and the
 ``compare`` command: from fabricated records whose values the tests choose (tests/fakes.py)."""
 import logging
+import math
 import shutil
 
 import numpy as np
@@ -187,3 +188,113 @@ def test_a_missing_per_user_file_is_named_under_the_table(tmp_path):
     table, _ = summary(tmp_path)
     note = [n for n in table.notes if "no across-users test" in n]
     assert len(note) == 1 and lost["per_user_file"] in note[0] and kept["per_user_file"] not in note[0]
+
+
+def test_the_comparable_key_is_the_configuration_hash_of_the_settings_computed_once_per_record(tmp_path, monkeypatch):
+    from lwbench.config import config_hash
+    for seed in (1, 2):
+        record(tmp_path, "qr", seed, 0.1, trainer={"lr": 1e-3})
+    record(tmp_path, "qr", 1, 0.2, trainer={"lr": 3e-3})
+    records = load_records(tmp_path)
+    for r in records:
+        assert comparable.comparable_key(r) == config_hash(comparable.settings(r))[:12]
+    calls = []
+    key = comparable.comparable_key
+    monkeypatch.setattr(comparable, "comparable_key", lambda r: calls.append(r["run_id"]) or key(r))
+    groups = comparable.group_runs(records)
+    assert sorted(len(g.records) for g in groups) == [1, 2]
+    assert sorted(calls) == sorted(r["run_id"] for r in records)   # once each, not once per use
+
+
+def test_rows_of_one_label_are_named_by_the_settings_that_tell_them_apart():
+    r = {"config": {"method": {"options": {"dim": 64}}, "trainer": {"lr": 0.003}, "seed": 1}}
+    assert comparable.settings_label(r, ["method.options.dim", "trainer.lr"]) == "dim=64 trainer.lr=0.003"
+    assert comparable.settings_label(r, []) == ""
+
+
+@pytest.mark.parametrize("fractions, lowest", [
+    ([None, 0.9, 0.97], 0.9), ([0.97, None, 0.9], 0.9),          # records that do not say are left out, in any order
+    ([float("nan"), 0.96], 0.96), ([0.96, float("nan")], 0.96),
+    ([0.0, 0.5], 0.0),                                            # a stored 0.0 is a value, not "unknown"
+])
+def test_the_lowest_budget_fraction_ignores_records_that_do_not_say(fractions, lowest):
+    from lwbench.reports.summaries import lowest_budget_fraction
+    assert lowest_budget_fraction([{"budget": {"fraction": f}} for f in fractions]) == lowest
+    assert math.isnan(lowest_budget_fraction([{"budget": {"fraction": None}}, {"budget": {}}]))
+    assert lowest_budget_fraction([]) is None
+
+
+def test_a_per_user_file_without_the_metric_or_the_checkpoint_is_named_not_a_crash(tmp_path):
+    """Both readers of per-user files (the marks' tests and the one-seed intervals) treat a file that lacks the
+    metric or the checkpoint as they treat a missing file: the test or the interval is left out, and said."""
+    from types import SimpleNamespace
+
+    from lwbench.records import save_per_user
+    from lwbench.reports.summaries import summarize
+    record(tmp_path, "best", 1, 0.3)
+    no_metric = record(tmp_path, "other", 1, 0.2)
+    no_checkpoint = record(tmp_path, "third", 1, 0.1)
+    full = per_user_frame(0.2, seed=5)
+    for r, frames in ((no_metric, {"train/single": full.drop(columns=["ndcg@20"])}),
+                      (no_checkpoint, {"train/other": full})):
+        save_per_user(tmp_path / "runs" / r["per_user_file"],
+                      {name: SimpleNamespace(test_per_user=frame) for name, frame in frames.items()})
+    table, _ = summary(tmp_path)
+    notes = [n for n in table.notes if "no across-users test" in n]
+    assert any("other vs best" in n and "no per-user ndcg@20" in n for n in notes)
+    assert any("third vs best" in n and "checkpoint 'train/single'" in n for n in notes)
+    pts = pd.DataFrame([{"label": r["label"], "record": r} for r in load_records(tmp_path)])
+    ci = summarize(pts, ["label"], ["ndcg@20", "recall@20"], out=tmp_path).set_index("label")
+    assert list(ci.loc[["best", "other", "third"], "ndcg@20:ci"]) == ["users", "", ""]
+    assert list(ci.loc[["best", "other", "third"], "recall@20:ci"]) == ["users", "users", ""]
+
+
+def test_a_row_without_a_value_is_never_the_best(tmp_path):
+    """A NaN mean first in its block: max() over NaN would keep it; it is left out of the choice and the tests."""
+    for label, level in (("best", 0.3), ("other", 0.2)):
+        for seed in (1, 2, 3):
+            record(tmp_path, label, seed, level)
+    groups = {g.first["label"]: g.records for g in comparable.group_runs(load_records(tmp_path))}
+    broken = [{**r, "metrics": {"test": {**r["metrics"]["test"], "ndcg@20": float("nan")}}} for r in groups["best"]]
+    arms = [significance.Arm("broken", "toy", broken), significance.Arm("best", "toy", groups["best"]),
+            significance.Arm("other", "toy", groups["other"])]
+    verdicts = significance.versus_best(arms, ["ndcg@20", "recall@20"], tmp_path)
+    assert verdicts.best[("toy", "ndcg@20")] == "best" and verdicts.best[("toy", "recall@20")] in ("best", "broken")
+    assert not any(what.startswith("broken vs") and what.endswith("ndcg@20") for _, _, what, _ in verdicts.comparisons)
+    assert "broken: ndcg@20 is not a number in a run; not tested" in verdicts.notes
+    alone = significance.versus_best([significance.Arm("broken", "toy", broken)] * 2, ["ndcg@20"], tmp_path)
+    assert alone.best == {} and alone.comparisons == []     # a block with no value at all is skipped
+
+
+def test_the_footnote_counts_each_deciding_test_once_when_both_protocols_decide(tmp_path):
+    """One row shares three seeds with the best (the seeds decide), another two (the users decide): the
+    footnote counts the 2 rows x 4 metrics deciding tests, not every paired t-test of either protocol."""
+    for label, level, seeds in (("best", 0.3, (1, 2, 3)), ("three", 0.2, (1, 2, 3)), ("two", 0.25, (1, 2))):
+        for seed in seeds:
+            record(tmp_path, label, seed, level)
+    table, stats_table = summary(tmp_path)
+    assert set(table.data.loc[table.data["ndcg@20:best"], "method"]) == {"best"}
+    deciding = [(a, m) for a, p, m, t in zip(stats_table.data["a"], stats_table.data["protocol"],
+                                             stats_table.data["comparison"], stats_table.data["test"])
+                if t == "paired t-test" and p == ("across seeds" if a == "three" else "across users")]
+    assert len(deciding) == 2 * 4
+    assert "across seeds where both rows share at least 3 seeds and across the test users" in table.notes[2]
+    assert "(8 deciding tests)" in table.notes[2]
+
+
+def test_a_row_no_test_could_decide_is_marked_untested_not_left_as_worse(tmp_path):
+    """One shared seed with the best and no per-user file: neither protocol can decide. The row is marked
+    '?' with its own footnote, never left unmarked (which reads as significantly worse)."""
+    for seed in (1, 2, 3):
+        record(tmp_path, "best", seed, 0.3)
+    lost = record(tmp_path, "lost", 1, 0.29)
+    (tmp_path / "runs" / lost["per_user_file"]).unlink()
+    table, _ = summary(tmp_path)
+    row = table.rows[list(table.data["method"]).index("lost")]
+    assert all(row[table.columns.index(label)].endswith(significance.UNTESTED) for label in ("N@10", "R@20"))
+    data = table.data.set_index("method")
+    assert data.loc["lost", "ndcg@20:not_tested"] and not data.loc["lost", "ndcg@20:not_worse"]
+    assert not data.loc["best", "ndcg@20:not_tested"]
+    assert any(note.startswith("Bold: ") and "?: not tested: the row shares fewer than 3 seeds" in note
+               for note in table.notes)
+    assert any("lost vs best: no across-users test" in note for note in table.notes)

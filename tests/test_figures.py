@@ -105,3 +105,18 @@ def test_a_quick_figure_is_stamped_as_a_smoke_run(tmp_path, monkeypatch):
 def test_method_styles_are_stable_and_from_the_palette(label):
     style = figures.method_style(label)
     assert style == figures.method_style(label) and style["color"] in figures.PALETTE
+
+
+def test_fig4_limits_hold_the_reference_line_and_every_error_bar(tmp_path):
+    """A coarse stage far below the bars, and wide two-seed intervals: both stay inside every panel (the axis
+    never goes below 0, where no metric is)."""
+    def level(cell, seed, checkpoint):
+        return 0.01 if checkpoint == COARSE else c2f_level(cell, seed, checkpoint) + 0.02 * (seed == 2)
+    outputs = built(tmp_path, "fig4", ["c2f"], [1, 2], level, checkpoints=(COARSE, "fine/update"))
+    for ax in outputs.figures["fig4"].axes:
+        low, high = ax.get_ylim()
+        (reference,) = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+        assert low <= reference.get_ydata()[0] <= high
+        ends = [y for c in ax.containers if getattr(c, "errorbar", None) is not None
+                for segment in c.errorbar.lines[2][0].get_segments() for y in segment[:, 1]]
+        assert ends and low <= max(0.0, min(ends)) and max(ends) <= high   # a metric's axis stops at 0

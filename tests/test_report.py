@@ -256,3 +256,34 @@ def test_an_unreadable_per_user_file_is_named_and_the_other_targets_are_still_bu
     written, errors = build_report(out, tmp_path / "figs")
     assert len(errors) == 1 and errors[0].startswith("table4: ") and str(damaged) in errors[0]
     assert "table3.md" in {p.name for p in written}
+
+
+def test_table3_marks_a_row_that_no_test_could_decide(tmp_path):
+    out = tmp_path / "out"
+    rows = fake_target(out, "table3", ["synthetic"], ["ud", "qr", "legcf"], [1], table3_level)
+    qr = next(r for r in rows if r["label"] == "qr")
+    (out / "runs" / f"{qr['run_id']}.peruser.npz").unlink()
+    build_target("table3", out, tmp_path / "figs", "two-sided")
+    markdown = (out / "table3.md").read_text()
+    qr_row = next(line for line in markdown.splitlines() if line.startswith("| synthetic | QR |"))
+    assert qr_row.count("?") == 4 and "†" not in qr_row
+    assert "?: not tested" in markdown
+    data = pd.read_csv(out / "table3.csv")
+    assert data[data["method"] == "QR"]["not_tested"].all() and not data[data["method"] != "QR"]["not_tested"].any()
+
+
+@pytest.mark.parametrize("base", ["table3", "table3-storage", "table4", "budget-curve"])
+def test_a_tuned_target_names_its_own_statistics_table(tmp_path, base):
+    """A tune study's tables over a target's cells name tuned-<study>-stats in their notes, not the untuned
+    target's statistics table."""
+    from lwbench.records import write_manifest
+    out = tmp_path / "out"
+    methods = {"table4": ["c2f"], "budget-curve": ["ud", "test-lightweight"]}.get(base, ["ud", "qr", "legcf"])
+    level = table4_level if base == "table4" else c2f_level if base == "budget-curve" else table3_level
+    rows = fake_target(out, base, ["gowalla"], methods, [2024, 2025, 2026], level,
+                       checkpoints=(COARSE, "fine/update") if base == "table4" else ("train/single",))
+    write_manifest(out, "tuned-s", rows, target="tuned", study="s", base_target=base, seeds=[2024, 2025, 2026])
+    written = {p.name for p in build_target("tuned-s", out, tmp_path / "figs", "two-sided")}
+    assert {"tuned-s.md", "tuned-s-stats.md"} <= written and not any(name.startswith(base) for name in written)
+    markdown = (out / "tuned-s.md").read_text()
+    assert "tuned-s-stats" in markdown and f"{base}-stats" not in markdown

@@ -1,7 +1,9 @@
 """`run_bench.py reproduce` / `report`: plans, clear errors for missing methods, the real UD runs of
 table3 on toy data, regeneration from records, the grids of the C2F targets, and a second study
 added from outside lwbench."""
+import dataclasses
 import json
+import math
 from importlib.metadata import EntryPoint
 
 import pandas as pd
@@ -174,3 +176,35 @@ def test_the_c2f_study_names_are_checked_against_the_method(monkeypatch):
     with pytest.raises(TargetError, match="first stage 'coarse' .*expects 'kernel'"):
         c2f_targets.c2f_cell("synthetic", {}, {})
     c2f_targets.check_c2f_names.cache_clear()
+
+
+@pytest.mark.parametrize("curve, table", [("budget-curve", "table3"), ("budget-curve-storage", "table3-storage")])
+def test_the_budget_curve_is_made_of_table3s_own_cells(curve, table):
+    """The 500-bucket points and the UD references are Table 3's cells (C2F's comparison options and the logged
+    Yelp2020 settings per seed included, the table's accounting for UD), with only the curve's coordinates
+    added; the other budgets are the same cells at another budget."""
+    methods = ["ud", "qr", "c2f"]
+    own = get_target(table).cells(["yelp2020"], methods)
+    cells = get_target(curve).cells(["yelp2020"], methods)
+    for cell in own:
+        if cell.method == "ud":
+            expected = [dataclasses.replace(cell, coords={"reference": True})]
+        else:
+            expected = [dataclasses.replace(cell, budget=b, coords={"budget": b, "reference": False})
+                        for b in ("1%", "2%", "500buckets", "10%")]
+        for e in expected:
+            assert cells.count(e) == 1, e
+    assert len(cells) == 2 + 2 * 4
+    c2f = next(c for c in cells if c.method == "c2f" and c.budget == "500buckets")
+    assert c2f.overrides_for(2025)["c2f"]["fine_layers"] == 4 and c2f.overrides_for(2024)["trainer"] == {"layers": 3}
+
+
+def test_budget_positions_are_shares_of_the_full_table_in_the_budgets_accounting():
+    from lwbench.budget import parse_budget
+    from lwbench.studies.budget_curve import budget_percent
+    stats = {"n_users": 1885, "n_items": 17388}
+    for accounting in ("table3", "storage"):
+        params = parse_budget("2%", **stats, accounting=accounting)
+        record = {"config": {"dataset": {"stats": stats}}, "budget": {"params": params, "accounting": accounting}}
+        assert budget_percent(record, "2%") == 2.0
+    assert budget_percent(None, "10%") == 10.0 and math.isnan(budget_percent(None, "500buckets"))

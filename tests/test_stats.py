@@ -165,3 +165,24 @@ def test_wilcoxon_reports_the_nonzero_pairs_it_ranks():
     assert result.n == 6 and result.n_nonzero == 4
     assert result.pvalue == pytest.approx(sps.wilcoxon(a - b).pvalue)
     assert stats.paired_t(a, b, unit="toy").n_nonzero is None
+
+
+@pytest.mark.parametrize("n_users", [2, 7, 1000, 5003])
+def test_bootstrap_draws_in_bounded_blocks_and_gives_the_one_shot_interval(n_users, monkeypatch):
+    """The per-user bootstrap draws its resamples a block at a time (memory bounded at any number of users)
+    and gives, to the bit, the interval of one (resamples x users) draw with the same seed."""
+    import tracemalloc
+    values = np.random.default_rng(n_users).random(n_users)
+    rng = np.random.default_rng(3)
+    means = values[rng.integers(0, n_users, (200, n_users))].mean(axis=1)
+    one_shot = (float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975)))
+    monkeypatch.setattr(stats, "BOOTSTRAP_CHUNK_ELEMENTS", 10_000, raising=False)
+    tracemalloc.start()
+    try:
+        got = stats.bootstrap_ci(values, resamples=200, seed=3)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert got == one_shot
+    # One block: at most max(n, 10,000) indices and as many values (8 bytes each), plus the 200 means.
+    assert peak < 4 * 8 * max(n_users, 10_000) + 64_000, peak

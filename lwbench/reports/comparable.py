@@ -13,11 +13,12 @@ Nothing here imports torch: reports are built where the trainer is not installed
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+
+from lwbench.config import config_hash
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +57,9 @@ def settings(record: Mapping) -> dict[str, object]:
 
 
 def comparable_key(record: Mapping) -> str:
-    """A short hash of :func:`settings`: equal for two runs exactly when they may be averaged as seeds."""
-    text = json.dumps(settings(record), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    """A short hash of :func:`settings` (:func:`lwbench.config.config_hash`, the run configuration's own
+    canonical hash): equal for two runs exactly when they may be averaged as seeds."""
+    return config_hash(settings(record))[:12]
 
 
 def record_name(record: Mapping) -> str:
@@ -85,10 +86,16 @@ class Group:
 def unique_runs(records: Iterable[Mapping]) -> list[Mapping]:
     """``records`` with each (configuration, seed) kept once; every dropped duplicate is named with the
     record kept in a warning (same settings and seed: the same run, whatever file it sits in)."""
+    return [record for _, record in _keyed_unique_runs(records)]
+
+
+def _keyed_unique_runs(records: Iterable[Mapping]) -> list[tuple[str, Mapping]]:
+    """:func:`unique_runs` with each kept record's :func:`comparable_key`, computed once per record."""
     kept: dict[tuple[str, int], Mapping] = {}
     out = []
     for record in records:
-        identity = (comparable_key(record), int(record["seed"]))
+        key = comparable_key(record)
+        identity = (key, int(record["seed"]))
         if identity in kept:
             first = kept[identity]
             if record_name(first) == record_name(record):
@@ -97,15 +104,15 @@ def unique_runs(records: Iterable[Mapping]) -> list[Mapping]:
                            record_name(first), record_name(record), record["label"], record["seed"])
             continue
         kept[identity] = record
-        out.append(record)
+        out.append((key, record))
     return out
 
 
 def group_runs(records: Iterable[Mapping]) -> list[Group]:
     """Comparable groups in order of first appearance, each run once (:func:`unique_runs`)."""
     groups: dict[str, Group] = {}
-    for record in unique_runs(records):
-        groups.setdefault(comparable_key(record), Group(comparable_key(record))).records.append(record)
+    for key, record in _keyed_unique_runs(records):
+        groups.setdefault(key, Group(key)).records.append(record)
     return list(groups.values())
 
 
@@ -135,6 +142,12 @@ def setting_text(record: Mapping, key: str) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(str(v) for v in value)
     return str(value)
+
+
+def settings_label(record: Mapping, keys: Iterable[str]) -> str:
+    """``dim=64 trainer.lr=0.003``: the values of ``keys`` in ``record`` as ``name=value`` words, the way a row
+    name tells rows of one label apart (empty for no keys)."""
+    return " ".join(f"{short_setting_name(k)}={setting_text(record, k)}" for k in keys)
 
 
 def short_setting_name(key: str) -> str:

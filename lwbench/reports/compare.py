@@ -91,7 +91,7 @@ def _describe(group: comparable.Group, among: list[comparable.Group]) -> str:
     record = group.first
     same_label = [g for g in among if g.first["label"] == record["label"]]
     varying = [k for k in comparable.varying_settings(same_label) if k not in ("dataset.name", "budget.text")]
-    settings = " ".join(f"{comparable.short_setting_name(k)}={comparable.setting_text(record, k)}" for k in varying)
+    settings = comparable.settings_label(record, varying)
     return (f"dataset {record['dataset']}, budget {budget_label(record)}"
             + (f", {settings}" if settings else "") + f", seeds {','.join(map(str, group.seeds))}")
 
@@ -141,7 +141,5 @@ def _names(ga: comparable.Group, gb: comparable.Group) -> tuple[str, str]:
     a, b = ga.first["label"], gb.first["label"]
     if a != b:
         return a, b
-    varying = [k for k in comparable.varying_settings([ga, gb])][:2]
-    return tuple(f"{g.first['label']} " + " ".join(f"{comparable.short_setting_name(k)}="
-                                                   f"{comparable.setting_text(g.first, k)}" for k in varying)
-                 for g in (ga, gb))
+    varying = comparable.varying_settings([ga, gb])[:2]
+    return tuple(f"{g.first['label']} {comparable.settings_label(g.first, varying)}" for g in (ga, gb))

@@ -151,7 +151,16 @@ def case_bars(summary: pd.DataFrame, metrics: list[str], cases: dict[str, str], 
             values = block[f"{metric}:mean"].dropna()
             if len(values):   # bars start where the differences show, not at zero
                 spread = max(values.max() - values.min(), 1e-6)
-                ax.set_ylim(max(0.0, values.min() - 1.5 * spread), values.max() + 1.0 * spread)
+                low, high = values.min() - 1.5 * spread, values.max() + 1.0 * spread
+                # ... and the limits hold every error bar and the reference line as well.
+                bars = error_bars(block, metric)
+                means = block[f"{metric}:mean"].to_numpy(dtype=float)
+                shown = np.concatenate([means - bars[0], means + bars[1],
+                                        ref[f"{metric}:mean"].to_numpy(dtype=float)[:1] if len(ref) else []])
+                shown = shown[np.isfinite(shown)]
+                margin = 0.05 * (max(high, shown.max()) - min(low, shown.min()))
+                low, high = min(low, shown.min() - margin), max(high, shown.max() + margin)
+                ax.set_ylim(max(0.0, low), high)
             ax.set_xticks(range(len(cases)), [case for case in cases], fontsize="small")
             ax.set_ylabel(metric_axis_label(metric))
             ax.set_title(f"{dataset}: {metric_label(metric)}", fontsize="small")

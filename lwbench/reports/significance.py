@@ -1,21 +1,24 @@
 """Every method against the best one, in every comparison table (docs/protocol.md §10.8).
 
 A table is cut into *blocks* (e.g. one dataset at one budget). In each block and for each metric the
-best row is the candidate with the highest mean over seeds; every other candidate is tested against it,
-paired twice:
+best row is the candidate with the highest mean over seeds (rows whose mean is not a number are left out);
+every other candidate is tested against it, paired twice:
 
-* **across seeds**: the two runs of each seed both have (a paired t-test and a Wilcoxon signed-rank
-  test over the seed means); it carries the seed-to-seed variance, so it decides the mark when both
-  rows share at least :data:`MIN_SEEDS` seeds;
+* **across seeds**: one pair per seed both rows have, each run's metric (a paired t-test and a Wilcoxon
+  signed-rank test over those pairs, when there are at least two); it carries the seed-to-seed variance,
+  so it decides the mark when both rows share at least :data:`MIN_SEEDS` seeds;
 * **across users**: every test user's metric, averaged over the seeds both rows share (over all of
-  each row's seeds where they share none), paired by user (the same two tests). Always computed; it
-  decides the mark when fewer than :data:`MIN_SEEDS` seeds are shared, and then says only that the
-  difference is larger than the test users' noise, not that it would survive another seed.
+  each row's seeds where they share none), paired by user (the same two tests). Computed wherever both
+  rows' per-user files hold the metric (else a note names the file and the test is skipped); it decides
+  the mark when fewer than :data:`MIN_SEEDS` seeds are shared, and then says only that the difference is
+  larger than the test users' noise, not that it would survive another seed.
 
 The deciding test is the two-sided paired t-test (a signed-rank test over three seeds cannot reach
 p < 0.25). Its p-values are Holm-corrected over all deciding tests of the table, and a row is *not
 significantly worse than the best* (:data:`MARK`) unless its corrected p is below :data:`ALPHA` with a
-negative mean difference. Every test, with its CI of the mean paired difference, effect size, n and the
+negative mean difference. A row that no test could decide (fewer than :data:`MIN_SEEDS` seeds shared
+with the best and no across-users test) is marked :data:`UNTESTED`, never left unmarked as if it were
+significantly worse. Every test, with its CI of the mean paired difference, effect size, n and the
 Wilcoxon test's non-zero pairs, goes to the table's companion ``<name>-stats`` table.
 """
 from __future__ import annotations
@@ -36,6 +39,7 @@ from lwbench.reports.tables import Table
 ALPHA = 0.05
 MIN_SEEDS = 3          # shared seeds for the across-seeds test to decide the mark
 MARK = "†"             # not significantly worse than the best row of its block
+UNTESTED = "?"         # not tested against the best row of its block: no test could decide
 SEEDS, USERS = "across seeds", "across users"
 DECIDING_TEST = "paired t-test"
 
@@ -66,42 +70,65 @@ class Verdicts:
     best: dict = field(default_factory=dict)         # (block, metric) -> name of the best arm
     not_worse: set = field(default_factory=set)      # (block, metric, name)
     tested: set = field(default_factory=set)         # (block, metric, name) that were tested
+    untested: set = field(default_factory=set)       # (block, metric, name) that no test could decide
     comparisons: list = field(default_factory=list)  # (protocol, block text, what, Comparison), Holm applied
     deciding: set = field(default_factory=set)       # protocols that decided at least one mark
+    n_deciding: int = 0                              # deciding tests (one per tested row and metric), Holm's family
     notes: list = field(default_factory=list)        # what could not be tested, and why
 
     def is_best(self, block, metric: str, name: str) -> bool:
         return self.best.get((block, metric)) == name
 
     def mark(self, block, metric: str, name: str) -> str:
-        """:data:`MARK` where the row was tested and is not significantly worse than the best."""
-        return MARK if (block, metric, name) in self.not_worse else ""
+        """:data:`MARK` where the row was tested and is not significantly worse than the best,
+        :data:`UNTESTED` where no test could decide, else nothing (significantly worse, or the best)."""
+        key = (block, metric, name)
+        return MARK if key in self.not_worse else UNTESTED if key in self.untested else ""
+
+    def is_untested(self, block, metric: str, name: str) -> bool:
+        return (block, metric, name) in self.untested
 
     def footnote(self, stats_name: str) -> str:
-        """The mark's footnote; empty where no row was tested (e.g. one row per block)."""
-        if not self.deciding:
-            return ""
-        deciding = " and ".join(
-            {SEEDS: f"across seeds where both rows share at least {MIN_SEEDS} seeds",
-             USERS: "across the test users (per-user metrics averaged over the shared seeds; this ignores "
-                    "seed-to-seed variance)"}[p] for p in (SEEDS, USERS) if p in self.deciding)
-        n = sum(1 for c in self.comparisons if c[3].test == DECIDING_TEST and c[0] in self.deciding)
-        return (f"{MARK}: not significantly worse than the best (bold) row of its block: two-sided paired t-test "
-                f"at α = {ALPHA}, Holm-corrected over the table's deciding tests, {deciding}."
-                f" All tests, with CIs and Wilcoxon: {stats_name}.md ({n} deciding tests).")
+        """The marks' footnote; empty where no row was tested or left untested (e.g. one row per block)."""
+        parts = []
+        if self.deciding:
+            deciding = " and ".join(
+                {SEEDS: f"across seeds where both rows share at least {MIN_SEEDS} seeds",
+                 USERS: "across the test users (per-user metrics averaged over the shared seeds; this ignores "
+                        "seed-to-seed variance)"}[p] for p in (SEEDS, USERS) if p in self.deciding)
+            parts.append(f"{MARK}: not significantly worse than the best (bold) row of its block: two-sided paired "
+                         f"t-test at α = {ALPHA}, Holm-corrected over the table's deciding tests, {deciding}."
+                         f" All tests, with CIs and Wilcoxon: {stats_name}.md ({self.n_deciding} deciding tests).")
+        if self.untested:
+            parts.append(f"{UNTESTED}: not tested: the row shares fewer than {MIN_SEEDS} seeds with the best row of "
+                         "its block and the test users could not be compared (the notes below say why), so it is "
+                         f"neither marked {MARK} nor shown to be significantly worse.")
+        return " ".join(parts)
 
 
 class PerUser:
-    """Per-user test metrics of records, each file read once and each seed average computed once."""
+    """Per-user test metrics of records, each file read once and each seed average computed once: the one
+    reader of per-user files for the reports (the marks here, the one-seed intervals of
+    :func:`lwbench.reports.summaries.summarize`). A file that is missing or unreadable, or lacks the
+    checkpoint or the metric, is a :class:`~lwbench.records.RecordError` naming it."""
 
     def __init__(self, out: Path):
         self.out, self.frames, self.means = Path(out), {}, {}
 
-    def get(self, record: Mapping) -> pd.DataFrame:
-        key = record["run_id"]
+    def get(self, record: Mapping, checkpoint: str | None = None) -> pd.DataFrame:
+        """Every per-user metric of ``checkpoint`` (default: the reported one)."""
+        key = (record["run_id"], checkpoint)
         if key not in self.frames:
-            self.frames[key] = per_user(self.out, record)
+            self.frames[key] = per_user(self.out, record, checkpoint)
         return self.frames[key]
+
+    def column(self, record: Mapping, metric: str, checkpoint: str | None = None) -> pd.Series:
+        """One per-user metric of ``checkpoint`` (default: the reported one), indexed by user id."""
+        frame = self.get(record, checkpoint)
+        if metric not in frame.columns:
+            raise RecordError(f"{self.out / 'runs' / record['per_user_file']}: no per-user {metric} "
+                              f"(it holds {', '.join(frame.columns)})")
+        return frame[metric]
 
     def averaged(self, arm: Arm, seeds: Sequence[int], metric: str) -> pd.Series:
         """Each test user's ``metric`` averaged over the arm's runs of ``seeds`` (users of the first run's
@@ -109,7 +136,7 @@ class PerUser:
         runs = tuple(r["run_id"] for r in arm.records if int(r["seed"]) in seeds)
         key = (runs, metric)
         if key not in self.means:
-            columns = [self.get(r)[metric] for r in arm.records if int(r["seed"]) in seeds]
+            columns = [self.column(r, metric) for r in arm.records if int(r["seed"]) in seeds]
             first = columns[0]
             if all(c.index.equals(first.index) for c in columns[1:]):
                 mean = pd.Series(np.mean([c.to_numpy() for c in columns], axis=0), index=first.index)
@@ -137,9 +164,17 @@ def versus_best(arms: list[Arm], metrics: Sequence[str], out: Path, *, block_tex
     blocks = {block: members for block, members in blocks.items() if members}
     for block, members in blocks.items():
         for metric in metrics:
-            best = max(members, key=lambda a: a.mean(metric))
+            # A row whose mean is not a number (a run without the value) can be neither the best nor tested; max()
+            # over NaN would depend on the order of the rows.
+            valued = [a for a in members if not math.isnan(a.mean(metric))]
+            if len(members) > 1:
+                verdicts.notes += [f"{a.name}: {metric} is not a number in a run; not tested" for a in members
+                                   if math.isnan(a.mean(metric))]
+            if not valued:
+                continue
+            best = max(valued, key=lambda a: a.mean(metric))
             verdicts.best[(block, metric)] = best.name
-            for arm in members:
+            for arm in valued:
                 if arm is best:
                     continue
                 found, decider = _compare(arm, best, metric, users, verdicts.notes)
@@ -150,6 +185,8 @@ def versus_best(arms: list[Arm], metrics: Sequence[str], out: Path, *, block_tex
                     verdicts.comparisons.append((protocol, block_text(block), what, comparison))
                 if decider:
                     verdicts.deciding.add(decider)
+                else:
+                    verdicts.untested.add((block, metric, arm.name))
     # Holm within the table: the deciding tests form one family, every other (protocol, test) its own.
     families: dict[tuple, list[int]] = {}
     deciding_index = {i for i, *_ in deciding}
@@ -160,6 +197,7 @@ def versus_best(arms: list[Arm], metrics: Sequence[str], out: Path, *, block_tex
         for i, p in zip(members, adjusted):
             entry = verdicts.comparisons[i]
             verdicts.comparisons[i] = (*entry[:3], dataclasses.replace(entry[3], p_holm=float(p)))
+    verdicts.n_deciding = len(deciding)
     for i, block, metric, name in deciding:
         c = verdicts.comparisons[i][3]
         verdicts.tested.add((block, metric, name))

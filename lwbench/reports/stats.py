@@ -90,14 +90,25 @@ def mean_ci(values, level: float = 0.95) -> tuple[float, float]:
     return float(values.mean() - half), float(values.mean() + half)
 
 
+# Resampled indices drawn at once by :func:`bootstrap_ci` (16 MiB of int64, as much again for the values they
+# gather): memory stays bounded whatever the number of test users (1,000 x 52,643 Gowalla users at once was 420 MB
+# of indices and 420 MB of gathered values).
+BOOTSTRAP_CHUNK_ELEMENTS = 2**21
+
+
 def bootstrap_ci(values, level: float = 0.95, resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean (e.g. of one run's per-user metrics: the test users'
-    sampling noise, not the seed's); seeded, so a report is the same every time."""
+    sampling noise, not the seed's); seeded, so a report is the same every time. The resamples are drawn
+    and averaged a block of rows at a time (:data:`BOOTSTRAP_CHUNK_ELEMENTS`): the generator yields the same
+    indices in the same order as one ``(resamples, n)`` draw, so the interval is the same to the bit."""
     values = np.asarray(values, dtype=np.float64)
-    if len(values) < 2:
+    n = len(values)
+    if n < 2:
         return math.nan, math.nan
     rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(axis=1)
+    rows = max(1, BOOTSTRAP_CHUNK_ELEMENTS // n)
+    means = np.concatenate([values[rng.integers(0, n, (min(rows, resamples - start), n))].mean(axis=1)
+                            for start in range(0, resamples, rows)])
     return float(np.quantile(means, 0.5 - level / 2)), float(np.quantile(means, 0.5 + level / 2))
 
 

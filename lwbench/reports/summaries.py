@@ -118,20 +118,23 @@ def summarize(pts: pd.DataFrame, keys: list[str], metrics: list[str], stage: str
     for name in diagnostics:
         frame[f"diagnostic:{name}"] = pts["record"].map(
             lambda r, name=name: float(r["final_diagnostics"].get(name, math.nan)) if r else math.nan).to_numpy()
+    from lwbench.reports.significance import PerUser
+    reader = PerUser(out) if out is not None else None
     rows = []
     for key, group in frame.groupby(keys, sort=False, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
         row = dict(zip(keys, key))
         done = group.dropna(subset=list(metrics))
         row["seeds"] = len(done)
-        users = _per_user_of(out, done["_record"].iloc[0], stage) if len(done) == 1 and out is not None else None
+        single = done["_record"].iloc[0] if len(done) == 1 and reader is not None else None
         for metric in metrics:
             mean, std = stats.mean_std(done[metric]) if len(done) else (math.nan, math.nan)
             row[f"{metric}:mean"], row[f"{metric}:std"] = mean, std
+            users = _per_user_of(reader, single, metric, stage) if single is not None else None
             if len(done) >= 2:
                 (low, high), kind = stats.mean_ci(done[metric]), "seeds"
-            elif users is not None and metric in users:
-                (low, high), kind = stats.bootstrap_ci(users[metric].to_numpy()), "users"
+            elif users is not None:
+                (low, high), kind = stats.bootstrap_ci(users), "users"
             else:
                 (low, high), kind = (math.nan, math.nan), ""
             row[f"{metric}:ci_low"], row[f"{metric}:ci_high"], row[f"{metric}:ci"] = low, high, kind
@@ -141,13 +144,14 @@ def summarize(pts: pd.DataFrame, keys: list[str], metrics: list[str], stage: str
     return pd.DataFrame(rows)
 
 
-def _per_user_of(out, record: dict, stage: str | None) -> pd.DataFrame | None:
-    """A run's per-user test metrics at the checkpoint standing for ``stage`` (None if the file is unusable:
-    the point then has no interval, and the table's notes say why elsewhere)."""
-    from lwbench.records import RecordError, per_user
+def _per_user_of(reader, record: dict, metric: str, stage: str | None) -> np.ndarray | None:
+    """A run's per-user test ``metric`` at the checkpoint standing for ``stage``, read by the reports' one
+    per-user reader (:class:`lwbench.reports.significance.PerUser`); None where the file is missing, unreadable
+    or lacks the checkpoint or the metric: the point then has no interval."""
+    from lwbench.records import RecordError
     try:
-        return per_user(out, record, None if stage is None else stage_checkpoint(record, stage))
-    except (RecordError, KeyError):
+        return reader.column(record, metric, None if stage is None else stage_checkpoint(record, stage)).to_numpy()
+    except RecordError:
         return None
 
 
@@ -215,15 +219,22 @@ def mean_std_of(records: list[dict], metric: str) -> tuple[float, float]:
 
 def metric_cell(verdicts, arm, metric: str) -> tuple[str, float, float, bool, bool]:
     """A comparison table's cell of ``arm`` for ``metric``: (``mean ± std`` with its significance mark, mean,
-    std, whether it is its block's best, whether it is marked not significantly worse)."""
+    std, whether it is its block's best, whether it is marked not significantly worse). A row no test could
+    decide carries its own mark (:data:`lwbench.reports.significance.UNTESTED`) and is not "not worse"."""
+    from lwbench.reports.significance import MARK
     mean, std = mean_std_of(arm.records, metric)
     mark = verdicts.mark(arm.block, metric, arm.name)
-    return format_mean_std(mean, std) + mark, mean, std, verdicts.is_best(arm.block, metric, arm.name), bool(mark)
+    return (format_mean_std(mean, std) + mark, mean, std, verdicts.is_best(arm.block, metric, arm.name),
+            mark == MARK)
 
 
 def lowest_budget_fraction(records: list[dict]) -> float | None:
-    """The smallest share of its budget any of the runs stores (NaN where a record does not say)."""
-    return min((r["budget"].get("fraction") or math.nan for r in records), default=None)
+    """The smallest share of its budget any of the runs stores, over the records that say (a stored 0.0
+    counts); NaN where none says (e.g. unbudgeted runs), None without records."""
+    if not records:
+        return None
+    known = [f for f in (r["budget"].get("fraction") for r in records) if f is not None and not math.isnan(f)]
+    return min(known) if known else math.nan
 
 
 def summary_table(records: list[dict], out) -> list[Table]:
@@ -259,8 +270,7 @@ def versus_best_table(name: str, title: str, pts: pd.DataFrame, block_keys: list
     varying = comparable.varying_settings([g for _, _, g in rows_of], same_row.values())
     arms = []
     for block, label, g in rows_of:
-        extra = " ".join(f"{comparable.short_setting_name(k)}={comparable.setting_text(g.first, k)}" for k in varying
-                         if len(same_row[(block, label)]) > 1)
+        extra = comparable.settings_label(g.first, varying if len(same_row[(block, label)]) > 1 else ())
         arms.append(significance.Arm(f"{label} {extra}".strip(), block, g.records,
                                      candidate=any(r["budget"]["applies"] for r in g.records)))
     verdicts = significance.versus_best(arms, metrics, out, block_text=lambda b: ", ".join(_display(v) for v in b))
@@ -280,7 +290,8 @@ def versus_best_table(name: str, title: str, pts: pd.DataFrame, block_keys: list
                 bold.add((len(rows), len(row)))
             row.append(text)
             entry.update({f"{metric}:mean": mean, f"{metric}:std": std, f"{metric}:best": is_best,
-                          f"{metric}:not_worse": not_worse})
+                          f"{metric}:not_worse": not_worse,
+                          f"{metric}:not_tested": verdicts.is_untested(arm.block, metric, arm.name)})
         rows.append(row)
         data.append(entry)
     blocks = " and ".join(block_keys)

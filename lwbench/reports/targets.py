@@ -60,6 +60,13 @@ class Target:
     listed: tuple[str, ...] = ()                                  # methods its table lists even if unregistered
 
 
+def output_name(manifest: Mapping, default: str) -> str:
+    """The name a builder writes its main table (and ``<name>-stats``) under: its manifest's name, which is the
+    target's own for ``reproduce``, and ``tuned-<study>`` where a tune study builds the target's tables over its
+    runs, so that every note naming a companion table names the right one."""
+    return manifest.get("name") or default
+
+
 class TargetError(RuntimeError):
     """A target cannot be planned or built (unknown name, missing method, no dataset, unfit records)."""
 

@@ -4,26 +4,30 @@ lines; ``budget-curve`` counts the budget in Table-3 parameters, ``budget-curve-
 (1% is then 1% of the full float32 table's bytes, docs/protocol.md §5.2), so the two show how the curves
 move between equal float counts and equal memory.
 
-The 500-bucket points and the references are the very cells of ``table3`` (and ``table3-storage``), so a
-folder that holds Table 3 reuses those runs. A point's position on the budget axis is read from its
-record (the budget's limit over the full table of that dataset), since 500 buckets is a different share of
-every dataset.
+The 500-bucket points and the references are the very cells of ``table3`` (and ``table3-storage``), built by
+that target's own cell function with only this target's coordinates added, so a folder that holds Table 3
+reuses those runs (C2F with its ``comparison_options`` and the logged per-dataset and per-seed settings,
+UD-128 and UD-64 in the table's accounting); the other budgets are the same cells at another budget, so each
+method's curve is one configuration. A point's position on the budget axis is read from its record (the
+budget's limit over the full table of that dataset, :func:`lwbench.budget.parse_budget` of ``100%``), since
+500 buckets is a different share of every dataset.
 
 Cells are built only when planning: the method registry imports torch, so it is imported inside
 :func:`_cells`, never by building the report.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from lwbench.budget import STORAGE, TABLE3
+from lwbench.budget import STORAGE, TABLE3, parse_budget
 from lwbench.reports import figures, summaries
-from lwbench.reports.cell import Cell, comparison_cell
-from lwbench.reports.targets import Outputs, Target, TargetError, register_target
+from lwbench.reports.cell import Cell
+from lwbench.reports.targets import Outputs, Target, TargetError, get_target, output_name, register_target
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -34,36 +38,37 @@ AXIS = {TABLE3: "budget (% of the full N × 128 table)",
         STORAGE: "budget (% of the full N × 128 float32 table's bytes)"}
 BUDGETS = ("1%", "2%", "500buckets", "10%")
 DATASETS = ("gowalla", "yelp2020", "amazon-book")
-REFERENCE, REFERENCE_DIMS, REFERENCE_BUDGET = "ud", (128, 64), "500buckets"   # as table3's UD rows
+REFERENCE = "ud"   # table3's unbudgeted rows (UD-128 and UD-64), drawn as reference lines
+TABLE3_TARGETS = {TABLE3: "table3", STORAGE: "table3-storage"}   # whose cells the curve's are
 METRICS = ["ndcg@20", "recall@20"]
 BUDGET_COLUMN = "budget (%)"   # the table's name for a point's position on the budget axis
-FULL_DIM, FLOAT_BYTES = 128, 4
 
 
 def _cells(accounting, datasets, methods):
+    """Table 3's cells (of ``table3`` or ``table3-storage``), each budgeted one at every budget of the curve and
+    each reference once, with only the curve's coordinates added."""
     from lwbench.registry import get_method
     budgeted = [m for m in methods if get_method(m).budgeted]
     if not budgeted:
         raise TargetError(f"{NAMES[accounting]} needs at least one budgeted method; registered: {', '.join(methods)}")
-    cells = []
+    table3_cells = get_target(TABLE3_TARGETS[accounting]).cells
+    cells: list[Cell] = []
     for d in datasets:
-        cells += [comparison_cell(d, m, budget, {}, {"budget": budget, "reference": False}, accounting=accounting)
-                  for m in budgeted for budget in BUDGETS]
-        if REFERENCE in methods:
-            cells += [Cell(d, REFERENCE, REFERENCE_BUDGET, {REFERENCE: {"dim": dim}}, {"reference": True})
-                      for dim in REFERENCE_DIMS]
+        own = table3_cells([d], methods)
+        cells += [dataclasses.replace(c, budget=budget, coords={**c.coords, "budget": budget, "reference": False})
+                  for c in own if c.method in budgeted for budget in BUDGETS]
+        cells += [dataclasses.replace(c, coords={**c.coords, "reference": True}) for c in own if c.method == REFERENCE]
     return cells
 
 
 def budget_percent(record: dict | None, text: str) -> float:
     """Where a point sits on the budget axis: its budget's limit as a percentage of the full N x 128 table
-    (of its float32 bytes under the storage accounting), read from the record; a point without a record
-    falls back on a percentage budget's own text (else NaN)."""
+    (of its float32 bytes under the storage accounting: ``100%`` in the budget's own accounting), read from
+    the record; a point without a record falls back on a percentage budget's own text (else NaN)."""
     if record is not None and "stats" in record["config"].get("dataset", {}) and record["budget"].get("params"):
         stats = record["config"]["dataset"]["stats"]
-        full = (stats["n_users"] + stats["n_items"]) * FULL_DIM
-        if record["budget"].get("accounting") == STORAGE:
-            full *= FLOAT_BYTES
+        full = parse_budget("100%", stats["n_users"], stats["n_items"],
+                            accounting=record["budget"].get("accounting") or TABLE3)
         return round(100 * record["budget"]["params"] / full, 2)
     return float(text[:-1]) if text.endswith("%") else math.nan
 
@@ -75,7 +80,7 @@ def _build(accounting, pts, out, manifest, alternative) -> Outputs:
     summary = summaries.summarize(budgeted, ["dataset", "method", "budget_pct"], METRICS, out=out)
     references = summaries.summarize(pts[is_reference], ["dataset", "label"], METRICS, out=out).rename(
         columns={"label": "method"})
-    name = NAMES[accounting]
+    name = output_name(manifest, NAMES[accounting])
     # The table's rows: each budget in increasing order, the unbudgeted reference last.
     ordered = pd.concat([budgeted, pts[is_reference].assign(budget_pct="unbudgeted")]).rename(
         columns={"budget_pct": BUDGET_COLUMN})

@@ -62,6 +62,10 @@ def _cells(datasets, methods):
 
 
 def _renamed(name: str, base: str, study_manifest: str) -> str:
+    """A base target's output name after the study: kept where the builder named it from the manifest already
+    (:func:`lwbench.reports.targets.output_name`), else its target's prefix replaced."""
+    if name == study_manifest or name.startswith(f"{study_manifest}-"):
+        return name
     return study_manifest + name[len(base):] if name.startswith(base) else f"{study_manifest}-{name}"
 
 
@@ -71,6 +75,8 @@ def _results(pts: pd.DataFrame, out: Path, manifest: dict, alternative: str) -> 
     name, base = manifest["name"], manifest.get("base_target")
     title = f"tuned by study {manifest['study']}"
     if base:
+        # The base builder names its tables after the manifest (tuned-<study>, tuned-<study>-stats), so that its
+        # notes name this study's statistics table, not the untuned target's.
         outputs = get_target(base).build(pts, out, manifest, alternative)
         tables = [dataclasses.replace(t, name=_renamed(t.name, base, name), title=f"{t.title}, {title}")
                   for t in outputs.tables]

@@ -34,15 +34,18 @@ def _row_name(method: str, options: dict, label: str) -> tuple[str, str | None]:
     return label.upper(), reference.paper_row(method, options)
 
 
-def table3(pts: pd.DataFrame, out: Path, *, missing_methods: list[str] = (), storage: bool = False) -> list[Table]:
+def table3(pts: pd.DataFrame, out: Path, *, missing_methods: list[str] = (), storage: bool = False,
+           name: str | None = None) -> list[Table]:
     """Every method x dataset: N@10, R@10, N@20, R@20 and #Param as mean ± std over seeds, the share of
     the budget each run stores, and (where the dataset has published values) the paper's value and
     ours − paper beside each; the best budgeted (lightweight) row per dataset in bold, and every other
     budgeted row tested against it (:mod:`lwbench.reports.significance`). Rows are configurations:
     runs that differ in anything but the seed are never averaged (:mod:`lwbench.reports.comparable`).
     ``storage``: the runs were sized to stored bytes (the ``table3-storage`` target), so the table adds
-    their stored bytes and is named after that target. Returns the table and its statistics table."""
-    name = "table3-storage" if storage else "table3"
+    their stored bytes and is named after that target. ``name``: the output's name (default the target's;
+    ``tuned-<study>`` for a study's runs), the statistics table's is ``<name>-stats``. Returns the table and
+    its statistics table."""
+    name = name or ("table3-storage" if storage else "table3")
     metrics = reference.TABLE3_METRICS
     entries = []   # (dataset, display name, arm, paper values or None)
     for dataset, block in pts.groupby("dataset", sort=False):
@@ -54,8 +57,7 @@ def table3(pts: pd.DataFrame, out: Path, *, missing_methods: list[str] = (), sto
             runs = comparable.group_runs(done) or [comparable.Group("", [])]
             varying = comparable.varying_settings(runs)
             for run_group in runs:
-                extra = " ".join(f"{comparable.short_setting_name(k)}={comparable.setting_text(run_group.first, k)}"
-                                 for k in varying)
+                extra = comparable.settings_label(run_group.first, varying)
                 budgeted = any(r["budget"]["applies"] for r in run_group.records)
                 budget = budget_label(run_group.first) if budgeted else None   # references stand beside every budget
                 arm = significance.Arm(f"{display} {extra}".strip(), (dataset, budget), run_group.records,
@@ -91,7 +93,8 @@ def table3(pts: pd.DataFrame, out: Path, *, missing_methods: list[str] = (), sto
                          "mean": mean, "std": std, "n_seeds": len(arm.records), "params": params[0] if params else None,
                          "budget_fraction_min": lowest_budget_fraction(arm.records),
                          "paper": ref, "diff": diff, "best_lightweight": is_best,
-                         "not_significantly_worse": not_worse})
+                         "not_significantly_worse": not_worse,
+                         "not_tested": verdicts.is_untested(arm.block, metric, arm.name)})
         rows.append(row)
     notes = ["Values are test metrics of the reported checkpoint, mean ± std over seeds"
              + ("; Δ = ours − paper (paper values: docs/protocol.md §10.9)." if with_paper else "."),
@@ -114,15 +117,16 @@ def table3(pts: pd.DataFrame, out: Path, *, missing_methods: list[str] = (), sto
     return tables + ([extra] if extra else [])
 
 
-def table4(pts: pd.DataFrame, out: Path, *, coarse_stage: str, alternative: str = "two-sided"
-           ) -> tuple[Table, Table]:
+def table4(pts: pd.DataFrame, out: Path, *, coarse_stage: str, alternative: str = "two-sided",
+           name: str = "table4") -> tuple[Table, Table]:
     """C2F (its reported fine-stage checkpoint) against its coarse stage (``coarse_stage``: its UPDATE
     checkpoint, or FIXED where a short run never reached UPDATE, which the notes list) per seed.
 
-    Returns (metrics table, statistics table). The metrics table shows both checkpoints at @5/@10/@20/@50,
+    Returns (metrics table, statistics table), named ``name`` and ``<name>-stats``. The metrics table shows both checkpoints at @5/@10/@20/@50,
     the improvement in %, and the paper's-protocol p-values; the statistics table gives, per metric, the
     paired t-test and the Wilcoxon signed-rank test across seeds and across users (per seed), with
     Holm-adjusted p-values within each (dataset, protocol, test) family."""
+    output = name   # ``name`` is reused below for the two checkpoints
     ks = reference.TABLE4_KS
     families = ("ndcg", "recall")
     columns = ["dataset", "run", "seed"]
@@ -165,17 +169,17 @@ def table4(pts: pd.DataFrame, out: Path, *, coarse_stage: str, alternative: str 
     notes = [reference.TABLE4_HEADER_NOTE,
              "Paper protocol: scipy.stats.ttest_rel over the 4 cutoff values of one run against its coarse stage "
              "(two-sided); the cutoffs are not independent samples, so these p-values do not test whether C2F is "
-             f"better. The statistics table ({'table4-stats'}) gives tests across seeds and across users.",
+             f"better. The statistics table ({output}-stats) gives tests across seeds and across users.",
              coarse_sharing_note(pts, coarse_stage) + " In the paper every fine seed started from the one seed-2024 coarse run. "
              "Paper rows: docs/protocol.md §10.9 (p-values truncated to 5 decimals)."]
     if fallbacks:
         notes.append(f"Coarse stage that never reached its UPDATE phase (its FIXED checkpoint is used): "
                      f"{', '.join(fallbacks)}.")
     notes += status_notes(pts)
-    metrics_table = Table("table4", "Table 4: C2F against its coarse stage (LEGCF), corrected cutoffs", columns,
+    metrics_table = Table(output, "Table 4: C2F against its coarse stage (LEGCF), corrected cutoffs", columns,
                           rows, pd.DataFrame(data), notes=notes)
     stats_table = comparison_table(
-        "table4-stats", "Table 4: significance of C2F against its coarse stage", comparisons, alternative,
+        f"{output}-stats", "Table 4: significance of C2F against its coarse stage", comparisons, alternative,
         ("C2F", "coarse"), notes=["Across users: per-user test metrics of the same fixed test set "
                                   "(lwbench.grid.runner.load_per_user); Wilcoxon drops zero differences (scipy's default)."])
     return metrics_table, stats_table

@@ -14,7 +14,7 @@ import pandas as pd
 from lwbench.budget import STORAGE
 from lwbench.reports import figures, summaries
 from lwbench.reports.cell import Cell, comparison_cell
-from lwbench.reports.targets import Outputs, Target, TargetError, register_target
+from lwbench.reports.targets import Outputs, Target, TargetError, output_name, register_target
 from lwbench.studies.c2f_paper import tables
 from lwbench.studies.c2f_paper.figures import FIGURE_METRICS, ratio_curves
 from lwbench.studies.c2f_paper.reference import TABLE3_METHODS
@@ -89,7 +89,8 @@ def _table3_cells(datasets: list[str], methods: list[str]) -> list[Cell]:
 
 
 def _build_table3(pts, out, manifest, alternative) -> Outputs:
-    return Outputs(tables=tables.table3(pts, out, missing_methods=manifest.get("missing_methods", [])))
+    return Outputs(tables=tables.table3(pts, out, missing_methods=manifest.get("missing_methods", []),
+                                        name=output_name(manifest, "table3")))
 
 
 def _table3_storage_cells(datasets: list[str], methods: list[str]) -> list[Cell]:
@@ -100,7 +101,8 @@ def _table3_storage_cells(datasets: list[str], methods: list[str]) -> list[Cell]
 
 
 def _build_table3_storage(pts, out, manifest, alternative) -> Outputs:
-    return Outputs(tables=tables.table3(pts, out, missing_methods=manifest.get("missing_methods", []), storage=True))
+    return Outputs(tables=tables.table3(pts, out, missing_methods=manifest.get("missing_methods", []), storage=True,
+                                        name=output_name(manifest, "table3-storage")))
 
 
 def _table4_cells(datasets, methods):
@@ -108,7 +110,8 @@ def _table4_cells(datasets, methods):
 
 
 def _build_table4(pts, out, manifest, alternative) -> Outputs:
-    return Outputs(tables=list(tables.table4(pts, out, coarse_stage=C2F_COARSE_STAGE, alternative=alternative)))
+    return Outputs(tables=list(tables.table4(pts, out, coarse_stage=C2F_COARSE_STAGE, alternative=alternative,
+                                             name=output_name(manifest, "table4"))))
 
 
 def _fig4_cells(datasets, methods):
