@@ -298,3 +298,22 @@ def test_a_row_no_test_could_decide_is_marked_untested_not_left_as_worse(tmp_pat
     assert any(note.startswith("Bold: ") and "?: not tested: the row shares fewer than 3 seeds" in note
                for note in table.notes)
     assert any("lost vs best: no across-users test" in note for note in table.notes)
+
+
+def test_the_inference_profile_keeps_two_configurations_of_one_method_apart():
+    """Two PEP configurations (target rules) on one device are two rows with their own bytes, not one median."""
+    from lwbench.reports.summaries import profile_table
+
+    def profiled(rule, seed, stored):
+        return {"run_id": f"pep-{rule}-{seed}", "dataset": "d", "label": "pep", "seed": seed,
+                "device_name": "cpu", "params": stored // 8, "bytes": stored,
+                "budget": {"applies": True, "text": "500buckets"},
+                "config": {"method": {"options": {"target_rule": rule}}, "seed": seed},
+                "inference_profile": {"bytes": {"values": stored // 2, "indices": stored // 2, "codes": 0, "bias": 0},
+                                      "rows_seconds": 1e-3, "score_seconds": 1e-3}}
+
+    records = [profiled("exact", 1, 800), profiled("exact", 2, 800), profiled("first_within", 1, 640),
+               profiled("first_within", 2, 480)]
+    table = profile_table(records)
+    assert list(table.data["method"]) == ["pep target_rule=exact", "pep target_rule=first_within"]
+    assert list(table.data["stored"]) == [800, 560]

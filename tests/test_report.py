@@ -78,6 +78,10 @@ def test_missing_runs_are_reported_not_dropped(tmp_path):
     markdown = (out / "table3.md").read_text()
     assert "| synthetic | QR | 1 |" in markdown
     assert f"not run yet or unfinished: {rows[-1]['run_id']}" in markdown
+    (out / "runs" / f"{rows[-2]['run_id']}.json").unlink()          # no QR run has finished: a row of dashes
+    build_target("table3", out, tmp_path / "figs", "two-sided")
+    markdown = (out / "table3.md").read_text()
+    assert "| synthetic | QR | 0 |" in markdown and rows[-2]["run_id"] in markdown
 
 
 def table4_level(cell, seed, checkpoint):

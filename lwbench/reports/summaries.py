@@ -315,17 +315,33 @@ PROFILE_BYTES = ("values", "indices", "codes", "bias")
 def profile_table(records: list[dict]) -> Table | None:
     """The inference profile of every record (docs/protocol.md §5.6): stored bytes by component and the
     median times to form 4,096 layer-0 rows and to score one user against all items, per dataset, method,
-    budget and device (the median over seeds: a time is a property of the configuration and device)."""
-    rows = [{"dataset": r["dataset"], "method": r["label"], "budget": budget_label(r), "device": r["device_name"],
-             "params": r["params"], "stored": r["bytes"],
-             **{name: r["inference_profile"]["bytes"][name] for name in PROFILE_BYTES},
-             "rows_ms": 1e3 * r["inference_profile"]["rows_seconds"],
-             "score_ms": 1e3 * r["inference_profile"]["score_seconds"]}
-            for r in records if r.get("inference_profile")]
-    if not rows:
+    budget, device and comparable configuration (the median over its seeds: a time is a property of the
+    configuration and device). Two configurations of one method (e.g. PEP's two target rules) are two rows,
+    told apart by the settings in which they differ, as in every comparison table."""
+    from lwbench.reports import comparable
+    by_row: dict[tuple, list[dict]] = {}
+    for r in records:
+        if r.get("inference_profile"):
+            by_row.setdefault((r["dataset"], r["label"], budget_label(r), r["device_name"]), []).append(r)
+    if not by_row:
         return None
+    rows_of = [(key, group) for key, runs in by_row.items() for group in comparable.group_runs(runs)]
+    same_row: dict[tuple, list[int]] = {}
+    for i, (key, _) in enumerate(rows_of):
+        same_row.setdefault(key, []).append(i)
+    varying = comparable.varying_settings([group for _, group in rows_of], same_row.values())
     keys = ["dataset", "method", "budget", "device"]
-    data = pd.DataFrame(rows).groupby(keys, sort=False).median(numeric_only=True).reset_index()
+    rows = []
+    for (dataset, label, budget, device), group in rows_of:
+        extra = comparable.settings_label(group.first, varying if len(same_row[(dataset, label, budget, device)]) > 1
+                                          else ())
+        measured = pd.DataFrame([{"params": r["params"], "stored": r["bytes"],
+                                  **{name: r["inference_profile"]["bytes"][name] for name in PROFILE_BYTES},
+                                  "rows_ms": 1e3 * r["inference_profile"]["rows_seconds"],
+                                  "score_ms": 1e3 * r["inference_profile"]["score_seconds"]} for r in group.records])
+        rows.append({"dataset": dataset, "method": f"{label} {extra}".strip(), "budget": budget, "device": device,
+                     **measured.median().to_dict()})
+    data = pd.DataFrame(rows)
     columns = keys + ["Table-3 params", "stored bytes"] + [f"{name} bytes" for name in PROFILE_BYTES] + \
         ["4,096 rows (ms)", "score 1 user (ms)"]
     table_rows = [[str(r[k]) for k in keys] + [f"{int(r['params']):,}", f"{int(r['stored']):,}"] +

@@ -57,7 +57,7 @@ def table3(pts: pd.DataFrame, out: Path, *, missing_methods: list[str] = (), sto
             runs = comparable.group_runs(done) or [comparable.Group("", [])]
             varying = comparable.varying_settings(runs)
             for run_group in runs:
-                extra = comparable.settings_label(run_group.first, varying)
+                extra = comparable.settings_label(run_group.first, varying) if varying else ""   # a label with no run
                 budgeted = any(r["budget"]["applies"] for r in run_group.records)
                 budget = budget_label(run_group.first) if budgeted else None   # references stand beside every budget
                 arm = significance.Arm(f"{display} {extra}".strip(), (dataset, budget), run_group.records,
