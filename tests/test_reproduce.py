@@ -174,3 +174,20 @@ def test_the_c2f_study_names_are_checked_against_the_method(monkeypatch):
     with pytest.raises(TargetError, match="first stage 'coarse' .*expects 'kernel'"):
         c2f_targets.c2f_cell("synthetic", {}, {})
     c2f_targets.check_c2f_names.cache_clear()
+
+
+def test_reproduce_passes_the_data_options_to_the_plan(toy_dir, tmp_path, capsys):
+    """--cold, --overlap, --legacy-split and --valid-from reach the plan (they were silently ignored), and the
+    plan's dataset line names each of them."""
+    base = ["reproduce", "table3", "--quick", "--datasets", str(toy_dir), "--methods", "ud", "--seeds", "1,2",
+            "--out", str(tmp_path), "--plan"]
+    assert main(base) == 0
+    default = capsys.readouterr().out
+    assert "--cold keep" in default and "--overlap error" in default and "--valid-from test" in default
+    assert "split seed: 2024" in default
+    assert main([*base, "--cold", "drop", "--overlap", "drop", "--legacy-split"]) == 0
+    out = capsys.readouterr().out
+    assert "--cold drop" in out and "--overlap drop" in out and "--legacy-split: split by each run's seed" in out
+    # --valid-from file on a folder without valid.txt is the loader's error, not a plan that ignores it
+    assert main([*base, "--valid-from", "file"]) == 2
+    assert "--valid-from file needs valid.txt" in capsys.readouterr().err
