@@ -482,3 +482,18 @@ def test_a_leave_one_out_given_split_is_advised_a_validation_file_that_works(tmp
     stats = prepare(tmp_path / "train.csv", tmp_path / "o", PrepareOptions(test=options.test, valid_fraction=0.1))
     assert (stats["train_interactions"], stats["valid_interactions"], stats["test_interactions"]) == (36, 12, 12)
     assert load_dataset(str(tmp_path / "o"), valid_from="file").interactions.test.nnz == 12
+
+
+def test_a_temporal_split_of_lightgcn_text_is_an_error_not_a_random_split(toy_dir, tmp_path):
+    """LightGCN text has no timestamps: --split temporal used to draw a random split while the card said
+    temporal."""
+    with pytest.raises(DataError, match=r"train\.txt: --split temporal takes each user's latest pairs by time as "
+                                        r"the test pairs, but LightGCN text has no timestamps; use --split random"):
+        prepare(toy_dir / "train.txt", tmp_path / "o", PrepareOptions(split="temporal"))
+    assert not (tmp_path / "o").exists()
+    # a folder holds its split: temporal applies only to a validation file drawn from it
+    with pytest.raises(DataError, match=r"as the validation pairs \(--valid-fraction\), but LightGCN text has no "
+                                        r"timestamps"):
+        prepare(toy_dir, tmp_path / "v", PrepareOptions(split="temporal", valid_fraction=0.1))
+    assert main(["prepare", str(toy_dir / "train.txt"), "--out", str(tmp_path / "c"), "--split", "temporal"]) == 2
+    prepare(toy_dir, tmp_path / "f", PrepareOptions(split="temporal"))   # nothing drawn: nothing to order

@@ -691,6 +691,8 @@ def _filter_and_split(parts: list[Part], user_ids: pd.Index, item_ids: pd.Index,
     items = np.concatenate([p.items for p in parts])
     times = (np.concatenate([p.times for p in parts]) if all(p.times is not None for p in parts) else None)
     part = np.repeat(np.arange(len(parts)), sizes)
+    if o.split == "temporal" and times is None and (not given or o.valid_fraction is not None):
+        raise DataError(_untimed(parts, given))
     rows = len(users)
     if not rows:
         raise DataError(f"{label}: nothing left after filtering ({counts.rows_read:,} rows read, "
@@ -736,6 +738,16 @@ def _filter_and_split(parts: list[Part], user_ids: pd.Index, item_ids: pd.Index,
                             "--user-core")
         splits["valid"] = (users[role == VALID], items[role == VALID])
     return splits, user_map, item_map
+
+
+def _untimed(parts: list[Part], given: bool) -> str:
+    """Why ``--split temporal`` cannot be drawn: a part without timestamps (LightGCN text has none)."""
+    part = next(p for p in parts if p.times is None)
+    why = ("LightGCN text has no timestamps" if _is_lightgcn(part.path) else
+           "it has no timestamp column (name one with --time-col)")
+    what = "the validation pairs (--valid-fraction)" if given else "the test pairs"
+    return (f"{part.path}: --split temporal takes each user's latest pairs by time as {what}, but {why}; use "
+            "--split random (--seed), or prepare from a CSV/TSV or RecBole .inter file with a timestamp column")
 
 
 def _given_overlap(users, items, part, user_ids, item_ids, test_path: Path, o: PrepareOptions,
