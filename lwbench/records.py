@@ -4,7 +4,7 @@ Layout of an output folder::
 
     <out>/runs/<run_id>.json          the run record (:class:`RunRecord`; atomic write; the source of truth)
     <out>/runs/<run_id>.peruser.npz   per-user test metrics of every evaluated checkpoint
-    <out>/runs/<run_id>.failed.json   error and traceback of a failed run (removed when it succeeds)
+    <out>/runs/<run_id>.failed.json   error, its type and traceback of a failed run (removed when it succeeds)
     <out>/grids/<name>.json           the manifest of a reproduction target
     <out>/work/<run_id>/              best checkpoints, and last.pt while the run is unfinished
     <out>/logs/<run_id>.log           the run's log

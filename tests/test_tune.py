@@ -14,7 +14,7 @@ from lwbench.plugin import BuildContext, Method
 from lwbench.records import load_records, read_manifests
 from lwbench.registry import get_method, method_names, register
 from lwbench.studies.tuned import manifest_name, read_study, study_path, trials_folder
-from lwbench.training.trainer import Trainer
+from lwbench.training.trainer import DivergedError, Trainer
 from lwbench.tuning.space import bracket_space, draw_trials, searchable
 from lwbench.tuning.study import StudySettings, promote, validation_value
 
@@ -250,9 +250,10 @@ def test_an_interrupted_study_resumes_to_the_same_result(study_out, toy_dir, tmp
 
 @register
 class Explodes(Method):
-    """UD whose build fails when ``explode`` is set: a trial that fails."""
+    """UD whose build fails when ``explode`` is set: a trial that fails (diverges, unless ``error`` is changed)."""
     name = "test-tune-explodes"
     budgeted = False
+    error = DivergedError
     options = {"dim": Option(8, min=1), "init_std": Option(0.1, above=0),
                "explode": Option(False, search=one_of(False, True))}
 
@@ -261,7 +262,7 @@ class Explodes(Method):
 
     def build(self, ctx: BuildContext):
         if ctx.options["explode"]:
-            raise FloatingPointError("exploded")
+            raise self.error("exploded")
         return get_method("ud").build(ctx)
 
 
@@ -275,6 +276,23 @@ def test_a_failed_trial_is_never_chosen_and_stays_failed(toy_dir, tmp_path, monk
     fits = count_fits(monkeypatch)
     assert cli.main(args) == 0
     assert fits == []                                            # not retried without --retry-failed
+
+
+def test_a_trial_that_failed_without_diverging_is_trained_again(toy_dir, tmp_path, monkeypatch):
+    """An out-of-memory error, a full disk or a bug fixed since is no property of the configuration: only a
+    divergence is kept failed on a rerun; the failure file says which error it was."""
+    monkeypatch.setattr(Explodes, "error", RuntimeError)   # e.g. CUDA out of memory
+    args = tune_args(toy_dir, tmp_path, "--space", "test-tune-explodes.explode", "--rungs", "none",
+                     methods="test-tune-explodes", seeds="2024", sets=(), trials=2)
+    assert cli.main(args) == 0
+    bracket = next(iter(read_study(tmp_path, STUDY)["brackets"].values()))
+    failed = bracket["trials"][1]["rungs"][0]
+    assert failed["status"] == "failed"
+    failure = json.loads((trials_folder(tmp_path, STUDY) / "runs" / f"{failed['run_id']}.failed.json").read_text())
+    assert failure["error_type"] == "RuntimeError"
+    fits = count_fits(monkeypatch)
+    assert cli.main(args) == 0
+    assert fits == ["test-tune-explodes@toy-study"]               # the failed trial, trained again
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -4,7 +4,7 @@ cluster (:mod:`lwbench.grid.workers`; the output folder must then be on a filesy
 * **Resume**: a run whose record exists is skipped, and the trainer resumes an unfinished run from
   ``<out>/work/<run_id>/last.pt``; per-run locks keep a rerun from training a run that a worker of a
   killed grid is still finishing.
-* **Failures**: a failed run writes ``<run_id>.failed.json`` (error and traceback) and the grid goes on.
+* **Failures**: a failed run writes ``<run_id>.failed.json`` (error, its type and traceback) and the grid goes on.
 * **Progress**: a bar over the runs to train (done / running / failed, time left), fed by watching the
   output folder, so it works the same for every backend. Each run logs to ``<out>/logs/<run_id>.log``.
 """

@@ -218,6 +218,7 @@ def run_or_record_failure(spec: RunSpec, dataset: LoadedDataset, out: Path, devi
         raise
     except Exception as exc:
         failure = {"run_id": spec.run_id, "method": spec.method, "seed": spec.seed, "error": repr(exc),
+                   "error_type": type(exc).__name__,   # tune reuses only a DivergedError's failure (study.py)
                    "traceback": traceback.format_exc(), "config": spec.config, "config_hash": spec.config_hash}
         write_failure(out, failure)
         return None, failure

@@ -51,7 +51,8 @@ def add_tune(commands, parents: list[argparse.ArgumentParser], handler) -> None:
     tune.add_argument("--trial-seed", type=int, help="training seed of the trials (default: the first of --seeds)")
     tune.add_argument("--seeds", default="2024", help="seeds the chosen configuration is retrained on (default 2024)")
     tune.add_argument("--study", help="the study's name (default: TARGET-DATASET, or tune-DATASET-BUDGET)")
-    tune.add_argument("--retry-failed", action="store_true", help="train again trials that failed (diverged) before")
+    tune.add_argument("--retry-failed", action="store_true", help="train again trials that diverged before (trials that failed "
+                      "otherwise are always trained again)")
     tune.add_argument("--out", default="results/tune", help="output folder (default results/tune)")
     tune.add_argument("--figures", default="figures", help="figures folder of a target's figures (default figures)")
     tune.add_argument("--alternative", choices=("two-sided", "greater", "less"), default="two-sided",

@@ -34,7 +34,9 @@ changes nothing that is computed: the chosen trial's full run on the trials' see
 record is copied under the tuned run's name with ``adopted_from`` naming the untuned run. Tuning a table after
 its default runs therefore costs no full run for a method whose defaults win. The same command twice draws the same trials, finds their records and trains nothing; a study
 killed at any point resumes from its records (and the trainer from its resume files) and ends identically.
-A trial that failed (diverged) stays failed on a rerun unless ``retry_failed``; it is never promoted.
+A trial that diverged (:class:`~lwbench.training.trainer.DivergedError`) stays failed on a rerun unless
+``retry_failed``; a trial that failed otherwise (out of memory, a full disk, a bug fixed since) is trained again.
+A failed trial is never promoted.
 
 **Outputs.** ``OUT/tuning/<study>.json`` (the study file), ``OUT/grids/tuned-<study>.json`` (the manifest of the
 retrained runs; ``report`` builds the ``tuned`` target from it, :mod:`lwbench.studies.tuned`) and the tables.
@@ -68,6 +70,7 @@ from lwbench.records import (
 from lwbench.registry import get_method
 from lwbench.reports.cell import Cell
 from lwbench.studies.tuned import TUNED, manifest_name, read_study, study_path, trials_folder
+from lwbench.training.trainer import DivergedError
 from lwbench.tuning.space import (
     as_overrides,
     bracket_space,
@@ -252,7 +255,9 @@ def promote(values: dict[int, float | None], n: int) -> list[int]:
 # --- running ------------------------------------------------------------------------------------------------
 
 def failed_before(out: Path, run: GridRun) -> dict | None:
-    """The failure file a run of the same configuration left, if any."""
+    """The failure file a run of the same configuration left, if the run diverged (:class:`DivergedError`: the
+    same configuration and seed diverge again). Any other failure (out of memory, a full disk, a bug fixed
+    since; or a failure file that does not say its error's type) is None: the trial is trained again."""
     import json
     path = failure_path(out, run.run_id)
     if not path.exists():
@@ -261,7 +266,9 @@ def failed_before(out: Path, run: GridRun) -> dict | None:
         failure = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return failure if failure.get("config_hash") == run.spec.config_hash else None
+    if not isinstance(failure, dict) or failure.get("config_hash") != run.spec.config_hash:
+        return None
+    return failure if failure.get("error_type") == DivergedError.__name__ else None
 
 
 def counts(plan: GridPlan, out: Path, force: bool) -> str:
@@ -301,7 +308,7 @@ def run_rung(brackets: list[Bracket], active: dict[str, list[int]], cap: int | N
         "full runs (the protocol's epochs)"
     print(f"rung {index + 1}/{n_rungs}: {max(len(v) for v in active.values())} trial(s) per method, {what}: "
           f"{counts(plan, trials_out, options.force)}"
-          + (f", {len(earlier)} failed earlier (not retried)" if earlier else "")
+          + (f", {len(earlier)} diverged earlier (not retried)" if earlier else "")
           + (f", {adopted} of them the untuned runs in {options.out} (copied)" if adopted else ""), flush=True)
     records, failures = execute(plan, trials_out, options, request)
     failures.update(earlier)
