@@ -355,3 +355,37 @@ def test_a_changed_setting_never_reuses_an_untuned_run(toy_dir, tmp_path, monkey
     assert cli.main(args) == 0
     assert len(fits) == 1
     assert not any("adopted_from" in r for r in load_records(tmp_path))
+
+
+def test_the_study_file_and_manifest_merges_of_two_commands_at_once_keep_both(tmp_path, monkeypatch):
+    """Two tunes of one study (different cells) writing at the same moment: each read-merge-write holds a lock,
+    so neither loses the other's bracket or manifest rows."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from lwbench.tuning import study as study_module
+    monkeypatch.setattr(study_module, "bracket_entry", lambda bracket, settings, retrained: {"key": bracket.key})
+    for name in ("read_study", "read_manifests"):
+        original = getattr(study_module, name)
+
+        def slow(*args, original=original):
+            found = original(*args)
+            time.sleep(0.3)                # the other command reads meanwhile (without a lock, the same file)
+            return found
+        monkeypatch.setattr(study_module, name, slow)
+    options = study_module.TuneOptions(settings=StudySettings(STUDY), out=tmp_path)
+
+    def command(key):
+        study_module.write_study([SimpleNamespace(key=key)], options, final=False)
+        row = {"bracket": key, "run_id": f"run-{key}", "dataset": "toy", "method": "ud", "label": key,
+               "budget": "500buckets", "seed": 2024, "coords": {}}
+        study_module.write_study_manifest(options, [row], {key})
+    threads = [threading.Thread(target=command, args=(key,)) for key in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(read_study(tmp_path, STUDY)["brackets"]) == ["a", "b"]
+    manifest = json.loads((tmp_path / "grids" / f"{manifest_name(STUDY)}.json").read_text())
+    assert sorted(row["bracket"] for row in manifest["rows"]) == ["a", "b"]

@@ -39,7 +39,9 @@ A trial that diverged (:class:`~lwbench.training.trainer.DivergedError`) stays f
 A failed trial is never promoted.
 
 **Outputs.** ``OUT/tuning/<study>.json`` (the study file), ``OUT/grids/tuned-<study>.json`` (the manifest of the
-retrained runs; ``report`` builds the ``tuned`` target from it, :mod:`lwbench.studies.tuned`) and the tables.
+retrained runs; ``report`` builds the ``tuned`` target from it, :mod:`lwbench.studies.tuned`) and the tables. Both
+files gather the brackets of every command of the study (e.g. one per method), each read, merged and written
+under a lock in ``OUT/locks/``, so that commands running side by side keep each other's entries.
 """
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ from typing import Any
 
 from lwbench.budget import TABLE3, BudgetError
 from lwbench.config import ConfigError, config_hash
-from lwbench.files import atomic_write_bytes, atomic_write_json, prepare_output
+from lwbench.files import atomic_write_bytes, atomic_write_json, exclusive_lock, prepare_output
 from lwbench.grid.plan import GridPlan, GridRun, plan_grid
 from lwbench.grid.run import device_type, estimate_seconds, format_duration, run_grid, summarize_failures
 from lwbench.grid.workers import ExecutionRequest, make_execution
@@ -452,25 +454,34 @@ def bracket_entry(bracket: Bracket, settings: StudySettings, retrained: list[dic
             "rungs": bracket.rungs, "chosen": chosen, "cost": cost, "retrained": retrained, "status": bracket.status}
 
 
+def merge_lock(out: Path, name: str) -> Path:
+    """``<out>/locks/<name>.lock``: held around each read-merge-write of a file that several commands (a study's
+    tunes of different cells, on one output folder) merge into, so that none loses another's entries."""
+    return Path(out) / "locks" / f"{name}.lock"
+
+
 def write_study(brackets: list[Bracket], options: TuneOptions, final: bool, retrained: dict | None = None) -> dict:
     """Write (merge) the study file: this command's brackets replace their earlier entries, others stay."""
     settings = options.settings
-    study = read_study(options.out, settings.name) or {"study": settings.name, "brackets": {}}
-    for bracket in brackets:
-        study["brackets"][bracket.key] = bracket_entry(bracket, settings, (retrained or {}).get(bracket.key, []))
-    study.update(written_at=dt.datetime.now(dt.timezone.utc).isoformat(), finished=final,
-                 trials_folder=str(trials_folder(options.out, settings.name).relative_to(options.out)))
-    atomic_write_json(study_path(options.out, settings.name), study)
+    entries = {bracket.key: bracket_entry(bracket, settings, (retrained or {}).get(bracket.key, []))
+               for bracket in brackets}
+    with exclusive_lock(merge_lock(options.out, f"study-{settings.name}")):
+        study = read_study(options.out, settings.name) or {"study": settings.name, "brackets": {}}
+        study["brackets"].update(entries)
+        study.update(written_at=dt.datetime.now(dt.timezone.utc).isoformat(), finished=final,
+                     trials_folder=str(trials_folder(options.out, settings.name).relative_to(options.out)))
+        atomic_write_json(study_path(options.out, settings.name), study)
     return study
 
 
 def write_study_manifest(options: TuneOptions, rows: list[dict], keys: set[str]) -> str:
     """The tuned target's manifest: this command's rows, plus earlier rows of other brackets of the study."""
     name = manifest_name(options.settings.name)
-    earlier = read_manifests(options.out).get(name, {}).get("rows", [])
-    rows = [row for row in earlier if row.get("bracket") not in keys] + rows
-    write_manifest(options.out, name, rows, target=TUNED, study=options.settings.name,
-                   base_target=options.base_target, seeds=list(options.settings.seeds), **options.manifest_info)
+    with exclusive_lock(merge_lock(options.out, f"manifest-{name}")):
+        earlier = read_manifests(options.out).get(name, {}).get("rows", [])
+        rows = [row for row in earlier if row.get("bracket") not in keys] + rows
+        write_manifest(options.out, name, rows, target=TUNED, study=options.settings.name,
+                       base_target=options.base_target, seeds=list(options.settings.seeds), **options.manifest_info)
     return name
 
 
