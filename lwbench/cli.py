@@ -367,8 +367,9 @@ def run_command(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("results") / runs[0].dataset_name
     if args.plan:
         if args.json:
+            from lwbench.files import json_default
             print(json.dumps({"dataset": args.dataset, "device": str(device), "out": str(out),
-                              "runs": [run.spec.plan_entry() for run in runs]}, indent=1, default=str))
+                              "runs": [run.spec.plan_entry() for run in runs]}, indent=1, default=json_default))
         else:
             print(plan_lines(runs, device, out))
         return 0

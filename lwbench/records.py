@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from lwbench.config import FIXED, SINGLE, UPDATE
-from lwbench.files import atomic_write_bytes, atomic_write_json
+from lwbench.files import atomic_write_bytes, atomic_write_json, json_default
 
 logger = logging.getLogger(__name__)
 
@@ -185,8 +185,9 @@ def write_record(out: Path, record: dict) -> RunRecord:
     file of the same run is removed (the run has now succeeded)."""
     record = {k: v for k, v in record.items() if k != "_path"}   # where a record was read from is not its content
     record = {**record, "schema_version": SCHEMA_VERSION}
-    # Validated as readers will see it: what JSON makes of it (a numpy integer would be written as text).
-    validate_record(json.loads(json.dumps(record, default=str)), f"record of {record.get('run_id')}")
+    # Validated as readers will see it: what JSON makes of it (a numpy scalar is written as its Python value, any
+    # other object as text, which validation then refuses where a number belongs).
+    validate_record(json.loads(json.dumps(record, default=json_default)), f"record of {record.get('run_id')}")
     atomic_write_json(record_path(out, record["run_id"]), record)
     failure_path(out, record["run_id"]).unlink(missing_ok=True)
     return record
