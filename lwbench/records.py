@@ -43,7 +43,9 @@ SCHEMA_VERSION = 2   # 2: inference_profile; the budget's accounting
 
 
 class RecordError(ValueError):
-    """A record file that cannot be used: unreadable, another schema version, or fields missing."""
+    """A record or manifest file that cannot be used: unreadable, another schema version, fields missing, or a
+    field whose value does not have its schema's type (``"metrics": null``, a metric that is text, a per-user
+    file name that is a path; :func:`validate_record`, :func:`validate_manifest`)."""
 
 
 class RunRecord(TypedDict):

@@ -521,3 +521,11 @@ def test_the_line_scan_counts_quoted_files_in_batches_with_the_same_line_numbers
     assert {record: small.line_of(record) for record in lines} == lines
     with pytest.raises(DataError, match=r"\n  line 5: 4 fields, expected 3 \(user, item, note\)\n  line 8: 2 fields"):
         prepare(tmp_path / "q.csv", tmp_path / "o")
+
+
+def test_the_fractions_are_checked_together_only_when_a_split_is_drawn(toy_dir, tmp_path):
+    """A folder holds its split: --test-fraction is unused, so it and --valid-fraction may sum to 1 or more."""
+    stats = prepare(toy_dir, tmp_path / "o", PrepareOptions(test_fraction=0.9, valid_fraction=0.2))
+    assert stats["valid_file"]
+    with pytest.raises(DataError, match=r"--test-fraction 0\.9 \+ --valid-fraction 0\.2 leave no training pairs"):
+        prepare(toy_dir / "train.txt", tmp_path / "p", PrepareOptions(test_fraction=0.9, valid_fraction=0.2))

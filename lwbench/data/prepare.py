@@ -126,7 +126,7 @@ class IdCodes:
 def prepare(source: str | Path, out: str | Path, options: PrepareOptions = PrepareOptions()) -> dict:
     """Prepare ``source`` into the new folder ``out``; returns the statistics printed by the command."""
     source, out = Path(source), Path(out)
-    _check_options(options)
+    _check_options(options, given=bool(options.test) or source.is_dir())
     if not source.exists():
         raise DataError(f"{source}: file not found")
     with _claimed(out) as tmp:
@@ -143,7 +143,9 @@ def prepare(source: str | Path, out: str | Path, options: PrepareOptions = Prepa
     return stats
 
 
-def _check_options(o: PrepareOptions) -> None:
+def _check_options(o: PrepareOptions, given: bool = False) -> None:
+    """Each option on its own, and the fractions together where they are used: ``given`` (a --test file, or a
+    folder holding its split) draws no test split, so --test-fraction does not take pairs from training."""
     if o.split not in SPLITS:
         raise DataError(f"--split {o.split!r}: expected one of {', '.join(SPLITS)}")
     if not 0.0 < o.test_fraction < 1.0:
@@ -151,7 +153,7 @@ def _check_options(o: PrepareOptions) -> None:
     if o.valid_fraction is not None:
         if not 0.0 < o.valid_fraction < 1.0:
             raise DataError(f"--valid-fraction {o.valid_fraction}: expected a fraction strictly between 0 and 1")
-        if not o.test and o.test_fraction + o.valid_fraction >= 1.0:
+        if not given and o.test_fraction + o.valid_fraction >= 1.0:
             raise DataError(f"--test-fraction {o.test_fraction} + --valid-fraction {o.valid_fraction} leave no "
                             "training pairs: their sum must be below 1")
     if o.dedup not in ("first", "last"):
