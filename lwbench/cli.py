@@ -190,7 +190,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     add_compare(commands, output)
     add_prepare(commands, output)
     from lwbench.tuning.command import add_tune  # equal-effort tuning: lwbench/tuning/
-    add_tune(commands, [output, data, training, execution], tune_command)
+    add_tune(commands, [output, data, training, execution], tune_command, add_accounting=add_accounting,
+             add_alternative=add_alternative)
     return parser
 
 

@@ -389,3 +389,25 @@ def test_the_study_file_and_manifest_merges_of_two_commands_at_once_keep_both(tm
     assert sorted(read_study(tmp_path, STUDY)["brackets"]) == ["a", "b"]
     manifest = json.loads((tmp_path / "grids" / f"{manifest_name(STUDY)}.json").read_text())
     assert sorted(row["bracket"] for row in manifest["rows"]) == ["a", "b"]
+
+
+def test_a_rerun_reads_each_trial_record_once(study_out, toy_dir, tmp_path, monkeypatch):
+    """A finished study run again finds every trial's record with one read: the rung's count, the copies of
+    untuned runs and the execution share what was read (they used to read each record three times)."""
+    import shutil
+    from collections import Counter
+
+    from lwbench import records as records_module
+    out = tmp_path / "copy"
+    shutil.copytree(study_out, out)
+    reads = Counter()
+    original = records_module.read_record
+
+    def counting(path):
+        reads[str(path)] += 1
+        return original(path)
+    monkeypatch.setattr(records_module, "read_record", counting)
+    assert cli.main(tune_args(toy_dir, out)) == 0
+    trials = str(trials_folder(out, STUDY) / "runs")
+    per_trial = [n for path, n in reads.items() if path.startswith(trials)]
+    assert len(per_trial) == 14 and set(per_trial) == {1}   # 2 methods x (4 + 2 + 1) runs, each read once
