@@ -51,7 +51,7 @@ import pandas as pd
 
 from lwbench.data.cards import CARD_FILE, PREPARE_TMP
 from lwbench.data.interactions import COLD_MODES, OVERLAP_MODES, DataError, build_interactions, fingerprint, read_split
-from lwbench.files import UMASK, output_error
+from lwbench.files import output_error
 
 logger = logging.getLogger(__name__)
 
@@ -186,13 +186,12 @@ def _claimed(out: Path):
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.parent / f".{out.name}.prepare-{os.getpid()}-{time.time_ns()}"
-        tmp.mkdir()
+        tmp.mkdir()    # it becomes ``out``: mkdir gives it the permissions of a new folder (the umask's)
     except OSError as exc:
         raise output_error(out, exc) from None
     lock = None
     try:
         try:
-            os.chmod(tmp, 0o777 & ~UMASK)    # the folder becomes ``out``: the permissions of a new folder
             lock = open(tmp / LOCK_FILE, "w")
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)   # a new file: never blocks
         except OSError as exc:
