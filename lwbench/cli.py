@@ -190,7 +190,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     add_compare(commands, output)
     add_prepare(commands, output)
     from lwbench.tuning.command import add_tune  # equal-effort tuning: lwbench/tuning/
-    add_tune(commands, [output, data, training, execution], tune_command)
+    add_tune(commands, [output, data, training, execution], tune_command, add_accounting=add_accounting,
+             add_alternative=add_alternative)
     return parser
 
 
@@ -367,8 +368,9 @@ def run_command(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("results") / runs[0].dataset_name
     if args.plan:
         if args.json:
+            from lwbench.files import json_default
             print(json.dumps({"dataset": args.dataset, "device": str(device), "out": str(out),
-                              "runs": [run.spec.plan_entry() for run in runs]}, indent=1, default=str))
+                              "runs": [run.spec.plan_entry() for run in runs]}, indent=1, default=json_default))
         else:
             print(plan_lines(runs, device, out))
         return 0
@@ -378,7 +380,8 @@ def run_command(args: argparse.Namespace) -> int:
 def plan_lines(runs, device, out: Path) -> str:
     """The plan, one line per run: run id, label, method options, Table-3 parameters and stored bytes, the
     budget and the share of it used, the stages with their epoch caps (``--plan --json`` has everything)."""
-    from lwbench.records import record_path
+    from lwbench.grid.run import existing_records
+    existing = existing_records(runs, out)   # as the run finds them: same configuration hash, usable files
     lines = [f"{len(runs)} run(s) on {runs[0].dataset_name if runs else '-'}, device {device}, records to "
              f"{out / 'runs'} (--plan --json: every resolved setting)"]
     for run in runs:
@@ -391,7 +394,7 @@ def plan_lines(runs, device, out: Path) -> str:
         cap = entry["trainer"]["max_epochs"]
         stages = ", ".join(f"{stage['name']} (at most {min(stage['trainer'].get('max_epochs', cap), cap)} epochs"
                            + (", fixed+update)" if stage["two_phase"] else ")") for stage in entry["stages"])
-        exists = "  [record exists]" if record_path(out, run.run_id).exists() else ""
+        exists = "  [record exists]" if run.run_id in existing else ""
         lines.append(f"  {run.run_id}  {entry['label']}  seed {entry['seed']}  {options}  "
                      f"{entry['table3_params']:,} params / {entry['stored_bytes']:,} bytes  {used}  "
                      f"stages: {stages}{exists}")
@@ -446,7 +449,7 @@ def reproduce_command(args: argparse.Namespace) -> int:
         quick=args.quick, datasets=comma_list(args.datasets) if args.datasets else None,
         methods=comma_list(args.methods) if args.methods else None,
         seeds=parse_seeds(args.seeds) if args.seeds else None, overrides=overrides_from(args),
-        data_dir=args.data_dir, offline=args.offline or None, split_seed=args.split_seed,
+        **data_options(args),
         out=Path(args.out or f"results{suffix}"), figures_dir=Path(args.figures or f"figures{suffix}"),
         alternative=args.alternative, force=args.force, plan_only=args.plan, show_progress=show_progress(args))
     return reproduce(args.name, options, execution_request(args))
@@ -544,21 +547,33 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except KeyboardInterrupt:
-        print(f"{prog}: {interrupted_message()}", file=sys.stderr)
+        print(f"{prog}: {interrupted_message(args.command)}", file=sys.stderr)
         return INTERRUPTED
     except user_errors() as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
 
 
-def interrupted_message() -> str:
-    """One line for Ctrl-C: the run and epoch this process was training, if any, and how to resume."""
+TRAINING_COMMANDS = ("run", "grid", "reproduce", "tune")
+NOT_TRAINING = {   # what Ctrl-C leaves behind in a command that trains nothing
+    "prepare": "nothing was written (prepare removes its unfinished folder); run it again",
+    "report": "the records are untouched, some tables and figures may not be rewritten yet; run it again",
+    "compare": "nothing was written (compare only reads records)",
+}
+
+
+def interrupted_message(command: str | None = "run") -> str:
+    """One line for Ctrl-C: the run and epoch this process was training, if any, and how to resume; for a
+    command that trains nothing, what it left behind."""
+    from lwbench.training.persistence import RESUME_FILE
     from lwbench.training.progress import close_bars, where
     close_bars()
     at = where()
     if not at:
+        if command not in TRAINING_COMMANDS:
+            return f"interrupted; {NOT_TRAINING.get(command, 'run the same command again')}"
         return ("interrupted; the same command resumes: finished runs are kept, unfinished ones continue from their "
-                "last checkpoint (<out>/work/<run_id>/last.pt)")
+                f"last checkpoint (<out>/work/<run_id>/{RESUME_FILE})")
     stage = (f", stage {at['stage']} after epoch {at['epoch']} of at most {at['max_epochs']}" if "stage" in at
              else " before its first epoch")
     resume = Path(at["resume"])

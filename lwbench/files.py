@@ -92,8 +92,14 @@ def cached_array(path: Path | None, compute: Callable[[], np.ndarray],
     return array
 
 
+def json_default(value: Any) -> Any:
+    """What JSON writes for a value it has no type for: a numpy scalar (``np.int64``, ``np.float32``,
+    ``np.bool_``) as the Python number or bool it holds, anything else as its text."""
+    return value.item() if isinstance(value, np.generic) else str(value)
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True, default=json_default) + "\n").encode())
 
 
 @contextlib.contextmanager

@@ -4,7 +4,7 @@ Layout of an output folder::
 
     <out>/runs/<run_id>.json          the run record (:class:`RunRecord`; atomic write; the source of truth)
     <out>/runs/<run_id>.peruser.npz   per-user test metrics of every evaluated checkpoint
-    <out>/runs/<run_id>.failed.json   error and traceback of a failed run (removed when it succeeds)
+    <out>/runs/<run_id>.failed.json   error, its type and traceback of a failed run (removed when it succeeds)
     <out>/grids/<name>.json           the manifest of a reproduction target
     <out>/work/<run_id>/              best checkpoints, and last.pt while the run is unfinished
     <out>/logs/<run_id>.log           the run's log
@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from lwbench.config import FIXED, SINGLE, UPDATE
-from lwbench.files import atomic_write_bytes, atomic_write_json
+from lwbench.files import atomic_write_bytes, atomic_write_json, json_default
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,9 @@ SCHEMA_VERSION = 2   # 2: inference_profile; the budget's accounting
 
 
 class RecordError(ValueError):
-    """A record file that cannot be used: unreadable, another schema version, or fields missing."""
+    """A record or manifest file that cannot be used: unreadable, another schema version, fields missing, or a
+    field whose value does not have its schema's type (``"metrics": null``, a metric that is text, a per-user
+    file name that is a path; :func:`validate_record`, :func:`validate_manifest`)."""
 
 
 class RunRecord(TypedDict):
@@ -185,8 +187,9 @@ def write_record(out: Path, record: dict) -> RunRecord:
     file of the same run is removed (the run has now succeeded)."""
     record = {k: v for k, v in record.items() if k != "_path"}   # where a record was read from is not its content
     record = {**record, "schema_version": SCHEMA_VERSION}
-    # Validated as readers will see it: what JSON makes of it (a numpy integer would be written as text).
-    validate_record(json.loads(json.dumps(record, default=str)), f"record of {record.get('run_id')}")
+    # Validated as readers will see it: what JSON makes of it (a numpy scalar is written as its Python value, any
+    # other object as text, which validation then refuses where a number belongs).
+    validate_record(json.loads(json.dumps(record, default=json_default)), f"record of {record.get('run_id')}")
     atomic_write_json(record_path(out, record["run_id"]), record)
     failure_path(out, record["run_id"]).unlink(missing_ok=True)
     return record

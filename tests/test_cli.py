@@ -365,3 +365,33 @@ def test_on_a_terminal_every_validation_stays_on_screen_beside_the_bar(tmp_path)
     epochs = re.findall(r"ud-128 seed 2024: stage train, phase single, epoch (\d+): loss \S+, valid ndcg@5 "
                         r"[\d.]+ \((?:improved|no gain)\), \S+ s/epoch", screen)
     assert sorted(map(int, epochs)) == [0, 1, 2, 3], screen                # one line per validation
+
+
+def test_the_plan_marks_a_record_as_existing_only_where_the_run_would_reuse_it(toy_dir, tmp_path, capsys):
+    """--plan's "[record exists]" is the run's own check (same configuration hash, usable per-user file), not the
+    record file's existence."""
+    args = ["--dataset", str(toy_dir), "--set", "ud.dim=8", "--epochs", "1", "--device", "cpu", "--no-progress",
+            "--threads", "1", "--out", str(tmp_path)]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main([*args, "--plan"]) == 0
+    assert "[record exists]" in capsys.readouterr().out
+    (per_user,) = (tmp_path / "runs").glob("*.peruser.npz")
+    per_user.unlink()                          # the record can no longer be used: the run would train again
+    assert main([*args, "--plan"]) == 0
+    assert "[record exists]" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command, patched, said", [
+    (["report"], "lwbench.records.per_user_problems", "interrupted; the records are untouched"),
+    (["compare", "a", "b"], "lwbench.reports.compare.compare", "interrupted; nothing was written (compare only"),
+    (["prepare", "in.csv"], "lwbench.data.prepare.prepare", "interrupted; nothing was written (prepare removes"),
+])
+def test_ctrl_c_in_a_command_that_trains_nothing_says_what_it_left(command, patched, said, tmp_path, monkeypatch,
+                                                                   capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(patched, interrupted)
+    assert main([*command, "--out", str(tmp_path / "out")]) == 130
+    err = capsys.readouterr().err
+    assert said in err and "checkpoint" not in err and "finished runs" not in err

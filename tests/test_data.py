@@ -420,3 +420,17 @@ def test_default_configs_keep_the_run_ids_of_the_committed_lastfm_records(tmp_pa
                re.findall(r"^\s+lastfm\s+(\S+)\s+\S+\s+(\d+) runs\s+(\d+) exist", capsys.readouterr().out, re.M)}
     unchanged = {"ud", "qr", "dpq", "mgqe", "magprune", "legcf"}   # PEP, CERP, C2F: retrained in their new configs
     assert unchanged <= set(planned) and all(planned[m][1] == planned[m][0] for m in unchanged), planned
+
+
+def test_the_advice_after_dropped_test_pairs_names_the_option_that_dropped_them(tmp_path):
+    """Only --overlap drop removed pairs: the message does not suggest --cold keep (cold pairs were kept)."""
+    train = read_split(write(tmp_path / "train.txt", "0 0 1\n1 1 2\n2 0 2\n"))
+    test = read_split(write(tmp_path / "test.txt", "0 1 2\n1 2 0\n2 0 1\n"))   # one of each user's two is in train
+    with pytest.raises(DataError) as caught:
+        build_interactions("x", train, test, overlap="drop")
+    message = str(caught.value)
+    assert "after 3 by --overlap drop removed test pairs, which are training pairs too" in message
+    assert "--cold keep" not in message
+    cold_test = read_split(write(tmp_path / "cold.txt", "0 2 5\n1 0 5\n2 1 5\n"))   # item 5 has no training pair
+    with pytest.raises(DataError, match=r"after 3 by --cold drop removed test pairs: --cold keep keeps cold pairs"):
+        build_interactions("x", train, cold_test, cold="drop")

@@ -482,3 +482,50 @@ def test_a_leave_one_out_given_split_is_advised_a_validation_file_that_works(tmp
     stats = prepare(tmp_path / "train.csv", tmp_path / "o", PrepareOptions(test=options.test, valid_fraction=0.1))
     assert (stats["train_interactions"], stats["valid_interactions"], stats["test_interactions"]) == (36, 12, 12)
     assert load_dataset(str(tmp_path / "o"), valid_from="file").interactions.test.nnz == 12
+
+
+def test_a_temporal_split_of_lightgcn_text_is_an_error_not_a_random_split(toy_dir, tmp_path):
+    """LightGCN text has no timestamps: --split temporal used to draw a random split while the card said
+    temporal."""
+    with pytest.raises(DataError, match=r"train\.txt: --split temporal takes each user's latest pairs by time as "
+                                        r"the test pairs, but LightGCN text has no timestamps; use --split random"):
+        prepare(toy_dir / "train.txt", tmp_path / "o", PrepareOptions(split="temporal"))
+    assert not (tmp_path / "o").exists()
+    # a folder holds its split: temporal applies only to a validation file drawn from it
+    with pytest.raises(DataError, match=r"as the validation pairs \(--valid-fraction\), but LightGCN text has no "
+                                        r"timestamps"):
+        prepare(toy_dir, tmp_path / "v", PrepareOptions(split="temporal", valid_fraction=0.1))
+    assert main(["prepare", str(toy_dir / "train.txt"), "--out", str(tmp_path / "c"), "--split", "temporal"]) == 2
+    prepare(toy_dir, tmp_path / "f", PrepareOptions(split="temporal"))   # nothing drawn: nothing to order
+
+
+def test_the_line_scan_counts_quoted_files_in_batches_with_the_same_line_numbers(tmp_path, monkeypatch):
+    """From the first quote on, lines are read one by one; their records are added to the scan in batches (once
+    per 100,000 records and at the end), not one numpy call per line, which made a quoted file ~70x slower to scan.
+    A record after a quoted field that spans lines is numbered from its own first line."""
+    from lwbench.data import prepare as prepare_module
+    text = 'user,item,note\nu1,i1,"two\nlines"\nu2,i2,x\nu3,i3,x,extra\n\nu4,i4,"a,b"\nu5,i5\n' + \
+        "".join(f"u{k},i{k},x\n" for k in range(6, 1006))
+    (tmp_path / "q.csv").write_text(text)
+    calls = []
+    original = prepare_module._Scanner.add
+    monkeypatch.setattr(prepare_module._Scanner, "add", lambda self, *args: calls.append(1) or original(self, *args))
+    scan = prepare_module.scan_lines(tmp_path / "q.csv", ",", "utf-8")
+    assert len(calls) == 1                                    # one batch: header and 1,005 records
+    assert scan.n_records == 1005 and scan.bad_records.tolist() == [2, 4] and scan.bad_fields.tolist() == [4, 2]
+    lines = {record: scan.line_of(record) for record in (0, 1, 2, 3, 4, 5, 1004)}
+    assert lines == {0: 2, 1: 4, 2: 5, 3: 7, 4: 8, 5: 9, 1004: 1008}
+    monkeypatch.setattr(prepare_module, "SCAN_BATCH", 2)      # batches of 2 records: the same scan
+    small = prepare_module.scan_lines(tmp_path / "q.csv", ",", "utf-8")
+    assert small.n_records == 1005 and small.bad_records.tolist() == [2, 4]
+    assert {record: small.line_of(record) for record in lines} == lines
+    with pytest.raises(DataError, match=r"\n  line 5: 4 fields, expected 3 \(user, item, note\)\n  line 8: 2 fields"):
+        prepare(tmp_path / "q.csv", tmp_path / "o")
+
+
+def test_the_fractions_are_checked_together_only_when_a_split_is_drawn(toy_dir, tmp_path):
+    """A folder holds its split: --test-fraction is unused, so it and --valid-fraction may sum to 1 or more."""
+    stats = prepare(toy_dir, tmp_path / "o", PrepareOptions(test_fraction=0.9, valid_fraction=0.2))
+    assert stats["valid_file"]
+    with pytest.raises(DataError, match=r"--test-fraction 0\.9 \+ --valid-fraction 0\.2 leave no training pairs"):
+        prepare(toy_dir / "train.txt", tmp_path / "p", PrepareOptions(test_fraction=0.9, valid_fraction=0.2))

@@ -30,6 +30,16 @@ def test_write_then_read_gives_the_same_record_with_its_schema_version(tmp_path)
     assert records.find_record(tmp_path, written["run_id"], "another hash") is None
 
 
+def test_numpy_scalars_in_a_record_are_written_as_numbers(tmp_path):
+    """A run that finished with numpy numbers in its record (np.int64 epochs, np.float64 seconds) is written, not
+    refused: the JSON writer stores numpy scalars as the numbers they hold."""
+    import numpy as np
+    written = fake(tmp_path, seed=np.int64(1), epochs=np.int64(10), params=np.int64(1000), fraction=np.float32(0.5))
+    read = records.read_record(records.record_path(tmp_path, written["run_id"]))
+    assert (read["seed"], read["epochs_run"], read["params"], read["budget"]["fraction"]) == (1, 10, 1000, 0.5)
+    assert type(read["seed"]) is int and type(read["train_seconds"]) is float
+
+
 def test_an_incomplete_record_is_refused_before_it_is_written(tmp_path):
     with pytest.raises(records.RecordError, match="fields missing: .*epochs_run"):
         records.write_record(tmp_path, {"run_id": "x", "reported_checkpoint": "a", "checkpoints": {"a": {}}})

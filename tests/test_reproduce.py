@@ -208,3 +208,20 @@ def test_budget_positions_are_shares_of_the_full_table_in_the_budgets_accounting
         record = {"config": {"dataset": {"stats": stats}}, "budget": {"params": params, "accounting": accounting}}
         assert budget_percent(record, "2%") == 2.0
     assert budget_percent(None, "10%") == 10.0 and math.isnan(budget_percent(None, "500buckets"))
+
+
+def test_reproduce_passes_the_data_options_to_the_plan(toy_dir, tmp_path, capsys):
+    """--cold, --overlap, --legacy-split and --valid-from reach the plan (they were silently ignored), and the
+    plan's dataset line names each of them."""
+    base = ["reproduce", "table3", "--quick", "--datasets", str(toy_dir), "--methods", "ud", "--seeds", "1,2",
+            "--out", str(tmp_path), "--plan"]
+    assert main(base) == 0
+    default = capsys.readouterr().out
+    assert "--cold keep" in default and "--overlap error" in default and "--valid-from test" in default
+    assert "split seed: 2024" in default
+    assert main([*base, "--cold", "drop", "--overlap", "drop", "--legacy-split"]) == 0
+    out = capsys.readouterr().out
+    assert "--cold drop" in out and "--overlap drop" in out and "--legacy-split: split by each run's seed" in out
+    # --valid-from file on a folder without valid.txt is the loader's error, not a plan that ignores it
+    assert main([*base, "--valid-from", "file"]) == 2
+    assert "--valid-from file needs valid.txt" in capsys.readouterr().err

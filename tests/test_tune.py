@@ -14,7 +14,7 @@ from lwbench.plugin import BuildContext, Method
 from lwbench.records import load_records, read_manifests
 from lwbench.registry import get_method, method_names, register
 from lwbench.studies.tuned import manifest_name, read_study, study_path, trials_folder
-from lwbench.training.trainer import Trainer
+from lwbench.training.trainer import DivergedError, Trainer
 from lwbench.tuning.space import bracket_space, draw_trials, searchable
 from lwbench.tuning.study import StudySettings, promote, validation_value
 
@@ -250,9 +250,10 @@ def test_an_interrupted_study_resumes_to_the_same_result(study_out, toy_dir, tmp
 
 @register
 class Explodes(Method):
-    """UD whose build fails when ``explode`` is set: a trial that fails."""
+    """UD whose build fails when ``explode`` is set: a trial that fails (diverges, unless ``error`` is changed)."""
     name = "test-tune-explodes"
     budgeted = False
+    error = DivergedError
     options = {"dim": Option(8, min=1), "init_std": Option(0.1, above=0),
                "explode": Option(False, search=one_of(False, True))}
 
@@ -261,7 +262,7 @@ class Explodes(Method):
 
     def build(self, ctx: BuildContext):
         if ctx.options["explode"]:
-            raise FloatingPointError("exploded")
+            raise self.error("exploded")
         return get_method("ud").build(ctx)
 
 
@@ -275,6 +276,23 @@ def test_a_failed_trial_is_never_chosen_and_stays_failed(toy_dir, tmp_path, monk
     fits = count_fits(monkeypatch)
     assert cli.main(args) == 0
     assert fits == []                                            # not retried without --retry-failed
+
+
+def test_a_trial_that_failed_without_diverging_is_trained_again(toy_dir, tmp_path, monkeypatch):
+    """An out-of-memory error, a full disk or a bug fixed since is no property of the configuration: only a
+    divergence is kept failed on a rerun; the failure file says which error it was."""
+    monkeypatch.setattr(Explodes, "error", RuntimeError)   # e.g. CUDA out of memory
+    args = tune_args(toy_dir, tmp_path, "--space", "test-tune-explodes.explode", "--rungs", "none",
+                     methods="test-tune-explodes", seeds="2024", sets=(), trials=2)
+    assert cli.main(args) == 0
+    bracket = next(iter(read_study(tmp_path, STUDY)["brackets"].values()))
+    failed = bracket["trials"][1]["rungs"][0]
+    assert failed["status"] == "failed"
+    failure = json.loads((trials_folder(tmp_path, STUDY) / "runs" / f"{failed['run_id']}.failed.json").read_text())
+    assert failure["error_type"] == "RuntimeError"
+    fits = count_fits(monkeypatch)
+    assert cli.main(args) == 0
+    assert fits == ["test-tune-explodes@toy-study"]               # the failed trial, trained again
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -337,3 +355,59 @@ def test_a_changed_setting_never_reuses_an_untuned_run(toy_dir, tmp_path, monkey
     assert cli.main(args) == 0
     assert len(fits) == 1
     assert not any("adopted_from" in r for r in load_records(tmp_path))
+
+
+def test_the_study_file_and_manifest_merges_of_two_commands_at_once_keep_both(tmp_path, monkeypatch):
+    """Two tunes of one study (different cells) writing at the same moment: each read-merge-write holds a lock,
+    so neither loses the other's bracket or manifest rows."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from lwbench.tuning import study as study_module
+    monkeypatch.setattr(study_module, "bracket_entry", lambda bracket, settings, retrained: {"key": bracket.key})
+    for name in ("read_study", "read_manifests"):
+        original = getattr(study_module, name)
+
+        def slow(*args, original=original):
+            found = original(*args)
+            time.sleep(0.3)                # the other command reads meanwhile (without a lock, the same file)
+            return found
+        monkeypatch.setattr(study_module, name, slow)
+    options = study_module.TuneOptions(settings=StudySettings(STUDY), out=tmp_path)
+
+    def command(key):
+        study_module.write_study([SimpleNamespace(key=key)], options, final=False)
+        row = {"bracket": key, "run_id": f"run-{key}", "dataset": "toy", "method": "ud", "label": key,
+               "budget": "500buckets", "seed": 2024, "coords": {}}
+        study_module.write_study_manifest(options, [row], {key})
+    threads = [threading.Thread(target=command, args=(key,)) for key in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(read_study(tmp_path, STUDY)["brackets"]) == ["a", "b"]
+    manifest = json.loads((tmp_path / "grids" / f"{manifest_name(STUDY)}.json").read_text())
+    assert sorted(row["bracket"] for row in manifest["rows"]) == ["a", "b"]
+
+
+def test_a_rerun_reads_each_trial_record_once(study_out, toy_dir, tmp_path, monkeypatch):
+    """A finished study run again finds every trial's record with one read: the rung's count, the copies of
+    untuned runs and the execution share what was read (they used to read each record three times)."""
+    import shutil
+    from collections import Counter
+
+    from lwbench import records as records_module
+    out = tmp_path / "copy"
+    shutil.copytree(study_out, out)
+    reads = Counter()
+    original = records_module.read_record
+
+    def counting(path):
+        reads[str(path)] += 1
+        return original(path)
+    monkeypatch.setattr(records_module, "read_record", counting)
+    assert cli.main(tune_args(toy_dir, out)) == 0
+    trials = str(trials_folder(out, STUDY) / "runs")
+    per_trial = [n for path, n in reads.items() if path.startswith(trials)]
+    assert len(per_trial) == 14 and set(per_trial) == {1}   # 2 methods x (4 + 2 + 1) runs, each read once

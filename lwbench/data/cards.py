@@ -188,7 +188,7 @@ def load_dataset(name_or_path: str, *, data_dir: str | None = None, split_seed: 
                             "dataset; run prepare again (it removes it) and use the folder it names")
         raws = {s: read_split(_require(path, s)) for s in SPLITS}
         card = DatasetCard.from_toml(path / CARD_FILE) if (path / CARD_FILE).is_file() else None
-        valid = _valid_file(path, valid_from, card)
+        valid = _valid_file(path, valid_from)
         verification = ({s: _verify(card, path, s, raws[s]) for s in SPLITS} if card else
                         {s: "unverified" for s in SPLITS})
         if valid is not None:
@@ -210,7 +210,7 @@ def load_dataset(name_or_path: str, *, data_dir: str | None = None, split_seed: 
     folder = _locate(card, data_dir, offline)
     raws = {s: read_split(_split_file(folder, s)) for s in SPLITS}
     verification = {s: _verify(card, folder, s, raws[s]) for s in SPLITS}
-    valid = _valid_file(folder, valid_from, card)
+    valid = _valid_file(folder, valid_from)
     if valid is not None:
         verification["valid"] = _verify(card, folder, "valid", valid)
     inter = build_interactions(card.name, raws["train"], raws["test"], n_users=card.n_users,
@@ -218,7 +218,7 @@ def load_dataset(name_or_path: str, *, data_dir: str | None = None, split_seed: 
     return LoadedDataset(inter, card, str(folder), verification)
 
 
-def _valid_file(folder: Path, valid_from: str, card: DatasetCard | None) -> RawSplit | None:
+def _valid_file(folder: Path, valid_from: str) -> RawSplit | None:
     """The folder's validation file when ``valid_from == "file"`` (an error naming the folder when it has
     none); by default None, with a warning when the folder holds one that goes unused."""
     found = _split_file(folder, "valid")

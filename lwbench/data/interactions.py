@@ -423,8 +423,10 @@ def _check_test_users(test: RawSplit, valid: sp.csr_matrix, rest: sp.csr_matrix,
     what = (f"{without:,} of {held:,} test users have a single test item, which goes to validation "
             "(docs/protocol.md §1.3), leaving them no test item")
     dropped = [f"{checks[f'{k}_dropped']:,} by --{k} drop" for k in ("cold", "overlap") if checks[f"{k}_dropped"]]
-    if dropped:
-        what += f" (after {' and '.join(dropped)} removed test pairs: --cold keep keeps cold pairs)"
+    if dropped:   # the advice names only an option that would have kept pairs here
+        keep = ": --cold keep keeps cold pairs" if checks["cold_dropped"] else \
+            ", which are training pairs too and cannot be tested"
+        what += f" (after {' and '.join(dropped)} removed test pairs{keep})"
     if rest.nnz == 0:
         raise DataError(f"{test.path}: {what}; nothing is left to test. A leave-one-out test file needs a "
                         "validation of its own: put it in valid.txt[.gz] beside the test file and run with "

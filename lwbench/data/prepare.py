@@ -51,7 +51,7 @@ import pandas as pd
 
 from lwbench.data.cards import CARD_FILE, PREPARE_TMP
 from lwbench.data.interactions import COLD_MODES, OVERLAP_MODES, DataError, build_interactions, fingerprint, read_split
-from lwbench.files import UMASK, output_error
+from lwbench.files import output_error
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class IdCodes:
 def prepare(source: str | Path, out: str | Path, options: PrepareOptions = PrepareOptions()) -> dict:
     """Prepare ``source`` into the new folder ``out``; returns the statistics printed by the command."""
     source, out = Path(source), Path(out)
-    _check_options(options)
+    _check_options(options, given=bool(options.test) or source.is_dir())
     if not source.exists():
         raise DataError(f"{source}: file not found")
     with _claimed(out) as tmp:
@@ -143,7 +143,9 @@ def prepare(source: str | Path, out: str | Path, options: PrepareOptions = Prepa
     return stats
 
 
-def _check_options(o: PrepareOptions) -> None:
+def _check_options(o: PrepareOptions, given: bool = False) -> None:
+    """Each option on its own, and the fractions together where they are used: ``given`` (a --test file, or a
+    folder holding its split) draws no test split, so --test-fraction does not take pairs from training."""
     if o.split not in SPLITS:
         raise DataError(f"--split {o.split!r}: expected one of {', '.join(SPLITS)}")
     if not 0.0 < o.test_fraction < 1.0:
@@ -151,7 +153,7 @@ def _check_options(o: PrepareOptions) -> None:
     if o.valid_fraction is not None:
         if not 0.0 < o.valid_fraction < 1.0:
             raise DataError(f"--valid-fraction {o.valid_fraction}: expected a fraction strictly between 0 and 1")
-        if not o.test and o.test_fraction + o.valid_fraction >= 1.0:
+        if not given and o.test_fraction + o.valid_fraction >= 1.0:
             raise DataError(f"--test-fraction {o.test_fraction} + --valid-fraction {o.valid_fraction} leave no "
                             "training pairs: their sum must be below 1")
     if o.dedup not in ("first", "last"):
@@ -184,13 +186,12 @@ def _claimed(out: Path):
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.parent / f".{out.name}.prepare-{os.getpid()}-{time.time_ns()}"
-        tmp.mkdir()
+        tmp.mkdir()    # it becomes ``out``: mkdir gives it the permissions of a new folder (the umask's)
     except OSError as exc:
         raise output_error(out, exc) from None
     lock = None
     try:
         try:
-            os.chmod(tmp, 0o777 & ~UMASK)    # the folder becomes ``out``: the permissions of a new folder
             lock = open(tmp / LOCK_FILE, "w")
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)   # a new file: never blocks
         except OSError as exc:
@@ -490,34 +491,38 @@ def _open_binary(path: Path):
 
 
 SCAN_BLOCK = 1 << 23               # bytes per block of the vectorised line scan
+SCAN_BATCH = 100_000               # records of the line-by-line scan counted at once
 
 
 class _Scanner:
-    """The state of :func:`scan_lines`: records seen, their field counts and where they start."""
+    """The state of :func:`scan_lines`: records seen, their field counts and where they start. Records of the
+    line-by-line scan wait in plain lists and are added ``SCAN_BATCH`` at a time (:meth:`flush`)."""
 
     def __init__(self, sep: str) -> None:
         self.sep = sep
         self.blank = "".join(ch for ch in " \t\r\n" if ch not in sep)
         self.header_fields: int | None = None
         self.record = 0                # data records so far
-        self.next_line = 0             # the line a record starting right after the last one would be on
+        self.last_start = 0            # the line the last record (or the header) started on
         self.line_no = 0               # lines consumed
         self.bad_records, self.bad_fields, self.starts, self.lines = [], [], [], []
+        self.pending_lines: list[int] = []    # records of text_line not added yet: first line, fields
+        self.pending_fields: list[int] = []
 
-    def add(self, start_lines: np.ndarray, n_fields: np.ndarray, last_line: int) -> None:
-        """Records (non-blank) starting on ``start_lines`` with ``n_fields`` fields; ``last_line``: the last line
-        they use."""
+    def add(self, start_lines: np.ndarray, n_fields: np.ndarray) -> None:
+        """Records (non-blank) starting on ``start_lines`` with ``n_fields`` fields; a record that does not start
+        on the line after the previous one's first line (after blank lines, or a quoted field spanning lines)
+        starts a new entry of ``starts``/``lines``."""
         if not len(start_lines):
             return
         if self.header_fields is None:
             self.header_fields = int(n_fields[0])
-            self.next_line = int(start_lines[0]) + 1
+            self.last_start = int(start_lines[0])
             start_lines, n_fields = start_lines[1:], n_fields[1:]
             if not len(start_lines):
-                self.next_line = last_line + 1
                 return
         index = self.record + np.arange(len(start_lines))
-        previous = np.concatenate([[self.next_line - 1], start_lines[:-1]])
+        previous = np.concatenate([[self.last_start], start_lines[:-1]])
         jump = (start_lines != previous + 1)
         if not self.record:
             jump[0] = True
@@ -527,7 +532,13 @@ class _Scanner:
         self.bad_records.append(index[wrong])
         self.bad_fields.append(n_fields[wrong])
         self.record += len(start_lines)
-        self.next_line = last_line + 1
+        self.last_start = int(start_lines[-1])
+
+    def flush(self) -> None:
+        """Add the records that :meth:`text_line` collected."""
+        if self.pending_lines:
+            self.add(np.array(self.pending_lines, dtype=np.int64), np.array(self.pending_fields, dtype=np.int64))
+            self.pending_lines, self.pending_fields = [], []
 
     def block(self, data: bytes, final: bool) -> None:
         """Lines of ``data`` (whole lines, no quote character), counted with numpy: a line's fields are its
@@ -545,7 +556,8 @@ class _Scanner:
         numbers = self.line_no + 1 + np.arange(len(ends))
         self.line_no += len(ends)
         if filled.any():
-            self.add(numbers[filled], seps[: len(ends)][filled] + 1, int(numbers[filled][-1]))
+            self.flush()
+            self.add(numbers[filled], seps[: len(ends)][filled] + 1)
 
     def text_line(self, text: str, source) -> None:
         """One line as text (``source`` gives the next lines of a quoted field that goes on)."""
@@ -566,9 +578,13 @@ class _Scanner:
             return                                  # pandas skips blank lines
         else:
             n_fields = text.count(self.sep) + 1
-        self.add(np.array([start]), np.array([n_fields]), self.line_no)
+        self.pending_lines.append(start)
+        self.pending_fields.append(n_fields)
+        if len(self.pending_lines) >= SCAN_BATCH:
+            self.flush()
 
     def result(self) -> LineScan:
+        self.flush()
         def joined(parts):
             return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
         return LineScan(self.record, joined(self.bad_records), joined(self.bad_fields), joined(self.starts),
@@ -579,7 +595,7 @@ def scan_lines(path: Path, sep: str, encoding: str) -> LineScan:
     """One pass over the lines of a delimited file: it decodes (an error names the line and the byte, and
     suggests ``--encoding``), has a header, and every record's field count. Whole blocks without a quote
     character are counted with numpy; from the first quote on, line by line (a quoted field may hold the
-    separator or span lines)."""
+    separator or span lines), the records gathered in lists and added to the scan ``SCAN_BATCH`` at a time."""
     ascii_compatible = all(ch.encode(encoding, errors="ignore") == ch.encode() for ch in f"\n\r{sep}{QUOTE} \t")
     utf8 = codecs.lookup(encoding).name == "utf-8"
     decoding = "utf-8-sig" if utf8 else encoding
@@ -618,6 +634,7 @@ def scan_lines(path: Path, sep: str, encoding: str) -> LineScan:
                     source, exact = io.TextIOWrapper(handle, encoding=encoding, newline=""), False
                 for text in source:
                     scanner.text_line(text, source)
+                scanner.flush()
         except UnicodeDecodeError as exc:
             raise _encoding_error(path, scanner.line_no + 1, exc, encoding, exact=exact) from None
         except (OSError, EOFError, lzma.LZMAError) as exc:
@@ -691,6 +708,8 @@ def _filter_and_split(parts: list[Part], user_ids: pd.Index, item_ids: pd.Index,
     items = np.concatenate([p.items for p in parts])
     times = (np.concatenate([p.times for p in parts]) if all(p.times is not None for p in parts) else None)
     part = np.repeat(np.arange(len(parts)), sizes)
+    if o.split == "temporal" and times is None and (not given or o.valid_fraction is not None):
+        raise DataError(_untimed(parts, given))
     rows = len(users)
     if not rows:
         raise DataError(f"{label}: nothing left after filtering ({counts.rows_read:,} rows read, "
@@ -736,6 +755,16 @@ def _filter_and_split(parts: list[Part], user_ids: pd.Index, item_ids: pd.Index,
                             "--user-core")
         splits["valid"] = (users[role == VALID], items[role == VALID])
     return splits, user_map, item_map
+
+
+def _untimed(parts: list[Part], given: bool) -> str:
+    """Why ``--split temporal`` cannot be drawn: a part without timestamps (LightGCN text has none)."""
+    part = next(p for p in parts if p.times is None)
+    why = ("LightGCN text has no timestamps" if _is_lightgcn(part.path) else
+           "it has no timestamp column (name one with --time-col)")
+    what = "the validation pairs (--valid-fraction)" if given else "the test pairs"
+    return (f"{part.path}: --split temporal takes each user's latest pairs by time as {what}, but {why}; use "
+            "--split random (--seed), or prepare from a CSV/TSV or RecBole .inter file with a timestamp column")
 
 
 def _given_overlap(users, items, part, user_ids, item_ids, test_path: Path, o: PrepareOptions,

@@ -37,15 +37,24 @@ class ReproduceOptions:
     methods: list[str] | None = None
     seeds: list[int] | None = None
     overrides: dict = field(default_factory=dict)     # --set, applied to the cells whose method owns them
-    data_dir: str | None = None
+    data_dir: str | None = None                         # the data options, as plan_grid takes them
     offline: bool | None = None
     split_seed: int = 2024
+    legacy_split: bool = False
+    cold: str = "keep"
+    overlap: str = "error"
+    valid_from: str = "test"
     out: Path = Path("results")
     figures_dir: Path = Path("figures")
     alternative: str = "two-sided"
     force: bool = False
     plan_only: bool = False
     show_progress: bool | None = None
+
+    def data_options(self) -> dict:
+        """The data options, as :func:`lwbench.grid.plan.plan_grid` takes them."""
+        return dict(data_dir=self.data_dir, split_seed=self.split_seed, legacy_split=self.legacy_split,
+                    offline=self.offline, cold=self.cold, overlap=self.overlap, valid_from=self.valid_from)
 
 
 def resolve_methods(target: Target, wanted: list[str] | None) -> tuple[list[str], list[str]]:
@@ -111,7 +120,7 @@ def reproduce(name: str, options: ReproduceOptions, request: ExecutionRequest) -
     cells = target.cells(datasets, methods)
     check_owners(list(options.overrides), sorted({c.method for c in cells}))
     cells = [with_user_overrides(c, options.overrides, options.quick) for c in cells]
-    plan = plan_grid(cells, seeds, data_dir=options.data_dir, split_seed=options.split_seed, offline=options.offline)
+    plan = plan_grid(cells, seeds, **options.data_options())
     records = load_records(options.out)
     execution, how = make_execution(request, plan.unique_runs(), records)
     quick_note = (" [quick: synthetic data, few epochs; trainer.allow_handoff_fallback: a stage short of its "

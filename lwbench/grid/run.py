@@ -4,7 +4,7 @@ cluster (:mod:`lwbench.grid.workers`; the output folder must then be on a filesy
 * **Resume**: a run whose record exists is skipped, and the trainer resumes an unfinished run from
   ``<out>/work/<run_id>/last.pt``; per-run locks keep a rerun from training a run that a worker of a
   killed grid is still finishing.
-* **Failures**: a failed run writes ``<run_id>.failed.json`` (error and traceback) and the grid goes on.
+* **Failures**: a failed run writes ``<run_id>.failed.json`` (error, its type and traceback) and the grid goes on.
 * **Progress**: a bar over the runs to train (done / running / failed, time left), fed by watching the
   output folder, so it works the same for every backend. Each run logs to ``<out>/logs/<run_id>.log``.
 """
@@ -207,6 +207,18 @@ def device_type(execution: Execution) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if kind == "auto" else kind
 
 
+def describe_data(config: dict) -> str:
+    """A run configuration's dataset as the plan shows it: the cold counts (docs/protocol.md §1.2) and every
+    data option in effect (--cold, --overlap, --valid-from, the split and its seed)."""
+    stats, checks = config["stats"], config["checks"]
+    split = ("--legacy-split: split by each run's seed" if config.get("split_mode") == "legacy"
+             else f"split seed: {config.get('split_seed')}")
+    valid = "file" if checks.get("valid_from") == "file" else "test"
+    return (f"{stats['cold_items']:,} cold items, {stats['cold_users']:,} cold users "
+            f"(--cold {checks['cold']}: {checks['cold_dropped']:,} test pairs dropped; --overlap {checks['overlap']}: "
+            f"{checks.get('overlap_dropped', 0):,} dropped; --valid-from {valid}; {split})")
+
+
 def describe_plan(plan: GridPlan, out: Path, records: list[dict], execution: Execution, how: str = "") -> str:
     """The plan as text: runs per dataset and method, how many exist, estimated time."""
     out = Path(out)
@@ -221,9 +233,7 @@ def describe_plan(plan: GridPlan, out: Path, records: list[dict], execution: Exe
         budget = run.cell.budget if run.cell.accounting == "table3" else f"{run.cell.budget} ({run.cell.accounting})"
         groups.setdefault((run.dataset_name, run.spec.method, budget), []).append(run)
     for dataset, config in {r.dataset_name: r.spec.config["dataset"] for r in runs}.items():
-        stats, checks = config["stats"], config["checks"]   # the cold counts, docs/protocol.md §1.2
-        lines.append(f"  {dataset:<12} {stats['cold_items']:,} cold items, {stats['cold_users']:,} cold users "
-                     f"(--cold {checks['cold']}: {checks['cold_dropped']:,} test pairs dropped)")
+        lines.append(f"  {dataset:<12} {describe_data(config)}")
     width = max([11] + [len(budget) for _, _, budget in groups])
     for (dataset, method, budget), group in groups.items():
         done = sum(r.run_id in existing for r in group)

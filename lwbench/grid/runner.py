@@ -32,7 +32,7 @@ from lwbench.records import (
     write_record,
 )
 from lwbench.registry import get_method
-from lwbench.training.persistence import shared_stage_dirs
+from lwbench.training.persistence import RESUME_FILE, shared_stage_dirs
 from lwbench.training.trainer import Trainer, loss_warnings
 
 logger = logging.getLogger(__name__)
@@ -204,7 +204,7 @@ def execute_run(spec: RunSpec, dataset: LoadedDataset, out: Path, device: torch.
     }
     save_per_user(runs / record["per_user_file"], result.checkpoints)
     record = write_record(out, record)
-    (work / "last.pt").unlink(missing_ok=True)
+    (work / RESUME_FILE).unlink(missing_ok=True)
     return record
 
 
@@ -218,6 +218,7 @@ def run_or_record_failure(spec: RunSpec, dataset: LoadedDataset, out: Path, devi
         raise
     except Exception as exc:
         failure = {"run_id": spec.run_id, "method": spec.method, "seed": spec.seed, "error": repr(exc),
+                   "error_type": type(exc).__name__,   # tune reuses only a DivergedError's failure (study.py)
                    "traceback": traceback.format_exc(), "config": spec.config, "config_hash": spec.config_hash}
         write_failure(out, failure)
         return None, failure

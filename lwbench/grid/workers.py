@@ -33,6 +33,7 @@ from lwbench.grid.runner import run_or_record_failure
 from lwbench.logs import run_log
 from lwbench.records import failure_path, find_record
 from lwbench.training import progress
+from lwbench.training.persistence import RESUME_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -251,7 +252,7 @@ def execute_task(run: GridRun, out: str, devices: tuple[str, ...], slots: int, t
         if existing is not None:   # another process finished it while this one waited for the lock
             return {"run_id": run.run_id, "record": existing, "reused": True}
         with device_slot(out, devices, slots) as device, run_log(out / "logs" / f"{run.run_id}.log"), \
-                progress.running(run.run_id, str(out / "work" / run.run_id / "last.pt")):
+                progress.running(run.run_id, str(out / "work" / run.run_id / RESUME_FILE)):
             logger.info("training %s on %s (pid %d)", run.run_id, device, os.getpid())
             started = time.perf_counter()
             record, failure = run_or_record_failure(run.spec, run.dataset.load(), out, resolve_device(device),

@@ -1,8 +1,9 @@
 """``run_bench.py tune``: the command line of equal-effort tuning (:mod:`lwbench.tuning.study`).
 
-:func:`add_tune` declares the subcommand (with the shared parent parsers and the handler that
-:mod:`lwbench.cli` passes in: ``cli.tune_command`` turns the arguments into cells and a
-:class:`~lwbench.tuning.study.StudySettings`, so nothing here imports the command line above it). The heavy
+:func:`add_tune` declares the subcommand (with the shared parent parsers, the declarations of the options
+it shares with other commands, and the handler that :mod:`lwbench.cli` passes in: ``cli.tune_command`` turns
+the arguments into cells and a :class:`~lwbench.tuning.study.StudySettings`, so nothing here imports the
+command line above it). The heavy
 imports (the grid, torch) happen when the command runs, not when the parser is built.
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import re
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 from lwbench.config import ConfigError
@@ -21,9 +23,12 @@ EXAMPLES = """examples:
 """
 
 
-def add_tune(commands, parents: list[argparse.ArgumentParser], handler) -> None:
-    """The ``tune`` subcommand, with ``parents`` (output, data, training and execution options)."""
-    from lwbench.budget import ACCOUNTINGS, TABLE3
+def add_tune(commands, parents: list[argparse.ArgumentParser], handler, *,
+             add_accounting: Callable[[argparse.ArgumentParser], None],
+             add_alternative: Callable[[argparse.ArgumentParser], None]) -> None:
+    """The ``tune`` subcommand, with ``parents`` (output, data, training and execution options) and the command
+    line's own declarations of ``--accounting`` and ``--alternative`` (``cli.add_accounting``,
+    ``cli.add_alternative``), so each is declared once."""
     tune = commands.add_parser(
         "tune", parents=parents, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
         help="equal-effort tuning: the same trials for every method, successive halving over epoch rungs, "
@@ -37,8 +42,7 @@ def add_tune(commands, parents: list[argparse.ArgumentParser], handler) -> None:
     tune.add_argument("--methods", help="comma-separated methods (default: ud; with --target, every registered one)")
     tune.add_argument("--dataset", default="synthetic", help="a dataset card or folder (default: synthetic)")
     tune.add_argument("--budget", help="memory budget (default: 500buckets; with --target, the target's)")
-    tune.add_argument("--accounting", choices=ACCOUNTINGS, default=TABLE3,
-                      help="what the budget counts: table3 (default) or storage")
+    add_accounting(tune)
     tune.add_argument("--target", help="tune the cells of a reproduction target (e.g. table3: UD-128, UD-64 and every "
                       "method at 500buckets), with its settings fixed; its tables are rebuilt over the tuned runs")
     tune.add_argument("--trials", type=int, default=8, help="trials per method, trial 0 the defaults (default 8)")
@@ -51,11 +55,11 @@ def add_tune(commands, parents: list[argparse.ArgumentParser], handler) -> None:
     tune.add_argument("--trial-seed", type=int, help="training seed of the trials (default: the first of --seeds)")
     tune.add_argument("--seeds", default="2024", help="seeds the chosen configuration is retrained on (default 2024)")
     tune.add_argument("--study", help="the study's name (default: TARGET-DATASET, or tune-DATASET-BUDGET)")
-    tune.add_argument("--retry-failed", action="store_true", help="train again trials that failed (diverged) before")
+    tune.add_argument("--retry-failed", action="store_true", help="train again trials that diverged before (trials that failed "
+                      "otherwise are always trained again)")
     tune.add_argument("--out", default="results/tune", help="output folder (default results/tune)")
     tune.add_argument("--figures", default="figures", help="figures folder of a target's figures (default figures)")
-    tune.add_argument("--alternative", choices=("two-sided", "greater", "less"), default="two-sided",
-                      help="alternative hypothesis of a target's significance tests (default two-sided)")
+    add_alternative(tune)
     tune.set_defaults(handler=handler)
 
 

@@ -34,10 +34,14 @@ changes nothing that is computed: the chosen trial's full run on the trials' see
 record is copied under the tuned run's name with ``adopted_from`` naming the untuned run. Tuning a table after
 its default runs therefore costs no full run for a method whose defaults win. The same command twice draws the same trials, finds their records and trains nothing; a study
 killed at any point resumes from its records (and the trainer from its resume files) and ends identically.
-A trial that failed (diverged) stays failed on a rerun unless ``retry_failed``; it is never promoted.
+A trial that diverged (:class:`~lwbench.training.trainer.DivergedError`) stays failed on a rerun unless
+``retry_failed``; a trial that failed otherwise (out of memory, a full disk, a bug fixed since) is trained again.
+A failed trial is never promoted.
 
 **Outputs.** ``OUT/tuning/<study>.json`` (the study file), ``OUT/grids/tuned-<study>.json`` (the manifest of the
-retrained runs; ``report`` builds the ``tuned`` target from it, :mod:`lwbench.studies.tuned`) and the tables.
+retrained runs; ``report`` builds the ``tuned`` target from it, :mod:`lwbench.studies.tuned`) and the tables. Both
+files gather the brackets of every command of the study (e.g. one per method), each read, merged and written
+under a lock in ``OUT/locks/``, so that commands running side by side keep each other's entries.
 """
 from __future__ import annotations
 
@@ -52,9 +56,16 @@ from typing import Any
 
 from lwbench.budget import TABLE3, BudgetError
 from lwbench.config import ConfigError, config_hash
-from lwbench.files import atomic_write_bytes, atomic_write_json, prepare_output
+from lwbench.files import atomic_write_bytes, atomic_write_json, exclusive_lock, prepare_output
 from lwbench.grid.plan import GridPlan, GridRun, plan_grid
-from lwbench.grid.run import device_type, estimate_seconds, format_duration, run_grid, summarize_failures
+from lwbench.grid.run import (
+    device_type,
+    estimate_seconds,
+    existing_records,
+    format_duration,
+    run_grid,
+    summarize_failures,
+)
 from lwbench.grid.workers import ExecutionRequest, make_execution
 from lwbench.options import Option
 from lwbench.records import (
@@ -68,6 +79,7 @@ from lwbench.records import (
 from lwbench.registry import get_method
 from lwbench.reports.cell import Cell
 from lwbench.studies.tuned import TUNED, manifest_name, read_study, study_path, trials_folder
+from lwbench.training.trainer import DivergedError
 from lwbench.tuning.space import (
     as_overrides,
     bracket_space,
@@ -252,7 +264,9 @@ def promote(values: dict[int, float | None], n: int) -> list[int]:
 # --- running ------------------------------------------------------------------------------------------------
 
 def failed_before(out: Path, run: GridRun) -> dict | None:
-    """The failure file a run of the same configuration left, if any."""
+    """The failure file a run of the same configuration left, if the run diverged (:class:`DivergedError`: the
+    same configuration and seed diverge again). Any other failure (out of memory, a full disk, a bug fixed
+    since; or a failure file that does not say its error's type) is None: the trial is trained again."""
     import json
     path = failure_path(out, run.run_id)
     if not path.exists():
@@ -261,21 +275,26 @@ def failed_before(out: Path, run: GridRun) -> dict | None:
         failure = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return failure if failure.get("config_hash") == run.spec.config_hash else None
+    if not isinstance(failure, dict) or failure.get("config_hash") != run.spec.config_hash:
+        return None
+    return failure if failure.get("error_type") == DivergedError.__name__ else None
 
 
-def counts(plan: GridPlan, out: Path, force: bool) -> str:
-    runs = plan.unique_runs()
-    existing = 0 if force else sum(find_record(out, r.run_id, r.spec.config_hash) is not None for r in runs)
-    return f"{len(runs)} runs ({existing} exist, {len(runs) - existing} to train)"
+def counts(runs: list[GridRun], existing: dict) -> str:
+    return f"{len(runs)} runs ({len(existing)} exist, {len(runs) - len(existing)} to train)"
 
 
-def execute(plan: GridPlan, out: Path, options: TuneOptions, request: ExecutionRequest) -> tuple[dict, dict]:
-    """Run the plan's runs that have no record in ``out`` (through the grid: locks, workers, resume); returns
-    (run_id -> record, run_id -> failure)."""
-    runs = plan.unique_runs()
-    records = {} if options.force else {r.run_id: record for r in runs
-                                         if (record := find_record(out, r.run_id, r.spec.config_hash)) is not None}
+def found(runs: list[GridRun], out: Path, options: TuneOptions) -> dict[str, dict]:
+    """run_id -> record of the (unique) runs whose record ``out`` holds (none with ``force``): read once, then
+    counted, extended by the records copied in and handed to :func:`execute`."""
+    return {} if options.force else existing_records(runs, out)
+
+
+def execute(runs: list[GridRun], existing: dict[str, dict], out: Path, options: TuneOptions,
+            request: ExecutionRequest) -> tuple[dict, dict]:
+    """Run the (unique) runs that ``existing`` (:func:`found`) has no record of (through the grid: locks, workers,
+    resume); returns (run_id -> record, run_id -> failure)."""
+    records = dict(existing)
     pending = [r for r in runs if r.run_id not in records]
     if not pending:
         return records, {}
@@ -295,15 +314,18 @@ def run_rung(brackets: list[Bracket], active: dict[str, list[int]], cap: int | N
     runs = [run for _, _, run in wanted if isinstance(run, GridRun)]
     reuse_failures = not (settings.retry_failed or options.force)
     earlier = {run.run_id: failure for run in runs if reuse_failures and (failure := failed_before(trials_out, run))}
-    plan = GridPlan(runs=[run for run in runs if run.run_id not in earlier])
-    adopted = 0 if options.force else adopt_untuned_records(options.out, trials_out, plan.unique_runs())
+    unique = GridPlan(runs=[run for run in runs if run.run_id not in earlier]).unique_runs()
+    existing = found(unique, trials_out, options)
+    adopted = {} if options.force else adopt_untuned_records(
+        options.out, trials_out, [run for run in unique if run.run_id not in existing])
+    existing.update(adopted)
     what = f"at most {cap} epoch{'s' if cap != 1 else ''} per stage" if cap is not None else \
         "full runs (the protocol's epochs)"
     print(f"rung {index + 1}/{n_rungs}: {max(len(v) for v in active.values())} trial(s) per method, {what}: "
-          f"{counts(plan, trials_out, options.force)}"
-          + (f", {len(earlier)} failed earlier (not retried)" if earlier else "")
-          + (f", {adopted} of them the untuned runs in {options.out} (copied)" if adopted else ""), flush=True)
-    records, failures = execute(plan, trials_out, options, request)
+          f"{counts(unique, existing)}"
+          + (f", {len(earlier)} diverged earlier (not retried)" if earlier else "")
+          + (f", {len(adopted)} of them the untuned runs in {options.out} (copied)" if adopted else ""), flush=True)
+    records, failures = execute(unique, existing, trials_out, options, request)
     failures.update(earlier)
     for bracket, trial, run in wanted:
         result = {"max_epochs": cap, "run_id": None, "status": "invalid", "valid": None}
@@ -353,25 +375,21 @@ def run_study(brackets: list[Bracket], options: TuneOptions, request: ExecutionR
 
 # --- retraining and outputs -----------------------------------------------------------------------------------
 
-def copy_record(source_out: Path, record: dict, out: Path, run: GridRun, **provenance) -> None:
+def copy_record(source_out: Path, record: dict, out: Path, run: GridRun, **provenance) -> dict:
     """Write ``record`` (a record in ``source_out``) and its per-user file into ``out`` as the record of ``run``
-    (its run id, label and configuration), with ``provenance`` added."""
+    (its run id, label and configuration), with ``provenance`` added; returns the record written."""
     per_user = f"{run.run_id}.peruser.npz"
     atomic_write_bytes(out / "runs" / per_user, (source_out / "runs" / record["per_user_file"]).read_bytes())
-    write_record(out, {**record, "run_id": run.run_id, "label": run.spec.label, "config": run.spec.config,
+    return write_record(out, {**record, "run_id": run.run_id, "label": run.spec.label, "config": run.spec.config,
                        "config_hash": run.spec.config_hash, "per_user_file": per_user, **provenance})
 
 
-def adopt_trial_record(trials_out: Path, out: Path, run: GridRun) -> bool:
+def adopt_trial_record(trials_out: Path, out: Path, run: GridRun) -> dict | None:
     """Copy the record (and per-user file) of a trial run that is the same configuration as ``run`` into
-    ``out``, so that it is not trained twice; False when there is none or ``out`` has it already."""
-    if find_record(out, run.run_id, run.spec.config_hash) is not None:
-        return False
+    ``out`` (which has no record of it), so that it is not trained twice; returns the record written, or None
+    when there is none."""
     record = find_record(trials_out, run.run_id, run.spec.config_hash)
-    if record is None:
-        return False
-    copy_record(trials_out, record, out, run)
-    return True
+    return None if record is None else copy_record(trials_out, record, out, run)
 
 
 def untuned_twin(run: GridRun) -> GridRun:
@@ -390,21 +408,18 @@ def untuned_record(untuned_out: Path, run: GridRun) -> dict | None:
     return find_record(untuned_out, twin.run_id, twin.spec.config_hash)
 
 
-def adopt_untuned_records(untuned_out: Path, out: Path, runs: list[GridRun]) -> int:
-    """Copy into ``out`` the record of every one of ``runs`` that ``out`` lacks and whose untuned twin has a
-    record in ``untuned_out`` (:func:`untuned_twin`), with ``adopted_from`` naming that record; returns how
-    many were copied."""
-    copied = 0
+def adopt_untuned_records(untuned_out: Path, out: Path, runs: list[GridRun]) -> dict[str, dict]:
+    """Copy into ``out`` the record of every one of ``runs`` (runs ``out`` has no record of) whose untuned twin
+    has a record in ``untuned_out`` (:func:`untuned_twin`), with ``adopted_from`` naming that record; returns
+    run_id -> the record written, for those copied."""
+    copied = {}
     for run in runs:
-        if find_record(out, run.run_id, run.spec.config_hash) is not None:
-            continue
         record = untuned_record(untuned_out, run)
         if record is None:
             continue
-        copy_record(untuned_out, record, out, run, adopted_from={
+        copied[run.run_id] = copy_record(untuned_out, record, out, run, adopted_from={
             "run_id": record["run_id"], "config_hash": record["config_hash"],
             "why": "the untuned run of the same configuration and seed (config.tuning changes nothing computed)"})
-        copied += 1
     return copied
 
 
@@ -445,25 +460,34 @@ def bracket_entry(bracket: Bracket, settings: StudySettings, retrained: list[dic
             "rungs": bracket.rungs, "chosen": chosen, "cost": cost, "retrained": retrained, "status": bracket.status}
 
 
+def merge_lock(out: Path, name: str) -> Path:
+    """``<out>/locks/<name>.lock``: held around each read-merge-write of a file that several commands (a study's
+    tunes of different cells, on one output folder) merge into, so that none loses another's entries."""
+    return Path(out) / "locks" / f"{name}.lock"
+
+
 def write_study(brackets: list[Bracket], options: TuneOptions, final: bool, retrained: dict | None = None) -> dict:
     """Write (merge) the study file: this command's brackets replace their earlier entries, others stay."""
     settings = options.settings
-    study = read_study(options.out, settings.name) or {"study": settings.name, "brackets": {}}
-    for bracket in brackets:
-        study["brackets"][bracket.key] = bracket_entry(bracket, settings, (retrained or {}).get(bracket.key, []))
-    study.update(written_at=dt.datetime.now(dt.timezone.utc).isoformat(), finished=final,
-                 trials_folder=str(trials_folder(options.out, settings.name).relative_to(options.out)))
-    atomic_write_json(study_path(options.out, settings.name), study)
+    entries = {bracket.key: bracket_entry(bracket, settings, (retrained or {}).get(bracket.key, []))
+               for bracket in brackets}
+    with exclusive_lock(merge_lock(options.out, f"study-{settings.name}")):
+        study = read_study(options.out, settings.name) or {"study": settings.name, "brackets": {}}
+        study["brackets"].update(entries)
+        study.update(written_at=dt.datetime.now(dt.timezone.utc).isoformat(), finished=final,
+                     trials_folder=str(trials_folder(options.out, settings.name).relative_to(options.out)))
+        atomic_write_json(study_path(options.out, settings.name), study)
     return study
 
 
 def write_study_manifest(options: TuneOptions, rows: list[dict], keys: set[str]) -> str:
     """The tuned target's manifest: this command's rows, plus earlier rows of other brackets of the study."""
     name = manifest_name(options.settings.name)
-    earlier = read_manifests(options.out).get(name, {}).get("rows", [])
-    rows = [row for row in earlier if row.get("bracket") not in keys] + rows
-    write_manifest(options.out, name, rows, target=TUNED, study=options.settings.name,
-                   base_target=options.base_target, seeds=list(options.settings.seeds), **options.manifest_info)
+    with exclusive_lock(merge_lock(options.out, f"manifest-{name}")):
+        earlier = read_manifests(options.out).get(name, {}).get("rows", [])
+        rows = [row for row in earlier if row.get("bracket") not in keys] + rows
+        write_manifest(options.out, name, rows, target=TUNED, study=options.settings.name,
+                       base_target=options.base_target, seeds=list(options.settings.seeds), **options.manifest_info)
     return name
 
 
@@ -481,13 +505,19 @@ def retrain(brackets: list[Bracket], options: TuneOptions, request: ExecutionReq
         rows += manifest_rows(bracket, planned)
         retrained[bracket.key] = [{"seed": r.spec.seed, "run_id": r.run_id} for r in planned]
     name = write_study_manifest(options, rows, {b.key for b in done})
-    copied = 0 if options.force else sum(adopt_trial_record(trials_out, out, run) for run in runs)
-    adopted = 0 if options.force else adopt_untuned_records(out, out, runs)
-    plan = GridPlan(runs=runs)
-    print(f"retrain on seeds {', '.join(map(str, settings.seeds))}: {counts(plan, out, options.force)}"
-          + (f", {copied} of them the chosen trials' full runs (copied)" if copied else "")
-          + (f", {adopted} of them the untuned runs (copied)" if adopted else ""), flush=True)
-    _, failures = execute(plan, out, options, request)
+    unique = GridPlan(runs=runs).unique_runs()
+    existing = found(unique, out, options)
+    copied, adopted = {}, {}
+    if not options.force:
+        copied = {run.run_id: record for run in unique if run.run_id not in existing
+                  and (record := adopt_trial_record(trials_out, out, run)) is not None}
+        existing.update(copied)
+        adopted = adopt_untuned_records(out, out, [run for run in unique if run.run_id not in existing])
+        existing.update(adopted)
+    print(f"retrain on seeds {', '.join(map(str, settings.seeds))}: {counts(unique, existing)}"
+          + (f", {len(copied)} of them the chosen trials' full runs (copied)" if copied else "")
+          + (f", {len(adopted)} of them the untuned runs (copied)" if adopted else ""), flush=True)
+    _, failures = execute(unique, existing, out, options, request)
     if failures:
         logger.error("%s", summarize_failures(failures, out))
     for bracket in done:
@@ -527,7 +557,8 @@ def estimate(brackets: list[Bracket], options: TuneOptions, request: ExecutionRe
     lines = []
     for what, runs, out in (("trials", trials, trials_out), ("retraining", retrains, options.out)):
         unique = GridPlan(runs=runs).unique_runs()
-        new = [r for r in unique if find_record(out, r.run_id, r.spec.config_hash) is None]
+        existing = existing_records(unique, out)
+        new = [r for r in unique if r.run_id not in existing]
         seconds, unknown = estimate_seconds(new, records, device_type(execution), out)
         text = f"{what}: {len(unique)} runs, {len(new)} to train"
         if len(new) > unknown:
