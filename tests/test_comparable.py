@@ -317,3 +317,21 @@ def test_the_inference_profile_keeps_two_configurations_of_one_method_apart():
     table = profile_table(records)
     assert list(table.data["method"]) == ["pep target_rule=exact", "pep target_rule=first_within"]
     assert list(table.data["stored"]) == [800, 560]
+
+
+def test_a_figure_point_whose_seeds_ran_different_settings_says_so():
+    """A target's per-seed settings (the logged Yelp2020 C2F runs: seed 2025 with 4 fine layers) make one figure
+    point average unlike runs; the table names which seeds ran what (docs/protocol.md §10.11)."""
+    from lwbench.reports.summaries import series_table, summarize
+
+    def run(seed, layers):
+        return {"run_id": f"c2f-{seed}", "label": "c2f", "seed": seed, "metrics": {"test": {"ndcg@20": 0.1 + seed % 3}},
+                "config": {"method": {"options": {"fine_layers": layers}}, "seed": seed}}
+
+    pts = pd.DataFrame({"dataset": ["yelp2020"] * 3 + ["gowalla"] * 2,
+                        "record": [run(2024, 0), run(2025, 4), run(2026, 0), run(2024, 0), run(2025, 0)]})
+    summary = summarize(pts, ["dataset"], ["ndcg@20"])
+    assert list(summary["mixed"]) == ["seeds 2024, 2026: fine_layers=0; seed 2025: fine_layers=4", ""]
+    notes = series_table("fig", "t", summary, ["dataset"], ["ndcg@20"]).notes
+    assert notes == ["yelp2020 averages runs whose settings differ: seeds 2024, 2026: fine_layers=0; "
+                     "seed 2025: fine_layers=4."]

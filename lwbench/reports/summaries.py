@@ -95,7 +95,15 @@ def series_table(name: str, title: str, summary: pd.DataFrame, keys: list[str], 
             [format_mean_std(r[f"{m}:mean"], r[f"{m}:std"]) for m in metrics] +
             ["–" if math.isnan(r[f"{d}:mean"]) else f"{r[f'{d}:mean']:.4g}" for d in diagnostics]
             for _, r in summary.iterrows()]
-    return Table(name, title, columns, rows, summary, notes=list(notes))
+    return Table(name, title, columns, rows, summary, notes=list(notes) + mixed_notes(summary, keys))
+
+
+def mixed_notes(summary: pd.DataFrame, keys: list[str]) -> list[str]:
+    """A note for every point of a :func:`summarize` frame whose seeds ran different settings (a target's
+    per-seed settings, e.g. logged runs): such a point averages unlike runs, which comparison tables never do
+    (docs/protocol.md §10.11), so the table says so."""
+    return [f"{', '.join(_display(r[k]) for k in keys)} averages runs whose settings differ: {r['mixed']}."
+            for _, r in summary.iterrows() if r.get("mixed")]
 
 
 def diagnostic_names(pts: pd.DataFrame) -> list[str]:
@@ -110,7 +118,8 @@ def summarize(pts: pd.DataFrame, keys: list[str], metrics: list[str], stage: str
     """Per group of ``keys``: ``seeds`` (finished runs), ``<metric>:mean`` and ``<metric>:std``, the 95%
     interval ``<metric>:ci_low`` / ``<metric>:ci_high`` (the t-interval over seeds for two or more seeds;
     for one seed, with ``out`` given, the bootstrap interval over its test users, from its per-user file;
-    ``<metric>:ci`` says which), and ``<diagnostic>:mean`` for each name in ``diagnostics``."""
+    ``<metric>:ci`` says which), ``<diagnostic>:mean`` for each name in ``diagnostics``, and ``mixed``: empty
+    when the finished runs are one configuration, else which seeds ran which settings (:func:`mixed_notes`)."""
     frame = pts[keys].copy()
     frame["_record"] = pts["record"].to_numpy()
     for metric in metrics:
@@ -140,8 +149,21 @@ def summarize(pts: pd.DataFrame, keys: list[str], metrics: list[str], stage: str
             row[f"{metric}:ci_low"], row[f"{metric}:ci_high"], row[f"{metric}:ci"] = low, high, kind
         for name in diagnostics:
             row[f"{name}:mean"] = float(done[f"diagnostic:{name}"].mean()) if len(done) else math.nan
+        row["mixed"] = _mixed_settings(list(done["_record"]))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _mixed_settings(records: list[dict]) -> str:
+    """``seed 2025: fine_layers=4; seeds 2024, 2026: fine_layers=0`` where ``records`` are more than one
+    comparable configuration, else empty."""
+    from lwbench.reports import comparable
+    groups = comparable.group_runs(records)
+    if len(groups) < 2:
+        return ""
+    varying = comparable.varying_settings(groups)
+    return "; ".join(f"seed{'s' if len(g.seeds) > 1 else ''} {', '.join(map(str, g.seeds))}: "
+                     f"{comparable.settings_label(g.first, varying)}" for g in groups)
 
 
 def _per_user_of(reader, record: dict, metric: str, stage: str | None) -> np.ndarray | None:
