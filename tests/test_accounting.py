@@ -211,3 +211,9 @@ def test_pruned_tables_store_the_planned_layout_and_fill_a_storage_budget(name, 
     # the Table-3 count is unchanged: the kept values, no indices, no bitmap
     table3 = method.configure(resolve(method, overrides), parse_budget(budget_text, toy.n_users, toy.n_items), stats)
     assert plan_count(method, table3, stats).table3 == table3["target_nnz"]
+    # at inference a few rows are read from the stored layout alone (CSR: those rows' slices), equal to the rows of
+    # the whole decoded table (docs/protocol.md §5.6)
+    module.eval()
+    entities = torch.tensor([0, 5, 299, 300, 301, 499, 5, 0])
+    with torch.no_grad():
+        assert torch.equal(module.rows(entities), module.layer0()[entities])

@@ -95,8 +95,13 @@ class CERPTables(ThresholdPruned):
 
     def layer0(self) -> torch.Tensor:
         tables = self.tables_in_use()
-        p = tables["P"][self.p_index]
-        q = tables["Q"][self.q_index]
+        return self.combined(tables["P"][self.p_index], tables["Q"][self.q_index])
+
+    def rows(self, entities: torch.Tensor) -> torch.Tensor:
+        rows = self.rows_in_use({"P": self.p_index[entities], "Q": self.q_index[entities]})
+        return self.combined(rows["P"], rows["Q"])
+
+    def combined(self, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         return torch.cat((p, q), dim=1) if self.combine == "concat" else p + q
 
     def aux_loss(self, step: Step) -> torch.Tensor | None:

@@ -26,6 +26,9 @@ class MagnitudePruned(PrunedEmbedding):
     def layer0(self) -> torch.Tensor:
         return self.tables_in_use()["table"]
 
+    def rows(self, entities: torch.Tensor) -> torch.Tensor:
+        return self.rows_in_use({"table": entities})["table"]
+
     @torch.no_grad()
     def begin_stage(self, stage: Stage) -> None:
         if stage.name == FINETUNE:

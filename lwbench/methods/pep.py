@@ -49,6 +49,9 @@ class PEPTable(ThresholdPruned):
     def layer0(self) -> torch.Tensor:
         return self.tables_in_use()["table"]
 
+    def rows(self, entities: torch.Tensor) -> torch.Tensor:
+        return self.rows_in_use({"table": entities})["table"]
+
     def fresh_weights(self, table: PrunableTable) -> torch.Tensor | None:
         return xavier(*table.weight.shape, table.weight.device) if self.re_init else None
 

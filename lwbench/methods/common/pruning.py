@@ -122,8 +122,8 @@ def pack_bits(flags: torch.Tensor) -> torch.Tensor:
 
 def unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
     """The ``n`` boolean flags that :func:`pack_bits` packed."""
-    bits = torch.arange(8, device=packed.device, dtype=torch.int32)
-    return ((packed.to(torch.int32).unsqueeze(1) >> bits) & 1).flatten()[:n].bool()
+    bits = torch.arange(8, device=packed.device, dtype=torch.uint8)
+    return ((packed.unsqueeze(1) >> bits) & 1).flatten()[:n].bool()   # in bytes: no 4-byte copy of every flag
 
 
 @torch.no_grad()
@@ -161,6 +161,23 @@ def decode_layout(state: InferenceState, name: str, rows: int, cols: int, dtype:
                                       output_size=values.numel())
         dense[row * cols + widen_indices(state.indices[f"{name}_columns"])] = values
     return dense.view(rows, cols)
+
+
+def decode_rows(state: InferenceState, name: str, rows: torch.Tensor, n_rows: int, cols: int,
+                dtype: torch.dtype) -> torch.Tensor:
+    """Rows ``rows`` of the ``n_rows x cols`` table that :func:`encode_layout` stored, as :func:`decode_layout`
+    gives them. A CSR layout reads only those rows' slices (its row pointers say where each starts); a bitmap
+    holds no per-row offsets, so a reader of it decodes (popcounts) the whole table, and so does this."""
+    if f"{name}_bitmap" in state.bitmaps:
+        return decode_layout(state, name, n_rows, cols, dtype)[rows]
+    pointers = widen_indices(state.indices[f"{name}_row_pointers"])
+    starts, counts = pointers[rows], pointers[rows + 1] - pointers[rows]
+    total = int(counts.sum())
+    owner = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), counts, output_size=total)
+    positions = starts[owner] + torch.arange(total, device=rows.device) - (counts.cumsum(0) - counts)[owner]
+    out = torch.zeros(len(rows), cols, dtype=dtype, device=rows.device)
+    out[owner, widen_indices(state.indices[f"{name}_columns"][positions])] = state.values[name][positions].to(dtype)
+    return out
 
 
 class PrunedToBudget:
@@ -294,14 +311,32 @@ class PrunedEmbedding(EmbeddingModule):
         stored state is encoded once per state of the weights and decoded at every call."""
         if self.training or not self.masks_fixed:
             return {name: table() for name, table in self.tables.items()}
+        weights = [table.weight for table in self.tables.values()]
+        stacked = decode_layout(self._stored_layout(), self.layout_name, sum(w.shape[0] for w in weights),
+                                weights[0].shape[1], weights[0].dtype)
+        return dict(zip(self.tables, stacked.split([w.shape[0] for w in weights])))
+
+    def rows_in_use(self, wanted: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The rows ``wanted[name]`` of each named table as :meth:`tables_in_use` gives them, at inference with
+        the masks fixed read from the stored layout without decoding the other rows where the layout allows
+        it (:func:`decode_rows`): what a deployment pays to form a few rows (docs/protocol.md §5.6)."""
+        if self.training or not self.masks_fixed:
+            tables = self.tables_in_use()
+            return {name: tables[name][rows] for name, rows in wanted.items()}
+        weights = [table.weight for table in self.tables.values()]
+        first = dict(zip(self.tables, [0, *torch.tensor([w.shape[0] for w in weights]).cumsum(0).tolist()]))
+        stacked = decode_rows(self._stored_layout(), self.layout_name,
+                              torch.cat([rows + first[name] for name, rows in wanted.items()]),
+                              sum(w.shape[0] for w in weights), weights[0].shape[1], weights[0].dtype)
+        return dict(zip(wanted, stacked.split([len(rows) for rows in wanted.values()])))
+
+    def _stored_layout(self) -> InferenceState:
+        """The stored state, encoded once per state of the weights and masks."""
         key = (tuple((t.weight.data_ptr(), t.weight._version, t.mask._version) for t in self.tables.values()),
                self.store_dtype)
         if self._stored is None or self._stored[0] != key:
             self._stored = (key, self.stored_state())
-        weights = [table.weight for table in self.tables.values()]
-        stacked = decode_layout(self._stored[1], self.layout_name, sum(w.shape[0] for w in weights),
-                                weights[0].shape[1], weights[0].dtype)
-        return dict(zip(self.tables, stacked.split([w.shape[0] for w in weights])))
+        return self._stored[1]
 
     def train(self, mode: bool = True):
         self._stored = None
