@@ -89,6 +89,22 @@ def test_folded_batch_norm_equals_a_dense_reference(toy, mode):
             torch.testing.assert_close(response, reference, atol=2e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("name", ["dpq", "mgqe"])
+def test_a_cpu_assignment_in_pieces_gives_the_codes_of_the_whole_responses(toy, name, monkeypatch):
+    """The CPU forms the responses a few entities at a time (cache-sized pieces); the codes are those of the
+    whole tier's responses bit for bit, pieces of one entity and uneven last pieces included."""
+    from lwbench.methods.common import quantization
+    module, options = build(name, toy)
+    with torch.no_grad():
+        module.query.mul_(3.0).add_(0.05)
+        whole = torch.empty_like(module.codes)
+        for tier, response in module.tier_responses(module.query).items():
+            whole[module.tier_rows(tier)] = response.argmax(-1).transpose(0, 1)
+        for elements in (1, 7 * options["groups"] * options["k"], quantization.ASSIGN_CHUNK_ELEMENTS):
+            monkeypatch.setattr(quantization, "ASSIGN_CHUNK_ELEMENTS", elements)
+            assert torch.equal(module.assign(module.query), whole)
+
+
 @pytest.mark.parametrize("mode", ["vq", "sx"])
 def test_codes_in_range_and_evaluation_uses_the_stored_codes(toy, tmp_path, mode):
     method = get_method("mgqe")
