@@ -218,10 +218,10 @@ def test_reproduce_passes_the_data_options_to_the_plan(toy_dir, tmp_path, capsys
     assert main(base) == 0
     default = capsys.readouterr().out
     assert "--cold keep" in default and "--overlap error" in default and "--valid-from test" in default
-    assert "split seed: 2024" in default
+    assert "split seed 2024" in default and "error:" not in default
     assert main([*base, "--cold", "drop", "--overlap", "drop", "--legacy-split"]) == 0
     out = capsys.readouterr().out
-    assert "--cold drop" in out and "--overlap drop" in out and "--legacy-split: split by each run's seed" in out
+    assert "--cold drop" in out and "--overlap drop" in out and "--legacy-split (split by each run's seed)" in out
     # --valid-from file on a folder without valid.txt is the loader's error, not a plan that ignores it
     assert main([*base, "--valid-from", "file"]) == 2
     assert "--valid-from file needs valid.txt" in capsys.readouterr().err

@@ -211,11 +211,12 @@ def describe_data(config: dict) -> str:
     """A run configuration's dataset as the plan shows it: the cold counts (docs/protocol.md §1.2) and every
     data option in effect (--cold, --overlap, --valid-from, the split and its seed)."""
     stats, checks = config["stats"], config["checks"]
-    split = ("--legacy-split: split by each run's seed" if config.get("split_mode") == "legacy"
-             else f"split seed: {config.get('split_seed')}")
+    split = ("--legacy-split (split by each run's seed)" if config.get("split_mode") == "legacy"
+             else f"split seed {config.get('split_seed')}")
     valid = "file" if checks.get("valid_from") == "file" else "test"
+    # No "NAME: value" text: "--overlap error: ..." would read as an error message (and match "error:").
     return (f"{stats['cold_items']:,} cold items, {stats['cold_users']:,} cold users "
-            f"(--cold {checks['cold']}: {checks['cold_dropped']:,} test pairs dropped; --overlap {checks['overlap']}: "
+            f"(--cold {checks['cold']}, {checks['cold_dropped']:,} test pairs dropped; --overlap {checks['overlap']}, "
             f"{checks.get('overlap_dropped', 0):,} dropped; --valid-from {valid}; {split})")
 
 
