@@ -163,7 +163,7 @@ def test_per_seed_overrides_reach_the_runs_the_plan_and_the_manifest(toy_dir, tm
     assert rows[2025] == {"trainer": {"layers": 4}, "ud": {"dim": 32}} and rows[2024] == {"trainer": {"layers": 3}}
     execution, how = make_execution(ExecutionRequest(), plan.unique_runs(), [])
     text = describe_plan(plan, tmp_path, [], execution, how)
-    assert "seed 2025: trainer.layers=4" in text and "seed 2025: ud.dim=32" in text and "seed 2024" not in text
+    assert "seed 2025: trainer.layers=4" in text and "seed 2025: ud.dim=32" in text and "seed 2024:" not in text
 
 
 def test_the_c2f_study_names_are_checked_against_the_method(monkeypatch):
