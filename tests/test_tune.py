@@ -205,6 +205,8 @@ def test_retrained_records_and_the_manifest_name_the_study(study_out, capsys):
     shown = capsys.readouterr().out
     assert f"Methods tuned by study {STUDY}" in shown and f"What study {STUDY} chose" in shown
     assert (study_out / f"{manifest_name(STUDY)}-settings.md").exists()
+    table = (study_out / f"{manifest_name(STUDY)}.md").read_text()      # a comparison table, as everywhere
+    assert "| budget used |" in table and "Bold: the best row of its dataset and budget" in table
 
 
 def test_test_metrics_never_change_what_is_promoted_or_chosen(study_out, toy_dir, tmp_path, monkeypatch):

@@ -11,7 +11,8 @@
   with ``target: tuned``, so that ``report`` rebuilds the study's tables from records alone.
 
 The target's builder writes ``tuned-<study>`` (the results: the base target's tables when the study tuned a
-target's cells, e.g. Table 3 with the paper's values beside each cell, else mean ± std per method) and
+target's cells, e.g. Table 3 with the paper's values beside each cell, else a comparison table with its
+significance marks and ``tuned-<study>-stats``) and
 ``tuned-<study>-settings`` (what each bracket chose, from which trials, at what cost). Like every builder, it
 imports no torch; the target cannot be reproduced (its cells come from a study, not from a grid).
 """
@@ -71,7 +72,8 @@ def _renamed(name: str, base: str, study_manifest: str) -> str:
 
 def _results(pts: pd.DataFrame, out: Path, manifest: dict, alternative: str) -> Outputs:
     """The base target's tables and figures over the retrained runs, renamed after the study; without a base
-    target, test metrics mean ± std per dataset, method and budget."""
+    target, the comparison table of :func:`lwbench.reports.summaries.versus_best_table` (mean ± std per
+    configuration, every row tested against the best of its dataset and budget, with its statistics table)."""
     name, base = manifest["name"], manifest.get("base_target")
     title = f"tuned by study {manifest['study']}"
     if base:
@@ -82,11 +84,9 @@ def _results(pts: pd.DataFrame, out: Path, manifest: dict, alternative: str) -> 
                   for t in outputs.tables]
         figures = {_renamed(key, base, name): figure for key, figure in outputs.figures.items()}
         return Outputs(tables=tables, figures=figures)
-    keys, metrics = ["dataset", "label", "budget"], list(METRICS)
-    summary = summaries.summarize(pts, keys, metrics)
-    notes = [f"Test {', '.join(metrics)} of each run's reported checkpoint, mean ± std over seeds.",
-             *summaries.status_notes(pts)]
-    return Outputs(tables=[summaries.series_table(name, f"Methods {title}", summary, keys, metrics, notes)])
+    # Like every comparison table: one row per configuration, each tested against the best of its block.
+    return Outputs(tables=summaries.versus_best_table(name, f"Methods {title}", pts, ["dataset", "budget"],
+                                                      list(METRICS), out))
 
 
 def _format(value) -> str:
