@@ -449,8 +449,8 @@ def reproduce_command(args: argparse.Namespace) -> int:
         quick=args.quick, datasets=comma_list(args.datasets) if args.datasets else None,
         methods=comma_list(args.methods) if args.methods else None,
         seeds=parse_seeds(args.seeds) if args.seeds else None, overrides=overrides_from(args),
-        **data_options(args),
-        out=Path(args.out or f"results{suffix}"), figures_dir=Path(args.figures or f"figures{suffix}"),
+        data=data_options(args), out=Path(args.out or f"results{suffix}"),
+        figures_dir=Path(args.figures or f"figures{suffix}"),
         alternative=args.alternative, force=args.force, plan_only=args.plan, show_progress=show_progress(args))
     return reproduce(args.name, options, execution_request(args))
 

@@ -37,24 +37,13 @@ class ReproduceOptions:
     methods: list[str] | None = None
     seeds: list[int] | None = None
     overrides: dict = field(default_factory=dict)     # --set, applied to the cells whose method owns them
-    data_dir: str | None = None                         # the data options, as plan_grid takes them
-    offline: bool | None = None
-    split_seed: int = 2024
-    legacy_split: bool = False
-    cold: str = "keep"
-    overlap: str = "error"
-    valid_from: str = "test"
+    data: dict = field(default_factory=dict)           # the data options, as plan_grid takes them
     out: Path = Path("results")
     figures_dir: Path = Path("figures")
     alternative: str = "two-sided"
     force: bool = False
     plan_only: bool = False
     show_progress: bool | None = None
-
-    def data_options(self) -> dict:
-        """The data options, as :func:`lwbench.grid.plan.plan_grid` takes them."""
-        return dict(data_dir=self.data_dir, split_seed=self.split_seed, legacy_split=self.legacy_split,
-                    offline=self.offline, cold=self.cold, overlap=self.overlap, valid_from=self.valid_from)
 
 
 def resolve_methods(target: Target, wanted: list[str] | None) -> tuple[list[str], list[str]]:
@@ -83,7 +72,7 @@ def resolve_datasets(target: Target, options: ReproduceOptions) -> tuple[list[st
         return options.datasets, []
     if options.quick:
         return ["synthetic"], []
-    found = [d for d in target.datasets if available_locally(d, options.data_dir)]
+    found = [d for d in target.datasets if available_locally(d, options.data.get("data_dir"))]
     skipped = [f"{d}: files not found (pass --data-dir, or see `run_bench.py --dataset {d}` for where to put them)"
                for d in target.datasets if d not in found]
     if not found:
@@ -120,7 +109,7 @@ def reproduce(name: str, options: ReproduceOptions, request: ExecutionRequest) -
     cells = target.cells(datasets, methods)
     check_owners(list(options.overrides), sorted({c.method for c in cells}))
     cells = [with_user_overrides(c, options.overrides, options.quick) for c in cells]
-    plan = plan_grid(cells, seeds, **options.data_options())
+    plan = plan_grid(cells, seeds, **options.data)
     records = load_records(options.out)
     execution, how = make_execution(request, plan.unique_runs(), records)
     quick_note = (" [quick: synthetic data, few epochs; trainer.allow_handoff_fallback: a stage short of its "
