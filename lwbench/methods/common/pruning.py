@@ -11,6 +11,7 @@ before training, and what the forward pass reads at inference.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from dataclasses import dataclass
@@ -324,10 +325,11 @@ class PrunedEmbedding(EmbeddingModule):
             tables = self.tables_in_use()
             return {name: tables[name][rows] for name, rows in wanted.items()}
         weights = [table.weight for table in self.tables.values()]
-        first = dict(zip(self.tables, [0, *torch.tensor([w.shape[0] for w in weights]).cumsum(0).tolist()]))
+        heights = [w.shape[0] for w in weights]
+        first = dict(zip(self.tables, itertools.accumulate([0, *heights])))   # each table's first stacked row
         stacked = decode_rows(self._stored_layout(), self.layout_name,
                               torch.cat([rows + first[name] for name, rows in wanted.items()]),
-                              sum(w.shape[0] for w in weights), weights[0].shape[1], weights[0].dtype)
+                              sum(heights), weights[0].shape[1], weights[0].dtype)
         return dict(zip(wanted, stacked.split([len(rows) for rows in wanted.values()])))
 
     def _stored_layout(self) -> InferenceState:
