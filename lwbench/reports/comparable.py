@@ -150,6 +150,20 @@ def settings_label(record: Mapping, keys: Iterable[str]) -> str:
     return " ".join(f"{short_setting_name(k)}={setting_text(record, k)}" for k in keys)
 
 
+def configuration_rows(rows: Mapping[tuple, list]) -> tuple[list[tuple[tuple, Group, str]], list[str]]:
+    """A table's rows split by configuration: for each key (a row before configurations, e.g. dataset, label
+    and budget) with its records, one ``(key, group, name)`` per comparable group (:func:`group_runs`), where
+    ``name`` is the :func:`settings_label` that tells it from the key's other groups (empty when it is the
+    only one); and the settings that vary within some key, which a table shows as columns."""
+    grouped = [(key, group) for key, records in rows.items() for group in group_runs(records)]
+    same_key: dict[tuple, list[int]] = {}
+    for i, (key, _) in enumerate(grouped):
+        same_key.setdefault(key, []).append(i)
+    varying = varying_settings([group for _, group in grouped], same_key.values())
+    return [(key, group, settings_label(group.first, varying if len(same_key[key]) > 1 else ()))
+            for key, group in grouped], varying
+
+
 def short_setting_name(key: str) -> str:
     """``method.options.dim`` -> ``dim``; ``trainer.lr`` stays; a stage setting keeps its stage name."""
     for prefix in ("method.options.",):

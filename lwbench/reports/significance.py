@@ -69,7 +69,6 @@ class Verdicts:
 
     best: dict = field(default_factory=dict)         # (block, metric) -> name of the best arm
     not_worse: set = field(default_factory=set)      # (block, metric, name)
-    tested: set = field(default_factory=set)         # (block, metric, name) that were tested
     untested: set = field(default_factory=set)       # (block, metric, name) that no test could decide
     comparisons: list = field(default_factory=list)  # (protocol, block text, what, Comparison), Holm applied
     deciding: set = field(default_factory=set)       # protocols that decided at least one mark
@@ -200,7 +199,6 @@ def versus_best(arms: list[Arm], metrics: Sequence[str], out: Path, *, block_tex
     verdicts.n_deciding = len(deciding)
     for i, block, metric, name in deciding:
         c = verdicts.comparisons[i][3]
-        verdicts.tested.add((block, metric, name))
         worse = c.p_holm is not None and not math.isnan(c.p_holm) and c.p_holm < ALPHA and c.mean_diff < 0
         if not worse:
             verdicts.not_worse.add((block, metric, name))

@@ -282,19 +282,13 @@ def versus_best_table(name: str, title: str, pts: pd.DataFrame, block_keys: list
     statistics table ``<name>-stats``."""
     from lwbench.reports import comparable, significance
     done = pts[pts["status"] == "done"]
-    rows_of: list[tuple[tuple, str, comparable.Group]] = []   # (block, label, comparable runs)
-    for key, group in done.groupby(block_keys + ["label"], sort=False, dropna=False):
-        key = key if isinstance(key, tuple) else (key,)
-        rows_of += [(key[:-1], key[-1], g) for g in comparable.group_runs(list(group["record"]))]
-    same_row: dict[tuple, list[int]] = {}
-    for i, (block, label, _) in enumerate(rows_of):
-        same_row.setdefault((block, label), []).append(i)
-    varying = comparable.varying_settings([g for _, _, g in rows_of], same_row.values())
-    arms = []
-    for block, label, g in rows_of:
-        extra = comparable.settings_label(g.first, varying if len(same_row[(block, label)]) > 1 else ())
-        arms.append(significance.Arm(f"{label} {extra}".strip(), block, g.records,
-                                     candidate=any(r["budget"]["applies"] for r in g.records)))
+    keyed = {(key if isinstance(key, tuple) else (key,)): list(group["record"])
+             for key, group in done.groupby(block_keys + ["label"], sort=False, dropna=False)}
+    configurations, varying = comparable.configuration_rows(keyed)
+    rows_of = [(key[:-1], key[-1], g) for key, g, _ in configurations]   # (block, label, comparable runs)
+    arms = [significance.Arm(f"{key[-1]} {extra}".strip(), key[:-1], g.records,
+                             candidate=any(r["budget"]["applies"] for r in g.records))
+            for key, g, extra in configurations]
     verdicts = significance.versus_best(arms, metrics, out, block_text=lambda b: ", ".join(_display(v) for v in b))
     columns = [*block_keys, "method", *[comparable.short_setting_name(k) for k in varying], "seeds", "budget used",
                *[metric_label(m) for m in metrics]]
@@ -347,16 +341,9 @@ def profile_table(records: list[dict]) -> Table | None:
             by_row.setdefault((r["dataset"], r["label"], budget_label(r), r["device_name"]), []).append(r)
     if not by_row:
         return None
-    rows_of = [(key, group) for key, runs in by_row.items() for group in comparable.group_runs(runs)]
-    same_row: dict[tuple, list[int]] = {}
-    for i, (key, _) in enumerate(rows_of):
-        same_row.setdefault(key, []).append(i)
-    varying = comparable.varying_settings([group for _, group in rows_of], same_row.values())
     keys = ["dataset", "method", "budget", "device"]
     rows = []
-    for (dataset, label, budget, device), group in rows_of:
-        extra = comparable.settings_label(group.first, varying if len(same_row[(dataset, label, budget, device)]) > 1
-                                          else ())
+    for (dataset, label, budget, device), group, extra in comparable.configuration_rows(by_row)[0]:
         measured = pd.DataFrame([{"params": r["params"], "stored": r["bytes"],
                                   **{name: r["inference_profile"]["bytes"][name] for name in PROFILE_BYTES},
                                   "rows_ms": 1e3 * r["inference_profile"]["rows_seconds"],
