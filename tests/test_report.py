@@ -192,6 +192,8 @@ def test_figures_and_their_tables(tmp_path, target, methods, expected_rows):
     data = pd.read_csv(out / f"{target}.csv")
     assert len(data) == expected_rows
     assert (data["seeds"] == 2).all()
+    if target == "fig4":   # each case named once, as the rows name it
+        assert "Cases: A: random E^r selection; B: no SparsePCA;" in (out / "fig4.md").read_text()
     if target == "fig5":
         lam = data[(data["dataset"] == "gowalla") & (data["factor"] == "λ")].sort_values("value")
         assert list(lam["value"]) == [0.5, 1, 3, 5, 10]

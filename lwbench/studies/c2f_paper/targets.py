@@ -126,8 +126,8 @@ def _build_fig4(pts, out, manifest, alternative) -> Outputs:
                        coarse.assign(case=COARSE_REFERENCE)])
     table = summaries.series_table("fig4", "Figure 4: C2F ablation (cases A-D against the full model)", frame,
                                    ["dataset", "case"], metrics,
-                                   notes=["Cases: " + "; ".join(f"{k}: {v}" for k, v in ABLATION_NAMES.items()
-                                                                 if k != "Full") + " (docs/protocol.md §8.10)."]
+                                   notes=["Cases: " + "; ".join(v for k, v in ABLATION_NAMES.items() if k != "Full")
+                                          + " (docs/protocol.md §8.10)."]
                                    + summaries.ci_note(frame, metrics) + summaries.status_notes(pts))
     figure = figures.case_bars(summary, metrics, ABLATION_NAMES, reference=coarse, reference_label=COARSE_REFERENCE)
     return Outputs([table], {"fig4": figure})
