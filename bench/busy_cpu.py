@@ -26,6 +26,7 @@ import argparse
 import itertools
 import json
 import os
+import shlex
 import signal
 import statistics
 import subprocess
@@ -159,7 +160,8 @@ def main() -> None:
     import torch
 
     from lwbench.environment import code_version, device_name
-    report = {"measured": stamp, "machine": device_name(torch.device("cpu")), "torch": torch.__version__,
+    report = {"measured": stamp, "command": shlex.join(["python", "bench/busy_cpu.py", *sys.argv[1:]]),
+              "machine": device_name(torch.device("cpu")), "torch": torch.__version__,
               "openmp_runtime": openmp_runtime(), "cores": cores,
               "competing_load": f"busy: {cores} busy-looping processes (one per core); one: one such process; idle: none "
                                 "started (the "

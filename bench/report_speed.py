@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -25,7 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from lwbench.environment import code_version
+import torch
+
+from lwbench.environment import code_version, device_name
 from lwbench.records import load_records, write_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,8 +83,9 @@ def main() -> None:
         n = make_folder(folder, args.records)
         commands = {"report": ["report", "--out", str(folder), "--figures", str(Path(tmp) / "figures")],
                     "compare": ["compare", "dpq", "mgqe", "--budget", "copy0", "--out", str(folder)]}
-        result = {"records": n, "code_version": code_version(), "load_average": list(__import__("os").getloadavg()),
-                  "commands": {}}
+        result = {"command": shlex.join(["python", "bench/report_speed.py", *sys.argv[1:]]),
+                  "machine": device_name(torch.device("cpu")), "records": n, "code_version": code_version(),
+                  "load_average": list(os.getloadavg()), "commands": {}}
         for name, arguments in commands.items():
             rounds = [timed(arguments) for _ in range(args.rounds)]
             result["commands"][name] = {"wall_s": statistics.median(w for w, _ in rounds),
