@@ -223,6 +223,15 @@ def find_record(out: Path, run_id: str, config_hash: str) -> RunRecord | None:
     return record
 
 
+def copy_record(source_out: Path, record: dict, out: Path, **fields) -> RunRecord:
+    """Write ``record`` (a record in ``source_out``) and its per-user file into ``out`` as another run's record:
+    ``fields`` replace the record's own (``run_id`` at least; the per-user file is named after it). How a run
+    is reused rather than trained again; the caller adds what says where the copy came from."""
+    per_user = f"{fields['run_id']}.peruser.npz"
+    atomic_write_bytes(Path(out) / "runs" / per_user, (Path(source_out) / "runs" / record["per_user_file"]).read_bytes())
+    return write_record(out, {**record, **fields, "per_user_file": per_user})
+
+
 def load_records(out: Path) -> list[RunRecord]:
     """Every usable run record in ``<out>/runs``; unusable ones are named in a warning and left out."""
     records = []

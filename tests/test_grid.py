@@ -1,5 +1,6 @@
 """The grid runner: expansion, failures that do not stop the grid, parallel = sequential, resume after
 kill -9, progress states, plan estimates, and the dask backend (when installed)."""
+import dataclasses
 import json
 import logging
 import os
@@ -15,11 +16,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from lwbench.config import config_hash
 from lwbench.environment import keep_freed_memory
 from lwbench.files import exclusive_lock
 from lwbench.grid import workers
 from lwbench.grid.plan import expand, parse_sweeps, plan_grid
-from lwbench.grid.run import GridProgress, estimate_seconds, run_grid, summarize_failures
+from lwbench.grid.run import GridProgress, budget_free_twins, estimate_seconds, run_grid, summarize_failures
 from lwbench.grid.runner import shared_stages
 from lwbench.grid.workers import (
     Execution,
@@ -319,3 +321,30 @@ def test_cell_overrides_reach_the_run(toy_dir):
     plan = plan_grid([Cell(str(toy_dir), "ud", "none", {"ud": {"dim": 16}})], [5])
     (run,) = plan.runs
     assert run.spec.options["dim"] == 16 and run.spec.seed == 5 and run.cell.budget == "none"
+
+
+def test_an_unbudgeted_run_under_another_budget_is_copied_not_trained(toy_dir, tmp_path, reference, monkeypatch):
+    """UD ignores the budget: its runs under another budget or accounting reuse the record it has (the same
+    numbers, the run's own budget, ``adopted_from`` naming the source); a budgeted method is never copied."""
+    plan = plan_grid(toy_cells(toy_dir), SEEDS)
+    first = run_grid(plan, tmp_path, Execution(jobs=1, threads=1), **QUIET)
+    trained = []
+    real = workers.execute_task
+    monkeypatch.setattr("lwbench.grid.run.execute_task", lambda run, *a, **k: trained.append(run.run_id) or real(run, *a, **k))
+    other = [dataclasses.replace(cell, budget="2%", accounting="storage") for cell in toy_cells(toy_dir)]
+    plan = plan_grid(other, SEEDS)
+    assert {r.run_id for r in plan.unique_runs()}.isdisjoint(first.records)   # other configurations...
+    outcome = run_grid(plan, tmp_path, Execution(jobs=1, threads=1), **QUIET)
+    assert trained == [] and outcome.reused == 2 and not outcome.failures   # ...but nothing trained
+    for run in plan.unique_runs():
+        record = outcome.records[run.run_id]
+        source = first.records[record["adopted_from"]["run_id"]]
+        assert record["seed"] == source["seed"] and record["metrics"] == source["metrics"]
+        assert config_hash(record["config"]) == record["config_hash"] == run.spec.config_hash
+        assert record["budget"]["text"] == "2%" and record["budget"]["accounting"] == "storage"
+        assert not record["budget"]["applies"] and record["budget"]["fraction"] is None
+        assert (tmp_path / "runs" / record["per_user_file"]).is_file()
+    budgeted = plan_grid(expand([str(toy_dir)], ["qr"], ["2%"], overrides={"trainer": TRAINER}), SEEDS)
+    other_lr = plan_grid(expand([str(toy_dir)], ["ud"], ["2%"], overrides={"ud": {"dim": 8},
+                                                                         "trainer": {**TRAINER, "lr": 0.01}}), SEEDS)
+    assert budget_free_twins(budgeted.unique_runs() + other_lr.unique_runs(), tmp_path) == {}

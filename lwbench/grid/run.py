@@ -4,6 +4,9 @@ cluster (:mod:`lwbench.grid.workers`; the output folder must then be on a filesy
 * **Resume**: a run whose record exists is skipped, and the trainer resumes an unfinished run from
   ``<out>/work/<run_id>/last.pt``; per-run locks keep a rerun from training a run that a worker of a
   killed grid is still finishing.
+* **Unbudgeted references are not trained twice**: a method that ignores the budget (UD) computes the same
+  numbers under every budget and accounting, so its record under one budget is copied, not trained again,
+  for the same configuration under another (:func:`budget_free_twins`).
 * **Failures**: a failed run writes ``<run_id>.failed.json`` (error, its type and traceback) and the grid goes on.
 * **Progress**: a bar over the runs to train (done / running / failed, time left), fed by watching the
   output folder, so it works the same for every backend. Each run logs to ``<out>/logs/<run_id>.log``.
@@ -22,11 +25,12 @@ import torch
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
+from lwbench.config import config_hash
 from lwbench.files import prepare_output
 from lwbench.grid.plan import GridPlan, GridRun
-from lwbench.grid.runner import shared_stages
+from lwbench.grid.runner import budget_entry, shared_stages
 from lwbench.grid.workers import Execution, execute_task, is_running, joblib_backend
-from lwbench.records import failure_path, find_record, load_records, record_path
+from lwbench.records import copy_record, failure_path, find_record, load_records, record_path
 from lwbench.training.persistence import shared_stage_finished
 
 logger = logging.getLogger(__name__)
@@ -45,6 +49,8 @@ def run_grid(plan: GridPlan, out: Path, execution: Execution, *, force: bool = F
     out = Path(out)
     prepare_output(out)   # an unusable --out is one error naming it, before anything trains
     runs = plan.unique_runs()
+    if not force:
+        adopt_budget_free_twins(runs, out)
     records = {} if force else existing_records(runs, out)
     for run_id in records:
         logger.info("%s: record exists (same config hash), skipping", run_id)
@@ -147,6 +153,49 @@ def existing_records(runs: list[GridRun], out: Path) -> dict[str, dict]:
     return {r.run_id: record for r in runs if (record := find_record(out, r.run_id, r.spec.config_hash)) is not None}
 
 
+def budget_free_key(config: dict) -> str:
+    """The hash of a run's configuration without its budget: equal for runs of an unbudgeted method that
+    differ only in the budget they ignore."""
+    return config_hash({key: value for key, value in config.items() if key != "budget"})
+
+
+def budget_free_twins(runs: list[GridRun], out: Path) -> dict[str, dict]:
+    """run_id -> a record in ``out`` that a run without a record of its own reuses: for a run of a method that
+    ignores the budget (``method.budgeted`` false, the unbudgeted references), a record of the same
+    configuration and seed under another budget or accounting. Nothing it trains reads the budget, so that
+    record holds the numbers this run would compute (docs/protocol.md §10.11)."""
+    wanted = [r for r in runs if not r.spec.config["method"]["budgeted"]]
+    existing = existing_records(wanted, out)
+    wanted = [r for r in wanted if r.run_id not in existing]
+    if not wanted:
+        return {}
+    twins: dict[str, dict] = {}
+    for record in load_records(out):
+        if (not record["config"]["method"].get("budgeted", True)
+                and (Path(out) / "runs" / record["per_user_file"]).is_file()):
+            twins.setdefault(budget_free_key(record["config"]), record)
+    return {run.run_id: twins[key] for run in wanted if (key := budget_free_key(run.spec.config)) in twins}
+
+
+def adopt_budget_free_twins(runs: list[GridRun], out: Path) -> dict[str, dict]:
+    """Copy every :func:`budget_free_twins` record under its run's name, with the run's own budget and
+    ``adopted_from`` naming the source; returns run_id -> the record written."""
+    by_id = {run.run_id: run for run in runs}
+    adopted = {}
+    for run_id, record in budget_free_twins(runs, out).items():
+        run = by_id[run_id]
+        adopted[run_id] = copy_record(
+            out, record, out, run_id=run_id, label=run.spec.label, config=run.spec.config,
+            config_hash=run.spec.config_hash,
+            budget={**budget_entry(run.spec.budget_text, run.spec.budget, False), "fraction": None},
+            adopted_from={"run_id": record["run_id"], "config_hash": record["config_hash"],
+                          "why": f"the same configuration and seed under another budget, which {run.spec.method} "
+                                 "ignores"})
+        logger.info("%s: copied from %s (the same run apart from the budget, which %s ignores), not trained again",
+                    run_id, record["run_id"], run.spec.method)
+    return adopted
+
+
 def stage_shares(record: dict) -> dict[str, float]:
     """The share of a record's training seconds spent in each stage (from its history's epoch times)."""
     seconds: dict[str, float] = {}
@@ -224,7 +273,7 @@ def describe_plan(plan: GridPlan, out: Path, records: list[dict], execution: Exe
     """The plan as text: runs per dataset and method, how many exist, estimated time."""
     out = Path(out)
     runs = plan.unique_runs()
-    existing = set(existing_records(runs, out))
+    existing = set(existing_records(runs, out)) | set(budget_free_twins(runs, out))
     todo = [r for r in runs if r.run_id not in existing]
     kind = device_type(execution)
     lines = [f"plan: {len(runs)} runs ({len(existing)} reused from {out / 'runs'}, {len(todo)} to train)"

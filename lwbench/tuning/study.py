@@ -56,7 +56,7 @@ from typing import Any
 
 from lwbench.budget import TABLE3, BudgetError
 from lwbench.config import ConfigError, config_hash
-from lwbench.files import atomic_write_bytes, atomic_write_json, exclusive_lock, prepare_output
+from lwbench.files import atomic_write_json, exclusive_lock, prepare_output
 from lwbench.grid.plan import GridPlan, GridRun, plan_grid
 from lwbench.grid.run import (
     device_type,
@@ -69,12 +69,12 @@ from lwbench.grid.run import (
 from lwbench.grid.workers import ExecutionRequest, make_execution
 from lwbench.options import Option
 from lwbench.records import (
+    copy_record,
     failure_path,
     find_record,
     load_records,
     read_manifests,
     write_manifest,
-    write_record,
 )
 from lwbench.registry import get_method
 from lwbench.reports.cell import Cell
@@ -375,13 +375,11 @@ def run_study(brackets: list[Bracket], options: TuneOptions, request: ExecutionR
 
 # --- retraining and outputs -----------------------------------------------------------------------------------
 
-def copy_record(source_out: Path, record: dict, out: Path, run: GridRun, **provenance) -> dict:
+def copy_as_run(source_out: Path, record: dict, out: Path, run: GridRun, **provenance) -> dict:
     """Write ``record`` (a record in ``source_out``) and its per-user file into ``out`` as the record of ``run``
     (its run id, label and configuration), with ``provenance`` added; returns the record written."""
-    per_user = f"{run.run_id}.peruser.npz"
-    atomic_write_bytes(out / "runs" / per_user, (source_out / "runs" / record["per_user_file"]).read_bytes())
-    return write_record(out, {**record, "run_id": run.run_id, "label": run.spec.label, "config": run.spec.config,
-                       "config_hash": run.spec.config_hash, "per_user_file": per_user, **provenance})
+    return copy_record(source_out, record, out, run_id=run.run_id, label=run.spec.label,
+                       config=run.spec.config, config_hash=run.spec.config_hash, **provenance)
 
 
 def adopt_trial_record(trials_out: Path, out: Path, run: GridRun) -> dict | None:
@@ -389,7 +387,7 @@ def adopt_trial_record(trials_out: Path, out: Path, run: GridRun) -> dict | None
     ``out`` (which has no record of it), so that it is not trained twice; returns the record written, or None
     when there is none."""
     record = find_record(trials_out, run.run_id, run.spec.config_hash)
-    return None if record is None else copy_record(trials_out, record, out, run)
+    return None if record is None else copy_as_run(trials_out, record, out, run)
 
 
 def untuned_twin(run: GridRun) -> GridRun:
@@ -417,7 +415,7 @@ def adopt_untuned_records(untuned_out: Path, out: Path, runs: list[GridRun]) -> 
         record = untuned_record(untuned_out, run)
         if record is None:
             continue
-        copied[run.run_id] = copy_record(untuned_out, record, out, run, adopted_from={
+        copied[run.run_id] = copy_as_run(untuned_out, record, out, run, adopted_from={
             "run_id": record["run_id"], "config_hash": record["config_hash"],
             "why": "the untuned run of the same configuration and seed (config.tuning changes nothing computed)"})
     return copied
