@@ -3,6 +3,7 @@ shared limits, the smoke-run stamp, the size), not on pixels. Records are fabric
 import numpy as np
 import pytest
 from fakes import fake_target
+from matplotlib.container import ErrorbarContainer
 
 from lwbench.records import points, read_manifests
 from lwbench.reports import figures, targets
@@ -48,13 +49,15 @@ def test_fig4_names_its_axes_and_cases_and_draws_across_seed_intervals(tmp_path)
     for ax in figure.axes:
         assert ax.get_ylabel().startswith("test ") and ax.get_ylabel().split()[1].split("@")[0] in ("NDCG", "Recall")
     legend = legend_texts(figure)
-    assert set(ABLATION_NAMES.values()) <= set(legend) and "A" not in legend
+    assert {figures.math_label(name) for name in ABLATION_NAMES.values()} <= set(legend) and "A" not in legend
+    assert "A: random $E^{r}$ selection" in legend   # the symbol set as mathematics, as the paper writes it
     assert any("coarse stage" in text for text in legend)
-    # Three seeds: every bar carries an error bar (the across-seed interval), none of zero length.
-    bars = [c for ax in figure.axes for c in ax.containers if getattr(c, "errorbar", None) is not None]
-    assert len(bars) == 4 * len(ABLATION_NAMES)
-    for container in bars:
-        (segment,) = container.errorbar.lines[2][0].get_segments()
+    # Three seeds: every case is a marker with an error bar (the across-seed interval), none of zero length,
+    # and no bar (whose length would not say its value on an axis that does not start at zero).
+    points = [c for ax in figure.axes for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(points) == 4 * len(ABLATION_NAMES) and not any(ax.patches for ax in figure.axes)
+    for container in points:
+        (segment,) = container.lines[2][0].get_segments()
         assert segment[1][1] > segment[0][1]
     table = outputs.tables[0]
     assert "nan" not in table.to_markdown() and any("t-interval of the mean over seeds" in n for n in table.notes)
@@ -108,15 +111,18 @@ def test_method_styles_are_stable_and_from_the_palette(label):
 
 
 def test_fig4_limits_hold_the_reference_line_and_every_error_bar(tmp_path):
-    """A coarse stage far below the bars, and wide two-seed intervals: both stay inside every panel (the axis
+    """A coarse stage far below the cases, and wide two-seed intervals: both stay inside every panel (the axis
     never goes below 0, where no metric is)."""
     def level(cell, seed, checkpoint):
         return 0.01 if checkpoint == COARSE else c2f_level(cell, seed, checkpoint) + 0.02 * (seed == 2)
     outputs = built(tmp_path, "fig4", ["c2f"], [1, 2], level, checkpoints=(COARSE, "fine/update"))
-    for ax in outputs.figures["fig4"].axes:
+    figure = outputs.figures["fig4"]
+    figure.canvas.draw()   # limits as saved
+    for ax in figure.axes:
         low, high = ax.get_ylim()
         (reference,) = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
         assert low <= reference.get_ydata()[0] <= high
-        ends = [y for c in ax.containers if getattr(c, "errorbar", None) is not None
-                for segment in c.errorbar.lines[2][0].get_segments() for y in segment[:, 1]]
-        assert ends and low <= max(0.0, min(ends)) and max(ends) <= high   # a metric's axis stops at 0
+        ends = [y for c in ax.containers if isinstance(c, ErrorbarContainer)
+                for segment in c.lines[2][0].get_segments() for y in segment[:, 1]]
+        assert ends and (low == 0.0 if min(ends) < 0 else 0 <= low <= min(ends))   # a metric's axis stops at 0
+        assert max(ends) <= high

@@ -92,10 +92,10 @@ def error_bars(frame: pd.DataFrame, metric: str) -> np.ndarray:
     return np.vstack([std, std])
 
 
-def math_label(symbol: str) -> str:
-    """``d^r`` -> ``$d^{r}$``, ``w_cr`` -> ``$w_{cr}$`` (matplotlib mathtext); other text unchanged."""
-    match = re.fullmatch(r"(\w+)([_^])(\w+)", symbol)
-    return f"${match[1]}{match[2]}{{{match[3]}}}$" if match else symbol
+def math_label(text: str) -> str:
+    """Every symbol with a sub- or superscript in ``text`` as matplotlib mathtext: ``d^r`` -> ``$d^{r}$``,
+    ``random E^r selection`` -> ``random $E^{r}$ selection``, ``w_cr`` -> ``$w_{cr}$``; other words unchanged."""
+    return re.sub(r"\b([A-Za-z]+)([_^])([A-Za-z0-9]+)\b", r"$\1\2{\3}$", text)
 
 
 def new_figure(n_rows: int, n_cols: int, width: float = 3.2, height: float = 2.6) -> tuple[Figure, np.ndarray]:
@@ -127,11 +127,15 @@ def mean_std_line(ax, frame: pd.DataFrame, x: str, metric: str, **style) -> None
                 capsize=3, **{"marker": "o", **style})
 
 
-def case_bars(summary: pd.DataFrame, metrics: list[str], cases: dict[str, str], *, reference: pd.DataFrame,
-              reference_label: str, case_key: str = "case") -> Figure:
-    """One panel per dataset and metric (each metric on its own y scale), one bar per case with its CI,
-    and a reference (e.g. a baseline or an earlier checkpoint, one row per dataset) as a dashed line.
-    ``cases``: the key of each case in ``summary[case_key]`` -> the name its legend shows."""
+def case_points(summary: pd.DataFrame, metrics: list[str], cases: dict[str, str], *, reference: pd.DataFrame,
+                reference_label: str, case_key: str = "case") -> Figure:
+    """One panel per dataset and metric (each metric on its own y scale), one marker per case with its CI as
+    error bars, and a reference (e.g. a baseline or an earlier checkpoint, one row per dataset) as a dashed
+    line. ``cases``: the key of each case in ``summary[case_key]`` -> the name its legend shows.
+
+    Markers, not bars: the cases differ by a few hundredths of a metric near 0.1, which bars show only on an
+    axis cut above zero, where a bar's length no longer says its value. A marker's position does, on any axis,
+    so the axis spans the cases, their intervals and the reference."""
     datasets = list(dict.fromkeys(summary["dataset"]))
     figure, axes = new_figure(len(datasets), len(metrics), width=2.6, height=2.8)
     for r, dataset in enumerate(datasets):
@@ -143,24 +147,15 @@ def case_bars(summary: pd.DataFrame, metrics: list[str], cases: dict[str, str], 
                 row = block[block[case_key] == case]
                 if not len(row):
                     continue
-                ax.bar(i, row[f"{metric}:mean"].iloc[0], 0.7, yerr=error_bars(row, metric), capsize=3,
-                       color=series_style(i)["color"], label=name)
+                style = series_style(i)
+                ax.errorbar([i], row[f"{metric}:mean"].to_numpy(dtype=float), yerr=error_bars(row, metric),
+                            capsize=4, markersize=7, linestyle="none", label=math_label(name), **style)
             if len(ref):
                 ax.axhline(ref[f"{metric}:mean"].iloc[0], color="black", linestyle="--", linewidth=1,
                            label=reference_label)
-            values = block[f"{metric}:mean"].dropna()
-            if len(values):   # bars start where the differences show, not at zero
-                spread = max(values.max() - values.min(), 1e-6)
-                low, high = values.min() - 1.5 * spread, values.max() + 1.0 * spread
-                # ... and the limits hold every error bar and the reference line as well.
-                bars = error_bars(block, metric)
-                means = block[f"{metric}:mean"].to_numpy(dtype=float)
-                shown = np.concatenate([means - bars[0], means + bars[1],
-                                        ref[f"{metric}:mean"].to_numpy(dtype=float)[:1] if len(ref) else []])
-                shown = shown[np.isfinite(shown)]
-                margin = 0.05 * (max(high, shown.max()) - min(low, shown.min()))
-                low, high = min(low, shown.min() - margin), max(high, shown.max() + margin)
-                ax.set_ylim(max(0.0, low), high)
+            ax.set_xlim(-0.6, len(cases) - 0.4)
+            ax.margins(y=0.08)
+            ax.set_ylim(bottom=max(0.0, ax.get_ylim()[0]))   # no metric is below 0 (a t-interval of 2 seeds can be)
             ax.set_xticks(range(len(cases)), [case for case in cases], fontsize="small")
             ax.set_ylabel(metric_axis_label(metric))
             ax.set_title(f"{dataset}: {metric_label(metric)}", fontsize="small")

@@ -129,7 +129,7 @@ def _build_fig4(pts, out, manifest, alternative) -> Outputs:
                                    notes=["Cases: " + "; ".join(v for k, v in ABLATION_NAMES.items() if k != "Full")
                                           + " (docs/protocol.md §8.10)."]
                                    + summaries.ci_note(frame, metrics) + summaries.status_notes(pts))
-    figure = figures.case_bars(summary, metrics, ABLATION_NAMES, reference=coarse, reference_label=COARSE_REFERENCE)
+    figure = figures.case_points(summary, metrics, ABLATION_NAMES, reference=coarse, reference_label=COARSE_REFERENCE)
     return Outputs([table], {"fig4": figure})
 
 
