@@ -91,6 +91,17 @@ def test_each_method_keeps_its_colour_and_marker_in_every_panel(tmp_path):
     assert {"qr", "pep", "ud-128 (unbudgeted)", "ud-64 (unbudgeted)"} <= set(legend_texts(figure))
 
 
+def test_the_budget_axis_is_logarithmic_and_ticked_at_the_budgets(tmp_path):
+    """1%, 2%, 4.2%, 10% grow by factors: a log axis spaces them evenly, each tick is a budget drawn."""
+    outputs = built(tmp_path, "budget-curve", ["ud", "qr", "pep"], [1], curve_level)
+    for ax in outputs.figures["budget-curve"].axes:
+        assert ax.get_xscale() == "log" and "log scale" in ax.get_xlabel()
+        drawn = sorted({x for c in ax.containers for x in c.lines[0].get_xdata() if np.isfinite(x)})
+        assert list(ax.get_xticks()) == drawn and len(drawn) >= 3
+        assert [t.get_text() for t in ax.get_xticklabels()] == [f"{x:g}%" for x in drawn]
+        assert not len(ax.xaxis.get_minor_locator().tick_values(*ax.get_xlim()))   # no unlabelled ticks
+
+
 def test_a_quick_figure_is_stamped_as_a_smoke_run(tmp_path, monkeypatch):
     saved = {}
     monkeypatch.setattr(figures, "save", lambda figure, folder, name: saved.setdefault(name, figure) and [])

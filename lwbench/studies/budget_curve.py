@@ -97,7 +97,11 @@ def budget_curves(summary: pd.DataFrame, references: pd.DataFrame, metrics: list
                   xlabel: str = AXIS[TABLE3]) -> Figure:
     """Every budgeted method's metrics against the budget (% of the full N x 128 table): one row per
     metric, one column per dataset, each method in its own colour and marker with its CI as error bars,
-    the unbudgeted references as horizontal lines in their own colours."""
+    the unbudgeted references as horizontal lines in their own colours. The budget axis is logarithmic,
+    ticked at the budgets drawn: they grow by factors (1%, 2%, 4.2%, 10%), which a linear axis would crowd
+    into its left third."""
+    from matplotlib.ticker import NullLocator  # here: matplotlib is imported only where a figure is drawn
+
     datasets = list(dict.fromkeys(summary["dataset"]))
     figure, axes = figures.new_figure(len(metrics), len(datasets), width=5.0, height=3.2)
     for r, metric in enumerate(metrics):
@@ -110,7 +114,11 @@ def budget_curves(summary: pd.DataFrame, references: pd.DataFrame, metrics: list
                 style = figures.method_style(ref["method"])
                 ax.axhline(ref[f"{metric}:mean"], color=style["color"], linestyle="--", linewidth=1.2,
                            label=f"{ref['method']} (unbudgeted)")
-            ax.set_xlabel(xlabel)
+            budgets = sorted(b for b in block["budget_pct"].astype(float).unique() if math.isfinite(b))
+            ax.set_xscale("log")
+            ax.set_xticks(budgets, [f"{b:g}%" for b in budgets])
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.set_xlabel(f"{xlabel}, log scale")
             ax.set_ylabel(figures.metric_axis_label(metric))
             ax.set_title(dataset, fontsize="small")
     handles, names = axes[0, 0].get_legend_handles_labels()
