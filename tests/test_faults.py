@@ -459,8 +459,11 @@ def test_ctrl_c_prints_one_line_naming_the_run_and_epoch_and_exits_130(tmp_path)
     command = [sys.executable, str(ROOT / "run_bench.py"), "--methods", "ud", "--epochs", "50", "--out", str(out),
                "--no-progress", "--device", "cpu", "--threads", "1", "--set", "trainer.eval_every=1",
                "--set", "trainer.checkpoint_seconds=0"]
+    # As a terminal's Ctrl-C reaches it: with SIGINT's default disposition, even where the suite itself runs
+    # with SIGINT ignored (a shell's background job), which the child would otherwise inherit.
     process = subprocess.Popen(command, env=dict(os.environ, LWBENCH_OFFLINE="1"), cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
     try:
         deadline = time.time() + 300
