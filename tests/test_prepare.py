@@ -325,10 +325,11 @@ def test_a_later_prepare_loses_and_a_publish_race_is_a_clear_error(tmp_path, toy
     import time
 
     import lwbench.data.prepare as module
+    from lwbench.data.output_folder import LOCK_FILE
     out = tmp_path / "o"
     later = tmp_path / f".o.prepare-{os.getpid()}-{time.time_ns() + 10**12}"   # live, but started after us
     later.mkdir()
-    with open(later / module.LOCK_FILE, "w") as lock:
+    with open(later / LOCK_FILE, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         prepare(toy_dir, out)                                                  # the earlier command wins
     assert (out / "card.toml").is_file() and later.is_dir()
@@ -503,20 +504,20 @@ def test_the_line_scan_counts_quoted_files_in_batches_with_the_same_line_numbers
     """From the first quote on, lines are read one by one; their records are added to the scan in batches (once
     per 100,000 records and at the end), not one numpy call per line, which made a quoted file ~70x slower to scan.
     A record after a quoted field that spans lines is numbered from its own first line."""
-    from lwbench.data import prepare as prepare_module
+    from lwbench.data import line_scan
     text = 'user,item,note\nu1,i1,"two\nlines"\nu2,i2,x\nu3,i3,x,extra\n\nu4,i4,"a,b"\nu5,i5\n' + \
         "".join(f"u{k},i{k},x\n" for k in range(6, 1006))
     (tmp_path / "q.csv").write_text(text)
     calls = []
-    original = prepare_module._Scanner.add
-    monkeypatch.setattr(prepare_module._Scanner, "add", lambda self, *args: calls.append(1) or original(self, *args))
-    scan = prepare_module.scan_lines(tmp_path / "q.csv", ",", "utf-8")
+    original = line_scan._Scanner.add
+    monkeypatch.setattr(line_scan._Scanner, "add", lambda self, *args: calls.append(1) or original(self, *args))
+    scan = line_scan.scan_lines(tmp_path / "q.csv", ",", "utf-8")
     assert len(calls) == 1                                    # one batch: header and 1,005 records
     assert scan.n_records == 1005 and scan.bad_records.tolist() == [2, 4] and scan.bad_fields.tolist() == [4, 2]
     lines = {record: scan.line_of(record) for record in (0, 1, 2, 3, 4, 5, 1004)}
     assert lines == {0: 2, 1: 4, 2: 5, 3: 7, 4: 8, 5: 9, 1004: 1008}
-    monkeypatch.setattr(prepare_module, "SCAN_BATCH", 2)      # batches of 2 records: the same scan
-    small = prepare_module.scan_lines(tmp_path / "q.csv", ",", "utf-8")
+    monkeypatch.setattr(line_scan, "SCAN_BATCH", 2)           # batches of 2 records: the same scan
+    small = line_scan.scan_lines(tmp_path / "q.csv", ",", "utf-8")
     assert small.n_records == 1005 and small.bad_records.tolist() == [2, 4]
     assert {record: small.line_of(record) for record in lines} == lines
     with pytest.raises(DataError, match=r"\n  line 5: 4 fields, expected 3 \(user, item, note\)\n  line 8: 2 fields"):
