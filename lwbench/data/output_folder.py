@@ -22,7 +22,7 @@ from lwbench.data.cards import PREPARE_TMP
 from lwbench.data.interactions import DataError
 from lwbench.files import output_error
 
-logger = logging.getLogger("lwbench.data.prepare")   # the command's logger (its name shows with -v)
+logger = logging.getLogger(__name__)
 
 LOCK_FILE = ".prepare.lock"       # inside the temporary folder, locked while its command runs
 STARTING_SECONDS = 10             # an unlocked temporary folder this young, of a live pid, is still starting
