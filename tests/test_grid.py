@@ -21,7 +21,14 @@ from lwbench.environment import keep_freed_memory
 from lwbench.files import exclusive_lock
 from lwbench.grid import workers
 from lwbench.grid.plan import expand, parse_sweeps, plan_grid
-from lwbench.grid.run import GridProgress, budget_free_twins, estimate_seconds, run_grid, summarize_failures
+from lwbench.grid.run import (
+    GridProgress,
+    budget_free_twins,
+    estimate_seconds,
+    run_grid,
+    spread_shared_stages,
+    summarize_failures,
+)
 from lwbench.grid.runner import shared_stages
 from lwbench.grid.workers import (
     Execution,
@@ -244,6 +251,23 @@ def test_a_shared_stage_is_estimated_once(toy_dir, tmp_path):
     coarse["coarse"].mkdir(parents=True)
     (coarse["coarse"] / OUTCOME_FILE).write_bytes(b"")
     assert estimate_seconds(plan.runs, [record], "cpu", tmp_path) == (20.0, 0)
+
+
+def test_runs_of_one_untrained_shared_stage_start_after_the_first_run_of_every_other(toy_dir, tmp_path):
+    """Two C2F configurations (their own coarse stages) on two seeds each (one shared coarse stage per
+    configuration): the two coarse stages start first, side by side, instead of a worker waiting for the
+    other's; a stage finished in the cache orders nothing; a run without a shared stage keeps its place."""
+    cells = [Cell(str(toy_dir), "c2f", overrides={"trainer": {**TRAINER, "lr": lr}, "c2f": {"coarse_seed": 1}})
+             for lr in (1e-3, 2e-3)] + [Cell(str(toy_dir), "ud", overrides={"trainer": TRAINER})]
+    plan = plan_grid(cells, [1, 2])
+    a1, a2, b1, b2, u1, u2 = plan.unique_runs()
+    assert [r.spec.method for r in (a1, a2, b1, b2, u1, u2)] == ["c2f"] * 4 + ["ud"] * 2
+    assert spread_shared_stages([a1, a2, b1, b2, u1, u2], tmp_path) == [a1, b1, u1, u2, a2, b2]
+    coarse = shared_stages(a1.spec, a1.dataset.load(), tmp_path)["coarse"]
+    assert coarse == shared_stages(a2.spec, a2.dataset.load(), tmp_path)["coarse"]
+    coarse.mkdir(parents=True)
+    (coarse / OUTCOME_FILE).write_bytes(b"")   # a's coarse stage is trained: its runs need not wait
+    assert spread_shared_stages([a1, a2, b1, b2, u1, u2], tmp_path) == [a1, a2, b1, u1, u2, b2]
 
 
 def test_runs_per_gpu_from_measured_peak_memory(toy_dir, monkeypatch):

@@ -7,6 +7,8 @@ cluster (:mod:`lwbench.grid.workers`; the output folder must then be on a filesy
 * **Unbudgeted references are not trained twice**: a method that ignores the budget (UD) computes the same
   numbers under every budget and accounting, so its record under one budget is copied, not trained again,
   for the same configuration under another (:func:`budget_free_twins`).
+* **Order**: the first run of each shared stage not yet trained starts before the second of any
+  (:func:`spread_shared_stages`), so workers train different stages rather than wait for one.
 * **Failures**: a failed run writes ``<run_id>.failed.json`` (error, its type and traceback) and the grid goes on.
 * **Progress**: a bar over the runs to train (done / running / failed, time left), fed by watching the
   output folder, so it works the same for every backend. Each run logs to ``<out>/logs/<run_id>.log``.
@@ -54,7 +56,7 @@ def run_grid(plan: GridPlan, out: Path, execution: Execution, *, force: bool = F
     records = {} if force else existing_records(runs, out)
     for run_id in records:
         logger.info("%s: record exists (same config hash), skipping", run_id)
-    pending = [r for r in runs if r.run_id not in records]
+    pending = spread_shared_stages([r for r in runs if r.run_id not in records], out)
     outcome = GridOutcome(records=records, failures={}, reused=len(records))
     if not pending:
         return outcome
@@ -151,6 +153,21 @@ class GridProgress(threading.Thread):
 def existing_records(runs: list[GridRun], out: Path) -> dict[str, dict]:
     """run_id -> record, for the runs whose record exists with the same configuration hash."""
     return {r.run_id: record for r in runs if (record := find_record(out, r.run_id, r.spec.config_hash)) is not None}
+
+
+def spread_shared_stages(runs: list[GridRun], out: Path) -> list[GridRun]:
+    """The runs in the order to start them: the first run of each shared stage not yet trained (C2F's coarse
+    stage of each configuration) before the second of any, otherwise as planned. A run whose shared stage
+    another worker is training waits for it (the stage's lock), so planned order would leave workers waiting
+    while other stages could train: Figure 6's six coarse stages train two at a time, not one."""
+    rank, seen = {}, {}
+    for run in runs:
+        stages = shared_stages(run.spec, run.dataset.load(), out)
+        key = tuple(sorted(str(folder) for folder in stages.values() if not shared_stage_finished(folder)))
+        rank[run.run_id] = seen.get(key, 0) if key else 0
+        if key:
+            seen[key] = rank[run.run_id] + 1
+    return sorted(runs, key=lambda run: rank[run.run_id])
 
 
 def budget_free_key(config: dict) -> str:
