@@ -63,6 +63,27 @@ def test_fig4_names_its_axes_and_cases_and_draws_across_seed_intervals(tmp_path)
     assert "nan" not in table.to_markdown() and any("t-interval of the mean over seeds" in n for n in table.notes)
 
 
+def test_fig4_tests_every_ablation_against_the_full_model(tmp_path):
+    """The ablation table marks the cases not shown worse than Full C2F (not the best row: case A is built
+    above Full here) and writes every test against Full to fig4-stats."""
+    def level(cell, seed, checkpoint):
+        if checkpoint == COARSE:
+            return 0.08
+        noise = 0.001 * ((seed * 7) % 3)   # seed-to-seed spread, so the across-seeds t-test is defined
+        return {"Full": 0.10, "A": 0.101, "B": 0.099, "C": 0.06, "D": 0.098}[cell.coords["case"]] + noise
+    outputs = built(tmp_path, "fig4", ["c2f"], [1, 2, 3], level, checkpoints=(COARSE, "fine/update"))
+    table, stats_table = outputs.tables
+    assert stats_table.name == "fig4-stats" and "Full C2F" in stats_table.columns
+    compared = {row[2].split(" vs ")[0] for row in stats_table.rows}
+    assert compared == {n for k, n in ABLATION_NAMES.items() if k != "Full"}          # every case, not Full
+    assert all(" vs Full C2F, " in row[2] for row in stats_table.rows)
+    cells = {row[1]: row[3:7] for row in table.rows}
+    assert all(not cell.endswith("†") for cell in cells["C: no soft threshold"])        # far below Full
+    assert all(cell.endswith("†") for cell in cells["A: random E^r selection"])         # above Full
+    assert not any(cell.endswith("†") for cell in cells["Full C2F"])                    # the reference itself
+    assert any("not significantly worse than the Full C2F row" in note for note in table.notes)
+
+
 def test_fig6_panels_of_one_metric_share_their_y_limits(tmp_path):
     outputs = built(tmp_path, "fig6", ["c2f"], [1], c2f_level, checkpoints=(COARSE, "fine/update"))
     figure = outputs.figures["fig6"]

@@ -74,6 +74,7 @@ class Verdicts:
     deciding: set = field(default_factory=set)       # protocols that decided at least one mark
     n_deciding: int = 0                              # deciding tests (one per tested row and metric), Holm's family
     notes: list = field(default_factory=list)        # what could not be tested, and why
+    reference: str | None = None                     # the row tested against, where it is not the best
 
     def is_best(self, block, metric: str, name: str) -> bool:
         return self.best.get((block, metric)) == name
@@ -95,7 +96,8 @@ class Verdicts:
                 {SEEDS: f"across seeds where both rows share at least {MIN_SEEDS} seeds",
                  USERS: "across the test users (per-user metrics averaged over the shared seeds; this ignores "
                         "seed-to-seed variance)"}[p] for p in (SEEDS, USERS) if p in self.deciding)
-            parts.append(f"{MARK}: not significantly worse than the best (bold) row of its block: two-sided paired "
+            against = f"the {self.reference} row" if self.reference else "the best (bold) row of its block"
+            parts.append(f"{MARK}: not significantly worse than {against}: two-sided paired "
                          f"t-test at α = {ALPHA}, Holm-corrected over the table's deciding tests, {deciding}."
                          f" All tests, with CIs and Wilcoxon: {stats_name}.md ({self.n_deciding} deciding tests).")
         if self.untested:
@@ -146,11 +148,13 @@ class PerUser:
 
 
 def versus_best(arms: list[Arm], metrics: Sequence[str], out: Path, *, block_text=str,
-                compare_references: bool = True) -> Verdicts:
+                compare_references: bool = True, reference: str | None = None) -> Verdicts:
     """Test every candidate arm against the best of its block for each metric (see the module doc).
     ``compare_references``: a block holding only references (non-candidates) compares them with each
-    other (a summary of full-size runs); False leaves references untested (Table 3's UD rows)."""
-    verdicts, users = Verdicts(), PerUser(out)
+    other (a summary of full-size runs); False leaves references untested (Table 3's UD rows).
+    ``reference``: the name of the arm every other arm of its block is tested against instead of the best
+    (an ablation against its full model); the marks then say "not significantly worse than it"."""
+    verdicts, users = Verdicts(reference=reference), PerUser(out)
     deciding: list[tuple[int, Hashable, str, str]] = []   # (index into comparisons, block, metric, name)
     blocks: dict[Hashable, list[Arm]] = {}
     for arm in arms:
@@ -171,7 +175,11 @@ def versus_best(arms: list[Arm], metrics: Sequence[str], out: Path, *, block_tex
                                    if math.isnan(a.mean(metric))]
             if not valued:
                 continue
-            best = max(valued, key=lambda a: a.mean(metric))
+            best = (next((a for a in valued if a.name == reference), None) if reference
+                    else max(valued, key=lambda a: a.mean(metric)))
+            if best is None:
+                verdicts.notes.append(f"{block_text(block)}: no {reference} row with a {metric}; not tested")
+                continue
             verdicts.best[(block, metric)] = best.name
             for arm in valued:
                 if arm is best:
@@ -243,8 +251,11 @@ def stats_table(name: str, title: str, verdicts: Verdicts, notes: Sequence[str] 
     from lwbench.reports.summaries import comparison_table
     if not verdicts.comparisons:
         return None
-    return comparison_table(name, title, verdicts.comparisons, "two-sided", ("row", "best"), family=None,
-                            notes=["Each row is tested against the best row of its block (the highest mean).",
+    against = (f"Each row is tested against the {verdicts.reference} row of its block." if verdicts.reference
+               else "Each row is tested against the best row of its block (the highest mean).")
+    return comparison_table(name, title, verdicts.comparisons, "two-sided",
+                            ("row", verdicts.reference or "best"), family=None,
+                            notes=[against,
                                    "Holm: the deciding tests (paired t, the protocol named in the main table's "
                                    "footnote) form one family over the whole table; every other protocol and "
                                    "test is corrected as its own family over the table.",

@@ -87,12 +87,13 @@ def comparison_table(name: str, title: str, comparisons: list[tuple], alternativ
 
 
 def series_table(name: str, title: str, summary: pd.DataFrame, keys: list[str], metrics: list[str],
-                 notes: list[str] = (), diagnostics: list[str] = ()) -> Table:
+                 notes: list[str] = (), diagnostics: list[str] = (), marks=None) -> Table:
     """A :func:`summarize` frame as a table: mean ± std over seeds per point, for each metric, then the
-    mean of each diagnostic (the numbers behind a figure)."""
+    mean of each diagnostic (the numbers behind a figure). ``marks(row, metric)``: a significance mark to
+    append to a cell (e.g. :meth:`lwbench.reports.significance.Verdicts.mark` against a reference row)."""
     columns = keys + ["seeds"] + [metric_label(m) for m in metrics] + list(diagnostics)
     rows = [[_display(r[k]) for k in keys] + [str(int(r["seeds"]))] +
-            [format_mean_std(r[f"{m}:mean"], r[f"{m}:std"]) for m in metrics] +
+            [format_mean_std(r[f"{m}:mean"], r[f"{m}:std"]) + (marks(r, m) if marks else "") for m in metrics] +
             ["–" if math.isnan(r[f"{d}:mean"]) else f"{r[f'{d}:mean']:.4g}" for d in diagnostics]
             for _, r in summary.iterrows()]
     return Table(name, title, columns, rows, summary, notes=list(notes) + mixed_notes(summary, keys))

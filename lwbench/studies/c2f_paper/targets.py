@@ -12,7 +12,7 @@ import functools
 import pandas as pd
 
 from lwbench.budget import STORAGE
-from lwbench.reports import figures, summaries
+from lwbench.reports import figures, significance, summaries
 from lwbench.reports.cell import Cell, comparison_cell
 from lwbench.reports.targets import Outputs, Target, TargetError, output_name, register_target
 from lwbench.studies.c2f_paper import tables
@@ -124,13 +124,28 @@ def _build_fig4(pts, out, manifest, alternative) -> Outputs:
     coarse = summaries.summarize(pts[pts["case"] == "Full"], ["dataset"], metrics, C2F_COARSE_STAGE, out=out)
     frame = pd.concat([summary.assign(case=summary["case"].map(ABLATION_NAMES)),
                        coarse.assign(case=COARSE_REFERENCE)])
+    verdicts = ablation_verdicts(pts, metrics, out)
     table = summaries.series_table("fig4", "Figure 4: C2F ablation (cases A-D against the full model)", frame,
                                    ["dataset", "case"], metrics,
                                    notes=["Cases: " + "; ".join(v for k, v in ABLATION_NAMES.items() if k != "Full")
                                           + " (docs/protocol.md §8.10)."]
-                                   + summaries.ci_note(frame, metrics) + summaries.status_notes(pts))
+                                   + summaries.ci_note(frame, metrics)
+                                   + [verdicts.footnote("fig4-stats"), *verdicts.notes] + summaries.status_notes(pts),
+                                   marks=lambda row, metric: verdicts.mark(row["dataset"], metric, row["case"]))
+    stats_table = significance.stats_table("fig4-stats", "Figure 4: every ablation against the full model",
+                                           verdicts)
     figure = figures.case_points(summary, metrics, ABLATION_NAMES, reference=coarse, reference_label=COARSE_REFERENCE)
-    return Outputs([table], {"fig4": figure})
+    return Outputs([table] + ([stats_table] if stats_table else []), {"fig4": figure})
+
+
+def ablation_verdicts(pts: pd.DataFrame, metrics: list[str], out) -> significance.Verdicts:
+    """Each ablation case against the full model on the same dataset (paired across the seeds both have, and
+    across the test users: :func:`lwbench.reports.significance.versus_best` with the full model as the
+    reference): does removing the component change the result?"""
+    done = pts[pts["status"] == "done"]
+    arms = [significance.Arm(ABLATION_NAMES[case], dataset, list(group["record"]))
+            for (dataset, case), group in done.groupby(["dataset", "case"], sort=False)]
+    return significance.versus_best(arms, metrics, out, reference=ABLATION_NAMES["Full"])
 
 
 def _fig5_cells(datasets, methods):
