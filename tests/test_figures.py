@@ -97,6 +97,19 @@ def test_fig6_panels_of_one_metric_share_their_y_limits(tmp_path):
     assert fine == sorted(fine, key=float) and fine[0] == "0"   # m^r = 0 first, in the natural order
 
 
+def test_fig6_tests_the_fine_stage_against_its_coarse_stage_at_every_fine_count(tmp_path):
+    """Panel (b)'s claim (the fine stage adds to its coarse stage) is tested at every m^r > 0 across the test
+    users, with Holm over the whole table; m^r = 0 (the coarse stage alone) has nothing to test."""
+    outputs = built(tmp_path, "fig6", ["c2f"], [1], c2f_level, checkpoints=(COARSE, "fine/update"))
+    table, stats_table = outputs.tables
+    assert stats_table.name == "fig6-stats" and "fig6-stats.md" in " ".join(table.notes)
+    tested = {row[2].split(":")[0] for row in stats_table.rows}
+    assert tested == {f"m^r = {fine}" for fine in (20, 40, 60, 80, 100)}
+    assert {row[1] for row in stats_table.rows} == {"across users"}            # one seed: no across-seeds test
+    frame = stats_table.data
+    assert (frame["mean_diff"] > 0).all() and (frame["p_holm"] >= frame["pvalue"]).all()
+
+
 def test_each_method_keeps_its_colour_and_marker_in_every_panel(tmp_path):
     outputs = built(tmp_path, "budget-curve", ["ud", "qr", "pep"], [1], curve_level)
     figure = outputs.figures["budget-curve"]

@@ -158,7 +158,7 @@ def table4(pts: pd.DataFrame, out: Path, *, coarse_stage: str, alternative: str 
                                  "improvement_pct": 100 * (a - b) / b,
                                  "p_paper_protocol": paper_p[f].pvalue})
                 comparisons.append(("paper protocol", dataset, f"{f}@5..50 (seed {seed})", paper_p[f]))
-        comparisons += _sound_comparisons(dataset, fine, out, coarse_stage, alternative)
+        comparisons += fine_against_coarse(dataset, fine, out, coarse_stage, alternative)
         if dataset in reference.TABLE4_PRINTED:
             printed = reference.TABLE4_PRINTED[dataset]
             for seed in ("coarse",) + reference.TABLE4_SEEDS:
@@ -192,9 +192,11 @@ def _paper_p(dataset: str, seed: int, index: int, family: str) -> str:
     return f"{reference.TABLE4_PVALUES[dataset][seed][index]:.5f} (logs: {stats.format_p(recomputed)})"
 
 
-def _sound_comparisons(dataset: str, fine: dict[int, dict], out: Path, coarse_stage: str,
-                       alternative: str) -> list[tuple]:
-    """Across seeds and across users, for every metric at the Table-4 cutoffs."""
+def fine_against_coarse(dataset: str, fine: dict[int, dict], out: Path, coarse_stage: str,
+                        alternative: str) -> list[tuple]:
+    """C2F runs (``fine``: seed -> record) against their own coarse stage's checkpoint, across seeds (two or
+    more) and across users (per seed), for every metric at the Table-4 cutoffs: ``(protocol, dataset, what,
+    Comparison)`` rows for :func:`lwbench.reports.summaries.comparison_table`."""
     found = []
     labels = ("C2F", "coarse")
     users = {seed: (per_user(out, record), per_user(out, record, stage_checkpoint(record, coarse_stage)))

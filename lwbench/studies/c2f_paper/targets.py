@@ -194,12 +194,31 @@ def _build_fig6(pts, out, manifest, alternative) -> Outputs:
                        before.assign(panel="b: fixed total, before fine stage"),
                        after.assign(panel="b: fixed total, after fine stage")])
     keys = ["dataset", "panel", "rho", "fine"]
+    stats_table = fine_stage_tests(b[~coarse_only], out, alternative)
     table = summaries.series_table("fig6", "Figure 6: coarse/fine ratio", frame, keys, metrics,
                                    notes=[f"(a) m^c = {RATIO_FIXED_COARSE}, m^r = ρ·m^c; (b) m^c + m^r = {RATIO_TOTAL}; "
                                           "m^r = 0 is the coarse stage alone; – where a column does not apply "
                                           "to the panel."] + summaries.ci_note(frame, metrics)
+                                   + (["Panel (b), after against before the fine stage for every m^r > 0 (paired "
+                                       "across the test users, and across seeds where there are two or more): "
+                                       "fig6-stats.md."] if stats_table else [])
                                    + summaries.status_notes(pts))
-    return Outputs([table], {"fig6": ratio_curves(a, after, before)})
+    return Outputs([table] + ([stats_table] if stats_table else []), {"fig6": ratio_curves(a, after, before)})
+
+
+def fine_stage_tests(runs: pd.DataFrame, out, alternative: str):
+    """Figure 6 (b)'s question, tested: does the fine stage improve on its own coarse stage at each m^r? Each
+    point's C2F runs against their coarse checkpoints (:func:`lwbench.studies.c2f_paper.tables.fine_against_coarse`),
+    Holm within each dataset, protocol and test over all m^r and metrics; None without finished runs."""
+    comparisons = []
+    for (dataset, fine), group in runs[runs["status"] == "done"].groupby(["dataset", "fine"], sort=False):
+        records = {int(r["seed"]): r for r in group["record"]}
+        comparisons += [(protocol, ds, f"m^r = {int(fine)}: {what}", c) for protocol, ds, what, c in
+                        tables.fine_against_coarse(dataset, records, out, C2F_COARSE_STAGE, alternative)]
+    if not comparisons:
+        return None
+    return summaries.comparison_table("fig6-stats", "Figure 6 (b): C2F after against before its fine stage",
+                                      comparisons, alternative, ("after", "before"))
 
 
 TARGETS = tuple(register_target(target) for target in (
