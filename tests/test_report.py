@@ -238,9 +238,9 @@ def test_building_reports_imports_no_torch(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert (out / "table4-stats.csv").exists() and (tmp_path / "figs" / "budget-curve.png").exists()
-    # table3 (one budgeted row: nothing to test), table4(+stats), fig6, budget-curve(+stats: UD-128 against
-    # UD-64), summary(+stats: C2F's variants)
-    assert int(result.stdout.split("written=")[1]) == 3 + 2 * 3 + (3 + 2) + (2 * 3 + 2) + 2 * 3
+    # table3 (one budgeted row: nothing to test), table4(+stats), fig6(+stats: each m^r against its coarse
+    # stage), budget-curve(+stats: UD-128 against UD-64), summary(+stats: C2F's variants)
+    assert int(result.stdout.split("written=")[1]) == 3 + 2 * 3 + (2 * 3 + 2) + (2 * 3 + 2) + 2 * 3
 
 
 def test_table4_says_whether_the_seeds_shared_one_coarse_stage():
