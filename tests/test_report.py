@@ -156,8 +156,8 @@ def c2f_level(cell, seed, checkpoint):
         return 0.08
     if "case" in coords:
         return {"Full": 0.10, "A": 0.09, "B": 0.095, "C": 0.085, "D": 0.092}[coords["case"]]
-    if "factor" in coords:
-        return 0.09 + 0.001 * float(coords["value"])
+    if "factor" in coords:   # the released configuration's value is NaN (it changes no factor)
+        return 0.09 + (0 if math.isnan(float(coords["value"])) else 0.001 * float(coords["value"]))
     return 0.09 + 0.0001 * coords.get("fine", 0) + 0.01 * coords.get("rho", 0)
 
 
@@ -176,7 +176,7 @@ class FakeLightweight(Method):
 
 @pytest.mark.parametrize("target, methods, expected_rows", [
     ("fig4", ["c2f"], 2 * (5 + 1)),               # 2 datasets x (Full, A-D + the coarse reference)
-    ("fig5", ["c2f"], 2 * 4 * 5),                 # 2 datasets x 4 factors x 5 values
+    ("fig5", ["c2f"], 2 * (4 * 5 + 1)),           # 2 datasets x (4 factors x 5 values + the released one)
     ("fig6", ["c2f"], 5 + 6 + 6),                 # (a) 5 ratios; (b) before and after at 6 fine sizes
     ("budget-curve", ["ud", "test-lightweight"], 2 * (4 + 2)),   # 4 budgets, UD-128 and UD-64
 ])

@@ -79,7 +79,9 @@ def test_report_needs_records(tmp_path, capsys):
 def test_c2f_targets_use_the_option_mapping():
     options = set(C2F_OPTIONS.values())
     fig5 = get_target("fig5").cells(["gowalla"], ["c2f"])
-    assert len(fig5) == 20 and all(len(c.overrides["c2f"]) == 1 and set(c.overrides["c2f"]) <= options for c in fig5)
+    *sweep, released = fig5   # one factor changed per point, and the released configuration they depart from
+    assert len(sweep) == 20 and all(len(c.overrides["c2f"]) == 1 and set(c.overrides["c2f"]) <= options for c in sweep)
+    assert released.coords["factor"] == "released" and not released.overrides.get("c2f")
     assert {c.overrides["c2f"]["threshold"] for c in fig5 if "threshold" in c.overrides["c2f"]} == {0.5, 1, 3, 5, 10}
     fig4 = get_target("fig4").cells(["gowalla"], ["c2f"])
     assert [c.overrides["c2f"]["ablation"] for c in fig4] == ["none", "A", "B", "C", "D"]

@@ -165,21 +165,30 @@ def case_points(summary: pd.DataFrame, metrics: list[str], cases: dict[str, str]
 
 
 def sweep_lines(summary: pd.DataFrame, factors: list[str], metrics: list[str], *, factor_key: str = "factor",
-                value_key: str = "value") -> Figure:
+                value_key: str = "value", reference: pd.DataFrame | None = None,
+                reference_label: str = "") -> Figure:
     """One-factor-at-a-time sweeps: one row per dataset and metric, one column per factor; the panels of one
-    metric share their y limits (the factors are compared on them)."""
+    metric share their y limits (the factors are compared on them). ``reference`` (one row per dataset, e.g.
+    the configuration every factor departs from): a dashed line in every panel, named in the legend."""
     datasets = list(dict.fromkeys(summary["dataset"]))
     figure, axes = new_figure(len(datasets) * len(metrics), len(factors), width=3.0, height=2.3)
     for d, dataset in enumerate(datasets):
+        ref = reference[reference["dataset"] == dataset] if reference is not None else summary.iloc[:0]
         for m, metric in enumerate(metrics):
             row = d * len(metrics) + m
             for c, factor in enumerate(factors):
                 ax = axes[row, c]
                 block = summary[(summary["dataset"] == dataset) & (summary[factor_key] == factor)]
-                mean_std_line(ax, block, value_key, metric, **series_style(0))
+                mean_std_line(ax, block, value_key, metric, label="one factor changed", **series_style(0))
+                if len(ref):
+                    ax.axhline(ref[f"{metric}:mean"].iloc[0], color="black", linestyle="--", linewidth=1,
+                               label=reference_label)
                 ax.set_xlabel(math_label(factor))
                 if c == 0:
                     ax.set_ylabel(metric_axis_label(metric))
                 ax.set_title(f"{dataset}: {math_label(factor)}", fontsize="small")
             share_y(list(axes[row]))
+    if reference is not None and len(reference):
+        handles, names = axes[0, 0].get_legend_handles_labels()
+        figure.legend(handles, names, loc="outside lower center", ncols=len(names), fontsize="small")
     return figure

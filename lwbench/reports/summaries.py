@@ -92,7 +92,7 @@ def series_table(name: str, title: str, summary: pd.DataFrame, keys: list[str], 
     mean of each diagnostic (the numbers behind a figure). ``marks(row, metric)``: a significance mark to
     append to a cell (e.g. :meth:`lwbench.reports.significance.Verdicts.mark` against a reference row)."""
     columns = keys + ["seeds"] + [metric_label(m) for m in metrics] + list(diagnostics)
-    rows = [[_display(r[k]) for k in keys] + [str(int(r["seeds"]))] +
+    rows = [[display_value(r[k]) for k in keys] + [str(int(r["seeds"]))] +
             [format_mean_std(r[f"{m}:mean"], r[f"{m}:std"]) + (marks(r, m) if marks else "") for m in metrics] +
             ["–" if math.isnan(r[f"{d}:mean"]) else f"{r[f'{d}:mean']:.4g}" for d in diagnostics]
             for _, r in summary.iterrows()]
@@ -103,7 +103,7 @@ def mixed_notes(summary: pd.DataFrame, keys: list[str]) -> list[str]:
     """A note for every point of a :func:`summarize` frame whose seeds ran different settings (a target's
     per-seed settings, e.g. logged runs): such a point averages unlike runs, which comparison tables never do
     (docs/protocol.md §10.11), so the table says so."""
-    return [f"{', '.join(_display(r[k]) for k in keys)} averages runs whose settings differ: {r['mixed']}."
+    return [f"{', '.join(display_value(r[k]) for k in keys)} averages runs whose settings differ: {r['mixed']}."
             for _, r in summary.iterrows() if r.get("mixed")]
 
 
@@ -189,7 +189,8 @@ def ci_note(summary: pd.DataFrame, metrics: list[str]) -> list[str]:
     return [f"Error bars: {'; '.join(parts)}."] if parts else []
 
 
-def _display(value) -> str:
+def display_value(value) -> str:
+    """A coordinate as tables show it: ``40.0`` as ``40``, NaN (not applicable) as ``–``."""
     if isinstance(value, float) and math.isnan(value):
         return "–"   # a coordinate that does not apply to the row (e.g. ρ in panel (b) of Figure 6)
     if isinstance(value, float) and value.is_integer():
@@ -290,7 +291,7 @@ def versus_best_table(name: str, title: str, pts: pd.DataFrame, block_keys: list
     arms = [significance.Arm(f"{key[-1]} {extra}".strip(), key[:-1], g.records,
                              candidate=any(r["budget"]["applies"] for r in g.records))
             for key, g, extra in configurations]
-    verdicts = significance.versus_best(arms, metrics, out, block_text=lambda b: ", ".join(_display(v) for v in b))
+    verdicts = significance.versus_best(arms, metrics, out, block_text=lambda b: ", ".join(display_value(v) for v in b))
     columns = [*block_keys, "method", *[comparable.short_setting_name(k) for k in varying], "seeds", "budget used",
                *[metric_label(m) for m in metrics]]
     rows, bold, data, under_all = [], set(), [], []
@@ -298,7 +299,7 @@ def versus_best_table(name: str, title: str, pts: pd.DataFrame, block_keys: list
         used, under = budget_used(g.records)
         under_all += under
         settings = {comparable.short_setting_name(k): comparable.setting_text(g.first, k) for k in varying}
-        row = [*[_display(v) for v in block], label, *settings.values(), str(len(g.records)), used]
+        row = [*[display_value(v) for v in block], label, *settings.values(), str(len(g.records)), used]
         entry = {**dict(zip(block_keys, block)), "method": label, **settings, "seeds": len(g.records),
                  "budget_fraction_min": lowest_budget_fraction(g.records)}
         for metric in metrics:

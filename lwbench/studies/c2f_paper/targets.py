@@ -8,6 +8,7 @@ where the trainer is not installed.
 from __future__ import annotations
 
 import functools
+import math
 
 import pandas as pd
 
@@ -35,6 +36,7 @@ ABLATION_CASES = {"Full": "none", "A": "A", "B": "B", "C": "C", "D": "D"}
 ABLATION_NAMES = {"Full": "Full C2F", "A": "A: random E^r selection", "B": "B: no SparsePCA",
                   "C": "C: no soft threshold", "D": "D: direct matching (no weight bridging)"}
 COARSE_REFERENCE = "coarse stage of Full (LEGCF)"
+RELEASED = "released"   # Figure 5's row of the released configuration, which every sweep point is tested against
 SENSITIVITY_GRIDS = {"d^r": [40, 60, 80, 100, 120], "λ": [0.5, 1, 3, 5, 10], "w_cr": [0.1, 0.3, 0.5, 0.7, 0.9],
                      "t^r": [2, 3, 4, 5, 6]}
 RATIO_FIXED_COARSE, RATIO_RHOS = 100, [0.2, 0.4, 0.6, 0.8, 1.0]
@@ -149,23 +151,58 @@ def ablation_verdicts(pts: pd.DataFrame, metrics: list[str], out) -> significanc
 
 
 def _fig5_cells(datasets, methods):
+    # Each dataset's released configuration too (Table 4's cell: no run of its own where Table 4 ran), which
+    # every point departs from in one factor and is tested against.
     return [c2f_cell(d, {factor: value}, {"factor": factor, "value": value})
-            for d in datasets for factor, grid in SENSITIVITY_GRIDS.items() for value in grid]
+            for d in datasets for factor, grid in SENSITIVITY_GRIDS.items() for value in grid] + \
+        [c2f_cell(d, {}, {"factor": RELEASED, "value": math.nan}) for d in datasets]
 
 
 def _build_fig5(pts, out, manifest, alternative) -> Outputs:
     metrics = list(FIGURE_METRICS)
     diagnostics = summaries.diagnostic_names(pts)   # e.g. the non-zero fraction of S_λ(E^r) (docs/protocol.md §10.5)
-    pts = pts.sort_values(["factor", "value"], kind="stable",
-                          key=lambda c: c.map(list(SENSITIVITY_GRIDS).index) if c.name == "factor" else c)
-    summary = summaries.summarize(pts, ["dataset", "factor", "value"], metrics, diagnostics=diagnostics, out=out)
-    notes = summaries.ci_note(summary, metrics) + summaries.status_notes(pts)
+    released = pts[pts["factor"] == RELEASED]
+    order = {"dataset": list(dict.fromkeys(pts["dataset"])).index, "factor": list(SENSITIVITY_GRIDS).index}
+    sweep = pts[pts["factor"] != RELEASED].sort_values(   # each dataset's rows together, in the natural order
+        ["dataset", "factor", "value"], kind="stable", key=lambda c: c.map(order[c.name]) if c.name in order else c)
+    summary = summaries.summarize(sweep, ["dataset", "factor", "value"], metrics, diagnostics=diagnostics, out=out)
+    reference = summaries.summarize(released, ["dataset", "factor", "value"], metrics, diagnostics=diagnostics, out=out)
+    verdicts = sweep_verdicts(sweep, released, metrics, out)
+    notes = summaries.ci_note(summary, metrics) + [verdicts.footnote("fig5-stats"), *verdicts.notes]
+    notes += summaries.status_notes(pts)
     if diagnostics:
         notes.append("Diagnostic columns: the method's own diagnostics at the reported checkpoint, mean over seeds.")
-    table = summaries.series_table("fig5", "Figure 5: C2F sensitivity (one factor at a time, others as released)",
-                                   summary, ["dataset", "factor", "value"], metrics, notes=notes,
-                                   diagnostics=diagnostics)
-    return Outputs([table], {"fig5": figures.sweep_lines(summary, list(SENSITIVITY_GRIDS), metrics)})
+    table = summaries.series_table(
+        "fig5", "Figure 5: C2F sensitivity (one factor at a time, others as released)",
+        pd.concat([summary, reference]), ["dataset", "factor", "value"], metrics, notes=[n for n in notes if n],
+        diagnostics=diagnostics,
+        marks=lambda row, metric: verdicts.mark(row["dataset"], metric, sweep_point(row["factor"], row["value"])))
+    stats_table = significance.stats_table("fig5-stats", "Figure 5: every sweep point against the released "
+                                           "configuration", verdicts)
+    figure = figures.sweep_lines(summary, list(SENSITIVITY_GRIDS), metrics, reference=reference,
+                                 reference_label=f"{RELEASED} configuration")
+    return Outputs([table] + ([stats_table] if stats_table else []), {"fig5": figure})
+
+
+def sweep_point(factor: str, value) -> str:
+    """A Figure-5 point's name in its tests: ``λ = 3``; the released configuration is ``released``."""
+    return factor if factor == RELEASED else f"{factor} = {summaries.display_value(value)}"
+
+
+def sweep_verdicts(sweep: pd.DataFrame, released: pd.DataFrame, metrics: list[str], out) -> significance.Verdicts:
+    """Each sweep point against the released configuration of its dataset (across the seeds both have, and
+    across the test users; Holm over the table): does moving this one factor away from its released value
+    change the result? A point that is the released configuration itself (its value is the released one:
+    the same runs) is not tested against itself."""
+    arms = []
+    for frame in (released, sweep):
+        done = frame[frame["status"] == "done"]
+        for (dataset, factor, value), group in done.groupby(["dataset", "factor", "value"], sort=False, dropna=False):
+            arms.append(significance.Arm(sweep_point(factor, value), dataset, list(group["record"])))
+    reference_runs = {arm.block: {r["run_id"] for r in arm.records} for arm in arms if arm.name == RELEASED}
+    arms = [arm for arm in arms if arm.name == RELEASED
+            or {r["run_id"] for r in arm.records} != reference_runs.get(arm.block)]
+    return significance.versus_best(arms, metrics, out, reference=RELEASED)
 
 
 def _fig6_cells(datasets, methods):
