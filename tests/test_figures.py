@@ -190,3 +190,14 @@ def test_fig4_limits_hold_the_reference_line_and_every_error_bar(tmp_path):
                 for segment in c.lines[2][0].get_segments() for y in segment[:, 1]]
         assert ends and (low == 0.0 if min(ends) < 0 else 0 <= low <= min(ends))   # a metric's axis stops at 0
         assert max(ends) <= high
+
+
+def test_a_figure_saved_twice_has_the_same_bytes(tmp_path, monkeypatch):
+    """Committed figures regenerate byte for byte, as the tables do: no creation date in the PDF (saved a day
+    apart, as matplotlib's clock sees it)."""
+    outputs = built(tmp_path, "fig4", ["c2f"], [1, 2, 3], c2f_level, checkpoints=(COARSE, "fine/update"))
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")
+    first = figures.save(outputs.figures["fig4"], tmp_path / "a", "fig4")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "86400")
+    second = figures.save(outputs.figures["fig4"], tmp_path / "b", "fig4")
+    assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]

@@ -116,7 +116,8 @@ def save(figure: Figure, folder: Path, name: str) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{name}.png", folder / f"{name}.pdf"]
     for path in paths:
-        figure.savefig(path, dpi=DPI)
+        # No creation date in the PDF: the same records give the same bytes, as the tables do.
+        figure.savefig(path, dpi=DPI, metadata={"CreationDate": None} if path.suffix == ".pdf" else None)
     return paths
 
 
