@@ -194,23 +194,27 @@ def budget_free_twins(runs: list[GridRun], out: Path) -> dict[str, dict]:
     return {run.run_id: twins[key] for run in wanted if (key := budget_free_key(run.spec.config)) in twins}
 
 
-def adopt_budget_free_twins(runs: list[GridRun], out: Path) -> dict[str, dict]:
+def copy_as_run(source_out: Path, record: dict, out: Path, run: GridRun, **fields) -> dict:
+    """Write ``record`` (a record in ``source_out``) and its per-user file into ``out`` as the record of ``run``
+    (its run id, label and configuration), with ``fields`` added or replaced (what says where it came from);
+    returns the record written. How a run computed already is reused rather than trained again."""
+    return copy_record(source_out, record, out, run_id=run.run_id, label=run.spec.label,
+                       config=run.spec.config, config_hash=run.spec.config_hash, **fields)
+
+
+def adopt_budget_free_twins(runs: list[GridRun], out: Path) -> None:
     """Copy every :func:`budget_free_twins` record under its run's name, with the run's own budget and
-    ``adopted_from`` naming the source; returns run_id -> the record written."""
+    ``adopted_from`` naming the source."""
     by_id = {run.run_id: run for run in runs}
-    adopted = {}
     for run_id, record in budget_free_twins(runs, out).items():
         run = by_id[run_id]
-        adopted[run_id] = copy_record(
-            out, record, out, run_id=run_id, label=run.spec.label, config=run.spec.config,
-            config_hash=run.spec.config_hash,
-            budget={**budget_entry(run.spec.budget_text, run.spec.budget, False), "fraction": None},
-            adopted_from={"run_id": record["run_id"], "config_hash": record["config_hash"],
-                          "why": f"the same configuration and seed under another budget, which {run.spec.method} "
-                                 "ignores"})
+        copy_as_run(out, record, out, run,
+                    budget={**budget_entry(run.spec.budget_text, run.spec.budget, False), "fraction": None},
+                    adopted_from={"run_id": record["run_id"], "config_hash": record["config_hash"],
+                                  "why": f"the same configuration and seed under another budget, which "
+                                         f"{run.spec.method} ignores"})
         logger.info("%s: copied from %s (the same run apart from the budget, which %s ignores), not trained again",
                     run_id, record["run_id"], run.spec.method)
-    return adopted
 
 
 def stage_shares(record: dict) -> dict[str, float]:

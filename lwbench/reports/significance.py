@@ -107,6 +107,11 @@ class Verdicts:
         return " ".join(parts)
 
 
+    def table_notes(self, stats_name: str) -> list[str]:
+        """The footnote (where there is one) and what could not be tested, as a table's notes."""
+        return [note for note in (self.footnote(stats_name), *self.notes) if note]
+
+
 class PerUser:
     """Per-user test metrics of records, each file read once and each seed average computed once: the one
     reader of per-user files for the reports (the marks here, the one-seed intervals of

@@ -59,6 +59,7 @@ from lwbench.config import ConfigError, config_hash
 from lwbench.files import atomic_write_json, exclusive_lock, prepare_output
 from lwbench.grid.plan import GridPlan, GridRun, plan_grid
 from lwbench.grid.run import (
+    copy_as_run,
     device_type,
     estimate_seconds,
     existing_records,
@@ -69,7 +70,6 @@ from lwbench.grid.run import (
 from lwbench.grid.workers import ExecutionRequest, make_execution
 from lwbench.options import Option
 from lwbench.records import (
-    copy_record,
     failure_path,
     find_record,
     load_records,
@@ -374,13 +374,6 @@ def run_study(brackets: list[Bracket], options: TuneOptions, request: ExecutionR
 
 
 # --- retraining and outputs -----------------------------------------------------------------------------------
-
-def copy_as_run(source_out: Path, record: dict, out: Path, run: GridRun, **provenance) -> dict:
-    """Write ``record`` (a record in ``source_out``) and its per-user file into ``out`` as the record of ``run``
-    (its run id, label and configuration), with ``provenance`` added; returns the record written."""
-    return copy_record(source_out, record, out, run_id=run.run_id, label=run.spec.label,
-                       config=run.spec.config, config_hash=run.spec.config_hash, **provenance)
-
 
 def adopt_trial_record(trials_out: Path, out: Path, run: GridRun) -> dict | None:
     """Copy the record (and per-user file) of a trial run that is the same configuration as ``run`` into

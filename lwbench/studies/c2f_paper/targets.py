@@ -132,7 +132,7 @@ def _build_fig4(pts, out, manifest, alternative) -> Outputs:
                                    notes=["Cases: " + "; ".join(v for k, v in ABLATION_NAMES.items() if k != "Full")
                                           + " (docs/protocol.md §8.10)."]
                                    + summaries.ci_note(frame, metrics)
-                                   + [verdicts.footnote("fig4-stats"), *verdicts.notes] + summaries.status_notes(pts),
+                                   + verdicts.table_notes("fig4-stats") + summaries.status_notes(pts),
                                    marks=lambda row, metric: verdicts.mark(row["dataset"], metric, row["case"]))
     stats_table = significance.stats_table("fig4-stats", "Figure 4: every ablation against the full model",
                                            verdicts)
@@ -141,13 +141,23 @@ def _build_fig4(pts, out, manifest, alternative) -> Outputs:
 
 
 def ablation_verdicts(pts: pd.DataFrame, metrics: list[str], out) -> significance.Verdicts:
-    """Each ablation case against the full model on the same dataset (paired across the seeds both have, and
-    across the test users: :func:`lwbench.reports.significance.versus_best` with the full model as the
-    reference): does removing the component change the result?"""
+    """Each ablation case against the full model on the same dataset: does removing the component change the
+    result?"""
+    return versus_reference(pts, ["case"], lambda case: ABLATION_NAMES[case], ABLATION_NAMES["Full"], metrics, out)
+
+
+def versus_reference(pts: pd.DataFrame, keys: list[str], name, reference: str, metrics: list[str],
+                     out) -> significance.Verdicts:
+    """Every point of a study (its finished runs grouped by dataset and ``keys``, named ``name(*key values)``)
+    against the ``reference`` point of its dataset (:func:`lwbench.reports.significance.versus_best` with a
+    reference row: paired across the seeds both have and across the test users, Holm over the table). A point
+    made of the reference's very runs (a sweep value that is the released one) is not tested against itself."""
     done = pts[pts["status"] == "done"]
-    arms = [significance.Arm(ABLATION_NAMES[case], dataset, list(group["record"]))
-            for (dataset, case), group in done.groupby(["dataset", "case"], sort=False)]
-    return significance.versus_best(arms, metrics, out, reference=ABLATION_NAMES["Full"])
+    arms = [significance.Arm(name(*key), dataset, list(group["record"]))
+            for (dataset, *key), group in done.groupby(["dataset", *keys], sort=False, dropna=False)]
+    runs = {arm.block: {r["run_id"] for r in arm.records} for arm in arms if arm.name == reference}
+    arms = [arm for arm in arms if arm.name == reference or {r["run_id"] for r in arm.records} != runs.get(arm.block)]
+    return significance.versus_best(arms, metrics, out, reference=reference)
 
 
 def _fig5_cells(datasets, methods):
@@ -167,14 +177,14 @@ def _build_fig5(pts, out, manifest, alternative) -> Outputs:
         ["dataset", "factor", "value"], kind="stable", key=lambda c: c.map(order[c.name]) if c.name in order else c)
     summary = summaries.summarize(sweep, ["dataset", "factor", "value"], metrics, diagnostics=diagnostics, out=out)
     reference = summaries.summarize(released, ["dataset", "factor", "value"], metrics, diagnostics=diagnostics, out=out)
-    verdicts = sweep_verdicts(sweep, released, metrics, out)
-    notes = summaries.ci_note(summary, metrics) + [verdicts.footnote("fig5-stats"), *verdicts.notes]
+    verdicts = versus_reference(pd.concat([released, sweep]), ["factor", "value"], sweep_point, RELEASED, metrics, out)
+    notes = summaries.ci_note(summary, metrics) + verdicts.table_notes("fig5-stats")
     notes += summaries.status_notes(pts)
     if diagnostics:
         notes.append("Diagnostic columns: the method's own diagnostics at the reported checkpoint, mean over seeds.")
     table = summaries.series_table(
         "fig5", "Figure 5: C2F sensitivity (one factor at a time, others as released)",
-        pd.concat([summary, reference]), ["dataset", "factor", "value"], metrics, notes=[n for n in notes if n],
+        pd.concat([summary, reference]), ["dataset", "factor", "value"], metrics, notes=notes,
         diagnostics=diagnostics,
         marks=lambda row, metric: verdicts.mark(row["dataset"], metric, sweep_point(row["factor"], row["value"])))
     stats_table = significance.stats_table("fig5-stats", "Figure 5: every sweep point against the released "
@@ -187,22 +197,6 @@ def _build_fig5(pts, out, manifest, alternative) -> Outputs:
 def sweep_point(factor: str, value) -> str:
     """A Figure-5 point's name in its tests: ``λ = 3``; the released configuration is ``released``."""
     return factor if factor == RELEASED else f"{factor} = {summaries.display_value(value)}"
-
-
-def sweep_verdicts(sweep: pd.DataFrame, released: pd.DataFrame, metrics: list[str], out) -> significance.Verdicts:
-    """Each sweep point against the released configuration of its dataset (across the seeds both have, and
-    across the test users; Holm over the table): does moving this one factor away from its released value
-    change the result? A point that is the released configuration itself (its value is the released one:
-    the same runs) is not tested against itself."""
-    arms = []
-    for frame in (released, sweep):
-        done = frame[frame["status"] == "done"]
-        for (dataset, factor, value), group in done.groupby(["dataset", "factor", "value"], sort=False, dropna=False):
-            arms.append(significance.Arm(sweep_point(factor, value), dataset, list(group["record"])))
-    reference_runs = {arm.block: {r["run_id"] for r in arm.records} for arm in arms if arm.name == RELEASED}
-    arms = [arm for arm in arms if arm.name == RELEASED
-            or {r["run_id"] for r in arm.records} != reference_runs.get(arm.block)]
-    return significance.versus_best(arms, metrics, out, reference=RELEASED)
 
 
 def _fig6_cells(datasets, methods):
