@@ -105,6 +105,42 @@ def test_a_cpu_assignment_in_pieces_gives_the_codes_of_the_whole_responses(toy, 
             assert torch.equal(module.assign(module.query), whole)
 
 
+def dense_sx_rows(module):
+    """SX's layer-0 rows as the straight-through estimator reads, left whole to autograd."""
+    augmented, keys = module.scoring(module.query)
+    rows = torch.zeros(module.groups, module.n_entities, module.dim // module.groups)
+    for name, k in module.tier_limits.items():
+        tier = module.tier_rows(name)
+        probs = torch.softmax(torch.bmm(augmented[:, tier], keys[:, :, :k]), dim=-1)
+        onehot = torch.zeros_like(probs).scatter_(-1, probs.argmax(-1, keepdim=True), 1.0)
+        rows = rows.index_copy(1, tier, torch.bmm(probs - (probs - onehot).detach(), module.values[:, :k]))
+    return rows.transpose(0, 1).reshape(-1, module.dim)
+
+
+@pytest.mark.parametrize("name", ["dpq", "mgqe"])
+def test_sx_rows_and_gradients_in_pieces_equal_the_dense_straight_through_estimator(toy, name, monkeypatch):
+    """SX forms its responses a few entities at a time in forward and backward (a hand-written backward):
+    rows and the gradients of queries, keys and values equal autograd's over the whole responses, for
+    pieces of one entity, uneven pieces and the default."""
+    from lwbench.methods.common import quantization
+    module, options = build(name, toy, mode="sx")
+    with torch.no_grad():
+        module.query.mul_(3.0).add_(0.05)
+    weights = torch.randn(module.n_entities, module.dim, generator=torch.Generator().manual_seed(1))
+    parameters = (module.query, module.keys, module.values)
+
+    def rows_and_gradients(rows_of):
+        rows = rows_of()
+        return (rows.detach(),) + torch.autograd.grad((rows * weights).sum(), parameters)
+
+    expected = rows_and_gradients(lambda: dense_sx_rows(module))
+    assert expected[3].abs().sum() > 0 and expected[1].abs().sum() > 0
+    for elements in (1, 7 * options["groups"] * options["k"], quantization.ASSIGN_CHUNK_ELEMENTS):
+        monkeypatch.setattr(quantization, "ASSIGN_CHUNK_ELEMENTS", elements)
+        for got, want in zip(rows_and_gradients(module.layer0), expected):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("mode", ["vq", "sx"])
 def test_codes_in_range_and_evaluation_uses_the_stored_codes(toy, tmp_path, mode):
     method = get_method("mgqe")

@@ -65,6 +65,56 @@ def quantized_count(dim: int, groups: int, tiers: list[tuple[int, int]], tier_bi
 ASSIGN_CHUNK_ELEMENTS = 1 << 19   # responses per piece of a CPU assignment: 2 MB of floats, which stay in cache
 
 
+def best_codes(augmented: torch.Tensor, keys: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Each entity's best centroid per group, ``(D, n)``, from the responses ``augmented @ keys`` formed
+    ``chunk`` entities at a time. Every response is the same dot product over ``w + 2`` values whatever the
+    piece (tests/test_mgqe.py checks the codes bit for bit)."""
+    return torch.cat([torch.bmm(augmented[:, start:start + chunk], keys).argmax(-1)
+                      for start in range(0, augmented.shape[1], chunk)], dim=1)
+
+
+class SoftmaxStraightThrough(torch.autograd.Function):
+    """SX's rows of one tier, ``(D, n, w)``: forward the values of each group's best centroid (the one-hot
+    of ``softmax(r)``), backward through the softmax (the straight-through estimator), with responses
+    ``r = augmented @ keys``.
+
+    Written as a function rather than left to autograd because the responses ``(D, n, K)`` are dense (285 MB
+    per tensor for DPQ on Last.fm): autograd would keep the responses, probabilities, one-hot and their
+    gradients whole, each in freshly mapped memory at every step. Here they are formed ``chunk`` entities at a
+    time (see :meth:`QuantizedTable.chunk`), in forward and again in backward, so a piece stays in cache and
+    nothing of size ``n x K`` outlives it. In ``bench/speed.py --method dpq --dataset lastfm --set dpq.mode=sx``
+    on one CPU thread an epoch took 95 s left to autograd (44 million page faults) and takes 26 s this way,
+    against VQ's 17 s."""
+
+    @staticmethod
+    def forward(ctx, augmented, keys, values, chunk):
+        """``augmented``: ``(D, n, a)``; ``keys``: ``(D, a, K)``; ``values``: ``(D, K, w)``."""
+        codes = best_codes(augmented, keys, chunk)
+        ctx.save_for_backward(augmented, keys, values, codes)
+        ctx.chunk = chunk
+        return torch.gather(values, 1, codes.unsqueeze(-1).expand(-1, -1, values.shape[-1]))
+
+    @staticmethod
+    def backward(ctx, grad_rows):
+        augmented, keys, values, codes = ctx.saved_tensors
+        grad_augmented = torch.empty_like(augmented)
+        grad_keys = torch.zeros_like(keys)
+        groups, k, width = values.shape
+        grad_values = values.new_zeros(groups * k, width)
+        for start in range(0, augmented.shape[1], ctx.chunk):
+            piece = slice(start, start + ctx.chunk)
+            probs = torch.softmax(torch.bmm(augmented[:, piece], keys), dim=-1)                 # (D, m, K)
+            grad_probs = torch.bmm(grad_rows[:, piece], values.transpose(1, 2))               # (D, m, K)
+            grad_response = probs * (grad_probs - (grad_probs * probs).sum(-1, keepdim=True))
+            grad_augmented[:, piece] = torch.bmm(grad_response, keys.transpose(1, 2))
+            grad_keys += torch.bmm(augmented[:, piece].transpose(1, 2), grad_response)
+        # the rows are the chosen values: each value's gradient sums the rows that chose it, in row order
+        # (index_add_ is deterministic in the trainer's deterministic mode, see lwbench/training/model.py)
+        offsets = torch.arange(groups, device=codes.device).unsqueeze(1) * k
+        grad_values.index_add_(0, (codes + offsets).reshape(-1), grad_rows.reshape(-1, width))
+        return grad_augmented, grad_keys, grad_values.view(groups, k, width), None
+
+
 class QuantizedTable(EmbeddingModule):
     """Product-quantized layer-0 rows; each tier of entities may use the first ``k`` centroids.
 
@@ -136,22 +186,20 @@ class QuantizedTable(EmbeddingModule):
         return {name: torch.bmm(augmented[:, self.tier_rows(name)], keys[:, :, :k])
                 for name, k in self.tier_limits.items()}
 
-    def assign(self, query: torch.Tensor) -> torch.Tensor:
-        """Codes ``(N, D)``: each entity's best centroid per group within its tier's limit.
+    def chunk(self, k: int, rows: int) -> int:
+        """Entities per piece of a tier's ``(D, rows, k)`` responses: on a CPU a few hundred
+        (:data:`ASSIGN_CHUNK_ELEMENTS`), since the whole tensor (285 MB for DPQ on Last.fm) would be written to
+        memory and read back at every training step where a piece stays in cache, three times faster; a GPU
+        takes each tier whole."""
+        return rows if self.query.device.type != "cpu" else max(1, ASSIGN_CHUNK_ELEMENTS // (self.groups * k))
 
-        On a CPU the responses are formed and reduced a few hundred entities at a time
-        (:data:`ASSIGN_CHUNK_ELEMENTS`): the whole ``D x N x K`` response tensor (285 MB for DPQ on Last.fm)
-        would be written to memory and read back by the argmax at every training step, where a piece stays
-        in cache, three times faster. Every response is the same dot product over ``w + 2`` values whatever
-        the piece (tests/test_mgqe.py checks the codes bit for bit). A GPU takes each tier whole."""
+    def assign(self, query: torch.Tensor) -> torch.Tensor:
+        """Codes ``(N, D)``: each entity's best centroid per group within its tier's limit."""
         codes = torch.empty(self.n_entities, self.groups, dtype=torch.long, device=query.device)
         augmented, keys = self.scoring(query)
         for name, k in self.tier_limits.items():
             rows = self.tier_rows(name)
-            step = len(rows) if query.device.type != "cpu" else max(1, ASSIGN_CHUNK_ELEMENTS // (self.groups * k))
-            for start in range(0, len(rows), step):
-                part = rows[start:start + step]
-                codes[part] = torch.bmm(augmented[:, part], keys[:, :, :k]).argmax(-1).transpose(0, 1)
+            codes[rows] = best_codes(augmented[:, rows], keys[:, :, :k], self.chunk(k, len(rows))).transpose(0, 1)
         return codes
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
@@ -176,13 +224,13 @@ class QuantizedTable(EmbeddingModule):
             self._aux = ((out - self.query.detach()).square().mean()
                          + self.beta * (out.detach() - self.query).square().mean())
             return self.query + (out - self.query).detach()
+        augmented, keys = self.scoring(self.query)
         rows = torch.zeros(self.groups, self.n_entities, self.dim // self.groups, device=self.query.device)
-        for name, response in self.tier_responses(self.query).items():
-            probs = torch.softmax(response, dim=-1)
-            onehot = torch.zeros_like(probs).scatter_(-1, probs.argmax(-1, keepdim=True), 1.0)
-            straight = probs - (probs - onehot).detach()
-            k = self.tier_limits[name]
-            rows = rows.index_copy(1, self.tier_rows(name), torch.bmm(straight, self.values[:, :k]))
+        for name, k in self.tier_limits.items():
+            tier = self.tier_rows(name)
+            picked = SoftmaxStraightThrough.apply(augmented[:, tier], keys[:, :, :k], self.values[:, :k],
+                                                  self.chunk(k, len(tier)))
+            rows = rows.index_copy(1, tier, picked)
         return rows.transpose(0, 1).reshape(-1, self.dim)
 
     def rows(self, entities: torch.Tensor) -> torch.Tensor:
