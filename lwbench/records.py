@@ -86,7 +86,9 @@ class RunRecord(TypedDict):
     history: list
     per_user_file: str
     # Optional (absent in older records): ``warnings``, a list of what the run warned about (e.g. a rising
-    # training loss, lwbench.training.trainer.loss_warnings).
+    # training loss, lwbench.training.trainer.loss_warnings). Only where a resume crossed a code change:
+    # ``code_versions``, [{"code_version", "stage", "epoch"}] from where each version took over
+    # (lwbench.training.trainer.Trainer.code_versions); ``code_version`` is then the last of them.
 
 
 RECORD_FIELDS = tuple(RunRecord.__annotations__)

@@ -131,6 +131,42 @@ def test_parallel_workers_give_the_sequential_records(toy_dir, tmp_path, referen
     assert again.reused == 2 and not again.failures
 
 
+def test_a_record_resumed_by_other_code_names_both_versions_and_warns(toy_dir, tmp_path, monkeypatch, reference):
+    """A run killed under one code version and finished under another keeps its metrics, and its record says
+    which code trained which epochs (``code_versions``) and warns; ``code_version`` is the finishing code."""
+    from lwbench.grid import runner
+    from lwbench.training import trainer as trainer_module
+    from lwbench.training.trainer import Trainer
+
+    def use_code(version):
+        for module in (runner, trainer_module):
+            monkeypatch.setattr(module, "code_version", lambda: version)
+
+    plan = plan_grid(toy_cells(toy_dir), SEEDS[:1])
+    original, calls = Trainer.train_epoch, {"n": 0}
+
+    def crashing(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, *args, **kwargs)
+
+    use_code("old")
+    monkeypatch.setattr(Trainer, "train_epoch", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(plan, tmp_path, Execution(jobs=1, threads=1), **QUIET)
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    use_code("new")
+    (run_id, record), = run_grid(plan, tmp_path, Execution(jobs=1, threads=1), **QUIET).records.items()
+    assert comparable(record) == reference[run_id]
+    assert record["code_version"] == "new"
+    assert record["code_versions"] == [{"code_version": "old", "stage": "train", "epoch": 0},
+                                       {"code_version": "new", "stage": "train", "epoch": 3}]
+    assert ("resumed with other code: trained by old from stage 'train' epoch 0; then new from stage 'train' "
+            "epoch 3. Rerun in a fresh --out for a run of one code version") in record["warnings"]
+    assert json.loads((tmp_path / "runs" / f"{run_id}.json").read_text())["code_versions"] == record["code_versions"]
+
+
 def grid_command(toy_dir, out):
     return [sys.executable, str(ROOT / "run_bench.py"), "grid", "--datasets", str(toy_dir), "--methods", "ud",
             "--seeds", ",".join(map(str, SEEDS)), "--set", "ud.dim=8", "--device", "cpu", "--jobs", "1",

@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import assert_resumes_identically, count_stage_epochs
+from conftest import assert_resumes_identically, count_stage_epochs, crash_and_resume
 from torch import nn
 
 from lwbench.budget import ParamCount
@@ -351,3 +351,60 @@ def test_resume_files_are_time_based_and_a_crash_after_unsaved_epochs_still_resu
                                (crash_after,), monkeypatch)
     # the crashed run wrote only the file at the end of warm; the next is the resumed run's
     assert writes[:2] == [(1, 0), (1, update_start)]
+
+
+def test_a_run_resumed_by_other_code_names_both_versions_and_where_the_newer_took_over(
+        toy, tmp_path, monkeypatch, caplog):
+    """Resuming with other code than the code that wrote the resume file is allowed, but the earlier epochs
+    ran the older code: the result keeps both, from where each took over (here after warm's 2 epochs and 4
+    of main's), and the resume warns. The same code throughout keeps one entry."""
+    from lwbench.training import trainer as trainer_module
+    method = TwoStageDummy()
+    monkeypatch.setattr(trainer_module, "code_version", lambda: "old")
+    reference = make_trainer(method, toy, tmp_path, "reference").fit()
+    assert reference.code_versions == [{"code_version": "old", "stage": "warm", "epoch": 0}]
+    same = crash_and_resume(lambda name: make_trainer(method, toy, tmp_path, name), "same", 6, monkeypatch)
+    assert same.code_versions == reference.code_versions
+
+    versions = iter(["old", "new"])
+
+    def make(name):
+        version = next(versions)
+        monkeypatch.setattr(trainer_module, "code_version", lambda: version)
+        return make_trainer(method, toy, tmp_path, name)
+
+    caplog.set_level(logging.WARNING, logger="lwbench")
+    crossed = crash_and_resume(make, "crossed", 6, monkeypatch)
+    assert crossed.code_versions == [{"code_version": "old", "stage": "warm", "epoch": 0},
+                                     {"code_version": "new", "stage": "main", "epoch": 4}]
+    assert any("resuming at stage 'main', epoch 4, with code new; its earlier epochs ran old" in r.getMessage()
+               for r in caplog.records)
+    assert crossed.reported == reference.reported and crossed.schedule.epochs_run == reference.schedule.epochs_run
+
+
+def test_a_resume_file_without_code_versions_names_the_earlier_code_unrecorded(toy, tmp_path, monkeypatch):
+    """Files written before lwbench kept code versions still resume; the earlier code is then unknown."""
+    from lwbench.training import trainer as trainer_module
+    from lwbench.training.persistence import RESUME_FILE, atomic_torch_save, torch_load
+    method = TwoStageDummy()
+    original = Trainer.train_epoch
+    calls = {"n": 0}
+
+    def crashing(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train_epoch", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        make_trainer(method, toy, tmp_path, "old-file").fit()
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    path = tmp_path / "old-file" / RESUME_FILE
+    state = torch_load(path)
+    del state["code_versions"]
+    atomic_torch_save(path, state)
+    monkeypatch.setattr(trainer_module, "code_version", lambda: "new")
+    resumed = make_trainer(method, toy, tmp_path, "old-file").fit()
+    assert resumed.code_versions == [{"code_version": trainer_module.UNRECORDED_CODE, "stage": "warm", "epoch": 0},
+                                     {"code_version": "new", "stage": "main", "epoch": 1}]

@@ -33,7 +33,7 @@ from lwbench.records import (
 )
 from lwbench.registry import get_method
 from lwbench.training.persistence import RESUME_FILE, shared_stage_dirs
-from lwbench.training.trainer import Trainer, loss_warnings
+from lwbench.training.trainer import Trainer, code_version_warnings, loss_warnings
 
 logger = logging.getLogger(__name__)
 
@@ -199,9 +199,12 @@ def execute_run(spec: RunSpec, dataset: LoadedDataset, out: Path, device: torch.
         "versions": library_versions(), "code_version": version,
         "device": str(device), "device_name": device_name(device),
         "started_at": started.isoformat(), "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-        "final_diagnostics": result.diagnostics, "history": result.history, "warnings": loss_warnings(result.history),
+        "final_diagnostics": result.diagnostics, "history": result.history,
+        "warnings": loss_warnings(result.history) + code_version_warnings(result.code_versions),
         "per_user_file": f"{spec.run_id}.peruser.npz",
     }
+    if len(result.code_versions) > 1:
+        record["code_versions"] = result.code_versions
     save_per_user(runs / record["per_user_file"], result.checkpoints)
     record = write_record(out, record)
     (work / RESUME_FILE).unlink(missing_ok=True)

@@ -162,6 +162,7 @@ class Saved:
     history: list
     results: dict
     inside_stage: dict | None
+    code_versions: list | None   # see Trainer.code_versions; None in a file written before they were kept
 
 
 class RunFiles:
@@ -229,7 +230,7 @@ class RunFiles:
                            f"({self.best_path(stage.name, last)}) to start the next stage from: {why}")
 
     # --- resume files ----------------------------------------------------------------------------
-    def save_resume(self, path: Path, schedule: dict, history: list, results: dict,
+    def save_resume(self, path: Path, schedule: dict, history: list, results: dict, code_versions: list,
                     optimizer: torch.optim.Optimizer | None = None) -> None:
         """Write everything a run needs to continue: with ``optimizer``, a point inside a stage; without,
         the point between two stages (the next stage builds its own optimizer). ``results`` are the finished
@@ -238,7 +239,8 @@ class RunFiles:
         atomic_torch_save(path, plain({
             "schedule": schedule, "stage_done": optimizer is None, **self.snapshot(),
             "optimizer": None if optimizer is None else optimizer.state_dict(),
-            "rng": capture_rng(self.generator), "history": history, "results": results}, "resume state"))
+            "rng": capture_rng(self.generator), "history": history, "results": results,
+            "code_versions": code_versions}, "resume state"))
 
     def load_resume(self, path: Path, announce: bool = True) -> Saved | None:
         """Load ``path`` if it exists. Saved between stages, its weights and RNG streams are restored here;
@@ -258,7 +260,8 @@ class RunFiles:
         if announce:
             logger.info("%s: resuming from %s (stage %d, epoch %d)", self.name, path,
                         state["schedule"]["stage_index"], state["schedule"]["epoch"])
-        saved = Saved(state["schedule"], state["history"], state["results"], None if state["stage_done"] else state)
+        saved = Saved(state["schedule"], state["history"], state["results"], None if state["stage_done"] else state,
+                      state.get("code_versions"))
         if state["stage_done"]:
             self.restore(state)
             restore_rng(state["rng"], self.generator)

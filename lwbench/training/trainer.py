@@ -49,6 +49,7 @@ import torch
 from lwbench.budget import ParamCount
 from lwbench.config import TrainerConfig
 from lwbench.data.interactions import Interactions
+from lwbench.environment import code_version
 from lwbench.evaluate import Evaluator
 from lwbench.kernels.graph import normalized_adjacency
 from lwbench.plugin import BuildContext, Method, Stage, Step, check_planned_count, plan_count
@@ -71,6 +72,7 @@ logger = logging.getLogger(__name__)
 DIVERGED_LOSS_FACTOR = 1e3    # a stage's loss this many times its first epoch's: diverged
 DIVERGED_VALID_FACTOR = 10.0  # a stage's last validation this many times below its first: diverged
 LOSS_RISE_WARN_FACTOR = 1.5   # a stage's loss this many times its first epoch's: warned (runs here peak at 1.08)
+UNRECORDED_CODE = "unrecorded (a resume file from before lwbench kept code versions)"
 
 
 def stage_losses(history: list[dict], stage: str) -> list[float]:
@@ -88,6 +90,14 @@ def loss_warnings(history: list[dict]) -> list[str]:
             warnings.append(f"stage {stage!r}: training loss rose from {losses[0]:.4g} (first epoch) to "
                             f"{losses[peak]:.4g} (epoch {peak + 1}); the learning rate may be too high")
     return warnings
+
+
+def code_version_warnings(code_versions: list[dict]) -> list[str]:
+    """One warning when more than one code version trained the run (see :meth:`Trainer._code_versions`)."""
+    if len(code_versions) < 2:
+        return []
+    parts = "; then ".join(f"{v['code_version']} from stage {v['stage']!r} epoch {v['epoch']}" for v in code_versions)
+    return [f"resumed with other code: trained by {parts}. Rerun in a fresh --out for a run of one code version"]
 
 
 class DivergedError(FloatingPointError):
@@ -129,6 +139,7 @@ class TrainResult:
     peak_memory_bytes: int
     diagnostics: dict
     shared_stages: dict  # stage name -> folder of its shared outcome
+    code_versions: list  # Trainer.code_versions: more than one entry when a resume crossed a code change
 
     @property
     def reported_checkpoint(self) -> CheckpointResult:
@@ -152,6 +163,9 @@ class Trainer:
         self.stages = method.stages(options)
         self.history: list[dict] = []
         self.results: dict[str, CheckpointResult] = {}
+        # Which code trained which part of the run: {"code_version", "stage", "epoch"} from where each took
+        # over. One entry unless the run was resumed by other code than the code that wrote its resume file.
+        self.code_versions: list[dict] = []
 
     # --- set-up ----------------------------------------------------------------------------------
     def build(self) -> None:
@@ -188,7 +202,9 @@ class Trainer:
         self.build()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        schedule, resume = self._continue(self.files.load_resume(self.files.resume_path), Schedule())
+        saved = self.files.load_resume(self.files.resume_path)
+        self.code_versions = self._code_versions(saved)
+        schedule, resume = self._continue(saved, Schedule())
         for index in range(schedule.stage_index, len(self.stages)):
             if index in self.files.shared_dirs and resume is None:
                 schedule = self._run_shared_stage(index, schedule)
@@ -200,7 +216,27 @@ class Trainer:
         return TrainResult(checkpoints=self.results, reported=reported, schedule=schedule, history=self.history,
                            param_count=self.module.param_count(), peak_memory_bytes=self._peak_memory(),
                            diagnostics=self.module.diagnostics(),
-                           shared_stages={self.stages[i].name: d.name for i, d in self.files.shared_dirs.items()})
+                           shared_stages={self.stages[i].name: d.name for i, d in self.files.shared_dirs.items()},
+                           code_versions=self.code_versions)
+
+    def _code_versions(self, saved: Saved | None) -> list[dict]:
+        """The run's code versions, continuing those of its resume file ``saved``. Resuming with other code
+        than the code that wrote the file is allowed (a fix to one method need not restart every run of a
+        long grid), but the epochs before that point ran the older code, so the run says so: a warning now,
+        and both versions in the record. A file written before lwbench kept versions names the earlier code
+        :data:`UNRECORDED_CODE`."""
+        current = code_version()
+        if saved is None:
+            return [{"code_version": current, "stage": self.stages[0].name, "epoch": 0}]
+        earlier = saved.code_versions or [{"code_version": UNRECORDED_CODE, "stage": self.stages[0].name, "epoch": 0}]
+        if earlier[-1]["code_version"] == current:
+            return earlier
+        index, epoch = saved.schedule["stage_index"], saved.schedule["epoch"]
+        stage = self.stages[index].name if index < len(self.stages) else "(evaluation only)"
+        logger.warning("%s seed %d: resuming at stage %r, epoch %d, with code %s; its earlier epochs ran %s "
+                       "(both are kept in the record's code_versions)", self.label, self.seed, stage, epoch,
+                       current, earlier[-1]["code_version"])
+        return earlier + [{"code_version": current, "stage": stage, "epoch": epoch}]
 
     def _continue(self, saved: Saved | None, schedule: Schedule) -> tuple[Schedule, dict | None]:
         """Take over a loaded resume file's position and records (``schedule`` if there is none); returns
@@ -443,7 +479,7 @@ class Trainer:
     def _save_resume(self, path: Path, schedule: Schedule, inside_stage: bool) -> None:
         self.files.save_resume(path, dataclasses.asdict(schedule), self.history,
                                {name: result.to_state() for name, result in self.results.items()},
-                               self.optimizer if inside_stage else None)
+                               self.code_versions, self.optimizer if inside_stage else None)
 
     def _restore(self, stage: Stage, schedule: Schedule, state: dict) -> None:
         """Re-enter a stage mid-way: replay its start hooks, then overwrite with the saved state."""
