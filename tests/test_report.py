@@ -84,6 +84,25 @@ def test_missing_runs_are_reported_not_dropped(tmp_path):
     assert "| synthetic | QR | 0 |" in markdown and rows[-2]["run_id"] in markdown
 
 
+def test_a_run_that_warned_is_named_under_the_table(tmp_path):
+    """A run whose record carries warnings (e.g. resumed with other code) stays in its row, and the table
+    names it with its warning; a table of runs without warnings has no such note."""
+    out = tmp_path / "out"
+    rows = fake_target(out, "table3", ["synthetic"], ["ud", "qr"], [1, 2], table3_level)
+    build_target("table3", out, tmp_path / "figs", "two-sided")
+    assert "warned while training" not in (out / "table3.md").read_text()
+    path = out / "runs" / f"{rows[-1]['run_id']}.json"
+    record = json.loads(path.read_text())
+    record["warnings"] = ["resumed with other code: trained by a from stage 'train' epoch 0; then b from stage "
+                          "'train' epoch 3. Rerun in a fresh --out for a run of one code version"]
+    path.write_text(json.dumps(record))
+    build_target("table3", out, tmp_path / "figs", "two-sided")
+    markdown = (out / "table3.md").read_text()
+    assert f"1 run(s) warned while training (their records' warnings): {rows[-1]['run_id']}: resumed with other code" \
+        in markdown
+    assert "| synthetic | QR | 2 |" in markdown
+
+
 def table4_level(cell, seed, checkpoint):
     return 0.10 if checkpoint == COARSE else 0.11 + 0.002 * (seed % 3)
 

@@ -45,12 +45,19 @@ def format_mean_std(mean: float, std: float, digits: int = 4) -> str:
 
 
 def status_notes(pts: pd.DataFrame) -> list[str]:
+    """Footnotes on the runs a table could not use (failed, missing) and on those it used that warned while
+    training (a rising loss, a resume with other code: their records' ``warnings``), whose numbers stand
+    but deserve a look."""
     notes = []
     for status in ("failed", "missing"):
         ids = sorted(set(pts.loc[pts["status"] == status, "run_id"]))
         if ids:
             what = "failed (see runs/<id>.failed.json)" if status == "failed" else "not run yet or unfinished"
             notes.append(f"{len(ids)} run(s) {what}: {', '.join(ids)}")
+    warned = {r["run_id"]: r["warnings"] for r in pts.loc[pts["status"] == "done", "record"] if r.get("warnings")}
+    if warned:
+        notes.append(f"{len(warned)} run(s) warned while training (their records' warnings): "
+                     + "; ".join(f"{run_id}: {' '.join(w)}" for run_id, w in sorted(warned.items())))
     return notes
 
 
