@@ -346,6 +346,25 @@ def test_a_later_prepare_loses_and_a_publish_race_is_a_clear_error(tmp_path, toy
     assert not [p for p in hidden(tmp_path) if p.startswith(".p.")]
 
 
+def test_an_old_temporary_folder_without_a_lock_is_cleaned_up_even_where_its_pid_is_reused(tmp_path, toy_dir):
+    """A command killed between making its temporary folder and locking it leaves a folder without a lock file;
+    its pid may since belong to another process (here: this one). Past the few starting seconds the folder is
+    a killed command's and is removed; a young one is left alone (its command may be starting)."""
+    import os
+    import time
+
+    from lwbench.data.output_folder import STARTING_SECONDS
+    out = tmp_path / "o"
+    young = tmp_path / f".o.prepare-{os.getpid()}-{time.time_ns() - 10**9}"      # started before us, still starting
+    young.mkdir()
+    with pytest.raises(DataError, match="is being prepared by another command"):
+        prepare(toy_dir, out)
+    past = time.time() - 2 * STARTING_SECONDS
+    os.utime(young, (past, past))
+    prepare(toy_dir, out)
+    assert (out / "card.toml").is_file() and not young.exists()
+
+
 MESSY = """user,item,rating
 u1,i1,5
 u1,i2

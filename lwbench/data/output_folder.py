@@ -81,12 +81,13 @@ def _check_others(out: Path, mine: Path) -> None:
 
 def _is_live(folder: Path, pid: int) -> bool:
     """Whether the command that made a temporary folder still runs: its lock is held (released by the OS when
-    a process dies, whatever kills it). Without a lock file (being created or renamed), or unlocked but only
-    seconds old, the folder's pid decides."""
+    a process dies, whatever kills it). Without a lock file (being created) or unlocked, only a folder seconds
+    old may still be starting, and then its pid decides; an older one is a killed command's, even where its
+    pid now belongs to another process (pids are reused)."""
     try:
         fd = os.open(folder / LOCK_FILE, os.O_RDWR)
     except FileNotFoundError:
-        return _pid_alive(pid)
+        return _starting(folder, pid)
     except OSError:
         return True                       # cannot tell: leave it alone
     try:
@@ -95,6 +96,11 @@ def _is_live(folder: Path, pid: int) -> bool:
         return True
     finally:
         os.close(fd)
+    return _starting(folder, pid)
+
+
+def _starting(folder: Path, pid: int) -> bool:
+    """A folder younger than :data:`STARTING_SECONDS` whose pid runs: its command may not have locked it yet."""
     try:
         young = time.time() - folder.stat().st_mtime < STARTING_SECONDS
     except OSError:
