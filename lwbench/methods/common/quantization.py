@@ -83,8 +83,8 @@ class SoftmaxStraightThrough(torch.autograd.Function):
     gradients whole, each in freshly mapped memory at every step. Here they are formed ``chunk`` entities at a
     time (see :meth:`QuantizedTable.chunk`), in forward and again in backward, so a piece stays in cache and
     nothing of size ``n x K`` outlives it. In ``bench/speed.py --method dpq --dataset lastfm --set dpq.mode=sx``
-    on one CPU thread an epoch took 95 s left to autograd (44 million page faults) and takes 26 s this way,
-    against VQ's 17 s."""
+    on one CPU thread an epoch took 95 s left to autograd (44 million page faults) and takes 26-28 s this way,
+    where VQ takes 10 s (the SX backward is about five dense matrix products per response)."""
 
     @staticmethod
     def forward(ctx, augmented, keys, values, chunk):
