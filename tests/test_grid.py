@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -119,6 +120,10 @@ def test_a_failing_run_does_not_stop_the_grid(toy_dir, tmp_path, caplog, monkeyp
     assert run_id in summarize_failures(outcome.failures, tmp_path) and "FAILED" in summarize_failures(outcome.failures, tmp_path)
     assert any(m.startswith("grid: failed") and run_id in m for m in messages)
     assert "simulated failure" in (tmp_path / "logs" / f"{run_id}.log").read_text()
+    # every done or failed line says how far the grid is (a log file has no bar)
+    finished = [m for m in messages if m.startswith(("grid: done", "grid: failed"))]
+    assert [re.search(r"(\d+/\d+) finished", m)[1] for m in finished] == ["1/3", "2/3", "3/3"]
+    assert ", about " in finished[0] and " left)" in finished[0] and finished[-1].endswith("3/3 finished)")
 
 
 def test_parallel_workers_give_the_sequential_records(toy_dir, tmp_path, reference):

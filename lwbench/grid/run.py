@@ -74,21 +74,30 @@ def run_grid(plan: GridPlan, out: Path, execution: Execution, *, force: bool = F
         prior, unknown = estimate_seconds(pending, load_records(out), device_type(execution), out)
         monitor = GridProgress(pending, out, execution.jobs, show_progress, prior_seconds=None if unknown else prior)
         monitor.start()
+    started = time.time()
+
+    def finished_text(finished: int) -> str:
+        """How far the grid is, in every done or failed line: a log file has no bar."""
+        left = time_left(time.time() - started, finished, len(pending))
+        return f"{finished}/{len(pending)} finished" + (f", about {format_duration(left)} left" if left else "")
+
     try:
         with joblib_backend(execution) as return_as:
-            for result in Parallel(n_jobs=execution.jobs, batch_size=1, return_as=return_as)(tasks):
+            for finished, result in enumerate(Parallel(n_jobs=execution.jobs, batch_size=1,
+                                                       return_as=return_as)(tasks), start=1):
                 run_id = result["run_id"]
                 if result.get("failure") is not None:
                     outcome.failures[run_id] = result["failure"]
-                    logger.warning("grid: failed %s (traceback in %s)", run_id, failure_path(out, run_id))
+                    logger.warning("grid: failed %s (traceback in %s; %s)", run_id, failure_path(out, run_id),
+                                   finished_text(finished))
                 elif result.get("reused"):
                     outcome.records[run_id] = result["record"]
                     outcome.reused += 1
                     logger.info("%s: record exists (written by another process while this one waited for the "
-                                "run's lock), skipping", run_id)
+                                "run's lock), skipping (%s)", run_id, finished_text(finished))
                 else:
                     outcome.records[run_id] = result["record"]
-                    logger.info("grid: done %s", run_id)
+                    logger.info("grid: done %s (%s)", run_id, finished_text(finished))
     finally:
         if monitor is not None:
             monitor.stop()
@@ -132,7 +141,7 @@ class GridProgress(threading.Thread):
         """From this grid's throughput once a run has finished, before that from the prior estimate."""
         elapsed = time.time() - self.started
         if finished:
-            return elapsed / finished * (len(self.state) - finished)
+            return time_left(elapsed, finished, len(self.state))
         if self.prior_seconds:
             return max(0.0, self.prior_seconds / max(1, self.jobs) - elapsed)
         return None
@@ -261,6 +270,12 @@ def estimate_seconds(runs: list[GridRun], records: list[dict], device_type: str,
             trained.add(folder)
         total += seconds
     return total, unknown
+
+
+def time_left(elapsed: float, finished: int, total: int) -> float | None:
+    """Seconds until ``total`` runs finish at the throughput of the ``finished`` ones so far (None before the
+    first; parallel workers are in the throughput)."""
+    return elapsed / finished * (total - finished) if finished else None
 
 
 def format_duration(seconds: float) -> str:
