@@ -160,6 +160,40 @@ def test_promotion_reads_validation_values_only():
     assert promote({}, 1) == []
 
 
+@pytest.mark.parametrize("full, chosen", [({0: 0.09, 1: 0.07}, 0), ({0: 0.09, 1: 0.10}, 1)])
+def test_the_defaults_run_in_full_even_where_the_short_rungs_drop_them(full, chosen, tmp_path, monkeypatch):
+    """Short rungs favour fast learners: here the defaults are last at 10 epochs. They still join the full rung
+    (beside the promoted trial), and the better of the two full runs on validation is chosen."""
+    from lwbench.tuning import study as module
+    valid = {10: {0: 0.01, 1: 0.05, 2: 0.04, 3: 0.03}, 30: {1: 0.06, 2: 0.05}, None: full}
+
+    def fake_rung(brackets, active, cap, index, n_rungs, options, request):
+        for bracket in brackets:
+            for trial in active[bracket.key]:
+                bracket.results.setdefault(trial, []).append({"max_epochs": cap, "status": "done",
+                                                              "valid": valid[cap][trial]})
+
+    monkeypatch.setattr(module, "run_rung", fake_rung)
+    monkeypatch.setattr(module, "write_study", lambda *args, **kwargs: None)
+    bracket = module.Bracket(key="d/m/b", cell=None, label="m", dataset="d", full_epochs=40, metric="ndcg@5",
+                             space={}, defaults={}, trials=[{}, {}, {}, {}])
+    settings = StudySettings("s", trials=4, eta=2, rungs=(10, 30))
+    module.run_study([bracket], module.TuneOptions(settings=settings, out=tmp_path), request=None)
+    assert [r["run"] for r in bracket.rungs] == [[0, 1, 2, 3], [1, 2], [1, 0]]
+    assert [r["defaults_added"] for r in bracket.rungs] == [False, True, False]
+    assert bracket.chosen == chosen and bracket.status == "done"
+
+
+def test_defaults_that_failed_do_not_join_the_full_rung():
+    from lwbench.tuning.study import Bracket, defaults_join
+    bracket = Bracket(key="k", cell=None, label="m", dataset="d", full_epochs=40, metric="ndcg@5", space={},
+                      defaults={}, trials=[{}, {}])
+    bracket.results = {0: [{"status": "failed", "valid": None}], 1: [{"status": "done", "valid": 0.1}]}
+    assert not defaults_join(bracket, [1])
+    bracket.results[0] = [{"status": "done", "valid": 0.01}]
+    assert defaults_join(bracket, [1]) and not defaults_join(bracket, [0, 1])
+
+
 # --- the study through the command line -------------------------------------------------------------------
 
 def test_the_same_command_twice_gives_the_same_trials_and_trains_nothing(study_out, toy_dir, monkeypatch):
@@ -169,7 +203,8 @@ def test_the_same_command_twice_gives_the_same_trials_and_trains_nothing(study_o
     assert fits == []
     assert without_dates(read_study(study_out, STUDY)) == without_dates(first)
     qr = first["brackets"]["toy/qr/500buckets"]
-    assert [r["trials"] for r in qr["rungs"]] == [4, 2, 1] and [r["max_epochs"] for r in qr["rungs"]] == [1, 2, None]
+    full = 1 + qr["rungs"][1]["defaults_added"]                  # the defaults always run in full
+    assert [r["trials"] for r in qr["rungs"]] == [4, 2, full] and [r["max_epochs"] for r in qr["rungs"]] == [1, 2, None]
     assert qr["trials"][0]["settings"] == {} and qr["defaults"]["trainer.lr"] == 1e-3
     for earlier, later in zip(qr["rungs"], qr["rungs"][1:]):     # a rung runs exactly who the previous promoted
         assert later["run"] == earlier["promoted"]
@@ -177,7 +212,7 @@ def test_the_same_command_twice_gives_the_same_trials_and_trains_nothing(study_o
     assert int(best[0]) in qr["rungs"][0]["promoted"]
     trials = load_records(trials_folder(study_out, STUDY))
     assert {r["config"]["trainer"]["max_epochs"] for r in trials} == {1, 2, 4}
-    assert qr["cost"]["runs"] == 7 and qr["cost"]["epochs"] == 4 * 1 + 2 * 2 + 4
+    assert qr["cost"]["runs"] == 6 + full and qr["cost"]["epochs"] == 4 * 1 + 2 * 2 + 4 * full
 
 
 def test_retrained_records_and_the_manifest_name_the_study(study_out, capsys):
@@ -412,4 +447,6 @@ def test_a_rerun_reads_each_trial_record_once(study_out, toy_dir, tmp_path, monk
     assert cli.main(tune_args(toy_dir, out)) == 0
     trials = str(trials_folder(out, STUDY) / "runs")
     per_trial = [n for path, n in reads.items() if path.startswith(trials)]
-    assert len(per_trial) == 14 and set(per_trial) == {1}   # 2 methods x (4 + 2 + 1) runs, each read once
+    study = read_study(out, STUDY)
+    full = sum(b["rungs"][-1]["trials"] for b in study["brackets"].values())   # 1, or 2 with the defaults added
+    assert len(per_trial) == 2 * (4 + 2) + full and set(per_trial) == {1}      # each run's record read once

@@ -118,7 +118,7 @@ def settings_table(study: dict, name: str) -> Table:
     metric = next(iter(study["brackets"].values()))["metric"] if study["brackets"] else "the early-stopping metric"
     notes = [f"Every method got the same trials and rungs; trial 0 is the defaults. A rung trains each stage for at "
              f"most its epochs (full: the protocol's epochs, with early stopping); the best 1/eta by validation "
-             f"{metric} go on (docs/protocol.md §10.12).",
+             f"{metric} go on, and the defaults always run in full (docs/protocol.md §10.12).",
              f"valid: validation {metric} of the chosen trial's full run (test metrics never enter the choice).",
              "trial seconds: training + evaluation seconds of the study's trial runs, from their records."]
     failed = [f"{b['label']}: {b.get('status')}" for b in study["brackets"].values() if b.get("status") != "done"]

@@ -9,8 +9,12 @@ others drawn from the declared search space with a seeded generator) and the sam
 early stopping). Rung ``i`` holds ``n_i`` trials: ``n_0 = trials``, ``n_{i+1} = ceil(n_i / eta)`` (at least 1);
 the ``n_{i+1}`` best of rung ``i`` by the validation value of the early-stopping metric (the reported
 checkpoint's, as the run's record states it; ties go to the lower trial index, so to the defaults) go on to the
-next rung, and the best of the full rung is chosen. A lower rung where nobody would be stopped is skipped. With
-8 trials, eta 3 and rungs 10, 30: 8 runs of at most 10 epochs, 3 of at most 30, one full run.
+next rung, and the best of the full rung is chosen. The defaults (trial 0) always join the full rung, whether or
+not the short rungs promoted them (:func:`defaults_join`): short rungs favour what learns fast, and the defaults'
+full run is the untuned table's run, copied where it exists, so a tuned configuration is chosen only where it
+beats the defaults at the protocol's epochs. A lower rung where nobody would be stopped is skipped. With 8
+trials, eta 3 and rungs 10, 30: 8 runs of at most 10 epochs, 3 of at most 30, one full run (two where the
+defaults were not promoted).
 
 A rung's run is an ordinary run with ``trainer.max_epochs`` set to the cap: a grid point like any other, with its
 record, its resume file, its lock, on the grid's parallel workers. A promoted trial is **trained again from
@@ -93,6 +97,7 @@ logger = logging.getLogger(__name__)
 
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 FULL = None   # the cap of the last rung: the protocol's epochs
+DEFAULTS = 0  # the trial of the defaults
 
 
 @dataclass(frozen=True)
@@ -253,6 +258,15 @@ def validation_value(record: dict, metric: str) -> float:
     return float(record["metrics"]["valid"][metric])
 
 
+def defaults_join(bracket: Bracket, promoted: list[int]) -> bool:
+    """Whether the defaults (trial 0) join the full rung beside the ``promoted`` trials: always, unless they are
+    among them or their last run failed. Short rungs favour what learns fast (high learning rates; methods whose
+    later stages or phases a cap cuts short), so they may drop the defaults; their full run is the untuned
+    protocol's run, copied where the untuned table holds it, and with it in the full rung a tuned configuration
+    is chosen only where it beats the defaults on validation at the protocol's epochs."""
+    return DEFAULTS not in promoted and bracket.results.get(DEFAULTS, [{}])[-1].get("status") == "done"
+
+
 def promote(values: dict[int, float | None], n: int) -> list[int]:
     """The ``n`` best trials by validation value (higher is better; ties to the lower trial index); trials
     without a value (failed, invalid) never go on."""
@@ -359,12 +373,15 @@ def run_study(brackets: list[Bracket], options: TuneOptions, request: ExecutionR
                 continue
             values = {t: bracket.results[t][-1]["valid"] for t in active[bracket.key]}
             kept = promote(values, following)
+            guarded = index + 2 == len(schedule) and defaults_join(bracket, kept)   # the next rung is the full one
+            kept = kept + [DEFAULTS] if guarded else kept
             bracket.rungs.append({"max_epochs": cap, "trials": len(values), "run": active[bracket.key],
-                                  "valid": values, "promoted": kept})
+                                  "valid": values, "promoted": kept, "defaults_added": guarded})
             shown = " ".join(f"t{t} {'–' if v is None else f'{v:.4f}'}" for t, v in values.items())
             last = index + 1 == len(schedule)
             print(f"  {bracket.key}: {bracket.metric} {shown} -> "
-                  + ("chosen " if last else "promoted ") + (", ".join(f"t{t}" for t in kept) or "none"), flush=True)
+                  + ("chosen " if last else "promoted ") + (", ".join(f"t{t}" for t in kept) or "none")
+                  + (f" (t{DEFAULTS}, the defaults, always runs in full)" if guarded else ""), flush=True)
             active[bracket.key] = kept
             if not kept:
                 bracket.status = f"failed: no trial finished rung {index + 1}"
@@ -540,7 +557,10 @@ def estimate(brackets: list[Bracket], options: TuneOptions, request: ExecutionRe
     settings = options.settings
     trials_out = trials_folder(options.out, settings.name)
     records = load_records(options.out) + load_records(trials_out)
-    trials = [run for cap, n in settings.schedule() for b in brackets for t in range(min(n, len(b.trials)))
+    schedule = settings.schedule()
+    # the first trials stand for the promoted ones; the full rung of a halving adds the defaults (trial 0)
+    trials = [run for cap, n in schedule for b in brackets
+              for t in range(min(n + (cap is FULL and len(schedule) > 1), len(b.trials)))
               if isinstance(run := trial_run(b, t, cap, settings, options.data), GridRun)]
     others = [s for s in settings.seeds if s != settings.seed_of_trials]
     retrains = [tagged(run, settings.name, 0) for b in brackets for run in plan_one(b.cell, others, options.data)]
