@@ -197,7 +197,7 @@ class FakeLightweight(Method):
     ("fig4", ["c2f"], 2 * (5 + 1)),               # 2 datasets x (Full, A-D + the coarse reference)
     ("fig5", ["c2f"], 2 * (4 * 5 + 1)),           # 2 datasets x (4 factors x 5 values + the released one)
     ("fig6", ["c2f"], 5 + 6 + 6),                 # (a) 5 ratios; (b) before and after at 6 fine sizes
-    ("budget-curve", ["ud", "test-lightweight"], 2 * (4 + 2)),   # 4 budgets, UD-128 and UD-64
+    ("budget-curve", ["ud", "test-lightweight"], 2 * (5 + 2)),   # 5 budgets, UD-128 and UD-64
 ])
 def test_figures_and_their_tables(tmp_path, target, methods, expected_rows):
     out = tmp_path / "out"

@@ -193,10 +193,10 @@ def test_the_budget_curve_is_made_of_table3s_own_cells(curve, table):
             expected = [dataclasses.replace(cell, coords={"reference": True})]
         else:
             expected = [dataclasses.replace(cell, budget=b, coords={"budget": b, "reference": False})
-                        for b in ("1%", "2%", "500buckets", "10%")]
+                        for b in ("1%", "2%", "500buckets", "6%", "10%")]
         for e in expected:
             assert cells.count(e) == 1, e
-    assert len(cells) == 2 + 2 * 4
+    assert len(cells) == 2 + 2 * 5
     c2f = next(c for c in cells if c.method == "c2f" and c.budget == "500buckets")
     assert c2f.overrides_for(2025)["c2f"]["fine_layers"] == 4 and c2f.overrides_for(2024)["trainer"] == {"layers": 3}
 
