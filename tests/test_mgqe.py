@@ -142,6 +142,20 @@ def test_sx_rows_and_gradients_in_pieces_equal_the_dense_straight_through_estima
 
 
 @pytest.mark.parametrize("mode", ["vq", "sx"])
+@pytest.mark.parametrize("head_fraction", [0.0, 1.0])
+def test_an_empty_tier_builds_trains_and_assigns(toy, mode, head_fraction):
+    """``head_fraction`` 0 or 1 leaves one tier without entities: nothing of it is formed, the other tier is."""
+    module, options = build("mgqe", toy, mode=mode, head_fraction=head_fraction)
+    empty = "head" if head_fraction == 0 else "tail"
+    assert module.tier_rows(empty).numel() == 0
+    module.layer0().square().sum().backward()
+    assert module.query.grad is not None and module.query.grad.abs().sum() > 0
+    module.store_codes()
+    limit = options["k"] if empty == "tail" else options["tail_k"]
+    assert 0 <= int(module.codes.min()) and int(module.codes.max()) < limit
+
+
+@pytest.mark.parametrize("mode", ["vq", "sx"])
 def test_codes_in_range_and_evaluation_uses_the_stored_codes(toy, tmp_path, mode):
     method = get_method("mgqe")
     budget = parse_budget("10%", toy.n_users, toy.n_items)

@@ -70,7 +70,8 @@ def best_codes(augmented: torch.Tensor, keys: torch.Tensor, chunk: int) -> torch
     ``chunk`` entities at a time. Every response is the same dot product over ``w + 2`` values whatever the
     piece (tests/test_mgqe.py checks the codes bit for bit)."""
     return torch.cat([torch.bmm(augmented[:, start:start + chunk], keys).argmax(-1)
-                      for start in range(0, augmented.shape[1], chunk)], dim=1)
+                      for start in range(0, augmented.shape[1], chunk)]
+                     or [augmented.new_empty(augmented.shape[0], 0, dtype=torch.long)], dim=1)   # an empty tier
 
 
 class SoftmaxStraightThrough(torch.autograd.Function):
@@ -191,7 +192,7 @@ class QuantizedTable(EmbeddingModule):
         (:data:`ASSIGN_CHUNK_ELEMENTS`), since the whole tensor (285 MB for DPQ on Last.fm) would be written to
         memory and read back at every training step where a piece stays in cache, three times faster; a GPU
         takes each tier whole."""
-        return rows if self.query.device.type != "cpu" else max(1, ASSIGN_CHUNK_ELEMENTS // (self.groups * k))
+        return max(1, rows) if self.query.device.type != "cpu" else max(1, ASSIGN_CHUNK_ELEMENTS // (self.groups * k))
 
     def assign(self, query: torch.Tensor) -> torch.Tensor:
         """Codes ``(N, D)``: each entity's best centroid per group within its tier's limit."""
