@@ -5,6 +5,7 @@ import ctypes
 import functools
 import os
 import platform
+import re
 import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -90,6 +91,25 @@ def code_version() -> str:
         return f"lwbench {version('lwbench')} (installed)"
     except PackageNotFoundError:
         return "unknown (neither a git checkout nor an installed package)"
+
+
+COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def same_code(first: str, second: str) -> bool:
+    """Whether two :func:`code_version` strings name the same code: equal, or two clean commits of this checkout
+    whose code (:data:`CODE_PATHS`) does not differ, e.g. when only results or docs were committed between
+    them. Anything else (a dirty tree, an installed copy, a commit this checkout lacks) counts as different."""
+    if first == second:
+        return True
+    if not (COMMIT.fullmatch(first) and COMMIT.fullmatch(second)):
+        return False
+    try:
+        diff = subprocess.run(["git", "-C", str(PACKAGE_DIR.parent), "diff", "--quiet", first, second, "--",
+                               *CODE_PATHS], capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return diff.returncode == 0
 
 
 def library_versions() -> dict[str, str]:

@@ -408,3 +408,42 @@ def test_a_resume_file_without_code_versions_names_the_earlier_code_unrecorded(t
     resumed = make_trainer(method, toy, tmp_path, "old-file").fit()
     assert resumed.code_versions == [{"code_version": trainer_module.UNRECORDED_CODE, "stage": "warm", "epoch": 0},
                                      {"code_version": "new", "stage": "main", "epoch": 1}]
+
+
+def test_a_shared_stage_trained_by_other_code_is_named_in_the_reusing_runs_versions(toy, tmp_path, monkeypatch):
+    """A run that takes over a shared stage's outcome takes over its code versions, as it takes over its history:
+    a stage trained by other code is named, from where this run's code took over (the next stage). Reused by the
+    same code, nothing is added."""
+    from lwbench.training import trainer as trainer_module
+    monkeypatch.setattr(trainer_module, "code_version", lambda: "old")
+    first = shared_trainer(toy, tmp_path, seed=1).fit()
+    assert first.code_versions == [{"code_version": "old", "stage": "pre", "epoch": 0}]
+    assert shared_trainer(toy, tmp_path, seed=2).fit().code_versions == first.code_versions
+    monkeypatch.setattr(trainer_module, "code_version", lambda: "new")
+    reusing = shared_trainer(toy, tmp_path, seed=3).fit()
+    assert reusing.code_versions == [{"code_version": "old", "stage": "pre", "epoch": 0},
+                                     {"code_version": "new", "stage": "main", "epoch": 0}]
+
+
+def test_versions_that_differ_only_in_what_else_they_commit_are_one_code():
+    """Two commits of this checkout between which only results or docs changed are the same code; a commit that
+    changed the code, a dirty tree, unknown commits and other strings are not."""
+    import subprocess
+
+    from lwbench.environment import CODE_PATHS, PACKAGE_DIR, same_code
+
+    def git(*args):
+        done = subprocess.run(["git", "-C", str(PACKAGE_DIR.parent), *args], capture_output=True, text=True, timeout=10)
+        return done.stdout.split() if done.returncode == 0 else []
+
+    recent = git("log", "--format=%H", "-n", "300")
+    code = git("log", "--format=%H", "-n", "300", "--", *CODE_PATHS)
+    pairs = [(c, p[0]) for c in recent if (p := git("rev-parse", "--verify", "-q", f"{c}~1"))]
+    same = [(c, p) for c, p in pairs if c not in code]
+    changed = [(c, p) for c, p in pairs if c in code]
+    if not same or not changed:
+        pytest.skip("needs a git checkout with history: a commit of results alone and one of code")
+    assert same_code(*same[0]) and same_code("old", "old")
+    assert not same_code(*changed[0])
+    assert not same_code(same[0][0] + "+dirty", same[0][1]) and not same_code("old", "new")
+    assert not same_code("0" * 40, same[0][1])

@@ -81,9 +81,10 @@ def _check_others(out: Path, mine: Path) -> None:
 
 def _is_live(folder: Path, pid: int) -> bool:
     """Whether the command that made a temporary folder still runs: its lock is held (released by the OS when
-    a process dies, whatever kills it). Without a lock file (being created) or unlocked, only a folder seconds
-    old may still be starting, and then its pid decides; an older one is a killed command's, even where its
-    pid now belongs to another process (pids are reused)."""
+    a process dies, whatever kills it). Without a lock file (being created, or removed by :func:`publish` just
+    before the rename, which makes the folder's mtime new) or unlocked, only a folder seconds old may still be
+    starting or publishing, and then its pid decides; an older one is a killed command's, even where its pid now
+    belongs to another process (pids are reused)."""
     try:
         fd = os.open(folder / LOCK_FILE, os.O_RDWR)
     except FileNotFoundError:

@@ -74,15 +74,17 @@ def run_grid(plan: GridPlan, out: Path, execution: Execution, *, force: bool = F
         prior, unknown = estimate_seconds(pending, load_records(out), device_type(execution), out)
         monitor = GridProgress(pending, out, execution.jobs, show_progress, prior_seconds=None if unknown else prior)
         monitor.start()
-    started = time.time()
+    started, as_they_finish = time.time(), True
 
     def finished_text(finished: int) -> str:
-        """How far the grid is, in every done or failed line: a log file has no bar."""
-        left = time_left(time.time() - started, finished, len(pending))
+        """How far the grid is, in every done or failed line: a log file has no bar. A backend that returns
+        results only at the end (ray) gets no time left, which its finish times could not tell."""
+        left = time_left(time.time() - started, finished, len(pending)) if as_they_finish else None
         return f"{finished}/{len(pending)} finished" + (f", about {format_duration(left)} left" if left else "")
 
     try:
         with joblib_backend(execution) as return_as:
+            as_they_finish = return_as != "list"
             for finished, result in enumerate(Parallel(n_jobs=execution.jobs, batch_size=1,
                                                        return_as=return_as)(tasks), start=1):
                 run_id = result["run_id"]

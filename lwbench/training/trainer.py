@@ -49,7 +49,7 @@ import torch
 from lwbench.budget import ParamCount
 from lwbench.config import TrainerConfig
 from lwbench.data.interactions import Interactions
-from lwbench.environment import code_version
+from lwbench.environment import code_version, same_code
 from lwbench.evaluate import Evaluator
 from lwbench.kernels.graph import normalized_adjacency
 from lwbench.plugin import BuildContext, Method, Stage, Step, check_planned_count, plan_count
@@ -219,17 +219,24 @@ class Trainer:
                            shared_stages={self.stages[i].name: d.name for i, d in self.files.shared_dirs.items()},
                            code_versions=self.code_versions)
 
-    def _code_versions(self, saved: Saved | None) -> list[dict]:
-        """The run's code versions, continuing those of its resume file ``saved``. Resuming with other code
-        than the code that wrote the file is allowed (a fix to one method need not restart every run of a
-        long grid), but the epochs before that point ran the older code, so the run says so: a warning now,
-        and both versions in the record. A file written before lwbench kept versions names the earlier code
-        :data:`UNRECORDED_CODE`."""
+    def _code_versions(self, saved: Saved | None, shared: bool = False) -> list[dict]:
+        """The run's code versions, continuing those of ``saved``: its resume file, or with ``shared`` the
+        outcome or progress file of a shared stage it takes over (whose history it takes over too). Resuming
+        with other code than the code that wrote the file is allowed (a fix to one method need not restart every
+        run of a long grid), but the epochs before that point ran the older code, so the run says so: a warning
+        now, and both versions in the record. Versions that differ only in what they commit besides the code
+        count as one (:func:`~lwbench.environment.same_code`). An own resume file from before lwbench kept versions
+        names the earlier code :data:`UNRECORDED_CODE`; a shared stage's outcome from then is taken as it is
+        (reusing it is the designed cache of shared stages)."""
         current = code_version()
         if saved is None:
-            return [{"code_version": current, "stage": self.stages[0].name, "epoch": 0}]
-        earlier = saved.code_versions or [{"code_version": UNRECORDED_CODE, "stage": self.stages[0].name, "epoch": 0}]
-        if earlier[-1]["code_version"] == current:
+            return self.code_versions if shared else [{"code_version": current, "stage": self.stages[0].name, "epoch": 0}]
+        earlier = saved.code_versions
+        if earlier is None:
+            if shared:
+                return self.code_versions
+            earlier = [{"code_version": UNRECORDED_CODE, "stage": self.stages[0].name, "epoch": 0}]
+        if same_code(earlier[-1]["code_version"], current):
             return earlier
         index, epoch = saved.schedule["stage_index"], saved.schedule["epoch"]
         stage = self.stages[index].name if index < len(self.stages) else "(evaluation only)"
@@ -263,6 +270,7 @@ class Trainer:
         """Train a shared stage once for all runs with the same stage key (continuing where an interrupted
         run left it), or take the outcome an earlier run left."""
         with self.files.shared_stage(index) as (saved, progress):
+            self.code_versions = self._code_versions(saved, shared=True)
             schedule, resume = self._continue(saved, schedule)
             if progress is not None:
                 schedule = self._run_own_stage(index, schedule, resume, progress)
