@@ -380,9 +380,9 @@ def run_command(args: argparse.Namespace) -> int:
 def plan_lines(runs, device, out: Path) -> str:
     """The plan, one line per run: run id, label, method options, Table-3 parameters and stored bytes, the
     budget and the share of it used, the stages with their epoch caps (``--plan --json`` has everything)."""
-    from lwbench.grid.run import budget_free_twins, existing_records
-    # As the run finds them: same configuration hash and usable files, or an unbudgeted twin it copies.
-    existing = {**existing_records(runs, out), **budget_free_twins(runs, out)}
+    from lwbench.grid.run import configuration_twins, existing_records
+    # As the run finds them: same configuration hash and usable files, or a twin under another budget it copies.
+    existing = {**existing_records(runs, out), **configuration_twins(runs, out)}
     lines = [f"{len(runs)} run(s) on {runs[0].dataset_name if runs else '-'}, device {device}, records to "
              f"{out / 'runs'} (--plan --json: every resolved setting)"]
     for run in runs:

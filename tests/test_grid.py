@@ -24,7 +24,7 @@ from lwbench.grid import workers
 from lwbench.grid.plan import expand, parse_sweeps, plan_grid
 from lwbench.grid.run import (
     GridProgress,
-    budget_free_twins,
+    configuration_twins,
     estimate_seconds,
     run_grid,
     spread_shared_stages,
@@ -390,7 +390,7 @@ def test_cell_overrides_reach_the_run(toy_dir):
 
 def test_an_unbudgeted_run_under_another_budget_is_copied_not_trained(toy_dir, tmp_path, reference, monkeypatch):
     """UD ignores the budget: its runs under another budget or accounting reuse the record it has (the same
-    numbers, the run's own budget, ``adopted_from`` naming the source); a budgeted method is never copied."""
+    numbers, the run's own budget, ``adopted_from`` naming the source); another trainer setting is not a twin."""
     plan = plan_grid(toy_cells(toy_dir), SEEDS)
     first = run_grid(plan, tmp_path, Execution(jobs=1, threads=1), **QUIET)
     trained = []
@@ -409,7 +409,30 @@ def test_an_unbudgeted_run_under_another_budget_is_copied_not_trained(toy_dir, t
         assert record["budget"]["text"] == "2%" and record["budget"]["accounting"] == "storage"
         assert not record["budget"]["applies"] and record["budget"]["fraction"] is None
         assert (tmp_path / "runs" / record["per_user_file"]).is_file()
-    budgeted = plan_grid(expand([str(toy_dir)], ["qr"], ["2%"], overrides={"trainer": TRAINER}), SEEDS)
     other_lr = plan_grid(expand([str(toy_dir)], ["ud"], ["2%"], overrides={"ud": {"dim": 8},
                                                                          "trainer": {**TRAINER, "lr": 0.01}}), SEEDS)
-    assert budget_free_twins(budgeted.unique_runs() + other_lr.unique_runs(), tmp_path) == {}
+    assert configuration_twins(other_lr.unique_runs(), tmp_path) == {}
+
+
+def test_a_budgeted_run_whose_options_resolve_alike_under_another_budget_is_copied(toy_dir, tmp_path, monkeypatch):
+    """QR stores float32 values only, so at 10% of the parameters and at 10% of the float32 bytes both budgets
+    resolve to the same buckets: the second is copied (with its own budget and the share of it stored), while QR
+    at 20%, other buckets, is not a twin."""
+    cells = expand([str(toy_dir)], ["qr"], ["10%"], overrides={"trainer": {**TRAINER, "max_epochs": 2}})
+    first = run_grid(plan_grid(cells, SEEDS[:1]), tmp_path, Execution(jobs=1, threads=1), **QUIET)
+    (source,) = first.records.values()
+    trained = []
+    real = workers.execute_task
+    monkeypatch.setattr("lwbench.grid.run.execute_task", lambda run, *a, **k: trained.append(run.run_id) or real(run, *a, **k))
+    storage = plan_grid([dataclasses.replace(cell, accounting="storage") for cell in cells], SEEDS[:1])
+    (run,) = storage.unique_runs()
+    assert run.spec.options == source["config"]["method"]["options"] and run.run_id != source["run_id"]
+    (record,) = run_grid(storage, tmp_path, Execution(jobs=1, threads=1), **QUIET).records.values()
+    assert trained == [] and record["metrics"] == source["metrics"]
+    assert record["adopted_from"]["run_id"] == source["run_id"] and "resolves qr's options alike" in \
+        record["adopted_from"]["why"]
+    assert record["budget"]["accounting"] == "storage" and record["budget"]["applies"] and record["within_budget"]
+    assert record["budget"]["fraction"] == source["param_count"]["storage_bytes"] / run.spec.budget.limit <= 1
+    larger = plan_grid(expand([str(toy_dir)], ["qr"], ["20%"], overrides={"trainer": {**TRAINER, "max_epochs": 2}}),
+                       SEEDS[:1])
+    assert len(larger.unique_runs()) == 1 and configuration_twins(larger.unique_runs(), tmp_path) == {}

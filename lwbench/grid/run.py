@@ -4,9 +4,9 @@ cluster (:mod:`lwbench.grid.workers`; the output folder must then be on a filesy
 * **Resume**: a run whose record exists is skipped, and the trainer resumes an unfinished run from
   ``<out>/work/<run_id>/last.pt``; per-run locks keep a rerun from training a run that a worker of a
   killed grid is still finishing.
-* **Unbudgeted references are not trained twice**: a method that ignores the budget (UD) computes the same
-  numbers under every budget and accounting, so its record under one budget is copied, not trained again,
-  for the same configuration under another (:func:`budget_free_twins`).
+* **A configuration is not trained twice**: the budget reaches training only through the method's resolved
+  options, so a run whose configuration apart from the budget equals a record's (UD under every budget; QR at
+  x% of the parameters and of the bytes) copies that record rather than train again (:func:`configuration_twins`).
 * **Order**: the first run of each shared stage not yet trained starts before the second of any
   (:func:`spread_shared_stages`), so workers train different stages rather than wait for one.
 * **Failures**: a failed run writes ``<run_id>.failed.json`` (error, its type and traceback) and the grid goes on.
@@ -27,6 +27,7 @@ import torch
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
+from lwbench.budget import TABLE3
 from lwbench.config import config_hash
 from lwbench.files import prepare_output
 from lwbench.grid.plan import GridPlan, GridRun
@@ -52,7 +53,7 @@ def run_grid(plan: GridPlan, out: Path, execution: Execution, *, force: bool = F
     prepare_output(out)   # an unusable --out is one error naming it, before anything trains
     runs = plan.unique_runs()
     if not force:
-        adopt_budget_free_twins(runs, out)
+        adopt_configuration_twins(runs, out)
     records = {} if force else existing_records(runs, out)
     for run_id in records:
         logger.info("%s: record exists (same config hash), skipping", run_id)
@@ -182,27 +183,37 @@ def spread_shared_stages(runs: list[GridRun], out: Path) -> list[GridRun]:
 
 
 def budget_free_key(config: dict) -> str:
-    """The hash of a run's configuration without its budget: equal for runs of an unbudgeted method that
-    differ only in the budget they ignore."""
+    """The hash of a run's configuration without its budget: equal for runs that differ only in the budget,
+    which nothing trained reads (the trainer gets the method's resolved options, never the budget)."""
     return config_hash({key: value for key, value in config.items() if key != "budget"})
 
 
-def budget_free_twins(runs: list[GridRun], out: Path) -> dict[str, dict]:
-    """run_id -> a record in ``out`` that a run without a record of its own reuses: for a run of a method that
-    ignores the budget (``method.budgeted`` false, the unbudgeted references), a record of the same
-    configuration and seed under another budget or accounting. Nothing it trains reads the budget, so that
-    record holds the numbers this run would compute (docs/protocol.md §10.11)."""
-    wanted = [r for r in runs if not r.spec.config["method"]["budgeted"]]
-    existing = existing_records(wanted, out)
-    wanted = [r for r in wanted if r.run_id not in existing]
+def stored_within(record: dict, run: GridRun) -> float | None:
+    """The share of ``run``'s budget that ``record``'s trained model stores, in the budget's accounting; None
+    for an unbudgeted run. Above 1 where it does not fit."""
+    if not run.spec.config["method"]["budgeted"] or run.spec.budget is None:
+        return None
+    count = record["param_count"]
+    return count["table3" if run.spec.budget.accounting == TABLE3 else "storage_bytes"] / run.spec.budget.limit
+
+
+def configuration_twins(runs: list[GridRun], out: Path) -> dict[str, dict]:
+    """run_id -> a record in ``out`` that a run without a record of its own reuses: a record of the same
+    configuration and seed apart from the budget (:func:`budget_free_key`). The budget reaches training only
+    through the method's resolved options (its sizes), so equal options train the same model: an unbudgeted
+    reference under every budget and accounting, and a budgeted method whose sizes resolve alike under
+    another budget (QR or DPQ at x% of the parameters and at x% of the float32 bytes). A budgeted twin must
+    fit the run's budget (docs/protocol.md §10.11)."""
+    existing = existing_records(runs, out)
+    wanted = [r for r in runs if r.run_id not in existing]
     if not wanted:
         return {}
     twins: dict[str, dict] = {}
     for record in load_records(out):
-        if (not record["config"]["method"].get("budgeted", True)
-                and (Path(out) / "runs" / record["per_user_file"]).is_file()):
+        if (Path(out) / "runs" / record["per_user_file"]).is_file():
             twins.setdefault(budget_free_key(record["config"]), record)
-    return {run.run_id: twins[key] for run in wanted if (key := budget_free_key(run.spec.config)) in twins}
+    found = {run.run_id: (run, twins[key]) for run in wanted if (key := budget_free_key(run.spec.config)) in twins}
+    return {run_id: record for run_id, (run, record) in found.items() if (stored_within(record, run) or 0.0) <= 1.0}
 
 
 def copy_as_run(source_out: Path, record: dict, out: Path, run: GridRun, **fields) -> dict:
@@ -213,19 +224,21 @@ def copy_as_run(source_out: Path, record: dict, out: Path, run: GridRun, **field
                        config=run.spec.config, config_hash=run.spec.config_hash, **fields)
 
 
-def adopt_budget_free_twins(runs: list[GridRun], out: Path) -> None:
-    """Copy every :func:`budget_free_twins` record under its run's name, with the run's own budget and
-    ``adopted_from`` naming the source."""
+def adopt_configuration_twins(runs: list[GridRun], out: Path) -> None:
+    """Copy every :func:`configuration_twins` record under its run's name, with the run's own budget (and the
+    share of it the model stores) and ``adopted_from`` naming the source."""
     by_id = {run.run_id: run for run in runs}
-    for run_id, record in budget_free_twins(runs, out).items():
+    for run_id, record in configuration_twins(runs, out).items():
         run = by_id[run_id]
+        budgeted = run.spec.config["method"]["budgeted"]
+        why = ("the same configuration and seed under another budget, which "
+               + (f"resolves {run.spec.method}'s options alike" if budgeted else f"{run.spec.method} ignores"))
         copy_as_run(out, record, out, run,
-                    budget={**budget_entry(run.spec.budget_text, run.spec.budget, False), "fraction": None},
-                    adopted_from={"run_id": record["run_id"], "config_hash": record["config_hash"],
-                                  "why": f"the same configuration and seed under another budget, which "
-                                         f"{run.spec.method} ignores"})
-        logger.info("%s: copied from %s (the same run apart from the budget, which %s ignores), not trained again",
-                    run_id, record["run_id"], run.spec.method)
+                    budget={**budget_entry(run.spec.budget_text, run.spec.budget, budgeted),
+                            "fraction": stored_within(record, run)},
+                    within_budget=True,
+                    adopted_from={"run_id": record["run_id"], "config_hash": record["config_hash"], "why": why})
+        logger.info("%s: copied from %s (%s), not trained again", run_id, record["run_id"], why)
 
 
 def stage_shares(record: dict) -> dict[str, float]:
@@ -311,7 +324,7 @@ def describe_plan(plan: GridPlan, out: Path, records: list[dict], execution: Exe
     """The plan as text: runs per dataset and method, how many exist, estimated time."""
     out = Path(out)
     runs = plan.unique_runs()
-    existing = set(existing_records(runs, out)) | set(budget_free_twins(runs, out))
+    existing = set(existing_records(runs, out)) | set(configuration_twins(runs, out))
     todo = [r for r in runs if r.run_id not in existing]
     kind = device_type(execution)
     lines = [f"plan: {len(runs)} runs ({len(existing)} reused from {out / 'runs'}, {len(todo)} to train)"
