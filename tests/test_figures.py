@@ -145,7 +145,7 @@ def test_each_method_keeps_its_colour_and_marker_in_every_panel(tmp_path):
 
 
 def test_the_budget_axis_is_logarithmic_and_ticked_at_the_budgets(tmp_path):
-    """1%, 2%, 4.2%, 6%, 10% grow by factors: a log axis spaces them evenly, each tick is a budget drawn."""
+    """1%, 2.5%, 4.2%, 6%, 10% grow by factors: a log axis spaces them evenly, each tick is a budget drawn."""
     outputs = built(tmp_path, "budget-curve", ["ud", "qr", "pep"], [1], curve_level)
     for ax in outputs.figures["budget-curve"].axes:
         assert ax.get_xscale() == "log" and "log scale" in ax.get_xlabel()

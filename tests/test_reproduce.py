@@ -193,7 +193,7 @@ def test_the_budget_curve_is_made_of_table3s_own_cells(curve, table):
             expected = [dataclasses.replace(cell, coords={"reference": True})]
         else:
             expected = [dataclasses.replace(cell, budget=b, coords={"budget": b, "reference": False})
-                        for b in ("1%", "2%", "500buckets", "6%", "10%")]
+                        for b in ("1%", "2.5%", "500buckets", "6%", "10%")]
         for e in expected:
             assert cells.count(e) == 1, e
     assert len(cells) == 2 + 2 * 5
