@@ -427,6 +427,10 @@ def test_a_budgeted_run_whose_options_resolve_alike_under_another_budget_is_copi
     storage = plan_grid([dataclasses.replace(cell, accounting="storage") for cell in cells], SEEDS[:1])
     (run,) = storage.unique_runs()
     assert run.spec.options == source["config"]["method"]["options"] and run.run_id != source["run_id"]
+    from lwbench.grid.run import describe_plan
+    from lwbench.records import load_records
+    plan_text = describe_plan(storage, tmp_path, load_records(tmp_path), Execution(jobs=1, threads=1))
+    assert "plan: 1 runs (1 reused from" in plan_text and "0 to train" in plan_text   # --plan counts the copy
     (record,) = run_grid(storage, tmp_path, Execution(jobs=1, threads=1), **QUIET).records.values()
     assert trained == [] and record["metrics"] == source["metrics"]
     assert record["adopted_from"]["run_id"] == source["run_id"] and "resolves qr's options alike" in \
