@@ -25,6 +25,7 @@ from lwbench.grid.plan import expand, parse_sweeps, plan_grid
 from lwbench.grid.run import (
     GridProgress,
     configuration_twins,
+    describe_plan,
     estimate_seconds,
     run_grid,
     spread_shared_stages,
@@ -41,6 +42,7 @@ from lwbench.grid.workers import (
     runs_per_gpu,
 )
 from lwbench.plugin import BuildContext, Method
+from lwbench.records import load_records
 from lwbench.registry import get_method, register
 from lwbench.reports.cell import Cell
 from lwbench.training.persistence import OUTCOME_FILE
@@ -427,8 +429,6 @@ def test_a_budgeted_run_whose_options_resolve_alike_under_another_budget_is_copi
     storage = plan_grid([dataclasses.replace(cell, accounting="storage") for cell in cells], SEEDS[:1])
     (run,) = storage.unique_runs()
     assert run.spec.options == source["config"]["method"]["options"] and run.run_id != source["run_id"]
-    from lwbench.grid.run import describe_plan
-    from lwbench.records import load_records
     plan_text = describe_plan(storage, tmp_path, load_records(tmp_path), Execution(jobs=1, threads=1))
     assert "plan: 1 runs (1 reused from" in plan_text and "0 to train" in plan_text   # --plan counts the copy
     (record,) = run_grid(storage, tmp_path, Execution(jobs=1, threads=1), **QUIET).records.values()
