@@ -358,7 +358,7 @@ def test_a_target_is_tuned_cell_by_cell(toy_dir, tmp_path, capsys):
     assert not study_path(tmp_path, "table3-toy").exists()       # --plan writes nothing
 
 
-def test_the_defaults_reuse_the_untuned_runs_of_the_same_configuration(toy_dir, tmp_path, monkeypatch):
+def test_the_defaults_reuse_the_untuned_runs_of_the_same_configuration(toy_dir, tmp_path, monkeypatch, capsys):
     """Trial 0 at the full rung is the untuned protocol's run: where the untuned table has it, a study copies its
     record (naming it in ``adopted_from``) instead of training it again, and the copy is a record of the study."""
     sets = ["ud.dim=8", "trainer.batch_size=1024", "trainer.eval_every=1", "trainer.checkpoint_seconds=0"]
@@ -379,6 +379,11 @@ def test_the_defaults_reuse_the_untuned_runs_of_the_same_configuration(toy_dir, 
         assert record["metrics"] == twin["metrics"] and record["label"] == f"{twin['label']}@{STUDY}"
     (trial,) = load_records(trials_folder(tmp_path, STUDY))
     assert trial["seed"] == 2024 and trial["adopted_from"]["run_id"] == untuned[2024]["run_id"]
+    # a reader asks whether tuning moved the method: compare takes the study's label like any other
+    capsys.readouterr()
+    assert cli.main(["compare", f"ud-8@{STUDY}", "ud-8", "--out", str(tmp_path)]) == 0
+    shown = capsys.readouterr().out
+    assert f"ud-8@{STUDY} against ud-8" in shown and "Δ [95% CI]" in shown
 
 
 def test_a_changed_setting_never_reuses_an_untuned_run(toy_dir, tmp_path, monkeypatch):
