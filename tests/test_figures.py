@@ -116,6 +116,19 @@ def test_fig6_panels_of_one_metric_share_their_y_limits(tmp_path):
     assert fine == sorted(fine, key=float) and fine[0] == "0"   # m^r = 0 first, in the natural order
 
 
+def test_compared_panels_are_drawn_from_zero_not_below():
+    """A one-epoch smoke run can score 0 everywhere; matplotlib then centres the axis on 0 (-0.05 to 0.05), and
+    no metric is negative, so compared panels start at 0 (and keep their common top)."""
+    import matplotlib.pyplot as plt
+    figure, (zeros, other) = plt.subplots(1, 2)
+    zeros.plot([1, 2], [0.0, 0.0])
+    other.plot([1, 2], [0.01, 0.02])
+    assert zeros.get_ylim()[0] < 0
+    figures.share_y([zeros, other])
+    assert zeros.get_ylim() == other.get_ylim() and zeros.get_ylim()[0] == 0.0 and zeros.get_ylim()[1] >= 0.02
+    plt.close(figure)
+
+
 def test_fig6_tests_the_fine_stage_against_its_coarse_stage_at_every_fine_count(tmp_path):
     """Panel (b)'s claim (the fine stage adds to its coarse stage) is tested at every m^r > 0 across the test
     users, with Holm over the whole table; m^r = 0 (the coarse stage alone) has nothing to test."""

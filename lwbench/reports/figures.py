@@ -65,10 +65,11 @@ def metric_axis_label(metric: str, split: str = "test") -> str:
 
 
 def share_y(axes: list[Axes]) -> None:
-    """One y range for panels that are compared (the union of their data ranges)."""
+    """One y range for panels that are compared (the union of their data ranges), never below 0: no metric
+    is, though an interval of two seeds, or the autoscale of a panel of zeros (a one-epoch smoke run), can be."""
     if not axes:
         return
-    low = min(ax.get_ylim()[0] for ax in axes)
+    low = max(0.0, min(ax.get_ylim()[0] for ax in axes))
     high = max(ax.get_ylim()[1] for ax in axes)
     for ax in axes:
         ax.set_ylim(low, high)
