@@ -212,8 +212,8 @@ def configuration_twins(runs: list[GridRun], out: Path) -> dict[str, dict]:
     for record in load_records(out):
         if (Path(out) / "runs" / record["per_user_file"]).is_file():
             twins.setdefault(budget_free_key(record["config"]), record)
-    found = {run.run_id: (run, twins[key]) for run in wanted if (key := budget_free_key(run.spec.config)) in twins}
-    return {run_id: record for run_id, (run, record) in found.items() if (stored_within(record, run) or 0.0) <= 1.0}
+    return {run.run_id: record for run in wanted
+            if (record := twins.get(budget_free_key(run.spec.config))) and (stored_within(record, run) or 0.0) <= 1.0}
 
 
 def copy_as_run(source_out: Path, record: dict, out: Path, run: GridRun, **fields) -> dict:

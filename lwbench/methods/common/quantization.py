@@ -181,12 +181,6 @@ class QuantizedTable(EmbeddingModule):
         shift[:, -1:, :] = response_mean
         return augmented, (keys - shift) * scale
 
-    def tier_responses(self, query: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Normalized responses ``(D, n_tier, k_tier)`` of each tier's entities to its centroids."""
-        augmented, keys = self.scoring(query)
-        return {name: torch.bmm(augmented[:, self.tier_rows(name)], keys[:, :, :k])
-                for name, k in self.tier_limits.items()}
-
     def chunk(self, k: int, rows: int) -> int:
         """Entities per piece of a tier's ``(D, rows, k)`` responses: on a CPU a few hundred
         (:data:`ASSIGN_CHUNK_ELEMENTS`), since the whole tensor (285 MB for DPQ on Last.fm) would be written to
