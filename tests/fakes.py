@@ -60,11 +60,13 @@ def write_record(out: Path, *, run_id: str, dataset: str, method: str, label: st
 
 
 def fake_target(out: Path, target: str, datasets: list[str], methods: list[str], seeds: list[int], level, *,
-                checkpoints=("train/single",), applies=lambda method: method != "ud", skip=()) -> list[dict]:
+                checkpoints=("train/single",), applies=lambda method: method != "ud", skip=(),
+                fraction=lambda cell, seed: None) -> list[dict]:
     """Write the manifest of ``target`` (from its own cell list) and a record per point.
 
     ``level(cell, seed, checkpoint)`` gives the mean metric level of each checkpoint; the last checkpoint
-    is the reported one. Points whose run id is in ``skip`` get no record (unfinished runs)."""
+    is the reported one; ``fraction(cell, seed)``, the share of its budget a run stores (None: not recorded).
+    Points whose run id is in ``skip`` get no record (unfinished runs)."""
     rows = []
     for cell in get_target(target).cells(datasets, methods):
         options = dict(cell.overrides.get(cell.method, {}))
@@ -80,7 +82,8 @@ def fake_target(out: Path, target: str, datasets: list[str], methods: list[str],
             frames = {name: per_user_frame(level(cell, seed, name), seed=seed * 7 + i)
                       for i, name in enumerate(checkpoints)}
             write_record(out, run_id=run_id, dataset=cell.dataset, method=cell.method, label=label, seed=seed,
-                         options=options, per_user=frames, reported=checkpoints[-1], applies=applies(cell.method))
+                         options=options, per_user=frames, reported=checkpoints[-1], applies=applies(cell.method),
+                         fraction=fraction(cell, seed))
     write_manifest(out, target, rows, target=target, quick=False, seeds=seeds,
                    missing_methods=["pep"] if target == "table3" else [], dropped=[])
     return rows

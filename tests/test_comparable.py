@@ -326,12 +326,14 @@ def test_a_figure_point_whose_seeds_ran_different_settings_says_so():
 
     def run(seed, layers):
         return {"run_id": f"c2f-{seed}", "label": "c2f", "seed": seed, "metrics": {"test": {"ndcg@20": 0.1 + seed % 3}},
+                "budget": {"text": "500buckets", "applies": True, "fraction": 0.887},
                 "config": {"method": {"options": {"fine_layers": layers}}, "seed": seed}}
 
     pts = pd.DataFrame({"dataset": ["yelp2020"] * 3 + ["gowalla"] * 2,
                         "record": [run(2024, 0), run(2025, 4), run(2026, 0), run(2024, 0), run(2025, 0)]})
     summary = summarize(pts, ["dataset"], ["ndcg@20"])
     assert list(summary["mixed"]) == ["seeds 2024, 2026: fine_layers=0; seed 2025: fine_layers=4", ""]
+    assert list(summary["under_budget"]) == [True, True]   # C2F's released 300 + 100 store 88.7% of it
     notes = series_table("fig", "t", summary, ["dataset"], ["ndcg@20"]).notes
     assert notes == ["yelp2020 averages runs whose settings differ: seeds 2024, 2026: fine_layers=0; "
                      "seed 2025: fine_layers=4."]

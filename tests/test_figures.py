@@ -7,6 +7,7 @@ from matplotlib.container import ErrorbarContainer
 
 from lwbench.records import points, read_manifests
 from lwbench.reports import figures, targets
+from lwbench.studies import budget_curve
 from lwbench.studies.c2f_paper.targets import ABLATION_NAMES, C2F_COARSE_STAGE
 
 COARSE = f"{C2F_COARSE_STAGE}/update"
@@ -166,6 +167,26 @@ def test_the_budget_axis_is_logarithmic_and_ticked_at_the_budgets(tmp_path):
         assert list(ax.get_xticks()) == drawn and len(drawn) >= 3
         assert [t.get_text() for t in ax.get_xticklabels()] == [f"{x:g}%" for x in drawn]
         assert not len(ax.xaxis.get_minor_locator().tick_values(*ax.get_xlim()))   # no unlabelled ticks
+
+
+def test_a_point_under_95_percent_of_its_budget_is_drawn_hollow_and_the_legend_says_why(tmp_path):
+    def fraction(cell, seed):
+        return 0.83 if (cell.method, cell.budget) == ("qr", "1%") else 0.999
+
+    outputs = built(tmp_path, "budget-curve", ["ud", "qr", "pep"], [1], curve_level, fraction=fraction)
+    figure = outputs.figures["budget-curve"]
+    for ax in figure.axes:
+        hollow = [line for line in ax.lines if line.get_markerfacecolor() == "white" and len(line.get_xdata())]
+        assert len(hollow) == 1 and list(hollow[0].get_xdata()) == [1.0]
+        assert hollow[0].get_markeredgecolor() == figures.method_style("qr")["color"]
+    assert budget_curve.UNDER_BUDGET_LEGEND in legend_texts(figure)
+    assert "83.0%" in outputs.tables[0].to_markdown()
+
+    full = built(tmp_path / "full", "budget-curve", ["ud", "qr", "pep"], [1], curve_level,
+                 fraction=lambda cell, seed: 1.0)
+    assert budget_curve.UNDER_BUDGET_LEGEND not in legend_texts(full.figures["budget-curve"])
+    assert not [line for ax in full.figures["budget-curve"].axes for line in ax.lines
+                if line.get_markerfacecolor() == "white" and len(line.get_xdata())]
 
 
 def test_a_quick_figure_is_stamped_as_a_smoke_run(tmp_path, monkeypatch):

@@ -126,8 +126,10 @@ def summarize(pts: pd.DataFrame, keys: list[str], metrics: list[str], stage: str
     """Per group of ``keys``: ``seeds`` (finished runs), ``<metric>:mean`` and ``<metric>:std``, the 95%
     interval ``<metric>:ci_low`` / ``<metric>:ci_high`` (the t-interval over seeds for two or more seeds;
     for one seed, with ``out`` given, the bootstrap interval over its test users, from its per-user file;
-    ``<metric>:ci`` says which), ``<diagnostic>:mean`` for each name in ``diagnostics``, and ``mixed``: empty
-    when the finished runs are one configuration, else which seeds ran which settings (:func:`mixed_notes`)."""
+    ``<metric>:ci`` says which), ``<diagnostic>:mean`` for each name in ``diagnostics``, ``under_budget``: whether
+    a finished run stores under :data:`MIN_BUDGET_FRACTION` of its budget (a figure marks such a point), and
+    ``mixed``: empty when the finished runs are one configuration, else which seeds ran which settings
+    (:func:`mixed_notes`)."""
     frame = pts[keys].copy()
     frame["_record"] = pts["record"].to_numpy()
     for metric in metrics:
@@ -157,6 +159,7 @@ def summarize(pts: pd.DataFrame, keys: list[str], metrics: list[str], stage: str
             row[f"{metric}:ci_low"], row[f"{metric}:ci_high"], row[f"{metric}:ci"] = low, high, kind
         for name in diagnostics:
             row[f"{name}:mean"] = float(done[f"diagnostic:{name}"].mean()) if len(done) else math.nan
+        row["under_budget"] = bool(budget_used(list(done["_record"]))[1])
         row["mixed"] = _mixed_settings(list(done["_record"]))
         rows.append(row)
     return pd.DataFrame(rows)
