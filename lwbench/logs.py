@@ -91,3 +91,12 @@ def run_log(path: Path) -> Iterator[None]:
         handler.close()
         stream.close()
         logger.setLevel(level)
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as a person reads it in a message: seconds below 90 s, minutes below 90 min, else hours."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

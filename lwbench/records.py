@@ -234,6 +234,36 @@ def copy_record(source_out: Path, record: dict, out: Path, **fields) -> RunRecor
     return write_record(out, {**record, **fields, "per_user_file": per_user})
 
 
+def stage_shares(record: dict) -> dict[str, float]:
+    """The share of a record's training seconds spent in each stage (from its history's epoch times)."""
+    seconds: dict[str, float] = {}
+    for entry in record.get("history", []):
+        if "seconds" in entry:
+            seconds[entry["stage"]] = seconds.get(entry["stage"], 0.0) + entry["seconds"]
+    total = sum(seconds.values())
+    return {stage: value / total for stage, value in seconds.items()} if total > 0 else {}
+
+
+def compute_seconds(records: list[dict]) -> tuple[float, int]:
+    """(seconds of training and evaluation the ``records`` took, how many of them are copies): each record's
+    ``train_seconds + eval_seconds`` (summed over the sessions of a resumed run), a stage shared between runs
+    (C2F's coarse stage, whose seconds every record that reused it repeats) counted once, and a record copied
+    from another run (``adopted_from``: a configuration twin, or a tuned table's untuned trial) not at all:
+    its seconds are its source's. A record listed twice counts once."""
+    unique = {r["run_id"]: r for r in records}
+    own = sorted((r for r in unique.values() if not r.get("adopted_from")), key=lambda r: r.get("started_at", ""))
+    counted, seconds = set(), 0.0
+    for record in own:
+        own_seconds = record["train_seconds"] + record["eval_seconds"]
+        shares = stage_shares(record)
+        for stage, key in record.get("shared_stages", {}).items():
+            if key in counted:
+                seconds -= shares.get(stage, 0.0) * own_seconds
+            counted.add(key)
+        seconds += own_seconds
+    return seconds, len(unique) - len(own)
+
+
 def load_records(out: Path) -> list[RunRecord]:
     """Every usable run record in ``<out>/runs``; unusable ones are named in a warning and left out."""
     records = []

@@ -156,3 +156,31 @@ def test_report_names_a_missing_per_user_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{per_user}: per-user file missing or unreadable" in err
     assert "across-users tests and per-user intervals are left out" in err
+
+
+def test_compute_seconds_counts_a_shared_stage_once_and_copies_not_at_all():
+    """Two C2F seeds reuse one coarse stage: the second record repeats its seconds, which count once; a record
+    copied from another run (``adopted_from``) costs nothing here; a record listed twice counts once."""
+    def run(run_id, started, coarse, fine, evaluation, **extra):
+        return {"run_id": run_id, "started_at": started, "train_seconds": coarse + fine, "eval_seconds": evaluation,
+                "shared_stages": {"coarse": "c2f-coarse-abc"},
+                "history": [{"stage": "coarse", "seconds": coarse}, {"stage": "fine", "seconds": fine}], **extra}
+
+    first = run("c2f-s1", "2026-01-01T00:00", 30.0, 10.0, 4.0)
+    second = run("c2f-s2", "2026-01-02T00:00", 30.0, 20.0, 6.0)
+    copy = run("c2f-s3", "2026-01-03T00:00", 30.0, 70.0, 9.0, adopted_from={"run_id": "elsewhere"})
+    seconds, copied = records.compute_seconds([first, second, copy, first])
+    assert copied == 1
+    assert seconds == pytest.approx(44.0 + 56.0 * (1 - 30.0 / 50.0))   # the second run's coarse share taken off
+    assert records.compute_seconds([first])[0] == 44.0
+
+
+def test_a_table_says_what_its_runs_cost_and_where():
+    from lwbench.reports.summaries import cost_note
+
+    base = {"train_seconds": 3000.0, "eval_seconds": 600.0, "device_name": "CPU: test (1 torch threads)"}
+    (note,) = cost_note([{**base, "run_id": "a"}, {**base, "run_id": "b"},
+                         {**base, "run_id": "c", "adopted_from": {"run_id": "a"}}])
+    assert note.startswith("Cost: 2 run(s) trained for 2.0 h of training and evaluation")
+    assert "on CPU: test (1 torch threads)" in note and "1 record(s) copied" in note
+    assert cost_note([]) == []

@@ -33,7 +33,8 @@ from lwbench.files import prepare_output
 from lwbench.grid.plan import GridPlan, GridRun
 from lwbench.grid.runner import budget_entry, shared_stages
 from lwbench.grid.workers import Execution, execute_task, is_running, joblib_backend
-from lwbench.records import copy_record, failure_path, find_record, load_records, record_path
+from lwbench.logs import format_duration
+from lwbench.records import copy_record, failure_path, find_record, load_records, record_path, stage_shares
 from lwbench.training.persistence import shared_stage_finished
 
 logger = logging.getLogger(__name__)
@@ -241,16 +242,6 @@ def adopt_configuration_twins(runs: list[GridRun], out: Path) -> None:
         logger.info("%s: copied from %s (%s), not trained again", run_id, record["run_id"], why)
 
 
-def stage_shares(record: dict) -> dict[str, float]:
-    """The share of a record's training seconds spent in each stage (from its history's epoch times)."""
-    seconds: dict[str, float] = {}
-    for entry in record.get("history", []):
-        if "seconds" in entry:
-            seconds[entry["stage"]] = seconds.get(entry["stage"], 0.0) + entry["seconds"]
-    total = sum(seconds.values())
-    return {stage: value / total for stage, value in seconds.items()} if total > 0 else {}
-
-
 def estimate_seconds(runs: list[GridRun], records: list[dict], device_type: str,
                      out: Path | None = None) -> tuple[float, int]:
     """(estimated seconds for the runs, number of runs without an estimate). Seconds per epoch come
@@ -291,14 +282,6 @@ def time_left(elapsed: float, finished: int, total: int) -> float | None:
     """Seconds until ``total`` runs finish at the throughput of the ``finished`` ones so far (None before the
     first; parallel workers are in the throughput)."""
     return elapsed / finished * (total - finished) if finished else None
-
-
-def format_duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def device_type(execution: Execution) -> str:

@@ -15,7 +15,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from lwbench.records import checkpoint_metric, stage_checkpoint
+from lwbench.logs import format_duration
+from lwbench.records import checkpoint_metric, compute_seconds, stage_checkpoint
 from lwbench.reports import stats
 from lwbench.reports.tables import Table
 
@@ -54,11 +55,28 @@ def status_notes(pts: pd.DataFrame) -> list[str]:
         if ids:
             what = "failed (see runs/<id>.failed.json)" if status == "failed" else "not run yet or unfinished"
             notes.append(f"{len(ids)} run(s) {what}: {', '.join(ids)}")
-    warned = {r["run_id"]: r["warnings"] for r in pts.loc[pts["status"] == "done", "record"] if r.get("warnings")}
+    done = list(pts.loc[pts["status"] == "done", "record"])
+    warned = {r["run_id"]: r["warnings"] for r in done if r.get("warnings")}
     if warned:
         notes.append(f"{len(warned)} run(s) warned while training (their records' warnings): "
                      + "; ".join(f"{run_id}: {' '.join(w)}" for run_id, w in sorted(warned.items())))
-    return notes
+    return notes + cost_note(done)
+
+
+def cost_note(records: list[dict]) -> list[str]:
+    """What the table's runs cost to train, from their records (:func:`lwbench.records.compute_seconds`), and
+    on which devices, so that a table carries its own compute bill."""
+    if not records:
+        return []
+    seconds, copied = compute_seconds(records)
+    trained = len({r["run_id"] for r in records}) - copied
+    devices = sorted({r.get("device_name") or r.get("device", "an unnamed device") for r in records
+                      if not r.get("adopted_from")})
+    text = (f"Cost: {trained} run(s) trained for {format_duration(seconds)} of training and evaluation (their "
+            f"records' seconds; a stage shared between runs counted once) on {'; '.join(devices)}") if trained else ""
+    if copied:
+        text += ("; " if text else "Cost: ") + f"{copied} record(s) copied from runs trained elsewhere"
+    return [text + "."]
 
 
 def comparison_table(name: str, title: str, comparisons: list[tuple], alternative: str,

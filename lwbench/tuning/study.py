@@ -67,11 +67,11 @@ from lwbench.grid.run import (
     device_type,
     estimate_seconds,
     existing_records,
-    format_duration,
     run_grid,
     summarize_failures,
 )
 from lwbench.grid.workers import ExecutionRequest, make_execution
+from lwbench.logs import format_duration
 from lwbench.options import Option
 from lwbench.records import (
     failure_path,
