@@ -213,6 +213,7 @@ def test_the_same_command_twice_gives_the_same_trials_and_trains_nothing(study_o
     trials = load_records(trials_folder(study_out, STUDY))
     assert {r["config"]["trainer"]["max_epochs"] for r in trials} == {1, 2, 4}
     assert qr["cost"]["runs"] == 6 + full and qr["cost"]["epochs"] == 4 * 1 + 2 * 2 + 4 * full
+    assert qr["cost"]["copied"] == 0 and qr["cost"]["train_seconds"] > 0   # no untuned table to copy from
 
 
 def test_retrained_records_and_the_manifest_name_the_study(study_out, capsys):
@@ -379,6 +380,9 @@ def test_the_defaults_reuse_the_untuned_runs_of_the_same_configuration(toy_dir, 
         assert record["metrics"] == twin["metrics"] and record["label"] == f"{twin['label']}@{STUDY}"
     (trial,) = load_records(trials_folder(tmp_path, STUDY))
     assert trial["seed"] == 2024 and trial["adopted_from"]["run_id"] == untuned[2024]["run_id"]
+    # the copied run was trained, and is counted, by the untuned table: the study itself cost nothing
+    (bracket,) = read_study(tmp_path, STUDY)["brackets"].values()
+    assert bracket["cost"] == {"runs": 0, "copied": 1, "epochs": 0, "train_seconds": 0, "eval_seconds": 0}
     # a reader asks whether tuning moved the method: compare takes the study's label like any other
     capsys.readouterr()
     assert cli.main(["compare", f"ud-8@{STUDY}", "ud-8", "--out", str(tmp_path)]) == 0

@@ -116,11 +116,17 @@ def settings_table(study: dict, name: str) -> Table:
                      "trial_runs": cost.get("runs", 0), "train_seconds": cost.get("train_seconds"),
                      "eval_seconds": cost.get("eval_seconds"), "status": bracket.get("status")})
     metric = next(iter(study["brackets"].values()))["metric"] if study["brackets"] else "the early-stopping metric"
+    costs = [b.get("cost", {}) for b in study["brackets"].values()]
+    total = sum(c.get("train_seconds", 0.0) + c.get("eval_seconds", 0.0) for c in costs)
+    copied = sum(c.get("copied", 0) for c in costs)
     notes = [f"Every method got the same trials and rungs; trial 0 is the defaults. A rung trains each stage for at "
              f"most its epochs (full: the protocol's epochs, with early stopping); the best 1/eta by validation "
              f"{metric} go on, and the defaults always run in full (docs/protocol.md §10.12).",
              f"valid: validation {metric} of the chosen trial's full run (test metrics never enter the choice).",
-             "trial seconds: training + evaluation seconds of the study's trial runs, from their records."]
+             "trial runs, trial seconds: the runs the study trained and their training + evaluation seconds, from "
+             f"their records; in all {sum(c.get('runs', 0) for c in costs)} runs, {total / 3600:.1f} h"
+             + (f". The defaults' full run is the untuned table's record where it has one, copied, and counted "
+                f"there ({copied} such runs)" if copied else "") + "."]
     failed = [f"{b['label']}: {b.get('status')}" for b in study["brackets"].values() if b.get("status") != "done"]
     if failed:
         notes.append(f"Not finished: {'; '.join(failed)}.")

@@ -351,7 +351,7 @@ def run_rung(brackets: list[Bracket], active: dict[str, list[int]], cap: int | N
             if record is not None:
                 result.update(status="done", valid=validation_value(record, bracket.metric),
                               epochs_run=record["epochs_run"], train_seconds=record["train_seconds"],
-                              eval_seconds=record["eval_seconds"])
+                              eval_seconds=record["eval_seconds"], copied=bool(record.get("adopted_from")))
             else:
                 failure = failures.get(run.run_id, {})
                 result.update(status="failed", error=failure.get("error", "no record"))
@@ -449,9 +449,12 @@ def bracket_entry(bracket: Bracket, settings: StudySettings, retrained: list[dic
         for result in results:
             if result["status"] == "done":
                 runs[result["run_id"]] = result
-    cost = {"runs": len(runs), "epochs": sum(r["epochs_run"] for r in runs.values()),
-            "train_seconds": sum(r["train_seconds"] for r in runs.values()),
-            "eval_seconds": sum(r["eval_seconds"] for r in runs.values())}
+    # The study's own cost: a run copied from the untuned table (the defaults' full run) was trained, and is
+    # counted, there.
+    trained = [r for r in runs.values() if not r.get("copied")]
+    cost = {"runs": len(trained), "copied": len(runs) - len(trained), "epochs": sum(r["epochs_run"] for r in trained),
+            "train_seconds": sum(r["train_seconds"] for r in trained),
+            "eval_seconds": sum(r["eval_seconds"] for r in trained)}
     chosen = None
     if bracket.chosen is not None:
         settings_chosen = bracket.trials[bracket.chosen]
