@@ -247,7 +247,9 @@ def stage_shares(record: dict) -> dict[str, float]:
 def compute_seconds(records: list[dict]) -> tuple[float, int]:
     """(seconds of training and evaluation the ``records`` took, how many of them are copies): each record's
     ``train_seconds + eval_seconds`` (summed over the sessions of a resumed run), a stage shared between runs
-    (C2F's coarse stage, whose seconds every record that reused it repeats) counted once, and a record copied
+    (C2F's coarse stage, whose seconds every record that reused it repeats) counted once (runs of one output
+    folder share its cache; a folder that trained the same stage again, as a tuned table retraining beside
+    its trials' folder does, is charged for it once), and a record copied
     from another run (``adopted_from``: a configuration twin, or a tuned table's untuned trial) not at all:
     its seconds are its source's. A record listed twice counts once."""
     unique = {r["run_id"]: r for r in records}
