@@ -231,6 +231,32 @@ def test_progress_sees_done_failed_and_running(tmp_path):
     progress.bar.close()
 
 
+def test_time_left_follows_each_runs_estimate_not_the_throughput(tmp_path, monkeypatch):
+    """A run that finished early (e.g. resumed near its end) does not shorten the time left of long runs ahead:
+    with an estimate for every run, the time left is the unfinished runs' estimates (a running one's less the
+    time it has run) shared by the workers; without, the throughput so far."""
+    class Run:
+        def __init__(self, run_id):
+            self.run_id = run_id
+    runs = [Run(name) for name in ("resumed", "running", "pending")]
+    clock = [1000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    estimates = {"resumed": 100.0, "running": 300.0, "pending": 500.0}
+    progress = GridProgress(runs, tmp_path, jobs=2, show=False, estimates=estimates)
+    throughput = GridProgress(runs, tmp_path, jobs=2, show=False)
+    for monitor in (progress, throughput):
+        monitor.state.update(resumed="done", running="running")
+        monitor.running_since["running"] = 1000.0
+    clock[0] += 10.0                                              # the resumed run finished after 10 s
+    assert progress.time_left(1) == pytest.approx((300.0 - 10.0 + 500.0) / 2)
+    assert throughput.time_left(1) == pytest.approx(10.0 * 2)    # 10 s a run, two runs to go
+    clock[0] += 1000.0                                            # the running run overran its estimate
+    assert progress.time_left(1) == pytest.approx(500.0 / 2)
+    assert GridProgress(runs, tmp_path, jobs=2, show=False).time_left(0) is None
+    for monitor in (progress, throughput):
+        monitor.bar.close()
+
+
 def test_device_slots_share_gpus_round_robin_by_occupancy(tmp_path):
     gpus = ("cuda:0", "cuda:1")
     with device_slot(tmp_path, gpus, 4) as a, device_slot(tmp_path, gpus, 4) as b:

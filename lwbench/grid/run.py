@@ -11,7 +11,10 @@ cluster (:mod:`lwbench.grid.workers`; the output folder must then be on a filesy
   (:func:`spread_shared_stages`), so workers train different stages rather than wait for one.
 * **Failures**: a failed run writes ``<run_id>.failed.json`` (error, its type and traceback) and the grid goes on.
 * **Progress**: a bar over the runs to train (done / running / failed, time left), fed by watching the
-  output folder, so it works the same for every backend. Each run logs to ``<out>/logs/<run_id>.log``.
+  output folder, so it works the same for every backend. Each run logs to ``<out>/logs/<run_id>.log``. The
+  time left comes from each run's estimate (:func:`estimate_run_seconds`) where every run has one, so a
+  resumed run that finishes early or a short run ahead of long ones does not shorten it; else from the
+  grid's throughput.
 """
 from __future__ import annotations
 
@@ -71,17 +74,20 @@ def run_grid(plan: GridPlan, out: Path, execution: Execution, *, force: bool = F
     tasks = [delayed(execute_task)(run, str(out), devices, slots, threads, force, show_progress if inline else False,
                                    os.getpid() if local else None)
              for run in pending]
-    monitor = None
-    if not inline:   # the bar follows workers through the output folder
-        prior, unknown = estimate_seconds(pending, load_records(out), device_type(execution), out)
-        monitor = GridProgress(pending, out, execution.jobs, show_progress, prior_seconds=None if unknown else prior)
-        monitor.start()
-    started, as_they_finish = time.time(), True
+    estimates = estimate_run_seconds(pending, load_records(out), device_type(execution), out)
+    # The monitor follows workers through the output folder; its bar stays hidden while a run trains inline.
+    monitor = GridProgress(pending, out, execution.jobs, False if inline else show_progress,
+                           estimates=None if None in estimates.values() else estimates)
+    monitor.start()
+    as_they_finish = True
 
     def finished_text(finished: int) -> str:
         """How far the grid is, in every done or failed line: a log file has no bar. A backend that returns
         results only at the end (ray) gets no time left, which its finish times could not tell."""
-        left = time_left(time.time() - started, finished, len(pending)) if as_they_finish else None
+        if not as_they_finish or finished == len(pending):
+            return f"{finished}/{len(pending)} finished"
+        monitor.poll()   # the run just returned may not have been seen finished yet
+        left = monitor.time_left(finished)
         return f"{finished}/{len(pending)} finished" + (f", about {format_duration(left)} left" if left else "")
 
     try:
@@ -103,8 +109,7 @@ def run_grid(plan: GridPlan, out: Path, execution: Execution, *, force: bool = F
                     outcome.records[run_id] = result["record"]
                     logger.info("grid: done %s (%s)", run_id, finished_text(finished))
     finally:
-        if monitor is not None:
-            monitor.stop()
+        monitor.stop()
     return outcome
 
 
@@ -112,18 +117,24 @@ class GridProgress(threading.Thread):
     """Watches the output folder: finished records, fresh failure files and held run locks."""
 
     def __init__(self, runs: list[GridRun], out: Path, jobs: int, show: bool | None, every: float = 1.0,
-                 prior_seconds: float | None = None):
+                 estimates: dict[str, float] | None = None):
         super().__init__(daemon=True)
         self.runs, self.out, self.jobs, self.every = runs, Path(out), jobs, every
-        self.prior_seconds = prior_seconds   # estimated time of all runs, from existing records (None: unknown)
+        self.estimates = estimates   # run_id -> estimated seconds, from existing records (None: not for every run)
         self.started = time.time()
         self.state = {r.run_id: "pending" for r in runs}
+        self.running_since: dict[str, float] = {}
+        self._polling = threading.Lock()   # the grid polls too, before each finished line
         self.bar = tqdm(total=len(runs), desc="grid", unit="run", dynamic_ncols=True,
                         bar_format="{desc} {n_fmt}/{total_fmt} |{bar}| {elapsed}{postfix}",
                         disable=None if show is None else not show)
         self._halt = threading.Event()
 
     def poll(self) -> None:
+        with self._polling:
+            self._poll()
+
+    def _poll(self) -> None:
         for run_id, state in self.state.items():
             if state in ("done", "failed"):
                 continue
@@ -133,6 +144,8 @@ class GridProgress(threading.Thread):
                 new = "failed"
             else:
                 new = "running" if is_running(self.out, run_id) else "pending"
+            if new == "running":
+                self.running_since.setdefault(run_id, time.time())
             self.state[run_id] = new
         counts = {s: sum(v == s for v in self.state.values()) for s in ("done", "failed", "running", "pending")}
         self.bar.n = counts["done"] + counts["failed"]
@@ -142,13 +155,15 @@ class GridProgress(threading.Thread):
         self.bar.refresh()
 
     def time_left(self, finished: int) -> float | None:
-        """From this grid's throughput once a run has finished, before that from the prior estimate."""
-        elapsed = time.time() - self.started
-        if finished:
-            return time_left(elapsed, finished, len(self.state))
-        if self.prior_seconds:
-            return max(0.0, self.prior_seconds / max(1, self.jobs) - elapsed)
-        return None
+        """The estimated seconds of the runs not finished (a running one's less the time it has run, down to
+        zero) shared by the workers, where every run has an estimate; else from this grid's throughput once a
+        run has finished (None before)."""
+        now = time.time()
+        if self.estimates is None:
+            return time_left(now - self.started, finished, len(self.state)) if finished else None
+        work = sum(max(0.0, self.estimates[run_id] - (now - self.running_since.get(run_id, now)))
+                   for run_id, state in list(self.state.items()) if state not in ("done", "failed"))
+        return work / max(1, self.jobs)
 
     def run(self) -> None:
         while not self._halt.wait(self.every):
@@ -244,7 +259,15 @@ def adopt_configuration_twins(runs: list[GridRun], out: Path) -> None:
 
 def estimate_seconds(runs: list[GridRun], records: list[dict], device_type: str,
                      out: Path | None = None) -> tuple[float, int]:
-    """(estimated seconds for the runs, number of runs without an estimate). Seconds per epoch come
+    """(estimated seconds for the runs, number of runs without an estimate): :func:`estimate_run_seconds`
+    summed."""
+    estimates = estimate_run_seconds(runs, records, device_type, out).values()
+    return sum(seconds for seconds in estimates if seconds is not None), sum(seconds is None for seconds in estimates)
+
+
+def estimate_run_seconds(runs: list[GridRun], records: list[dict], device_type: str,
+                         out: Path | None = None) -> dict[str, float | None]:
+    """run_id -> estimated seconds of training and evaluation, None without an estimate. Seconds per epoch come
     from existing records of the same dataset and method on the same kind of device; the number of
     epochs from those with the same epoch cap, else the cap itself (an upper bound). With ``out``, a
     stage shared between runs (C2F's coarse stage) costs nothing in a run that will find it finished in
@@ -260,11 +283,11 @@ def estimate_seconds(runs: list[GridRun], records: list[dict], device_type: str,
         cap = record["config"]["trainer"]["max_epochs"]
         epochs.setdefault(key + (cap,), []).append(record["epochs_run"])
         shares.setdefault(key, []).append(stage_shares(record))
-    total, unknown, trained = 0.0, 0, set()
+    estimates, trained = {}, set()
     for run in runs:
         key = (run.dataset_name, run.spec.method)
         if key not in per_epoch:
-            unknown += 1
+            estimates[run.run_id] = None
             continue
         cap = run.spec.trainer.max_epochs
         expected = epochs.get(key + (cap,))
@@ -274,8 +297,8 @@ def estimate_seconds(runs: list[GridRun], records: list[dict], device_type: str,
             if folder in trained or shared_stage_finished(folder):
                 seconds *= 1 - statistics.median(share.get(stage, 0.0) for share in shares[key])
             trained.add(folder)
-        total += seconds
-    return total, unknown
+        estimates[run.run_id] = seconds
+    return estimates
 
 
 def time_left(elapsed: float, finished: int, total: int) -> float | None:
