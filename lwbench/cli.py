@@ -462,12 +462,13 @@ def prepare_command(args: argparse.Namespace) -> int:
 
 
 def report_command(args: argparse.Namespace) -> int:
-    from lwbench.records import per_user_problems
+    from lwbench.records import load_records, per_user_problems
     from lwbench.reports.targets import build_report
-    for problem in per_user_problems(Path(args.out)):
+    records = load_records(Path(args.out))   # read once, for every table
+    for problem in per_user_problems(Path(args.out), records):
         logger.warning("%s; its run keeps its row, but its across-users tests and per-user intervals are left out "
                        "of the tables", problem)
-    _, errors = build_report(Path(args.out), Path(args.figures), args.alternative)
+    _, errors = build_report(Path(args.out), Path(args.figures), args.alternative, records)
     for error in errors:
         logger.error("report: could not build %s", error)
     return 1 if errors else 0

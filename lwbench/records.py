@@ -344,14 +344,19 @@ def read_manifests(out: Path) -> dict[str, dict]:
     return manifests
 
 
-def points(out: Path, manifest: dict) -> pd.DataFrame:
+def points(out: Path, manifest: dict, records: list[RunRecord] | None = None) -> pd.DataFrame:
     """One row per manifest point: its coordinates, ``status`` (done / failed / missing), the record
-    (column ``record``, None unless done) and the reported test metrics as ``test:<metric>`` columns."""
+    (column ``record``, None unless done) and the reported test metrics as ``test:<metric>`` columns.
+    ``records``: ``out``'s records as :func:`load_records` gave them (a report builds every target from one
+    reading); by default each point's record is read from its file."""
     rows = []
+    by_file = None if records is None else {Path(record["_path"]).name: record for record in records}
     for row in manifest["rows"]:
         path = record_path(out, row["run_id"])
         record = None
-        if path.exists():
+        if by_file is not None:
+            record = by_file.get(path.name)   # an unusable file was named by load_records, and counts as missing
+        elif path.exists():
             try:
                 record = read_record(path)
             except RecordError as exc:
@@ -411,20 +416,14 @@ def per_user_arrays(path: Path) -> list[str]:
                           "it again to regenerate it") from None
 
 
-def per_user_problems(out: Path) -> list[str]:
-    """One message per usable record in ``<out>/runs`` whose per-user file is missing or unreadable, naming
-    the file (what ``report`` warns about: such a run keeps its row, but its across-users tests and per-user
-    intervals cannot be computed). Unusable records are not named here: :func:`load_records` does that."""
+def per_user_problems(out: Path, records: list[RunRecord]) -> list[str]:
+    """One message per record of ``out`` (as :func:`load_records` gave them, which names the unusable ones)
+    whose per-user file is missing or unreadable, naming the file (what ``report`` warns about: such a run
+    keeps its row, but its across-users tests and per-user intervals cannot be computed)."""
     problems = []
-    for path in sorted((Path(out) / "runs").glob("*.json")):
-        if path.name.endswith(".failed.json"):
-            continue
+    for record in records:
         try:
-            record = read_record(path)
-        except RecordError:
-            continue
-        try:
-            per_user_arrays(path.parent / record["per_user_file"])
+            per_user_arrays(Path(out) / "runs" / record["per_user_file"])
         except RecordError as exc:
             problems.append(str(exc))
     return problems

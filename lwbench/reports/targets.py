@@ -112,12 +112,14 @@ def get_target(name: str) -> Target:
     return known[name]
 
 
-def build_target(name: str, out: Path, figures_dir: Path, alternative: str) -> list[Path]:
-    """Write a target's tables and figures from its manifest and the records in ``out``."""
+def build_target(name: str, out: Path, figures_dir: Path, alternative: str,
+                 records: list[dict] | None = None) -> list[Path]:
+    """Write a target's tables and figures from its manifest and the records in ``out`` (``records``: those
+    already read by :func:`lwbench.records.load_records`; by default read here)."""
     manifest = read_manifests(out).get(name)
     if manifest is None:
         raise TargetError(f"{out}/grids/{name}.json does not exist: run `run_bench.py reproduce {name}` first")
-    pts = points(out, manifest)
+    pts = points(out, manifest, records)
     if not len(pts):
         logger.warning("%s: the manifest lists no runs", name)
         return []
@@ -137,20 +139,21 @@ def build_target(name: str, out: Path, figures_dir: Path, alternative: str) -> l
     return written
 
 
-def build_report(out: Path, figures_dir: Path, alternative: str = "two-sided"
-                 ) -> tuple[list[Path], list[str]]:
-    """Every target with a manifest in ``out``, plus a summary of all records; no training.
-    Returns (files written, errors): a target that cannot be built does not stop the others."""
+def build_report(out: Path, figures_dir: Path, alternative: str = "two-sided",
+                 records: list[dict] | None = None) -> tuple[list[Path], list[str]]:
+    """Every target with a manifest in ``out``, plus a summary of all records; no training. ``records``: the
+    records of ``out`` already read by :func:`lwbench.records.load_records` (by default read here, once for
+    every table). Returns (files written, errors): a target that cannot be built does not stop the others."""
     out = Path(out)
     if not (out / "runs").is_dir():
         raise TargetError(f"{out}/runs does not exist: point --out at a folder that run_bench.py wrote records to")
+    records = load_records(out) if records is None else records
     written, errors = [], []
     for name in read_manifests(out):
         try:
-            written += build_target(name, out, figures_dir, alternative)
+            written += build_target(name, out, figures_dir, alternative, records)
         except (TargetError, RecordError) as exc:   # e.g. an unreadable per-user file: named, others go on
             errors.append(f"{name}: {exc}")
-    records = load_records(out)
     profile = summaries.profile_table(records)
     for table in summaries.summary_table(records, out) + ([profile] if profile is not None else []):
         print("\n" + table.to_markdown())
