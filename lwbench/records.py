@@ -249,9 +249,9 @@ def compute_seconds(records: list[dict]) -> tuple[float, int]:
     ``train_seconds + eval_seconds`` (summed over the sessions of a resumed run), a stage shared between runs
     (C2F's coarse stage, whose seconds every record that reused it repeats) counted once (runs of one output
     folder share its cache; a folder that trained the same stage again, as a tuned table retraining beside
-    its trials' folder does, is charged for it once), and a record copied
-    from another run (``adopted_from``: a configuration twin, or a tuned table's untuned trial) not at all:
-    its seconds are its source's. A record listed twice counts once."""
+    its trials' folder does, is charged for it once), and a record copied from another run (``adopted_from``:
+    a configuration twin, or a tuned table's untuned trial) not at all: its seconds are its source's. A record
+    listed twice counts once."""
     unique = {r["run_id"]: r for r in records}
     own = sorted((r for r in unique.values() if not r.get("adopted_from")), key=lambda r: r.get("started_at", ""))
     counted, seconds = set(), 0.0

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lwbench.logs import format_duration
 from lwbench.reports import summaries
 from lwbench.reports.tables import Table
 from lwbench.reports.targets import Outputs, Target, TargetError, get_target, register_target
@@ -124,7 +125,7 @@ def settings_table(study: dict, name: str) -> Table:
              f"{metric} go on, and the defaults always run in full (docs/protocol.md §10.12).",
              f"valid: validation {metric} of the chosen trial's full run (test metrics never enter the choice).",
              "trial runs, trial seconds: the runs the study trained and their training + evaluation seconds, from "
-             f"their records; in all {sum(c.get('runs', 0) for c in costs)} runs, {total / 3600:.1f} h"
+             f"their records; in all {sum(c.get('runs', 0) for c in costs)} runs, {format_duration(total)}"
              + (f". The defaults' full run is the untuned table's record where it has one, copied, and counted "
                 f"there ({copied} such runs)" if copied else "") + "."]
     failed = [f"{b['label']}: {b.get('status')}" for b in study["brackets"].values() if b.get("status") != "done"]
