@@ -102,6 +102,9 @@ def test_fig5_tests_every_sweep_point_against_the_released_configuration(tmp_pat
     assert ("released", "–") in cells and not any(c.endswith("†") for c in cells[("released", "–")])
     legend = legend_texts(outputs.figures["fig5"])
     assert "released configuration" in legend and "one factor changed" in legend
+    lam = next(ax for ax in outputs.figures["fig5"].axes if ax.get_xlabel() == "λ")
+    assert [t.get_text() for t in lam.get_xticklabels()] == ["0.5", "1", "3", "5", "10"]   # every value, evenly spaced
+    assert list(lam.get_xticks()) == [0, 1, 2, 3, 4]
 
 
 def test_fig6_panels_of_one_metric_share_their_y_limits(tmp_path):

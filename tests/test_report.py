@@ -312,3 +312,22 @@ def test_a_tuned_target_names_its_own_statistics_table(tmp_path, base):
     assert {"tuned-s.md", "tuned-s-stats.md"} <= written and not any(name.startswith(base) for name in written)
     markdown = (out / "tuned-s.md").read_text()
     assert "tuned-s-stats" in markdown and f"{base}-stats" not in markdown
+
+
+def test_a_diagnostic_equal_on_every_row_is_a_note_not_a_column():
+    """A sweep's table shows the diagnostics that move with the parameter; one that never moves (e.g. C2F's
+    coarse refresh count under a fine-stage sweep) is said once in a note, and the CSV keeps it."""
+    from lwbench.reports.summaries import series_table
+
+    summary = pd.DataFrame({"dataset": ["d"] * 3, "value": [1, 2, 3], "seeds": [1, 1, 0],
+                            "ndcg@20:mean": [0.1, 0.2, math.nan], "ndcg@20:std": [math.nan] * 3,
+                            "fine_nonzeros:mean": [10.0, 20.0, math.nan], "refreshes:mean": [270.0, 270.0, math.nan]})
+    table = series_table("sweep", "t", summary, ["dataset", "value"], ["ndcg@20"],
+                         diagnostics=["fine_nonzeros", "refreshes"])
+    assert table.columns == ["dataset", "value", "seeds", "N@20", "fine_nonzeros"]
+    assert [row[-1] for row in table.rows] == ["10", "20", "–"]
+    assert "Diagnostics with the same value on every row: refreshes = 270." in table.notes
+    assert "refreshes:mean" in table.data.columns
+    single = series_table("sweep", "t", summary.iloc[:1], ["dataset", "value"], ["ndcg@20"],
+                          diagnostics=["fine_nonzeros", "refreshes"])
+    assert single.columns[-2:] == ["fine_nonzeros", "refreshes"]   # one row: nothing to call constant

@@ -115,13 +115,24 @@ def series_table(name: str, title: str, summary: pd.DataFrame, keys: list[str], 
                  notes: list[str] = (), diagnostics: list[str] = (), marks=None) -> Table:
     """A :func:`summarize` frame as a table: mean ± std over seeds per point, for each metric, then the
     mean of each diagnostic (the numbers behind a figure). ``marks(row, metric)``: a significance mark to
-    append to a cell (e.g. :meth:`lwbench.reports.significance.Verdicts.mark` against a reference row)."""
+    append to a cell (e.g. :meth:`lwbench.reports.significance.Verdicts.mark` against a reference row).
+    A diagnostic with one value on every row that has it is said once in a note instead of a column of
+    repeats (the CSV keeps every column)."""
+    shown = {d: [f"{v:.4g}" for v in summary[f"{d}:mean"].dropna()] for d in diagnostics}   # as a reader sees it
+    constant = {d: seen[0] for d, seen in shown.items() if len(seen) > 1 and len(set(seen)) == 1}
+    diagnostics = [d for d in diagnostics if d not in constant]
+    notes = list(notes)
+    if diagnostics:
+        notes.append("Diagnostic columns: the method's own diagnostics at the reported checkpoint, mean over seeds.")
+    if constant:
+        notes.append("Diagnostics with the same value on every row: "
+                     + ", ".join(f"{d} = {v}" for d, v in constant.items()) + ".")
     columns = keys + ["seeds"] + [metric_label(m) for m in metrics] + list(diagnostics)
     rows = [[display_value(r[k]) for k in keys] + [str(int(r["seeds"]))] +
             [format_mean_std(r[f"{m}:mean"], r[f"{m}:std"]) + (marks(r, m) if marks else "") for m in metrics] +
             ["–" if math.isnan(r[f"{d}:mean"]) else f"{r[f'{d}:mean']:.4g}" for d in diagnostics]
             for _, r in summary.iterrows()]
-    return Table(name, title, columns, rows, summary, notes=list(notes) + mixed_notes(summary, keys))
+    return Table(name, title, columns, rows, summary, notes=notes + mixed_notes(summary, keys))
 
 
 def mixed_notes(summary: pd.DataFrame, keys: list[str]) -> list[str]:

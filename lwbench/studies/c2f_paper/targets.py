@@ -180,13 +180,13 @@ def _build_fig5(pts, out, manifest, alternative) -> Outputs:
     verdicts = versus_reference(pd.concat([released, sweep]), ["factor", "value"], sweep_point, RELEASED, metrics, out)
     notes = summaries.ci_note(summary, metrics) + verdicts.table_notes("fig5-stats")
     notes += summaries.status_notes(pts)
-    if diagnostics:
-        notes.append("Diagnostic columns: the method's own diagnostics at the reported checkpoint, mean over seeds.")
     table = summaries.series_table(
         "fig5", "Figure 5: C2F sensitivity (one factor at a time, others as released)",
         pd.concat([summary, reference]), ["dataset", "factor", "value"], metrics, notes=notes,
         diagnostics=diagnostics,
         marks=lambda row, metric: verdicts.mark(row["dataset"], metric, sweep_point(row["factor"], row["value"])))
+    if diagnostics:
+        table.notes.append("What each diagnostic counts: docs/protocol.md §10.5.")
     stats_table = significance.stats_table("fig5-stats", "Figure 5: every sweep point against the released "
                                            "configuration", verdicts)
     figure = figures.sweep_lines(summary, list(SENSITIVITY_GRIDS), metrics, reference=reference,
