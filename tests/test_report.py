@@ -222,8 +222,11 @@ def test_figures_and_their_tables(tmp_path, target, methods, expected_rows):
     if target == "fig6":
         before = data[data["panel"].str.contains("before")]
         after = data[data["panel"].str.contains("after fine") & data["panel"].str.startswith("b")]
-        zero_before = before[before["fine"] == 0]["recall@20:mean"].iloc[0]
-        assert after[after["fine"] == 0]["recall@20:mean"].iloc[0] == pytest.approx(zero_before)
+        zero_before = before[before["m^r"] == 0]["recall@20:mean"].iloc[0]
+        assert after[after["m^r"] == 0]["recall@20:mean"].iloc[0] == pytest.approx(zero_before)
+        assert ((data["m^c"] + data["m^r"] == 200) | data["panel"].str.startswith("a")).all()
+        panel_a = data[data["panel"].str.startswith("a")]
+        assert np.allclose(panel_a["m^r"], 100 * panel_a["ρ"]) and data["ρ"].isna().sum() == len(data) - len(panel_a)
 
 
 def test_report_regenerates_everything_without_training(tmp_path):

@@ -221,15 +221,18 @@ def _build_fig6(pts, out, manifest, alternative) -> Outputs:
     after = pd.concat([summaries.summarize(b[coarse_only], ["dataset", "fine"], metrics, C2F_COARSE_STAGE, out=out),
                        summaries.summarize(b[~coarse_only], ["dataset", "fine"], metrics, out=out)])
     before = summaries.summarize(b, ["dataset", "fine"], metrics, C2F_COARSE_STAGE, out=out)
-    frame = pd.concat([a.assign(panel="a: fixed m^c, after fine stage"),
-                       before.assign(panel="b: fixed total, before fine stage"),
-                       after.assign(panel="b: fixed total, after fine stage")])
-    keys = ["dataset", "panel", "rho", "fine"]
+    # Every row names its m^c and m^r, and panel (a)'s its ρ, rather than each panel only its own parameter.
+    a_counts = {"m^c": RATIO_FIXED_COARSE, "fine": (a["rho"] * RATIO_FIXED_COARSE).round()}
+    frame = pd.concat([a.assign(panel="a: fixed m^c, after fine stage", **a_counts),
+                       *[part.assign(panel=f"b: fixed total, {when} fine stage", **{"m^c": RATIO_TOTAL - part["fine"]})
+                         for part, when in ((before, "before"), (after, "after"))]]).rename(
+        columns={"fine": "m^r", "rho": "ρ"})
+    keys = ["dataset", "panel", "m^c", "m^r", "ρ"]
+    frame = frame[keys + [c for c in frame.columns if c not in keys]]
     stats_table = fine_stage_tests(b[~coarse_only], out, alternative)
     table = summaries.series_table("fig6", "Figure 6: coarse/fine ratio", frame, keys, metrics,
                                    notes=[f"(a) m^c = {RATIO_FIXED_COARSE}, m^r = ρ·m^c; (b) m^c + m^r = {RATIO_TOTAL}; "
-                                          "m^r = 0 is the coarse stage alone; – where a column does not apply "
-                                          "to the panel."] + summaries.ci_note(frame, metrics)
+                                          "m^r = 0 is the coarse stage alone; ρ applies to panel (a) only."] + summaries.ci_note(frame, metrics)
                                    + (["Panel (b), after against before the fine stage for every m^r > 0 (paired "
                                        "across the test users, and across seeds where there are two or more): "
                                        "fig6-stats.md."] if stats_table else [])
