@@ -232,6 +232,8 @@ def test_retrained_records_and_the_manifest_name_the_study(study_out, capsys):
     seed_2024 = [r for r in records if r["seed"] == 2024]         # the chosen trial's full run, copied
     trial_ids = {r["run_id"] for r in load_records(trials_folder(study_out, STUDY))}
     assert {r["run_id"] for r in seed_2024} <= trial_ids
+    assert all(r["adopted_from"]["run_id"] == r["run_id"] for r in seed_2024)   # charged to the study, not again
+    assert not any("adopted_from" in r for r in records if r["seed"] != 2024)
     manifest = read_manifests(study_out)[manifest_name(STUDY)]
     assert manifest["target"] == "tuned" and manifest["study"] == STUDY
     assert {row["label"] for row in manifest["rows"]} == {"ud-8", "qr"}
@@ -400,7 +402,9 @@ def test_a_changed_setting_never_reuses_an_untuned_run(toy_dir, tmp_path, monkey
                      sets=("ud.dim=8",), seeds="2024", trials=1)
     assert cli.main(args) == 0
     assert len(fits) == 1
-    assert not any("adopted_from" in r for r in load_records(tmp_path))
+    (record,) = [r for r in load_records(tmp_path) if "tuning" in r["config"]]
+    assert record["adopted_from"]["run_id"] == record["run_id"]   # the chosen trial's own run, not the untuned one
+    assert "chosen trial" in record["adopted_from"]["why"]
 
 
 def test_the_study_file_and_manifest_merges_of_two_commands_at_once_keep_both(tmp_path, monkeypatch):

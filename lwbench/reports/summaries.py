@@ -75,7 +75,8 @@ def cost_note(records: list[dict]) -> list[str]:
     text = (f"Cost: {trained} run(s) trained for {format_duration(seconds)} of training and evaluation (their "
             f"records' seconds; a stage shared between runs counted once) on {'; '.join(devices)}") if trained else ""
     if copied:
-        text += ("; " if text else "Cost: ") + f"{copied} record(s) copied from runs trained elsewhere"
+        text += ("; " if text else "Cost: ") + (f"{copied} record(s) copied from runs trained before (each record's "
+                                                "adopted_from names its source), counted where they were trained")
     return [text + "."]
 
 

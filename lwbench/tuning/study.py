@@ -395,9 +395,17 @@ def run_study(brackets: list[Bracket], options: TuneOptions, request: ExecutionR
 def adopt_trial_record(trials_out: Path, out: Path, run: GridRun) -> dict | None:
     """Copy the record (and per-user file) of a trial run that is the same configuration as ``run`` into
     ``out`` (which has no record of it), so that it is not trained twice; returns the record written, or None
-    when there is none."""
+    when there is none. The copy's ``adopted_from`` names the trial (or, for the defaults' run the trial copied
+    from the untuned table, that run): its seconds are the study's, so a table over the retrained runs does
+    not charge them again."""
     record = find_record(trials_out, run.run_id, run.spec.config_hash)
-    return None if record is None else copy_as_run(trials_out, record, out, run)
+    if record is None:
+        return None
+    origin = record.get("adopted_from") or {
+        "run_id": record["run_id"], "config_hash": record["config_hash"],
+        "why": f"the chosen trial's full run on the trials' seed, in {trials_out.parent.name}/{trials_out.name} "
+               "(counted in the study's cost)"}
+    return copy_as_run(trials_out, record, out, run, adopted_from=origin)
 
 
 def untuned_twin(run: GridRun) -> GridRun:
