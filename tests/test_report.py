@@ -334,3 +334,31 @@ def test_a_diagnostic_equal_on_every_row_is_a_note_not_a_column():
     single = series_table("sweep", "t", summary.iloc[:1], ["dataset", "value"], ["ndcg@20"],
                           diagnostics=["fine_nonzeros", "refreshes"])
     assert single.columns[-2:] == ["fine_nonzeros", "refreshes"]   # one row: nothing to call constant
+
+
+def test_c2f_study_tables_say_which_c2f_they_show_and_what_each_factor_is():
+    """Figures 4-5 and Table 4 keep C2F's released sizes, which store less than the budget Table 3's C2F fills:
+    their notes say so from the records, name each swept factor's option and released value, and show a coarse
+    stage that every seed shared once (not as three identical seeds)."""
+    from lwbench.studies.c2f_paper.tables import coarse_seed
+    from lwbench.studies.c2f_paper.targets import factors_note, one_per_coarse_stage, sizes_note
+
+    options = {"coarse_buckets": 300, "fine_buckets": 100, "fine_components": 80, "threshold": 1.0, "gate": 0.2,
+               "fine_topk": 4, "coarse_seed": 2024}
+
+    def run(seed, fraction, stage="coarse-key"):
+        return {"run_id": f"c2f-{seed}", "config": {"method": {"options": options}},
+                "budget": {"text": "500buckets", "applies": True, "fraction": fraction},
+                "shared_stages": {C2F_COARSE_STAGE: stage}}
+
+    pts = pd.DataFrame({"status": ["done"] * 3 + ["missing"],
+                        "record": [run(2024, 0.8868), run(2025, 0.8871), run(2026, 0.8869, "own-key"), None]})
+    (note,) = sizes_note(pts)
+    assert "m^c = 300 coarse and m^r = 100 fine meta-embeddings" in note and "stores 88.7% of the 500buckets" in note
+    (factors,) = factors_note(pts.iloc[:1])
+    assert factors == "Factors (c2f option, released value): d^r: fine_components, 80; λ: threshold, 1; " \
+                      "w_cr: gate, 0.2; t^r: fine_topk, 4."
+    kept = one_per_coarse_stage(pts)
+    assert [r["run_id"] if r else None for r in kept["record"]] == ["c2f-2024", "c2f-2026", None]
+    assert coarse_seed(run(2025, 0.9), 2025) == 2024
+    assert coarse_seed({"config": {"method": {"options": {**options, "coarse_seed": -1}}}}, 2025) == 2025

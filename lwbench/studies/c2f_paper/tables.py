@@ -118,14 +118,15 @@ def table3(pts: pd.DataFrame, out: Path, *, missing_methods: list[str] = (), sto
 
 
 def table4(pts: pd.DataFrame, out: Path, *, coarse_stage: str, alternative: str = "two-sided",
-           name: str = "table4") -> tuple[Table, Table]:
+           name: str = "table4", notes: list[str] = ()) -> tuple[Table, Table]:
     """C2F (its reported fine-stage checkpoint) against its coarse stage (``coarse_stage``: its UPDATE
     checkpoint, or FIXED where a short run never reached UPDATE, which the notes list) per seed.
 
     Returns (metrics table, statistics table), named ``name`` and ``<name>-stats``. The metrics table shows both checkpoints at @5/@10/@20/@50,
     the improvement in %, and the paper's-protocol p-values; the statistics table gives, per metric, the
     paired t-test and the Wilcoxon signed-rank test across seeds and across users (per seed), with
-    Holm-adjusted p-values within each (dataset, protocol, test) family."""
+    Holm-adjusted p-values within each (dataset, protocol, test) family. ``notes``: the study's own notes
+    (e.g. which C2F configuration the runs are), shown after the table's."""
     output = name   # ``name`` is reused below for the two checkpoints
     ks = reference.TABLE4_KS
     families = ("ndcg", "recall")
@@ -144,7 +145,8 @@ def table4(pts: pd.DataFrame, out: Path, *, coarse_stage: str, alternative: str 
                    for name, ckpt in (("coarse", coarse), ("C2F", record["reported_checkpoint"]))}
             paper_p = {f: paper_protocol(got["C2F"][f], got["coarse"][f], labels=("C2F", "coarse")) for f in families}
             for name in ("coarse", "C2F"):
-                row = [dataset, "coarse stage (LEGCF)" if name == "coarse" else "C2F", str(seed)]
+                row = [dataset, "coarse stage" if name == "coarse" else "C2F",
+                       str(coarse_seed(record, seed)) if name == "coarse" else str(seed)]
                 for f in families:
                     row += [f"{v:.4f}" for v in got[name][f]] + [stats.format_p(paper_p[f].pvalue) if name == "C2F" else ""]
                 rows.append(row)
@@ -166,17 +168,20 @@ def table4(pts: pd.DataFrame, out: Path, *, coarse_stage: str, alternative: str 
                 for i, f in enumerate(families):
                     row += [f"{v:.4f}" for v in printed[seed][f]] + ["" if seed == "coarse" else _paper_p(dataset, seed, i, f)]
                 rows.append(row)
-    notes = [reference.TABLE4_HEADER_NOTE,
+    extra, notes = list(notes), [reference.TABLE4_HEADER_NOTE,
              "Paper protocol: scipy.stats.ttest_rel over the 4 cutoff values of one run against its coarse stage "
              "(two-sided); the cutoffs are not independent samples, so these p-values do not test whether C2F is "
              f"better. The statistics table ({output}-stats) gives tests across seeds and across users.",
-             coarse_sharing_note(pts, coarse_stage) + " In the paper every fine seed started from the one seed-2024 coarse run. "
-             "Paper rows: docs/protocol.md §10.9 (p-values truncated to 5 decimals)."]
+             coarse_sharing_note(pts, coarse_stage) + " In the paper every fine seed started from the one seed-2024 coarse run."
+             + (" Paper rows: docs/protocol.md §10.9 (p-values truncated to 5 decimals)."
+                if set(pts["dataset"]) & set(reference.TABLE4_PRINTED) else ""),
+             "seed: the coarse stage's row gives the seed it was trained with (c2f.coarse_seed where seeds share it)."]
+    notes += extra
     if fallbacks:
         notes.append(f"Coarse stage that never reached its UPDATE phase (its FIXED checkpoint is used): "
                      f"{', '.join(fallbacks)}.")
     notes += status_notes(pts)
-    metrics_table = Table(output, "Table 4: C2F against its coarse stage (LEGCF), corrected cutoffs", columns,
+    metrics_table = Table(output, "Table 4: C2F against its coarse stage, corrected cutoffs", columns,
                           rows, pd.DataFrame(data), notes=notes)
     stats_table = comparison_table(
         f"{output}-stats", "Table 4: significance of C2F against its coarse stage", comparisons, alternative,
@@ -214,6 +219,13 @@ def fine_against_coarse(dataset: str, fine: dict[int, dict], out: Path, coarse_s
                           for c in stats.across_users(fine_users[metric], coarse_users[metric], labels=labels,
                                                       alternative=alternative)]
     return found
+
+
+def coarse_seed(record: dict, seed: int) -> int:
+    """The seed a C2F run's coarse stage was trained with: ``c2f.coarse_seed`` where set (one coarse stage
+    shared by every seed, as in the paper), else the run's own (``-1``: a coarse stage per seed)."""
+    shared = record["config"]["method"].get("options", {}).get("coarse_seed", -1)
+    return seed if shared is None or shared < 0 else shared
 
 
 def coarse_sharing_note(pts: pd.DataFrame, coarse_stage: str) -> str:

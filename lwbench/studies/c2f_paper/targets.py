@@ -35,7 +35,7 @@ C2F_COARSE_STAGE = "coarse"   # its checkpoint "coarse/update" (the phase-UPDATE
 ABLATION_CASES = {"Full": "none", "A": "A", "B": "B", "C": "C", "D": "D"}
 ABLATION_NAMES = {"Full": "Full C2F", "A": "A: random E^r selection", "B": "B: no SparsePCA",
                   "C": "C: no soft threshold", "D": "D: direct matching (no weight bridging)"}
-COARSE_REFERENCE = "coarse stage of Full (LEGCF)"
+COARSE_REFERENCE = "coarse stage of Full C2F"
 RELEASED = "released"   # Figure 5's row of the released configuration, which every sweep point is tested against
 SENSITIVITY_GRIDS = {"d^r": [40, 60, 80, 100, 120], "λ": [0.5, 1, 3, 5, 10], "w_cr": [0.1, 0.3, 0.5, 0.7, 0.9],
                      "t^r": [2, 3, 4, 5, 6]}
@@ -80,6 +80,32 @@ def c2f_cell(dataset: str, options: dict, coords: dict, budget: str = "500bucket
     return Cell(dataset, C2F, budget, overrides, coords, seed_overrides=seed_overrides)
 
 
+def sizes_note(pts: pd.DataFrame) -> list[str]:
+    """Which C2F a study's table shows: its runs keep the released sizes, which store less than the budget that
+    Table 3's C2F scales them to fill, so a reader comparing the two tables is told (from the records)."""
+    done = [r for r in pts.loc[pts["status"] == "done", "record"] if r]
+    if not done:
+        return []
+    options = [r["config"]["method"].get("options", {}) for r in done]
+    sizes = sorted({(o.get(C2F_OPTIONS["m^c"]), o.get(C2F_OPTIONS["m^r"])) for o in options})
+    if any(None in size for size in sizes):   # not records of the c2f method (e.g. a test's fabricated ones)
+        return []
+    fractions = [100 * r["budget"]["fraction"] for r in done if r["budget"].get("applies")]
+    share = f"{min(fractions):.1f}%" if max(fractions) - min(fractions) < 0.05 else \
+        f"{min(fractions):.1f}–{max(fractions):.1f}%"
+    return ["C2F here keeps the released sizes, "
+            + " or ".join(f"m^c = {coarse} coarse and m^r = {fine} fine meta-embeddings" for coarse, fine in sizes)
+            + f", and stores {share} of the {done[0]['budget']['text']} budget (Table 3's C2F scales both to fill "
+            "it); its coarse stage is a LEGCF model with the m^c coarse meta-embeddings."]
+
+
+def one_per_coarse_stage(pts: pd.DataFrame) -> pd.DataFrame:
+    """The runs with one record per coarse stage: seeds that started from one shared coarse stage
+    (``c2f.coarse_seed``) show it once, not as identical seeds with a zero spread."""
+    key = pts["record"].map(lambda r: r["shared_stages"].get(C2F_COARSE_STAGE, r["run_id"]) if r else None)
+    return pts[key.isna() | ~key.duplicated()]
+
+
 def _table3_cells(datasets: list[str], methods: list[str]) -> list[Cell]:
     cells = []
     for dataset in datasets:
@@ -113,7 +139,7 @@ def _table4_cells(datasets, methods):
 
 def _build_table4(pts, out, manifest, alternative) -> Outputs:
     return Outputs(tables=list(tables.table4(pts, out, coarse_stage=C2F_COARSE_STAGE, alternative=alternative,
-                                             name=output_name(manifest, "table4"))))
+                                             name=output_name(manifest, "table4"), notes=sizes_note(pts))))
 
 
 def _fig4_cells(datasets, methods):
@@ -123,14 +149,16 @@ def _fig4_cells(datasets, methods):
 def _build_fig4(pts, out, manifest, alternative) -> Outputs:
     metrics = list(FIGURE_METRICS)
     summary = summaries.summarize(pts, ["dataset", "case"], metrics, out=out)
-    coarse = summaries.summarize(pts[pts["case"] == "Full"], ["dataset"], metrics, C2F_COARSE_STAGE, out=out)
+    coarse = summaries.summarize(one_per_coarse_stage(pts[pts["case"] == "Full"]), ["dataset"], metrics,
+                                 C2F_COARSE_STAGE, out=out)
     frame = pd.concat([summary.assign(case=summary["case"].map(ABLATION_NAMES)),
                        coarse.assign(case=COARSE_REFERENCE)])
     verdicts = ablation_verdicts(pts, metrics, out)
     table = summaries.series_table("fig4", "Figure 4: C2F ablation (cases A-D against the full model)", frame,
                                    ["dataset", "case"], metrics,
                                    notes=["Cases: " + "; ".join(v for k, v in ABLATION_NAMES.items() if k != "Full")
-                                          + " (docs/protocol.md §8.10)."]
+                                          + " (docs/protocol.md §8.10)."] + sizes_note(pts)
+                                   + [tables.coarse_sharing_note(pts, C2F_COARSE_STAGE)]
                                    + summaries.ci_note(frame, metrics)
                                    + verdicts.table_notes("fig4-stats") + summaries.status_notes(pts),
                                    marks=lambda row, metric: verdicts.mark(row["dataset"], metric, row["case"]))
@@ -143,21 +171,25 @@ def _build_fig4(pts, out, manifest, alternative) -> Outputs:
 def ablation_verdicts(pts: pd.DataFrame, metrics: list[str], out) -> significance.Verdicts:
     """Each ablation case against the full model on the same dataset: does removing the component change the
     result?"""
-    return versus_reference(pts, ["case"], lambda case: ABLATION_NAMES[case], ABLATION_NAMES["Full"], metrics, out)
+    verdicts, _ = versus_reference(pts, ["case"], lambda case: ABLATION_NAMES[case], ABLATION_NAMES["Full"], metrics,
+                                   out)
+    return verdicts
 
 
 def versus_reference(pts: pd.DataFrame, keys: list[str], name, reference: str, metrics: list[str],
-                     out) -> significance.Verdicts:
+                     out) -> tuple[significance.Verdicts, list[str]]:
     """Every point of a study (its finished runs grouped by dataset and ``keys``, named ``name(*key values)``)
     against the ``reference`` point of its dataset (:func:`lwbench.reports.significance.versus_best` with a
     reference row: paired across the seeds both have and across the test users, Holm over the table). A point
-    made of the reference's very runs (a sweep value that is the released one) is not tested against itself."""
+    made of the reference's very runs (a sweep value that is the released one) is not tested against itself:
+    those points' names are returned beside the verdicts, for the table to say why they carry no mark."""
     done = pts[pts["status"] == "done"]
     arms = [significance.Arm(name(*key), dataset, list(group["record"]))
             for (dataset, *key), group in done.groupby(["dataset", *keys], sort=False, dropna=False)]
     runs = {arm.block: {r["run_id"] for r in arm.records} for arm in arms if arm.name == reference}
-    arms = [arm for arm in arms if arm.name == reference or {r["run_id"] for r in arm.records} != runs.get(arm.block)]
-    return significance.versus_best(arms, metrics, out, reference=reference)
+    same = [arm for arm in arms if arm.name != reference and {r["run_id"] for r in arm.records} == runs.get(arm.block)]
+    arms = [arm for arm in arms if arm not in same]
+    return significance.versus_best(arms, metrics, out, reference=reference), list(dict.fromkeys(a.name for a in same))
 
 
 def _fig5_cells(datasets, methods):
@@ -177,8 +209,12 @@ def _build_fig5(pts, out, manifest, alternative) -> Outputs:
         ["dataset", "factor", "value"], kind="stable", key=lambda c: c.map(order[c.name]) if c.name in order else c)
     summary = summaries.summarize(sweep, ["dataset", "factor", "value"], metrics, diagnostics=diagnostics, out=out)
     reference = summaries.summarize(released, ["dataset", "factor", "value"], metrics, diagnostics=diagnostics, out=out)
-    verdicts = versus_reference(pd.concat([released, sweep]), ["factor", "value"], sweep_point, RELEASED, metrics, out)
-    notes = summaries.ci_note(summary, metrics) + verdicts.table_notes("fig5-stats")
+    verdicts, same = versus_reference(pd.concat([released, sweep]), ["factor", "value"], sweep_point, RELEASED,
+                                      metrics, out)
+    notes = factors_note(released) + sizes_note(pts) + summaries.ci_note(summary, metrics)
+    notes += verdicts.table_notes("fig5-stats")
+    if same:
+        notes.append(f"{', '.join(same)}: the released configuration's own run, not tested against itself.")
     notes += summaries.status_notes(pts)
     table = summaries.series_table(
         "fig5", "Figure 5: C2F sensitivity (one factor at a time, others as released)",
@@ -192,6 +228,20 @@ def _build_fig5(pts, out, manifest, alternative) -> Outputs:
     figure = figures.sweep_lines(summary, list(SENSITIVITY_GRIDS), metrics, reference=reference,
                                  reference_label=f"{RELEASED} configuration")
     return Outputs([table] + ([stats_table] if stats_table else []), {"fig5": figure})
+
+
+def factors_note(released: pd.DataFrame) -> list[str]:
+    """Each swept factor's c2f option and its released value (from the released row's record), so the table
+    reads without the paper: w_cr's released value, for one, is not on its grid."""
+    records = [r for r in released["record"] if r]
+    if not records:
+        return []
+    options = records[0]["config"]["method"].get("options", {})
+    if not all(C2F_OPTIONS[symbol] in options for symbol in SENSITIVITY_GRIDS):
+        return []
+    return ["Factors (c2f option, released value): " + "; ".join(
+        f"{symbol}: {C2F_OPTIONS[symbol]}, {summaries.display_value(float(options[C2F_OPTIONS[symbol]]))}"
+        for symbol in SENSITIVITY_GRIDS) + "."]
 
 
 def sweep_point(factor: str, value) -> str:
