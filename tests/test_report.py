@@ -63,6 +63,8 @@ def test_table3_rows_paper_values_and_bold_best(table3_out, tmp_path):
     markdown = (table3_out / "table3.md").read_text()
     for name in ("UD-128", "UD-64", "QR", "LEGCF", "C2F"):
         assert f"| gowalla | {name} | 3 |" in markdown
+    shown = [line.split(" | ")[1] for line in markdown.splitlines() if line.startswith("| gowalla |")]
+    assert shown == ["UD-128", "UD-64", "C2F", "LEGCF", "QR"]   # references, then methods by name, not run order
     c2f_row = next(line for line in markdown.splitlines() if line.startswith("| gowalla | C2F |"))
     assert c2f_row.count("**") == 2 * 4 and "0.0880" in c2f_row  # bold on all 4 metrics, paper value beside
     assert "Not implemented (no registered method): pep" in markdown
@@ -324,11 +326,12 @@ def test_a_diagnostic_equal_on_every_row_is_a_note_not_a_column():
 
     summary = pd.DataFrame({"dataset": ["d"] * 3, "value": [1, 2, 3], "seeds": [1, 1, 0],
                             "ndcg@20:mean": [0.1, 0.2, math.nan], "ndcg@20:std": [math.nan] * 3,
-                            "fine_nonzeros:mean": [10.0, 20.0, math.nan], "refreshes:mean": [270.0, 270.0, math.nan]})
+                            "fine_nonzeros:mean": [10.0, 20.0, math.nan], "refreshes:mean": [270.0, 270.0, math.nan],
+                            "params:mean": [80257.4, 81093.0, math.nan]})
     table = series_table("sweep", "t", summary, ["dataset", "value"], ["ndcg@20"],
-                         diagnostics=["fine_nonzeros", "refreshes"])
-    assert table.columns == ["dataset", "value", "seeds", "N@20", "fine_nonzeros"]
-    assert [row[-1] for row in table.rows] == ["10", "20", "–"]
+                         diagnostics=["fine_nonzeros", "refreshes", "params"])
+    assert table.columns == ["dataset", "value", "seeds", "N@20", "fine_nonzeros", "params"]
+    assert [row[-2:] for row in table.rows] == [["10", "80,257"], ["20", "81,093"], ["–", "–"]]
     assert "Diagnostics with the same value on every row: refreshes = 270." in table.notes
     assert "refreshes:mean" in table.data.columns
     single = series_table("sweep", "t", summary.iloc[:1], ["dataset", "value"], ["ndcg@20"],

@@ -22,9 +22,12 @@ from lwbench.reports.tables import Table
 
 
 def metric_label(metric: str) -> str:
-    """``ndcg@10`` -> ``N@10``."""
+    """``ndcg@10`` -> ``N@10`` (:data:`METRIC_LABELS_NOTE` says so under a table)."""
     name, k = metric.split("@")
     return f"{name[0].upper()}@{k}"
+
+
+METRIC_LABELS_NOTE = "N@k: NDCG@k, R@k: Recall@k"
 
 
 def values(pts: pd.DataFrame, metric: str, stage: str | None = None) -> pd.Series:
@@ -119,10 +122,11 @@ def series_table(name: str, title: str, summary: pd.DataFrame, keys: list[str], 
     append to a cell (e.g. :meth:`lwbench.reports.significance.Verdicts.mark` against a reference row).
     A diagnostic with one value on every row that has it is said once in a note instead of a column of
     repeats (the CSV keeps every column)."""
-    shown = {d: [f"{v:.4g}" for v in summary[f"{d}:mean"].dropna()] for d in diagnostics}   # as a reader sees it
+    shown = {d: [format_diagnostic(v) for v in summary[f"{d}:mean"].dropna()] for d in diagnostics}   # as it reads
     constant = {d: seen[0] for d, seen in shown.items() if len(seen) > 1 and len(set(seen)) == 1}
     diagnostics = [d for d in diagnostics if d not in constant]
-    notes = list(notes)
+    notes = [f"Cells: test metrics of the reported checkpoint ({METRIC_LABELS_NOTE}), mean ± std over seeds."] \
+        + list(notes)
     if diagnostics:
         notes.append("Diagnostic columns: the method's own diagnostics at the reported checkpoint, mean over seeds.")
     if constant:
@@ -131,9 +135,15 @@ def series_table(name: str, title: str, summary: pd.DataFrame, keys: list[str], 
     columns = keys + ["seeds"] + [metric_label(m) for m in metrics] + list(diagnostics)
     rows = [[display_value(r[k]) for k in keys] + [str(int(r["seeds"]))] +
             [format_mean_std(r[f"{m}:mean"], r[f"{m}:std"]) + (marks(r, m) if marks else "") for m in metrics] +
-            ["–" if math.isnan(r[f"{d}:mean"]) else f"{r[f'{d}:mean']:.4g}" for d in diagnostics]
+            ["–" if math.isnan(r[f"{d}:mean"]) else format_diagnostic(r[f"{d}:mean"]) for d in diagnostics]
             for _, r in summary.iterrows()]
     return Table(name, title, columns, rows, summary, notes=notes + mixed_notes(summary, keys))
+
+
+def format_diagnostic(value: float) -> str:
+    """A diagnostic as a table shows it: four significant digits, a large count in full with thousands
+    separators (80,257, not 8.026e+04)."""
+    return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
 
 
 def mixed_notes(summary: pd.DataFrame, keys: list[str]) -> list[str]:

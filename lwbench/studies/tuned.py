@@ -120,9 +120,11 @@ def settings_table(study: dict, name: str) -> Table:
     costs = [b.get("cost", {}) for b in study["brackets"].values()]
     total = sum(c.get("train_seconds", 0.0) + c.get("eval_seconds", 0.0) for c in costs)
     copied = sum(c.get("copied", 0) for c in costs)
-    notes = [f"Every method got the same trials and rungs; trial 0 is the defaults. A rung trains each stage for at "
-             f"most its epochs (full: the protocol's epochs, with early stopping); the best 1/eta by validation "
-             f"{metric} go on, and the defaults always run in full (docs/protocol.md §10.12).",
+    eta = next(iter(study["brackets"].values()))["settings"]["eta"] if study["brackets"] else "eta"
+    notes = [f"Every method got the same trials and rungs; trial 0 is the defaults. trials per rung: n@E is n trials "
+             f"trained for at most E epochs per stage (full: the protocol's epochs, with early stopping); the best "
+             f"1/{eta} by validation {metric} go on to the next rung, and the defaults always run in full, beside the "
+             "promoted trial (docs/protocol.md §10.12).",
              f"valid: validation {metric} of the chosen trial's full run (test metrics never enter the choice).",
              "trial runs, trial seconds: the runs the study trained and their training + evaluation seconds, from "
              f"their records; in all {sum(c.get('runs', 0) for c in costs)} runs, {format_duration(total)}"

@@ -14,6 +14,7 @@ from lwbench.config import UPDATE
 from lwbench.records import checkpoint_metric, per_user, stage_checkpoint
 from lwbench.reports import comparable, significance, stats
 from lwbench.reports.summaries import (
+    METRIC_LABELS_NOTE,
     budget_label,
     budget_used,
     comparison_table,
@@ -39,7 +40,8 @@ def table3(pts: pd.DataFrame, out: Path, *, missing_methods: list[str] = (), sto
     """Every method x dataset: N@10, R@10, N@20, R@20 and #Param as mean ± std over seeds, the share of
     the budget each run stores, and (where the dataset has published values) the paper's value and
     ours − paper beside each; the best budgeted (lightweight) row per dataset in bold, and every other
-    budgeted row tested against it (:mod:`lwbench.reports.significance`). Rows are configurations:
+    budgeted row tested against it (:mod:`lwbench.reports.significance`). Rows (per dataset: the references,
+    then the methods by name) are configurations:
     runs that differ in anything but the seed are never averaged (:mod:`lwbench.reports.comparable`).
     ``storage``: the runs were sized to stored bytes (the ``table3-storage`` target), so the table adds
     their stored bytes and is named after that target. ``name``: the output's name (default the target's;
@@ -63,6 +65,10 @@ def table3(pts: pd.DataFrame, out: Path, *, missing_methods: list[str] = (), sto
                 arm = significance.Arm(f"{display} {extra}".strip(), (dataset, budget), run_group.records,
                                        candidate=budgeted)
                 entries.append((dataset, arm, paper))
+    # Each dataset's rows in one order whatever the runs' order: the unbudgeted references, then the methods
+    # by name, so that two such tables (e.g. at the defaults and tuned) read row by row.
+    datasets = list(dict.fromkeys(dataset for dataset, _, _ in entries))
+    entries.sort(key=lambda e: (datasets.index(e[0]), e[1].candidate, e[1].name))
     verdicts = significance.versus_best([arm for _, arm, _ in entries], metrics, out,
                                         block_text=lambda b: f"{b[0]}, {b[1]}", compare_references=False)
     with_paper = any(paper for _, _, paper in entries)
@@ -96,12 +102,12 @@ def table3(pts: pd.DataFrame, out: Path, *, missing_methods: list[str] = (), sto
                          "not_significantly_worse": not_worse,
                          "not_tested": verdicts.is_untested(arm.block, metric, arm.name)})
         rows.append(row)
-    notes = ["Values are test metrics of the reported checkpoint, mean ± std over seeds"
+    notes = [f"Values are test metrics of the reported checkpoint ({METRIC_LABELS_NOTE}), mean ± std over seeds"
              + ("; Δ = ours − paper (paper values: docs/protocol.md §10.9)." if with_paper else "."),
              ("Bold: the best lightweight (budgeted) method per dataset and metric; UD rows are unbudgeted references. "
               + verdicts.footnote(f"{name}-stats")).strip(),
              "budget used: the share of the budget each run stores, in the table's accounting (range over seeds).",
-             "#Param in the paper's Table-3 convention (docs/protocol.md §5.1)."]
+             "#Param: parameters in millions (m), in the paper's Table-3 convention (docs/protocol.md §5.1)."]
     notes += under_budget_note(under_all) + verdicts.notes   # e.g. a per-user file that is missing
     if missing_methods:
         notes.append(f"Not implemented (no registered method): {', '.join(missing_methods)}.")
