@@ -337,3 +337,13 @@ def test_a_figure_point_whose_seeds_ran_different_settings_says_so():
     notes = series_table("fig", "t", summary, ["dataset"], ["ndcg@20"]).notes
     assert notes[1:] == ["yelp2020 averages runs whose settings differ: seeds 2024, 2026: fine_layers=0; "
                      "seed 2025: fine_layers=4."]
+
+
+def test_a_methods_configurations_come_in_the_order_of_their_settings_and_no_column_repeats_another(tmp_path):
+    """Runs made in any order read as a sweep (topk 2, 3, 10, not the order they finished in), and a setting
+    that says the same as another on every row (here a trainer setting mirroring the option) is no column."""
+    for topk in (10, 2, 3):
+        record(tmp_path, "c2f", 2024, 0.1 + topk / 100, options={"topk": topk}, trainer={"mirror": topk})
+    table, _ = summary(tmp_path)
+    assert "topk" in table.columns and "trainer.mirror" not in table.columns
+    assert [row[table.columns.index("topk")] for row in table.rows] == ["2", "3", "10"]

@@ -154,14 +154,30 @@ def configuration_rows(rows: Mapping[tuple, list]) -> tuple[list[tuple[tuple, Gr
     """A table's rows split by configuration: for each key (a row before configurations, e.g. dataset, label
     and budget) with its records, one ``(key, group, name)`` per comparable group (:func:`group_runs`), where
     ``name`` is the :func:`settings_label` that tells it from the key's other groups (empty when it is the
-    only one); and the settings that vary within some key, which a table shows as columns."""
+    only one); and the settings that vary within some key, which a table shows as columns. A key's groups
+    come in the natural order of those settings (``fine_topk`` 2, 3, 4, ... whatever order the runs were
+    made in), and a setting that repeats another on every group (a shared stage named by the very option
+    that also varies) is left out: its column would say nothing new."""
     grouped = [(key, group) for key, records in rows.items() for group in group_runs(records)]
     same_key: dict[tuple, list[int]] = {}
     for i, (key, _) in enumerate(grouped):
         same_key.setdefault(key, []).append(i)
     varying = varying_settings([group for _, group in grouped], same_key.values())
+    columns = {name: [setting_text(group.first, name) for _, group in grouped] for name in varying}
+    varying = [name for i, name in enumerate(varying) if columns[name] not in [columns[v] for v in varying[:i]]]
+    order = {key: sorted(indices, key=lambda i: [_natural(settings(grouped[i][1].first).get(name, MISSING))
+                                                  for name in varying])
+             for key, indices in same_key.items()}
+    grouped = [grouped[i] for key in same_key for i in order[key]]
     return [(key, group, settings_label(group.first, varying if len(same_key[key]) > 1 else ()))
             for key, group in grouped], varying
+
+
+def _natural(value) -> tuple:
+    """A setting's sort key: numbers by value, then text, a setting the run lacks last."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, value, "")
+    return (2, 0, "") if value == MISSING else (1, 0, json.dumps(value, sort_keys=True, default=str))
 
 
 def short_setting_name(key: str) -> str:
