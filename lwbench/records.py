@@ -27,6 +27,7 @@ import datetime as dt
 import io
 import json
 import logging
+import math
 import zipfile
 from pathlib import Path
 from typing import Any, TypedDict, get_type_hints
@@ -284,7 +285,12 @@ def write_failure(out: Path, failure: dict) -> None:
 
 
 def write_manifest(out: Path, name: str, rows: list[dict], **info) -> Path:
+    """``<out>/grids/<name>.json``. A coordinate that does not apply (NaN, e.g. Figure 5's released row has no
+    swept value) is written as ``null``, so the file is strict JSON that any parser reads; :func:`points`
+    reads it back as NaN."""
     path = Path(out) / "grids" / f"{name}.json"
+    rows = [{**row, "coords": {k: None if isinstance(v, float) and math.isnan(v) else v
+                               for k, v in row["coords"].items()}} if "coords" in row else row for row in rows]
     atomic_write_json(path, {"name": name, "written_at": dt.datetime.now(dt.timezone.utc).isoformat(),
                              **info, "rows": rows})
     return path
@@ -362,7 +368,8 @@ def points(out: Path, manifest: dict, records: list[RunRecord] | None = None) ->
             except RecordError as exc:
                 logger.warning("%s; shown as missing", exc)
         status = "done" if record else ("failed" if failure_path(out, row["run_id"]).exists() else "missing")
-        entry = {**{k: v for k, v in row.items() if k != "coords"}, **row["coords"], "status": status,
+        coords = {k: math.nan if v is None else v for k, v in row["coords"].items()}   # null: does not apply
+        entry = {**{k: v for k, v in row.items() if k != "coords"}, **coords, "status": status,
                  "record": record, "params": record["params"] if record else None}
         if record:
             entry.update({f"test:{m}": v for m, v in record["metrics"]["test"].items()})

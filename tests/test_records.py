@@ -1,5 +1,6 @@
 """The run record: one type, written and read only through lwbench.records, validated both ways."""
 import json
+import math
 import re
 import subprocess
 import sys
@@ -184,3 +185,16 @@ def test_a_table_says_what_its_runs_cost_and_where():
     assert note.startswith("Cost: 2 run(s) trained for 2.0 h of training and evaluation")
     assert "on CPU: test (1 torch threads)" in note and "1 record(s) copied" in note
     assert cost_note([]) == []
+
+
+def test_a_manifest_is_strict_json_and_a_coordinate_that_does_not_apply_reads_back_as_nan(tmp_path):
+    """Figure 5's released row has no swept value: the manifest says null (any JSON parser reads it, unlike
+    Python's bare NaN) and the report's points see NaN, shown as – in tables."""
+    rows = [{"dataset": "toy", "method": "ud", "label": "ud-8", "budget": "none", "seed": 1,
+             "run_id": f"toy-ud-s1-{i}", "coords": {"factor": factor, "value": value}}
+            for i, (factor, value) in enumerate([("λ", 3.0), ("released", math.nan)])]
+    path = records.write_manifest(tmp_path, "fig", rows, target="fig5")
+    json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
+    pts = records.points(tmp_path, records.read_manifest(path))
+    assert pts["value"].iloc[0] == 3.0 and math.isnan(pts["value"].iloc[1])
+    assert rows[1]["coords"]["value"] != rows[1]["coords"]["value"]   # the caller's rows are left as they were
