@@ -251,7 +251,8 @@ def compute_seconds(records: list[dict]) -> tuple[float, int]:
     (C2F's coarse stage, whose seconds every record that reused it repeats) counted once (runs of one output
     folder share its cache; a folder that trained the same stage again, as a tuned table retraining beside
     its trials' folder does, is charged for it once), and a record copied from another run (``adopted_from``:
-    a configuration twin, or a tuned table's untuned trial) not at all: its seconds are its source's. A record
+    a configuration twin, a tuned run copied from the untuned table, or the chosen trial's run copied from a
+    study's trials) not at all: its seconds are its source's. A record
     listed twice counts once."""
     unique = {r["run_id"]: r for r in records}
     own = sorted((r for r in unique.values() if not r.get("adopted_from")), key=lambda r: r.get("started_at", ""))
@@ -285,15 +286,24 @@ def write_failure(out: Path, failure: dict) -> None:
 
 
 def write_manifest(out: Path, name: str, rows: list[dict], **info) -> Path:
-    """``<out>/grids/<name>.json``. A coordinate that does not apply (NaN, e.g. Figure 5's released row has no
-    swept value) is written as ``null``, so the file is strict JSON that any parser reads; :func:`points`
-    reads it back as NaN."""
+    """``<out>/grids/<name>.json``. A value that does not apply (NaN, e.g. a swept coordinate on a row that
+    sweeps nothing) is written as ``null``, so the file is strict JSON that any parser reads; :func:`points`
+    reads a coordinate's ``null`` back as NaN."""
     path = Path(out) / "grids" / f"{name}.json"
-    rows = [{**row, "coords": {k: None if isinstance(v, float) and math.isnan(v) else v
-                               for k, v in row["coords"].items()}} if "coords" in row else row for row in rows]
-    atomic_write_json(path, {"name": name, "written_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-                             **info, "rows": rows})
+    atomic_write_json(path, _nan_as_null({"name": name, "written_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+                                          **info, "rows": rows}))
     return path
+
+
+def _nan_as_null(value):
+    """``value`` with every NaN (Python's or numpy's, at any depth) replaced by None."""
+    if isinstance(value, dict):
+        return {k: _nan_as_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_as_null(v) for v in value]
+    if isinstance(value, (float, np.floating)) and math.isnan(value):
+        return None
+    return value
 
 
 MANIFEST_ROW_TYPES = {"run_id": str, "dataset": str, "method": str, "label": str, "budget": str, "seed": int,

@@ -340,10 +340,12 @@ def test_a_figure_point_whose_seeds_ran_different_settings_says_so():
 
 
 def test_a_methods_configurations_come_in_the_order_of_their_settings_and_no_column_repeats_another(tmp_path):
-    """Runs made in any order read as a sweep (topk 2, 3, 10, not the order they finished in), and a setting
-    that says the same as another on every row (here a trainer setting mirroring the option) is no column."""
+    """Runs made in any order read as a sweep (topk 2, 3, 10, not the order they finished in); a setting that is
+    the option's copy under another prefix (a shared stage's key) is no column, while another setting that
+    happens to take the same values (``trainer.layers``) still is."""
     for topk in (10, 2, 3):
-        record(tmp_path, "c2f", 2024, 0.1 + topk / 100, options={"topk": topk}, trainer={"mirror": topk})
+        record(tmp_path, "c2f", 2024, 0.1 + topk / 100, options={"topk": topk},
+               trainer={"topk": topk, "layers": topk})
     table, _ = summary(tmp_path)
-    assert "topk" in table.columns and "trainer.mirror" not in table.columns
+    assert "topk" in table.columns and "trainer.topk" not in table.columns and "trainer.layers" in table.columns
     assert [row[table.columns.index("topk")] for row in table.rows] == ["2", "3", "10"]

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fakes import per_user_frame, write_record
 
@@ -191,7 +192,8 @@ def test_a_manifest_is_strict_json_and_a_coordinate_that_does_not_apply_reads_ba
     """Figure 5's released row has no swept value: the manifest says null (any JSON parser reads it, unlike
     Python's bare NaN) and the report's points see NaN, shown as – in tables."""
     rows = [{"dataset": "toy", "method": "ud", "label": "ud-8", "budget": "none", "seed": 1,
-             "run_id": f"toy-ud-s1-{i}", "coords": {"factor": factor, "value": value}}
+             "run_id": f"toy-ud-s1-{i}", "coords": {"factor": factor, "value": value},
+             "options": {"nested": [np.float32("nan")]}}
             for i, (factor, value) in enumerate([("λ", 3.0), ("released", math.nan)])]
     path = records.write_manifest(tmp_path, "fig", rows, target="fig5")
     json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))

@@ -268,12 +268,23 @@ def test_building_reports_imports_no_torch(tmp_path):
 
 
 def test_table4_says_whether_the_seeds_shared_one_coarse_stage():
-    from lwbench.studies.c2f_paper.tables import coarse_sharing_note
-    record = {"shared_stages": {"coarse": "c2f-coarse-abc"}, "config": {"method": {"options": {"coarse_seed": 2024}}}}
-    shared = pd.DataFrame({"record": [record, record]})
-    assert "same coarse stage (c2f.coarse_seed=2024)" in coarse_sharing_note(shared, "coarse")
-    other = {**record, "shared_stages": {"coarse": "c2f-coarse-def"}}
-    assert "the coarse stage it started from" in coarse_sharing_note(pd.DataFrame({"record": [record, other]}), "coarse")
+    """Per dataset (each dataset's shared stage has its own key), and only where there are finished runs."""
+    from lwbench.studies.c2f_paper.tables import coarse_sharing_notes
+
+    def run(stage, seed=2025):
+        return {"shared_stages": {"coarse": stage}, "seed": seed,
+                "config": {"method": {"options": {"coarse_seed": 2024}}}}
+
+    shared = pd.DataFrame({"dataset": ["gowalla"] * 2 + ["yelp2020"] * 2,
+                           "record": [run("g"), run("g", 2026), run("y"), run("y", 2026)]})
+    notes = coarse_sharing_notes(shared, "coarse", compared=True)
+    assert notes == [f"Every C2F seed ({d}) started from the same coarse stage (c2f.coarse_seed=2024), the one it "
+                     "is compared with." for d in ("gowalla", "yelp2020")]
+    own = pd.DataFrame({"dataset": ["gowalla"] * 2, "record": [run("a"), run("b")]})
+    assert coarse_sharing_notes(own, "coarse", compared=True) == [
+        "Each C2F run is compared with the coarse stage it started from."]
+    assert coarse_sharing_notes(own, "coarse", compared=False) == []
+    assert coarse_sharing_notes(pd.DataFrame({"dataset": ["gowalla"], "record": [None]}), "coarse", compared=True) == []
 
 
 def test_an_unreadable_per_user_file_is_named_and_the_other_targets_are_still_built(tmp_path):
@@ -332,7 +343,7 @@ def test_a_diagnostic_equal_on_every_row_is_a_note_not_a_column():
                          diagnostics=["fine_nonzeros", "refreshes", "params"])
     assert table.columns == ["dataset", "value", "seeds", "N@20", "fine_nonzeros", "params"]
     assert [row[-2:] for row in table.rows] == [["10", "80,257"], ["20", "81,093"], ["–", "–"]]
-    assert "Diagnostics with the same value on every row: refreshes = 270." in table.notes
+    assert "Diagnostics with one value (as shown) on every row that has them: refreshes = 270." in table.notes
     assert "refreshes:mean" in table.data.columns
     single = series_table("sweep", "t", summary.iloc[:1], ["dataset", "value"], ["ndcg@20"],
                           diagnostics=["fine_nonzeros", "refreshes"])
@@ -358,6 +369,10 @@ def test_c2f_study_tables_say_which_c2f_they_show_and_what_each_factor_is():
                         "record": [run(2024, 0.8868), run(2025, 0.8871), run(2026, 0.8869, "own-key"), None]})
     (note,) = sizes_note(pts)
     assert "m^c = 300 coarse and m^r = 100 fine meta-embeddings" in note and "stores 88.7% of the 500buckets" in note
+    unsaid = pts.assign(record=[{**r, "budget": {"text": "500buckets", "applies": True, "fraction": None}}
+                                if r else None for r in pts["record"]])
+    (note,) = sizes_note(unsaid)   # a record that does not say its share: the sizes, no share
+    assert "m^r = 100 fine meta-embeddings (Table 3's C2F" in note and "stores" not in note
     (factors,) = factors_note(pts.iloc[:1])
     assert factors == "Factors (c2f option, released value): d^r: fine_components, 80; λ: threshold, 1; " \
                       "w_cr: gate, 0.2; t^r: fine_topk, 4."

@@ -155,18 +155,21 @@ def configuration_rows(rows: Mapping[tuple, list]) -> tuple[list[tuple[tuple, Gr
     and budget) with its records, one ``(key, group, name)`` per comparable group (:func:`group_runs`), where
     ``name`` is the :func:`settings_label` that tells it from the key's other groups (empty when it is the
     only one); and the settings that vary within some key, which a table shows as columns. A key's groups
-    come in the natural order of those settings (``fine_topk`` 2, 3, 4, ... whatever order the runs were
-    made in), and a setting that repeats another on every group (a shared stage named by the very option
-    that also varies) is left out: its column would say nothing new."""
+    come in the natural order of those settings (an option's 2, 3, 10, whatever order the runs were made
+    in). A setting that is another's copy, the same option name under another prefix with the same value
+    on every group (a shared stage keyed by the option that varies), is left out: its column would say
+    nothing new."""
     grouped = [(key, group) for key, records in rows.items() for group in group_runs(records)]
     same_key: dict[tuple, list[int]] = {}
     for i, (key, _) in enumerate(grouped):
         same_key.setdefault(key, []).append(i)
     varying = varying_settings([group for _, group in grouped], same_key.values())
-    columns = {name: [setting_text(group.first, name) for _, group in grouped] for name in varying}
-    varying = [name for i, name in enumerate(varying) if columns[name] not in [columns[v] for v in varying[:i]]]
-    order = {key: sorted(indices, key=lambda i: [_natural(settings(grouped[i][1].first).get(name, MISSING))
-                                                  for name in varying])
+    flat = [settings(group.first) for _, group in grouped]
+    values = {name: [json.dumps(f.get(name, MISSING), sort_keys=True, default=str) for f in flat] for name in varying}
+    varying = [name for i, name in enumerate(varying)
+               if not any(values[name] == values[other] and name.rsplit(".", 1)[-1] == other.rsplit(".", 1)[-1]
+                          for other in varying[:i])]
+    order = {key: sorted(indices, key=lambda i: [_natural(flat[i].get(name, MISSING)) for name in varying])
              for key, indices in same_key.items()}
     grouped = [grouped[i] for key in same_key for i in order[key]]
     return [(key, group, settings_label(group.first, varying if len(same_key[key]) > 1 else ()))

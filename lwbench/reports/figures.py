@@ -170,10 +170,11 @@ def sweep_lines(summary: pd.DataFrame, factors: list[str], metrics: list[str], *
                 value_key: str = "value", reference: pd.DataFrame | None = None,
                 reference_label: str = "") -> Figure:
     """One-factor-at-a-time sweeps: one row per dataset and metric, one column per factor; the panels of one
-    metric share their y limits (the factors are compared on them). A factor's values sit evenly spaced,
-    each tick labelled with its value, as the paper draws them: on a linear axis λ's 0.5 and 1 would crowd
-    against 10, and a value not run yet keeps its tick. ``reference`` (one row per dataset, e.g. the
-    configuration every factor departs from): a dashed line in every panel, named in the legend."""
+    metric share their y limits (the factors are compared on them). A factor's values sit evenly spaced in
+    the order of ``summary``'s rows, each tick labelled with its value: on a linear axis a grid like 0.5, 1,
+    3, 5, 10 would crowd its first values, and a value not run yet keeps its tick. ``reference`` (one row
+    per dataset, e.g. the configuration every factor departs from): a dashed line in every panel, named in
+    the legend."""
     datasets = list(dict.fromkeys(summary["dataset"]))
     figure, axes = new_figure(len(datasets) * len(metrics), len(factors), width=3.0, height=2.3)
     for d, dataset in enumerate(datasets):
@@ -183,7 +184,7 @@ def sweep_lines(summary: pd.DataFrame, factors: list[str], metrics: list[str], *
             for c, factor in enumerate(factors):
                 ax = axes[row, c]
                 block = summary[(summary["dataset"] == dataset) & (summary[factor_key] == factor)]
-                block = block.sort_values(value_key).assign(position=np.arange(len(block)))
+                block = block.assign(position=np.arange(len(block)))
                 mean_std_line(ax, block, "position", metric, label="one factor changed", **series_style(0))
                 ax.set_xticks(block["position"], [display_value(v) for v in block[value_key]])
                 if len(ref):

@@ -22,12 +22,15 @@ from lwbench.reports.tables import Table
 
 
 def metric_label(metric: str) -> str:
-    """``ndcg@10`` -> ``N@10`` (:data:`METRIC_LABELS_NOTE` says so under a table)."""
+    """``ndcg@10`` -> ``N@10`` (:func:`metric_labels_note` says so under a table)."""
     name, k = metric.split("@")
     return f"{name[0].upper()}@{k}"
 
 
-METRIC_LABELS_NOTE = "N@k: NDCG@k, R@k: Recall@k"
+def metric_labels_note(metrics: list[str]) -> str:
+    """What a table's short metric labels stand for: ``N@k: ndcg@k, R@k: recall@k``."""
+    families = dict.fromkeys(metric.split("@")[0] for metric in metrics)
+    return ", ".join(f"{metric_label(f'{family}@k')}: {family}@k" for family in families)
 
 
 def values(pts: pd.DataFrame, metric: str, stage: str | None = None) -> pd.Series:
@@ -120,17 +123,17 @@ def series_table(name: str, title: str, summary: pd.DataFrame, keys: list[str], 
     """A :func:`summarize` frame as a table: mean ± std over seeds per point, for each metric, then the
     mean of each diagnostic (the numbers behind a figure). ``marks(row, metric)``: a significance mark to
     append to a cell (e.g. :meth:`lwbench.reports.significance.Verdicts.mark` against a reference row).
-    A diagnostic with one value on every row that has it is said once in a note instead of a column of
-    repeats (the CSV keeps every column)."""
+    A diagnostic with one value (as shown) on every row that has it is said once in a note instead of a
+    column of repeats (the CSV keeps every column)."""
     shown = {d: [format_diagnostic(v) for v in summary[f"{d}:mean"].dropna()] for d in diagnostics}   # as it reads
     constant = {d: seen[0] for d, seen in shown.items() if len(seen) > 1 and len(set(seen)) == 1}
     diagnostics = [d for d in diagnostics if d not in constant]
-    notes = [f"Cells: test metrics of the reported checkpoint ({METRIC_LABELS_NOTE}), mean ± std over seeds."] \
-        + list(notes)
+    notes = [f"Cells: test metrics ({metric_labels_note(metrics)}) of each run's reported checkpoint, or of the "
+             "stage a row names, mean ± std over seeds."] + list(notes)
     if diagnostics:
         notes.append("Diagnostic columns: the method's own diagnostics at the reported checkpoint, mean over seeds.")
     if constant:
-        notes.append("Diagnostics with the same value on every row: "
+        notes.append("Diagnostics with one value (as shown) on every row that has them: "
                      + ", ".join(f"{d} = {v}" for d, v in constant.items()) + ".")
     columns = keys + ["seeds"] + [metric_label(m) for m in metrics] + list(diagnostics)
     rows = [[display_value(r[k]) for k in keys] + [str(int(r["seeds"]))] +

@@ -33,7 +33,8 @@ enter ``OUT``'s tables. Every run of a study, trial or retraining, carries ``con
 record of a tuned run always says which study chose it, and never stands in for (or is stood in for by) a run of
 another study or of the untuned protocol. Two kinds of run are copied instead of trained twice, since the tag
 changes nothing that is computed: the chosen trial's full run on the trials' seed is its retraining on that seed
-(copied from the trials' folder into ``OUT/runs``), and trial 0 at the full rung is the untuned protocol's run
+(copied from the trials' folder into ``OUT/runs``, with ``adopted_from`` naming the trial, whose seconds the
+study's cost holds), and trial 0 at the full rung is the untuned protocol's run
 (the defaults at the protocol's epochs), so where ``OUT/runs`` holds that run's record on the same seed, the
 record is copied under the tuned run's name with ``adopted_from`` naming the untuned run. Tuning a table after
 its default runs therefore costs no full run for a method whose defaults win. The same command twice draws the same trials, finds their records and trains nothing; a study
@@ -395,9 +396,9 @@ def run_study(brackets: list[Bracket], options: TuneOptions, request: ExecutionR
 def adopt_trial_record(trials_out: Path, out: Path, run: GridRun) -> dict | None:
     """Copy the record (and per-user file) of a trial run that is the same configuration as ``run`` into
     ``out`` (which has no record of it), so that it is not trained twice; returns the record written, or None
-    when there is none. The copy's ``adopted_from`` names the trial (or, for the defaults' run the trial copied
-    from the untuned table, that run): its seconds are the study's, so a table over the retrained runs does
-    not charge them again."""
+    when there is none. The copy's ``adopted_from`` names the run that trained: the trial, or, where the trial
+    is itself a copy (the defaults' run, copied from the untuned table), the trial's own source. Its seconds
+    are counted there, so a table over the retrained runs does not charge them again."""
     record = find_record(trials_out, run.run_id, run.spec.config_hash)
     if record is None:
         return None

@@ -14,13 +14,13 @@ from lwbench.config import UPDATE
 from lwbench.records import checkpoint_metric, per_user, stage_checkpoint
 from lwbench.reports import comparable, significance, stats
 from lwbench.reports.summaries import (
-    METRIC_LABELS_NOTE,
     budget_label,
     budget_used,
     comparison_table,
     lowest_budget_fraction,
     metric_cell,
     metric_label,
+    metric_labels_note,
     status_notes,
     under_budget_note,
 )
@@ -68,7 +68,7 @@ def table3(pts: pd.DataFrame, out: Path, *, missing_methods: list[str] = (), sto
     # Each dataset's rows in one order whatever the runs' order: the unbudgeted references, then the methods
     # by name, so that two such tables (e.g. at the defaults and tuned) read row by row.
     datasets = list(dict.fromkeys(dataset for dataset, _, _ in entries))
-    entries.sort(key=lambda e: (datasets.index(e[0]), e[1].candidate, e[1].name))
+    entries.sort(key=lambda e: (datasets.index(e[0]), e[1].candidate or not e[1].records, e[1].name))
     verdicts = significance.versus_best([arm for _, arm, _ in entries], metrics, out,
                                         block_text=lambda b: f"{b[0]}, {b[1]}", compare_references=False)
     with_paper = any(paper for _, _, paper in entries)
@@ -102,7 +102,8 @@ def table3(pts: pd.DataFrame, out: Path, *, missing_methods: list[str] = (), sto
                          "not_significantly_worse": not_worse,
                          "not_tested": verdicts.is_untested(arm.block, metric, arm.name)})
         rows.append(row)
-    notes = [f"Values are test metrics of the reported checkpoint ({METRIC_LABELS_NOTE}), mean ± std over seeds"
+    notes = [f"Values are test metrics of the reported checkpoint ({metric_labels_note(metrics)}), mean ± std over "
+             "seeds"
              + ("; Δ = ours − paper (paper values: docs/protocol.md §10.9)." if with_paper else "."),
              ("Bold: the best lightweight (budgeted) method per dataset and metric; UD rows are unbudgeted references. "
               + verdicts.footnote(f"{name}-stats")).strip(),
@@ -178,7 +179,8 @@ def table4(pts: pd.DataFrame, out: Path, *, coarse_stage: str, alternative: str 
              "Paper protocol: scipy.stats.ttest_rel over the 4 cutoff values of one run against its coarse stage "
              "(two-sided); the cutoffs are not independent samples, so these p-values do not test whether C2F is "
              f"better. The statistics table ({output}-stats) gives tests across seeds and across users.",
-             coarse_sharing_note(pts, coarse_stage) + " In the paper every fine seed started from the one seed-2024 coarse run."
+             *coarse_sharing_notes(pts, coarse_stage, compared=True),
+             "In the paper every fine seed started from the one seed-2024 coarse run."
              + (" Paper rows: docs/protocol.md §10.9 (p-values truncated to 5 decimals)."
                 if set(pts["dataset"]) & set(reference.TABLE4_PRINTED) else ""),
              "seed: the coarse stage's row gives the seed it was trained with (c2f.coarse_seed where seeds share it)."]
@@ -227,21 +229,29 @@ def fine_against_coarse(dataset: str, fine: dict[int, dict], out: Path, coarse_s
     return found
 
 
-def coarse_seed(record: dict, seed: int) -> int:
+def coarse_seed(record: dict, seed: int) -> int | str:
     """The seed a C2F run's coarse stage was trained with: ``c2f.coarse_seed`` where set (one coarse stage
-    shared by every seed, as in the paper), else the run's own (``-1``: a coarse stage per seed)."""
-    shared = record["config"]["method"].get("options", {}).get("coarse_seed", -1)
-    return seed if shared is None or shared < 0 else shared
+    shared by every seed, as in the paper), the run's own for ``-1`` (a coarse stage per seed), ``–`` where
+    the record does not say."""
+    shared = record["config"]["method"].get("options", {}).get("coarse_seed")
+    if shared is None:
+        return "–"
+    return seed if shared < 0 else shared
 
 
-def coarse_sharing_note(pts: pd.DataFrame, coarse_stage: str) -> str:
-    """What the records say about the coarse stages the C2F seeds started from: one shared stage (the
-    default ``coarse_seed``, as in the paper) or one per seed (``coarse_seed=-1``)."""
-    done = [r for r in pts["record"] if r]
-    stages = {r["shared_stages"].get(coarse_stage) for r in done}
-    if not done:
-        return ""
-    if len(stages) == 1 and len(done) > 1:
-        seed = done[0]["config"]["method"]["options"].get("coarse_seed")
-        return f"Every C2F seed started from the same coarse stage (c2f.coarse_seed={seed}), the one it is compared with."
-    return "Each C2F run is compared with the coarse stage it started from."
+def coarse_sharing_notes(pts: pd.DataFrame, coarse_stage: str, *, compared: bool) -> list[str]:
+    """What the records say about the coarse stages the C2F seeds started from, per dataset: one shared
+    stage (the default ``coarse_seed``, as in the paper) or one per seed (``coarse_seed=-1``); none
+    without finished runs. ``compared``: the table compares each run with that coarse stage (Table 4)."""
+    notes = []
+    for dataset, block in pts.groupby("dataset", sort=False):
+        done = [r for r in block["record"] if r]
+        stages = {r["shared_stages"].get(coarse_stage) for r in done}
+        where = f" ({dataset})" if pts["dataset"].nunique() > 1 else ""
+        if len(done) > 1 and len(stages) == 1 and None not in stages:
+            seed = coarse_seed(done[0], done[0]["seed"])
+            notes.append(f"Every C2F seed{where} started from the same coarse stage (c2f.coarse_seed={seed})"
+                         + (", the one it is compared with." if compared else "."))
+        elif done and compared:
+            notes.append(f"Each C2F run{where} is compared with the coarse stage it started from.")
+    return notes

@@ -90,13 +90,13 @@ def sizes_note(pts: pd.DataFrame) -> list[str]:
     sizes = sorted({(o.get(C2F_OPTIONS["m^c"]), o.get(C2F_OPTIONS["m^r"])) for o in options})
     if any(None in size for size in sizes):   # not records of the c2f method (e.g. a test's fabricated ones)
         return []
-    fractions = [100 * r["budget"]["fraction"] for r in done if r["budget"].get("applies")]
-    share = f"{min(fractions):.1f}%" if max(fractions) - min(fractions) < 0.05 else \
-        f"{min(fractions):.1f}–{max(fractions):.1f}%"
+    share, _ = summaries.budget_used(done)
+    stored = "" if share == "–" else \
+        f", and stores {share.removesuffix(' ' + summaries.UNDER_BUDGET_FLAG)} of the {done[0]['budget']['text']} budget"
     return ["C2F here keeps the released sizes, "
             + " or ".join(f"m^c = {coarse} coarse and m^r = {fine} fine meta-embeddings" for coarse, fine in sizes)
-            + f", and stores {share} of the {done[0]['budget']['text']} budget (Table 3's C2F scales both to fill "
-            "it); its coarse stage is a LEGCF model with the m^c coarse meta-embeddings."]
+            + stored + " (Table 3's C2F scales both to fill the budget); its coarse stage is a LEGCF model with the "
+            "m^c coarse meta-embeddings."]
 
 
 def one_per_coarse_stage(pts: pd.DataFrame) -> pd.DataFrame:
@@ -158,7 +158,7 @@ def _build_fig4(pts, out, manifest, alternative) -> Outputs:
                                    ["dataset", "case"], metrics,
                                    notes=["Cases: " + "; ".join(v for k, v in ABLATION_NAMES.items() if k != "Full")
                                           + " (docs/protocol.md §8.10)."] + sizes_note(pts)
-                                   + [tables.coarse_sharing_note(pts, C2F_COARSE_STAGE)]
+                                   + tables.coarse_sharing_notes(pts, C2F_COARSE_STAGE, compared=False)
                                    + summaries.ci_note(frame, metrics)
                                    + verdicts.table_notes("fig4-stats") + summaries.status_notes(pts),
                                    marks=lambda row, metric: verdicts.mark(row["dataset"], metric, row["case"]))
