@@ -242,7 +242,8 @@ def test_retrained_records_and_the_manifest_name_the_study(study_out, capsys):
     assert cli.main(["report", "--out", str(study_out), "--figures", str(study_out / "figures")]) == 0
     shown = capsys.readouterr().out
     assert f"Methods tuned by study {STUDY}" in shown and f"What study {STUDY} chose" in shown
-    assert (study_out / f"{manifest_name(STUDY)}-settings.md").exists()
+    settings = (study_out / f"{manifest_name(STUDY)}-settings.md").read_text()
+    assert "| toy | ud-8 | – |" in settings and "| toy | qr | 500buckets |" in settings   # UD ignores the budget
     table = (study_out / f"{manifest_name(STUDY)}.md").read_text()      # a comparison table, as everywhere
     assert "| budget used |" in table and "Bold: the best row of its dataset and budget" in table
 

@@ -107,7 +107,8 @@ def settings_table(study: dict, name: str) -> Table:
         chosen = bracket.get("chosen") or {}
         cost = bracket.get("cost", {})
         seconds = cost.get("train_seconds", 0.0) + cost.get("eval_seconds", 0.0)
-        rows.append([bracket["dataset"], bracket["label"], bracket["budget"], schedule,
+        budget = bracket["budget"] if bracket.get("budgeted", True) else "–"   # an unbudgeted method ignores it
+        rows.append([bracket["dataset"], bracket["label"], budget, schedule,
                      "–" if "trial" not in chosen else f"trial {chosen['trial']}", chosen.get("described", "–"),
                      _format(chosen.get("valid")), str(cost.get("runs", 0)), f"{seconds:,.0f}"])
         data.append({"bracket": key, "dataset": bracket["dataset"], "method": bracket["label"],

@@ -472,7 +472,8 @@ def bracket_entry(bracket: Bracket, settings: StudySettings, retrained: list[dic
                   "overrides": bracket.overrides(bracket.chosen, FULL),
                   "valid": bracket.results[bracket.chosen][-1]["valid"]}
     return {"dataset": bracket.dataset, "method": bracket.cell.method, "label": bracket.label,
-            "budget": bracket.cell.budget, "accounting": bracket.cell.accounting, "coords": dict(bracket.cell.coords),
+            "budget": bracket.cell.budget, "budgeted": get_method(bracket.cell.method).budgeted,
+            "accounting": bracket.cell.accounting, "coords": dict(bracket.cell.coords),
             "fixed": bracket.cell.overrides, "metric": bracket.metric, "full_epochs": bracket.full_epochs,
             "settings": settings.to_dict(), "space": describe_space(bracket.space), "defaults": bracket.defaults,
             "trials": [{"trial": t, "settings": s, "described": describe_settings(s),
