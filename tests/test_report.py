@@ -227,6 +227,7 @@ def test_figures_and_their_tables(tmp_path, target, methods, expected_rows):
         zero_before = before[before["m^r"] == 0]["recall@20:mean"].iloc[0]
         assert after[after["m^r"] == 0]["recall@20:mean"].iloc[0] == pytest.approx(zero_before)
         assert ((data["m^c"] + data["m^r"] == 200) | data["panel"].str.startswith("a")).all()
+        assert data["m^c"].dtype.kind == "i" and data["m^r"].dtype.kind == "i"   # counts, written as 100 not 100.0
         panel_a = data[data["panel"].str.startswith("a")]
         assert np.allclose(panel_a["m^r"], 100 * panel_a["ρ"]) and data["ρ"].isna().sum() == len(data) - len(panel_a)
 

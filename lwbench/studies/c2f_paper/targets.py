@@ -278,7 +278,7 @@ def _build_fig6(pts, out, manifest, alternative) -> Outputs:
                          for part, when in ((before, "before"), (after, "after"))]]).rename(
         columns={"fine": "m^r", "rho": "ρ"})
     keys = ["dataset", "panel", "m^c", "m^r", "ρ"]
-    frame = frame[keys + [c for c in frame.columns if c not in keys]]
+    frame = frame[keys + [c for c in frame.columns if c not in keys]].astype({"m^c": int, "m^r": int})   # counts
     stats_table = fine_stage_tests(b[~coarse_only], out, alternative)
     table = summaries.series_table("fig6", "Figure 6: coarse/fine ratio", frame, keys, metrics,
                                    notes=[f"(a) m^c = {RATIO_FIXED_COARSE}, m^r = ρ·m^c; (b) m^c + m^r = {RATIO_TOTAL}; "
