@@ -238,3 +238,19 @@ def test_a_figure_saved_twice_has_the_same_bytes(tmp_path, monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "86400")
     second = figures.save(outputs.figures["fig4"], tmp_path / "b", "fig4")
     assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+
+
+def test_a_figure_with_no_finished_run_is_not_drawn(tmp_path, caplog):
+    """Before any run of a target finishes, its table lists them all as not run yet, and no figure is saved:
+    empty axes at an invented scale would read as a result. The first finished run draws it."""
+    out = tmp_path / "out"
+    rows = fake_target(out, "fig6", ["gowalla"], ["c2f"], [1], c2f_level, checkpoints=(COARSE, "fine/update"))
+    for run_id in {row["run_id"] for row in rows}:
+        (out / "runs" / f"{run_id}.json").unlink()
+    written = targets.build_target("fig6", out, tmp_path / "figs", "two-sided")
+    assert written and not [p for p in written if p.suffix in (".png", ".pdf")]
+    assert not (tmp_path / "figs").exists() or not list((tmp_path / "figs").iterdir())
+    assert "fig6: not drawn: none of the 10 runs of fig6 has finished" in caplog.text
+    fake_target(out, "fig6", ["gowalla"], ["c2f"], [1], c2f_level, checkpoints=(COARSE, "fine/update"))
+    written = targets.build_target("fig6", out, tmp_path / "figs", "two-sided")
+    assert {p.name for p in written if p.parent == tmp_path / "figs"} == {"fig6.png", "fig6.pdf"}

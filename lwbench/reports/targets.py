@@ -131,7 +131,12 @@ def build_target(name: str, out: Path, figures_dir: Path, alternative: str,
     for table in outputs.tables:
         print("\n" + table.to_markdown())     # the tables are the command's output
         written += table.write(out)
+    finished = int((pts["status"] == "done").sum())
     for figure_name, figure in outputs.figures.items():
+        if not finished:   # empty axes at a made-up scale would read as a result
+            logger.warning("%s: not drawn: none of the %d runs of %s has finished", figure_name,
+                           pts["run_id"].nunique(), name)
+            continue
         if manifest.get("quick"):
             figures.stamp_smoke_run(figure)   # a --quick figure's numbers mean nothing: said inside the image
         written += figures.save(figure, figures_dir, figure_name)
