@@ -161,6 +161,18 @@ def test_each_method_keeps_its_colour_and_marker_in_every_panel(tmp_path):
     assert {"qr", "pep", "ud-128 (unbudgeted)", "ud-64 (unbudgeted)"} <= set(legend_texts(figure))
 
 
+def test_a_budget_curve_of_budgeted_methods_only_is_drawn_without_reference_lines(tmp_path):
+    """``reproduce budget-curve --methods qr`` plans no UD run: the report draws QR's curve alone, rather than
+    failing on the missing references (it used to stop with "cannot build budget-curve ...: dataset")."""
+    outputs = built(tmp_path, "budget-curve", ["qr"], [1], curve_level)
+    figure = outputs.figures["budget-curve"]
+    assert set(legend_texts(figure)) == {"qr"}
+    for ax in figure.axes:   # one curve, and no dashed reference line
+        assert [c.get_label() for c in ax.containers] == ["qr"]
+        assert not [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert outputs.tables[0].name == "budget-curve"
+
+
 def test_the_budget_axis_is_logarithmic_and_ticked_at_the_budgets(tmp_path):
     """1%, 2.5%, 4.2%, 6%, 10% grow by factors: a log axis spaces them evenly, each tick is a budget drawn."""
     outputs = built(tmp_path, "budget-curve", ["ud", "qr", "pep"], [1], curve_level)
