@@ -269,9 +269,9 @@ def test_device_slots_share_gpus_round_robin_by_occupancy(tmp_path):
         assert remote == "cuda:3"  # a remote worker owns its device: no slot
 
 
-def test_a_task_waits_for_whichever_slot_is_released_first(tmp_path):
-    """All slots held (e.g. by a second command on the same folder): the waiting task takes the first one
-    released, not one chosen in advance."""
+def test_a_task_waits_for_whichever_slot_is_released_first(tmp_path, caplog):
+    """All slots held (e.g. by a second command on the same folder): the waiting task says so once and takes
+    the first one released, not one chosen in advance."""
     devices = ("cpu",)
     got = []
     with device_slot(tmp_path, devices, 2):                     # slot 0, held throughout
@@ -284,6 +284,9 @@ def test_a_task_waits_for_whichever_slot_is_released_first(tmp_path):
         waiter.join(timeout=5)
         assert got and got[0][0] == 1                           # slot 1 came free first
         got[0][1].close()
+    waits = [r.getMessage() for r in caplog.records if "waiting for one to come free" in r.getMessage()]
+    assert waits == [f"all 2 run slot(s) of {tmp_path} are held by another process on this output folder (a "
+                     "second command, or workers of a killed grid); waiting for one to come free"]
 
 
 def fake_record(dataset, method, device, epochs, seconds, cap=100, peak=0):

@@ -204,6 +204,7 @@ def device_slot(out: Path, devices: tuple[str, ...], slots: int) -> Iterator[str
 
 
 def _acquire_slot(folder: Path, slots: int, poll_seconds: float = 1.0):
+    said = False
     while True:
         for k in range(slots):
             handle = open(folder / f"slot-{k}.lock", "a")
@@ -212,6 +213,10 @@ def _acquire_slot(folder: Path, slots: int, poll_seconds: float = 1.0):
                 return k, handle
             except BlockingIOError:
                 handle.close()
+        if not said:   # a wait that could last hours must not look like a hang
+            logger.warning("all %d run slot(s) of %s are held by another process on this output folder (a second "
+                           "command, or workers of a killed grid); waiting for one to come free", slots, folder.parent)
+            said = True
         time.sleep(poll_seconds)
 
 
