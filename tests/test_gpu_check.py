@@ -9,8 +9,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_gpu_check_quick_writes_every_figure_and_its_target(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--quick", "--out", str(tmp_path)],
-                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    """No --time-limit skipping here (its default fits an idle CPU, and a loaded one skipped the last sections):
+    the check is that every section runs and writes its figure; the subprocess timeout bounds the time."""
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--quick", "--out", str(tmp_path),
+                             "--time-limit", "1e9"], capture_output=True, text=True, timeout=1200, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     expected = set(report["targets"]) - {"peak_memory_gib"}            # a CPU has no GPU memory to report
