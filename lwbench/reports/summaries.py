@@ -205,7 +205,7 @@ def summarize(pts: pd.DataFrame, keys: list[str], metrics: list[str], stage: str
         row["under_budget"] = bool(budget_used(list(done["_record"]))[1])
         row["mixed"] = _mixed_settings(list(done["_record"]))
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=keys)   # no points: still the key columns
 
 
 def _mixed_settings(records: list[dict]) -> str:

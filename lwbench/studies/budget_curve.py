@@ -83,8 +83,7 @@ def _build(accounting, pts, out, manifest, alternative) -> Outputs:
     budgeted = pts[~is_reference].sort_values("budget_pct", kind="stable")
     summary = summaries.summarize(budgeted, ["dataset", "method", "budget_pct"], METRICS, out=out)
     references = summaries.summarize(pts[is_reference], ["dataset", "label"], METRICS, out=out).rename(
-        columns={"label": "method"}) if is_reference.any() else pd.DataFrame(columns=["dataset", "method"])
-    # (no references: a grid restricted to budgeted methods, e.g. ``--methods qr``, draws its curves alone)
+        columns={"label": "method"})   # none in a grid restricted to budgeted methods (``--methods qr``)
     name = output_name(manifest, NAMES[accounting])
     # The table's rows: each budget in increasing order, the unbudgeted reference last.
     ordered = pd.concat([budgeted, pts[is_reference].assign(budget_pct="unbudgeted")]).rename(
