@@ -155,9 +155,9 @@ def test_each_method_keeps_its_colour_and_marker_in_every_panel(tmp_path):
         for container in ax.containers:
             label = container.get_label()
             line = container.lines[0]
-            style = figures.method_style(label)
+            style = figures.method_style(label, budget_curve.METHOD_ORDER)
             assert line.get_color() == style["color"] and line.get_marker() == style["marker"]
-    assert figures.method_style("QR") == figures.method_style("qr")
+    assert figures.method_style("QR", budget_curve.METHOD_ORDER) == figures.method_style("qr", budget_curve.METHOD_ORDER)
     assert {"qr", "pep", "ud-128 (unbudgeted)", "ud-64 (unbudgeted)"} <= set(legend_texts(figure))
 
 
@@ -193,7 +193,7 @@ def test_a_point_under_95_percent_of_its_budget_is_drawn_hollow_and_the_legend_s
     for ax in figure.axes:
         hollow = [line for line in ax.lines if line.get_markerfacecolor() == "white" and len(line.get_xdata())]
         assert len(hollow) == 1 and list(hollow[0].get_xdata()) == [1.0]
-        assert hollow[0].get_markeredgecolor() == figures.method_style("qr")["color"]
+        assert hollow[0].get_markeredgecolor() == figures.method_style("qr", budget_curve.METHOD_ORDER)["color"]
     assert budget_curve.UNDER_BUDGET_LEGEND in legend_texts(figure)
     assert "83.0%" in outputs.tables[0].to_markdown()
 
@@ -219,8 +219,18 @@ def test_a_quick_figure_is_stamped_as_a_smoke_run(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("label", ["qr", "my-plugin"])
 def test_method_styles_are_stable_and_from_the_palette(label):
-    style = figures.method_style(label)
-    assert style == figures.method_style(label) and style["color"] in figures.PALETTE
+    style = figures.method_style(label, budget_curve.METHOD_ORDER)
+    assert style == figures.method_style(label, budget_curve.METHOD_ORDER) and style["color"] in figures.PALETTE
+
+
+def test_every_built_in_method_has_its_own_colour_and_marker_in_the_budget_curve():
+    """The curve's fixed order covers every registered built-in (each UD reference under its own label), so no
+    two built-ins share a colour, as a hash of their names could make them."""
+    from lwbench.registry import builtin_method_names
+    labels = {m for m in builtin_method_names() if m != budget_curve.REFERENCE} | {"ud-128", "ud-64"}
+    assert labels <= set(budget_curve.METHOD_ORDER)
+    styles = [tuple(figures.method_style(label, budget_curve.METHOD_ORDER).values()) for label in labels]
+    assert len(set(styles)) == len(labels)
 
 
 def test_fig4_limits_hold_the_reference_line_and_every_error_bar(tmp_path):

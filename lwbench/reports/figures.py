@@ -35,19 +35,18 @@ if TYPE_CHECKING:
 PALETTE = ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494", "#000000",
            "#56b4e9")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
-# The built-in methods' labels in a fixed order, so each keeps its colour and marker in every figure; other
-# labels (plugins) get a stable slot from a hash of their name.
-KNOWN_LABELS = ("ud-128", "ud-64", "qr", "pep", "cerp", "magprune", "dpq", "mgqe", "legcf", "c2f")
 SMOKE_STAMP = "smoke run — numbers mean nothing"
 MIN_WIDTH_PX = 1200
 DPI = 150
 
 
-def method_style(label: str) -> dict:
-    """Colour and marker of a method (by its label, case-insensitive), the same in every figure."""
+def method_style(label: str, fixed: tuple[str, ...] = ()) -> dict:
+    """Colour and marker of a method (by its label, case-insensitive), the same in every figure. ``fixed``: the
+    labels a study draws (lower case) in the order that gives each its own slot, so that its methods never share
+    a colour; any other label (a plugin) gets a stable slot from a hash of its name."""
     name = label.lower()
-    if name in KNOWN_LABELS:
-        slot = KNOWN_LABELS.index(name)
+    if name in fixed:
+        slot = fixed.index(name) % len(PALETTE)
     else:
         slot = int(hashlib.sha256(name.encode()).hexdigest(), 16) % len(PALETTE)
     return {"color": PALETTE[slot], "marker": MARKERS[slot]}

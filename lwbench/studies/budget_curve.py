@@ -43,6 +43,8 @@ DATASETS = ("gowalla", "yelp2020", "amazon-book")
 REFERENCE = "ud"   # table3's unbudgeted rows (UD-128 and UD-64), drawn as reference lines
 TABLE3_TARGETS = {TABLE3: "table3", STORAGE: "table3-storage"}   # whose cells the curve's are
 METRICS = ["ndcg@20", "recall@20"]
+# The built-in methods' labels in the order of their colour and marker slots: each keeps its own in both curves.
+METHOD_ORDER = ("ud-128", "ud-64", "qr", "pep", "cerp", "magprune", "dpq", "mgqe", "legcf", "c2f")
 BUDGET_COLUMN = "budget (%)"   # the table's name for a point's position on the budget axis
 UNDER_BUDGET_LEGEND = (f"hollow: stores under {100 * summaries.MIN_BUDGET_FRACTION:.0f}%\nof its budget "
                        f"({summaries.UNDER_BUDGET_FLAG} in the table)")
@@ -116,7 +118,7 @@ def budget_curves(summary: pd.DataFrame, references: pd.DataFrame, metrics: list
             ax = axes[r, c]
             block = summary[summary["dataset"] == dataset]
             for method, group in block.groupby("method", sort=False):
-                style = figures.method_style(method)
+                style = figures.method_style(method, METHOD_ORDER)
                 figures.mean_std_line(ax, group, "budget_pct", metric, label=method, **style)
                 under = group[group["under_budget"]]
                 if len(under):
@@ -124,7 +126,7 @@ def budget_curves(summary: pd.DataFrame, references: pd.DataFrame, metrics: list
                             marker=style["marker"], markersize=8, markerfacecolor="white",
                             markeredgecolor=style["color"], zorder=3, label="_under budget")
             for _, ref in references[references["dataset"] == dataset].iterrows():
-                style = figures.method_style(ref["method"])
+                style = figures.method_style(ref["method"], METHOD_ORDER)
                 ax.axhline(ref[f"{metric}:mean"], color=style["color"], linestyle="--", linewidth=1.2,
                            label=f"{ref['method']} (unbudgeted)")
             budgets = sorted(b for b in block["budget_pct"].astype(float).unique() if math.isfinite(b))
