@@ -173,15 +173,29 @@ def test_a_budget_curve_of_budgeted_methods_only_is_drawn_without_reference_line
     assert outputs.tables[0].name == "budget-curve"
 
 
-def test_the_budget_axis_is_logarithmic_and_ticked_at_the_budgets(tmp_path):
-    """1%, 2.5%, 4.2%, 6%, 10% grow by factors: a log axis spaces them evenly, each tick is a budget drawn."""
-    outputs = built(tmp_path, "budget-curve", ["ud", "qr", "pep"], [1], curve_level)
-    for ax in outputs.figures["budget-curve"].axes:
+def test_the_budget_axis_is_logarithmic_and_ticked_at_the_budgets(tmp_path, monkeypatch):
+    """1%, 2.5%, 4.2%, 6%, 10% grow by factors: a log axis spaces them evenly, each tick is a budget drawn (the
+    500-bucket budget named under its share), and the methods of one budget sit beside its tick in the legend's
+    order, never on top of each other."""
+    # Fabricated records have no dataset sizes to place 500 buckets by: put it at 4.2%, as on Gowalla.
+    monkeypatch.setattr(budget_curve, "budget_percent",
+                        lambda record, text: float(text[:-1]) if text.endswith("%") else 4.2)
+    outputs = built(tmp_path, "budget-curve", ["ud", "pep", "qr"], [1], curve_level)
+    assert "| 4.2 (500buckets) | pep |" in outputs.tables[0].to_markdown()
+    figure = outputs.figures["budget-curve"]
+    assert [t for t in legend_texts(figure) if "unbudgeted" not in t] == ["qr", "pep"]   # METHOD_ORDER, not names
+    for ax in figure.axes:
         assert ax.get_xscale() == "log" and "log scale" in ax.get_xlabel()
-        drawn = sorted({x for c in ax.containers for x in c.lines[0].get_xdata() if np.isfinite(x)})
-        assert list(ax.get_xticks()) == drawn and len(drawn) >= 3
-        assert [t.get_text() for t in ax.get_xticklabels()] == [f"{x:g}%" for x in drawn]
+        ticks = list(ax.get_xticks())
+        assert len(ticks) == 5 and ticks == sorted(ticks)
+        labels = [t.get_text() for t in ax.get_xticklabels()]
+        assert labels[2] == f"{ticks[2]:g}%\n(500buckets)"
+        assert [text for i, text in enumerate(labels) if i != 2] == [f"{x:g}%" for i, x in enumerate(ticks) if i != 2]
         assert not len(ax.xaxis.get_minor_locator().tick_values(*ax.get_xlim()))   # no unlabelled ticks
+        qr, pep = ([np.log10(x) for x in c.lines[0].get_xdata()] for c in ax.containers)
+        for budget, left, right in zip(np.log10(ticks), qr, pep):   # the two spread evenly around their budget
+            assert left < budget < right
+            assert np.isclose(right - left, budget_curve.DODGE_DECADES) and np.isclose(left + right, 2 * budget)
 
 
 def test_a_point_under_95_percent_of_its_budget_is_drawn_hollow_and_the_legend_says_why(tmp_path):
@@ -192,7 +206,9 @@ def test_a_point_under_95_percent_of_its_budget_is_drawn_hollow_and_the_legend_s
     figure = outputs.figures["budget-curve"]
     for ax in figure.axes:
         hollow = [line for line in ax.lines if line.get_markerfacecolor() == "white" and len(line.get_xdata())]
-        assert len(hollow) == 1 and list(hollow[0].get_xdata()) == [1.0]
+        qr = next(c for c in ax.containers if c.get_label() == "qr").lines[0]
+        assert len(hollow) == 1 and list(hollow[0].get_xdata()) == [qr.get_xdata()[0]]   # where QR's 1% is drawn
+        assert np.isclose(qr.get_xdata()[0], 1.0, rtol=0.05)
         assert hollow[0].get_markeredgecolor() == figures.method_style("qr", budget_curve.METHOD_ORDER)["color"]
     assert budget_curve.UNDER_BUDGET_LEGEND in legend_texts(figure)
     assert "83.0%" in outputs.tables[0].to_markdown()

@@ -45,6 +45,9 @@ TABLE3_TARGETS = {TABLE3: "table3", STORAGE: "table3-storage"}   # whose cells t
 METRICS = ["ndcg@20", "recall@20"]
 # The built-in methods' labels in the order of their colour and marker slots: each keeps its own in both curves.
 METHOD_ORDER = ("ud-128", "ud-64", "qr", "pep", "cerp", "magprune", "dpq", "mgqe", "legcf", "c2f")
+# Points of one budget are spread sideways by this many decades of the log axis per method (8 methods span
+# 0.07, half the gap between the 500-bucket budget and 6%), so that their error bars do not hide each other.
+DODGE_DECADES = 0.01
 BUDGET_COLUMN = "budget (%)"   # the table's name for a point's position on the budget axis
 UNDER_BUDGET_LEGEND = (f"hollow: stores under {100 * summaries.MIN_BUDGET_FRACTION:.0f}%\nof its budget "
                        f"({summaries.UNDER_BUDGET_FLAG} in the table)")
@@ -87,8 +90,13 @@ def _build(accounting, pts, out, manifest, alternative) -> Outputs:
     references = summaries.summarize(pts[is_reference], ["dataset", "label"], METRICS, out=out).rename(
         columns={"label": "method"})   # none in a grid restricted to budgeted methods (``--methods qr``)
     name = output_name(manifest, NAMES[accounting])
+    # Budgets named otherwise than by a percentage (500buckets) keep their name beside their share of the table.
+    names = {pct: text for pct, text in zip(budgeted["budget_pct"], budgeted["budget"])
+             if math.isfinite(pct) and not text.endswith("%")}
     # The table's rows: each budget in increasing order, the unbudgeted reference last.
-    ordered = pd.concat([budgeted, pts[is_reference].assign(budget_pct="unbudgeted")]).rename(
+    ordered = pd.concat([budgeted.assign(budget_pct=[f"{pct:g}" + (f" ({names[pct]})" if pct in names else "")
+                                                     for pct in budgeted["budget_pct"]]),
+                         pts[is_reference].assign(budget_pct="unbudgeted")]).rename(
         columns={"budget_pct": BUDGET_COLUMN})
     ordered = ordered.sort_values("dataset", kind="stable", key=lambda d: d.map({v: i for i, v in
                                                                                 enumerate(dict.fromkeys(d))}))
@@ -96,15 +104,24 @@ def _build(accounting, pts, out, manifest, alternative) -> Outputs:
         name, f"N@20 and R@20 against the {AXIS[accounting]}", ordered, ["dataset", BUDGET_COLUMN], METRICS, out,
         notes=[f"Not run (cannot fit the budget): {d}" for d in manifest.get("dropped", [])]
         + summaries.ci_note(pd.concat([summary, references]), METRICS))
-    return Outputs(tables, {name: budget_curves(summary, references, xlabel=AXIS[accounting])})
+    return Outputs(tables, {name: budget_curves(summary, references, xlabel=AXIS[accounting], budget_names=names)})
+
+
+def _legend_position(method: str) -> tuple[int, str]:
+    """Built-in methods in :data:`METHOD_ORDER` (their legend order in every figure), other labels after them
+    by name."""
+    name = method.lower()
+    return (METHOD_ORDER.index(name), "") if name in METHOD_ORDER else (len(METHOD_ORDER), name)
 
 
 def budget_curves(summary: pd.DataFrame, references: pd.DataFrame, metrics: list[str] = METRICS,
-                  xlabel: str = AXIS[TABLE3]) -> Figure:
+                  xlabel: str = AXIS[TABLE3], budget_names: dict[float, str] | None = None) -> Figure:
     """Every budgeted method's metrics against the budget (% of the full N x 128 table): one row per
-    metric, one column per dataset, each method in its own colour and marker with its CI as error bars,
+    metric, one column per dataset, each method in its own colour and marker with its CI as error bars
+    (the methods of one budget spread a little sideways, :data:`DODGE_DECADES`, ticks at the budgets themselves),
     the unbudgeted references as horizontal lines in their own colours. The budget axis is logarithmic,
-    ticked at the budgets drawn: they grow by factors (1%, 2.5%, 4.2%, 6%, 10%), which a linear axis would crowd
+    ticked at the budgets drawn (a budget in ``budget_names``, percentage -> name, is ticked with its name
+    too: ``4.16%`` above ``(500buckets)``): they grow by factors (1%, 2.5%, 4.2%, 6%, 10%), which a linear axis would crowd
     into its left third. A point whose run stores under 95% of its budget (``under_budget``, flagged ``!`` in
     the table) is drawn hollow: it is not an equal-budget comparison, and the figure says so where a reader
     looks (e.g. DPQ's and MGQE's codes alone take most of 1% of Last.fm, and one more code bit overshoots it)."""
@@ -117,12 +134,16 @@ def budget_curves(summary: pd.DataFrame, references: pd.DataFrame, metrics: list
         for c, dataset in enumerate(datasets):
             ax = axes[r, c]
             block = summary[summary["dataset"] == dataset]
-            for method, group in block.groupby("method", sort=False):
+            methods = sorted(set(block["method"]), key=_legend_position)
+            for k, method in enumerate(methods):
                 style = figures.method_style(method, METHOD_ORDER)
-                figures.mean_std_line(ax, group, "budget_pct", metric, label=method, **style)
+                group = block[block["method"] == method]
+                shift = 10 ** (DODGE_DECADES * (k - (len(methods) - 1) / 2))
+                group = group.assign(drawn_at=group["budget_pct"].astype(float) * shift)
+                figures.mean_std_line(ax, group, "drawn_at", metric, label=method, **style)
                 under = group[group["under_budget"]]
                 if len(under):
-                    ax.plot(under["budget_pct"].astype(float), under[f"{metric}:mean"], linestyle="none",
+                    ax.plot(under["drawn_at"], under[f"{metric}:mean"], linestyle="none",
                             marker=style["marker"], markersize=8, markerfacecolor="white",
                             markeredgecolor=style["color"], zorder=3, label="_under budget")
             for _, ref in references[references["dataset"] == dataset].iterrows():
@@ -131,7 +152,8 @@ def budget_curves(summary: pd.DataFrame, references: pd.DataFrame, metrics: list
                            label=f"{ref['method']} (unbudgeted)")
             budgets = sorted(b for b in block["budget_pct"].astype(float).unique() if math.isfinite(b))
             ax.set_xscale("log")
-            ax.set_xticks(budgets, [f"{b:g}%" for b in budgets])
+            ax.set_xticks(budgets, [f"{b:g}%" + (f"\n({budget_names[b]})" if b in (budget_names or {}) else "")
+                                    for b in budgets])
             ax.xaxis.set_minor_locator(NullLocator())
             ax.set_xlabel(f"{xlabel}, log scale")
             ax.set_ylabel(figures.metric_axis_label(metric))
