@@ -30,9 +30,10 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 # seaborn's "colorblind" palette (distinguishable under the common colour-vision deficiencies), written out so
-# that no plotting library beyond matplotlib is needed; its pale yellow is replaced by black, which reads on
-# white as a line and a marker.
-PALETTE = ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494", "#000000",
+# that no plotting library beyond matplotlib is needed; its pale yellow is replaced by black and its pale pink
+# by Paul Tol's wine (from his colour-blind-safe "muted" scheme): both pale ones vanish on white as a hollow
+# marker or a thin error bar.
+PALETTE = ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#882255", "#949494", "#000000",
            "#56b4e9")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
 SMOKE_STAMP = "smoke run — numbers mean nothing"
