@@ -349,3 +349,26 @@ def test_a_methods_configurations_come_in_the_order_of_their_settings_and_no_col
     table, _ = summary(tmp_path)
     assert "topk" in table.columns and "trainer.topk" not in table.columns and "trainer.layers" in table.columns
     assert [row[table.columns.index("topk")] for row in table.rows] == ["2", "3", "10"]
+
+
+def test_a_methods_rows_follow_its_budget_whatever_order_the_runs_are_named_in(tmp_path):
+    """Run ids sort by their configuration hash, not by budget: the summary lists a method's budgets from the
+    smallest, the parameter budgets before the storage ones (an unbudgeted label's row apart), and the inference
+    profile in the same order."""
+    from lwbench.reports.summaries import profile_table
+    budgets = {"b-0": ("1%", 400, "storage"), "b-1": ("10%", 5000), "b-2": ("1%", 500), "b-3": ("500buckets", 2000)}
+    for run_id in budgets:
+        record(tmp_path, "qr", 2024, 0.2, run_id=run_id)
+    record(tmp_path, "ud", 2024, 0.3, run_id="a-ud", applies=False)
+    records = load_records(tmp_path)
+    for r in records:
+        if r["run_id"] in budgets:
+            text, params, *accounting = budgets[r["run_id"]]
+            r["budget"].update(text=text, params=params, accounting=accounting[0] if accounting else "table3")
+        r["inference_profile"] = {"bytes": {"values": 8, "indices": 0, "codes": 0, "bias": 0},
+                                  "rows_seconds": 1e-3, "score_seconds": 1e-3}
+    table = summary_table(records, tmp_path)[0]
+    expected = [("1%", "qr"), ("500buckets", "qr"), ("10%", "qr"), ("1% (storage)", "qr"), ("unbudgeted", "ud")]
+    assert [(row[1], row[2]) for row in table.rows] == expected
+    profile = profile_table(records)
+    assert list(zip(profile.data["budget"], profile.data["method"])) == expected

@@ -266,6 +266,19 @@ MIN_BUDGET_FRACTION = 0.95   # a budgeted run below this share of its budget is 
 UNDER_BUDGET_FLAG = "!"
 
 
+def in_table_order(records: list[dict]) -> list[dict]:
+    """The records in the order a folder's tables list them: by dataset and method label, then each
+    method's budgets from the smallest (unbudgeted first; Table-3 parameter budgets before those of another
+    accounting), so a method's rows read as its budget grows whatever order the runs were made or named in."""
+    def key(record: dict) -> tuple:
+        budget = record["budget"]
+        if not budget["applies"]:
+            return record["dataset"], record["label"], False, "", 0
+        accounting = budget.get("accounting", "table3")
+        return record["dataset"], record["label"], accounting != "table3", accounting, budget.get("params") or 0
+    return sorted(records, key=key)
+
+
 def budget_used(records: list[dict]) -> tuple[str, list[dict]]:
     """The share of the budget the runs store (in the budget's own accounting): one value, or the range
     over seeds, marked :data:`UNDER_BUDGET_FLAG` when a run stores under :data:`MIN_BUDGET_FRACTION`; and
@@ -315,14 +328,14 @@ def lowest_budget_fraction(records: list[dict]) -> float | None:
 
 
 def summary_table(records: list[dict], out) -> list[Table]:
-    """Every record in an output folder, one row per configuration, each tested against the best of its
-    dataset and budget (:func:`versus_best_table`). Returns the summary and its statistics table (none
+    """Every record in an output folder, one row per configuration (:func:`in_table_order`), each tested
+    against the best of its dataset and budget (:func:`versus_best_table`). Returns the summary and its statistics table (none
     without records)."""
     if not records:
         return []
     pts = pd.DataFrame([{"dataset": r["dataset"], "budget": budget_label(r), "label": r["label"], "status": "done",
                          "run_id": r["run_id"],
-                         "record": r} for r in records])
+                         "record": r} for r in in_table_order(records)])
     return versus_best_table("summary", "All runs in this folder (mean ± std over seeds)", pts,
                              ["dataset", "budget"], ["ndcg@10", "recall@10", "ndcg@20", "recall@20"], out)
 
@@ -391,7 +404,7 @@ def profile_table(records: list[dict]) -> Table | None:
     told apart by the settings in which they differ, as in every comparison table."""
     from lwbench.reports import comparable
     by_row: dict[tuple, list[dict]] = {}
-    for r in records:
+    for r in in_table_order(records):
         if r.get("inference_profile"):
             by_row.setdefault((r["dataset"], r["label"], budget_label(r), r["device_name"]), []).append(r)
     if not by_row:
