@@ -329,8 +329,8 @@ def lowest_budget_fraction(records: list[dict]) -> float | None:
 
 def summary_table(records: list[dict], out) -> list[Table]:
     """Every record in an output folder, one row per configuration (:func:`in_table_order`), each tested
-    against the best of its dataset and budget (:func:`versus_best_table`). Returns the summary and its statistics table (none
-    without records)."""
+    against the best of its dataset and budget (:func:`versus_best_table`). Returns the summary and its
+    statistics table (none without records)."""
     if not records:
         return []
     pts = pd.DataFrame([{"dataset": r["dataset"], "budget": budget_label(r), "label": r["label"], "status": "done",
