@@ -122,9 +122,10 @@ def budget_curves(summary: pd.DataFrame, references: pd.DataFrame, metrics: list
     the unbudgeted references as horizontal lines in their own colours. The budget axis is logarithmic,
     ticked at the budgets drawn (a budget in ``budget_names``, percentage -> name, is ticked with its name
     too: ``4.16%`` above ``(500buckets)``): they grow by factors (1%, 2.5%, 4.2%, 6%, 10%), which a linear
-    axis would crowd into its left third. A point whose run stores under 95% of its budget (``under_budget``, flagged ``!`` in
-    the table) is drawn hollow: it is not an equal-budget comparison, and the figure says so where a reader
-    looks (e.g. DPQ's and MGQE's codes alone take most of 1% of Last.fm, and one more code bit overshoots it)."""
+    axis would crowd into its left third. A point whose run stores under 95% of its budget (``under_budget``,
+    flagged ``!`` in the table) is drawn hollow: it is not an equal-budget comparison, and the figure says so
+    where a reader looks (e.g. DPQ's and MGQE's codes alone take most of 1% of Last.fm, and one more code bit
+    overshoots it)."""
     from matplotlib.lines import Line2D  # here: matplotlib is imported only where a figure is drawn
     from matplotlib.ticker import NullLocator
 
