@@ -158,7 +158,10 @@ def test_each_method_keeps_its_colour_and_marker_in_every_panel(tmp_path):
             style = figures.method_style(label, budget_curve.METHOD_ORDER)
             assert line.get_color() == style["color"] and line.get_marker() == style["marker"]
     assert figures.method_style("QR", budget_curve.METHOD_ORDER) == figures.method_style("qr", budget_curve.METHOD_ORDER)
-    assert {"qr", "pep", "ud-128 (unbudgeted)", "ud-64 (unbudgeted)"} <= set(legend_texts(figure))
+    # Named as Table 3 names them, in the legend and in the table.
+    assert {"QR", "PEP", "UD-128 (unbudgeted)", "UD-64 (unbudgeted)"} <= set(legend_texts(figure))
+    table = outputs.tables[0]
+    assert {row[table.columns.index("method")] for row in table.rows} == {"QR", "PEP", "UD-128", "UD-64"}
 
 
 def test_a_budget_curve_of_budgeted_methods_only_is_drawn_without_reference_lines(tmp_path):
@@ -166,9 +169,9 @@ def test_a_budget_curve_of_budgeted_methods_only_is_drawn_without_reference_line
     failing on the missing references (it used to stop with "cannot build budget-curve ...: dataset")."""
     outputs = built(tmp_path, "budget-curve", ["qr"], [1], curve_level)
     figure = outputs.figures["budget-curve"]
-    assert set(legend_texts(figure)) == {"qr"}
+    assert set(legend_texts(figure)) == {"QR"}
     for ax in figure.axes:   # one curve, and no dashed reference line
-        assert [c.get_label() for c in ax.containers] == ["qr"]
+        assert [c.get_label() for c in ax.containers] == ["QR"]
         assert not [line for line in ax.get_lines() if line.get_linestyle() == "--"]
     assert outputs.tables[0].name == "budget-curve"
 
@@ -181,9 +184,9 @@ def test_the_budget_axis_is_logarithmic_and_ticked_at_the_budgets(tmp_path, monk
     monkeypatch.setattr(budget_curve, "budget_percent",
                         lambda record, text: float(text[:-1]) if text.endswith("%") else 4.2)
     outputs = built(tmp_path, "budget-curve", ["ud", "pep", "qr"], [1], curve_level)
-    assert "| 4.2 (500buckets) | pep |" in outputs.tables[0].to_markdown()
+    assert "| 4.2 (500buckets) | PEP |" in outputs.tables[0].to_markdown()
     figure = outputs.figures["budget-curve"]
-    assert [t for t in legend_texts(figure) if "unbudgeted" not in t] == ["qr", "pep"]   # METHOD_ORDER, not names
+    assert [t for t in legend_texts(figure) if "unbudgeted" not in t] == ["QR", "PEP"]   # METHOD_ORDER, not names
     for ax in figure.axes:
         assert ax.get_xscale() == "log" and "log scale" in ax.get_xlabel()
         ticks = list(ax.get_xticks())
@@ -206,7 +209,7 @@ def test_a_point_under_95_percent_of_its_budget_is_drawn_hollow_and_the_legend_s
     figure = outputs.figures["budget-curve"]
     for ax in figure.axes:
         hollow = [line for line in ax.lines if line.get_markerfacecolor() == "white" and len(line.get_xdata())]
-        qr = next(c for c in ax.containers if c.get_label() == "qr").lines[0]
+        qr = next(c for c in ax.containers if c.get_label() == "QR").lines[0]
         assert len(hollow) == 1 and list(hollow[0].get_xdata()) == [qr.get_xdata()[0]]   # where QR's 1% is drawn
         assert np.isclose(qr.get_xdata()[0], 1.0, rtol=0.05)
         assert hollow[0].get_markeredgecolor() == figures.method_style("qr", budget_curve.METHOD_ORDER)["color"]
