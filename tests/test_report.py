@@ -3,6 +3,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -266,6 +267,7 @@ def test_building_reports_imports_no_torch(tmp_path):
     # table3 (one budgeted row: nothing to test), table4(+stats), fig6(+stats: each m^r against its coarse
     # stage), budget-curve(+stats: UD-128 against UD-64), summary(+stats: C2F's variants)
     assert int(result.stdout.split("written=")[1]) == 3 + 2 * 3 + (2 * 3 + 2) + (2 * 3 + 2) + 2 * 3
+    assert all(path.read_text(encoding="utf-8").isascii() for path in out.glob("*.tex"))   # any engine takes them
 
 
 def test_table4_says_whether_the_seeds_shared_one_coarse_stage():
@@ -381,3 +383,14 @@ def test_c2f_study_tables_say_which_c2f_they_show_and_what_each_factor_is():
     assert [r["run_id"] if r else None for r in kept["record"]] == ["c2f-2024", "c2f-2026", None]
     assert coarse_seed(run(2025, 0.9), 2025) == 2024
     assert coarse_seed({"config": {"method": {"options": {**options, "coarse_seed": -1}}}}, 2025) == 2025
+
+
+def test_latex_tables_spell_every_symbol_the_reports_write_in_ascii():
+    """A paper's pdflatex stops at a symbol it has no font for (α in the significance notes): every non-ASCII
+    character in the report and study sources comes out of the LaTeX writer as ASCII."""
+    from lwbench.reports.tables import latex_escape
+    root = Path(__file__).resolve().parent.parent / "lwbench"
+    sources = [*(root / "reports").rglob("*.py"), *(root / "studies").rglob("*.py"), *(root / "tuning").rglob("*.py")]
+    symbols = {ch for path in sources for ch in path.read_text(encoding="utf-8") if ord(ch) > 127}
+    assert {"†", "α", "±", "ρ"} <= symbols
+    assert {ch: latex_escape(ch) for ch in symbols if not latex_escape(ch).isascii()} == {}

@@ -11,10 +11,13 @@ from pathlib import Path
 
 import pandas as pd
 
+# LaTeX's specials escaped, and every other symbol the reports write spelled in ASCII: pdflatex stops at a Greek
+# letter it has no font for ("Unicode character α not set up"), and a paper's engine is not ours to choose.
 _LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
                   "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}",
                   "±": r"$\pm$", "Δ": r"$\Delta$", "λ": r"$\lambda$", "ρ": r"$\rho$", "≠": r"$\neq$",
-                  "≤": r"$\leq$", "≥": r"$\geq$", "×": r"$\times$", "−": "-", "≈": r"$\approx$", "–": "--"}
+                  "≤": r"$\leq$", "≥": r"$\geq$", "×": r"$\times$", "−": "-", "≈": r"$\approx$", "–": "--",
+                  "—": "---", "†": r"\textdagger{}", "α": r"$\alpha$", "§": r"\S{}", "·": r"$\cdot$"}
 
 
 @dataclass
