@@ -21,6 +21,12 @@ from lwbench.reports import stats
 from lwbench.reports.tables import Table
 
 
+def method_display_name(label: str) -> str:
+    """A run's label as a paper-style table or legend names the method (``ud-128`` -> ``UD-128``): one name per
+    label, so variants never share a row name, and the same name in every study that shows the method."""
+    return label.upper()
+
+
 def metric_label(metric: str) -> str:
     """``ndcg@10`` -> ``N@10`` (:func:`metric_labels_note` says so under a table)."""
     name, k = metric.split("@")

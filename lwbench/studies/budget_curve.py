@@ -84,7 +84,8 @@ def budget_percent(record: dict | None, text: str) -> float:
 
 def _build(accounting, pts, out, manifest, alternative) -> Outputs:
     # Methods are named as Table 3 names them (``UD-128``, ``PEP``), whose cells these are at other budgets.
-    pts = pts.assign(method=pts["method"].str.upper(), label=pts["label"].str.upper())
+    pts = pts.assign(method=pts["method"].map(summaries.method_display_name),
+                     label=pts["label"].map(summaries.method_display_name))
     is_reference = pts["reference"] == True  # noqa: E712
     pts = pts.assign(budget_pct=[budget_percent(r, b) for r, b in zip(pts["record"], pts["budget"])])
     budgeted = pts[~is_reference].sort_values("budget_pct", kind="stable")

@@ -18,6 +18,7 @@ from lwbench.reports.summaries import (
     budget_used,
     comparison_table,
     lowest_budget_fraction,
+    method_display_name,
     metric_cell,
     metric_label,
     metric_labels_note,
@@ -32,7 +33,7 @@ from lwbench.studies.c2f_paper.protocol import paper_protocol
 def _row_name(method: str, options: dict, label: str) -> tuple[str, str | None]:
     """(display name, paper row or None). The display name is the run's label in the paper's style
     (``UD-128``, ``PEP``, ``C2F-PAPER``): one name per label, so variants never share a row name."""
-    return label.upper(), reference.paper_row(method, options)
+    return method_display_name(label), reference.paper_row(method, options)
 
 
 def table3(pts: pd.DataFrame, out: Path, *, missing_methods: list[str] = (), storage: bool = False,
