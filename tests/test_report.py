@@ -69,6 +69,9 @@ def test_table3_rows_paper_values_and_bold_best(table3_out, tmp_path):
     c2f_row = next(line for line in markdown.splitlines() if line.startswith("| gowalla | C2F |"))
     assert c2f_row.count("**") == 2 * 4 and "0.0880" in c2f_row  # bold on all 4 metrics, paper value beside
     assert "Not implemented (no registered method): pep" in markdown
+    # A block is a dataset at one budget, and the statistics table's first column says so.
+    assert pd.read_csv(table3_out / "table3-stats.csv").columns[0] == "dataset, budget"
+    assert (table3_out / "table3-stats.md").read_text().split("\n\n")[1].startswith("| dataset, budget | protocol |")
     latex = (table3_out / "table3.tex").read_text()
     assert r"\textbf{" in latex and r"\begin{tabular}" in latex and "$\\pm$" in latex
 
@@ -246,6 +249,9 @@ def test_report_regenerates_everything_without_training(tmp_path):
     assert set(summary[summary["method"] == "c2f"]["ablation"]) == set("none A B C D".split())
     assert json.loads((out / "grids" / "fig4.json").read_text())["target"] == "fig4"
     assert not math.isnan(summary["ndcg@10:mean"].iloc[0])
+    stats = pd.read_csv(out / "summary-stats.csv")   # each block a dataset at one budget
+    assert stats.columns[0] == "dataset, budget"
+    assert set(stats["dataset, budget"]) == {"synthetic, unbudgeted", "synthetic, 500buckets"}
 
 
 def test_building_reports_imports_no_torch(tmp_path):

@@ -251,15 +251,17 @@ def _compare(arm: Arm, best: Arm, metric: str, users: PerUser, notes: list) -> t
     return found, USERS if any(p == USERS for p, _ in found) else None
 
 
-def stats_table(name: str, title: str, verdicts: Verdicts, notes: Sequence[str] = ()) -> Table | None:
-    """The companion table of every test behind a table's marks."""
+def stats_table(name: str, title: str, verdicts: Verdicts, notes: Sequence[str] = (),
+                block_column: str = "dataset") -> Table | None:
+    """The companion table of every test behind a table's marks; ``block_column`` names what a block is (its
+    first column, e.g. "dataset, budget (%)")."""
     from lwbench.reports.summaries import comparison_table
     if not verdicts.comparisons:
         return None
     against = (f"Each row is tested against the {verdicts.reference} row of its block." if verdicts.reference
                else "Each row is tested against the best row of its block (the highest mean).")
     return comparison_table(name, title, verdicts.comparisons, "two-sided",
-                            ("row", verdicts.reference or "best"), family=None,
+                            ("row", verdicts.reference or "best"), family=None, block_column=block_column,
                             notes=[against,
                                    "Holm: the deciding tests (paired t, the protocol named in the main table's "
                                    "footnote) form one family over the whole table; every other protocol and "

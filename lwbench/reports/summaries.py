@@ -93,29 +93,31 @@ def cost_note(records: list[dict]) -> list[str]:
 
 
 def comparison_table(name: str, title: str, comparisons: list[tuple], alternative: str,
-                     labels: tuple[str, str], notes: list[str] = (), family: str | None = "dataset") -> Table:
-    """``comparisons`` as ``(protocol, dataset, what, Comparison)``, one row each. ``family="dataset"``:
-    Holm within each (dataset, protocol, test) family; ``None``: the comparisons carry their Holm
-    p-values already (:mod:`lwbench.reports.significance` corrects over a whole table). ``labels`` name
-    the two compared columns."""
+                     labels: tuple[str, str], notes: list[str] = (), family: str | None = "dataset",
+                     block_column: str = "dataset") -> Table:
+    """``comparisons`` as ``(protocol, block, what, Comparison)``, one row each; ``block_column`` names the
+    first column, what ``block`` is (a dataset, or e.g. "dataset, budget" where a table's blocks are a dataset
+    at one budget). ``family="dataset"``: Holm within each (block, protocol, test) family; ``None``: the
+    comparisons carry their Holm p-values already (:mod:`lwbench.reports.significance` corrects over a whole
+    table). ``labels`` name the two compared columns."""
     comparisons = list(comparisons)
     if family == "dataset":
         families: dict[tuple, list[int]] = {}
-        for i, (protocol, dataset, _, c) in enumerate(comparisons):
-            families.setdefault((dataset, protocol, c.test), []).append(i)
+        for i, (protocol, block, _, c) in enumerate(comparisons):
+            families.setdefault((block, protocol, c.test), []).append(i)
         for members in families.values():
             for i, c in zip(members, stats.with_holm([comparisons[i][3] for i in members])):
                 comparisons[i] = (*comparisons[i][:3], c)
-    columns = ["dataset", "protocol", "comparison", "test", "n", "n≠0", *labels, "Δ [95% CI]", "effect", "p",
+    columns = [block_column, "protocol", "comparison", "test", "n", "n≠0", *labels, "Δ [95% CI]", "effect", "p",
                "p (Holm)", "H1"]
     rows, data = [], []
-    for protocol, dataset, what, c in comparisons:
+    for protocol, block, what, c in comparisons:
         ci = "" if math.isnan(c.ci_low) else f" [{c.ci_low:+.4f}, {c.ci_high:+.4f}]"
         effect = "n/a" if math.isnan(c.effect) else f"{c.effect:.2f}"
-        rows.append([dataset, protocol, what, c.test, str(c.n), "" if c.n_nonzero is None else str(c.n_nonzero),
+        rows.append([block, protocol, what, c.test, str(c.n), "" if c.n_nonzero is None else str(c.n_nonzero),
                      f"{c.mean_a:.4f}", f"{c.mean_b:.4f}", f"{c.mean_diff:+.4f}{ci}", f"{c.effect_name} = {effect}",
                      stats.format_p(c.pvalue), stats.format_p(c.p_holm), c.hypothesis])
-        data.append({"dataset": dataset, "protocol": protocol, "comparison": what, **c.as_row()})
+        data.append({block_column: block, "protocol": protocol, "comparison": what, **c.as_row()})
     holm_note = ("Holm correction within each family of one dataset, one protocol and one test." if family == "dataset"
                  else "")
     notes = [f"Alternative hypothesis: {alternative} (stated per row in H1); differences are {labels[0]} − {labels[1]}.",
@@ -395,7 +397,7 @@ def versus_best_table(name: str, title: str, pts: pd.DataFrame, block_keys: list
              *under_budget_note(under_all), *verdicts.notes, *notes, *status_notes(pts)]
     tables = [Table(name, title, columns, rows, pd.DataFrame(data), bold, notes)]
     extra = significance.stats_table(f"{name}-stats", f"{title}: every row against the best of its {blocks}",
-                                     verdicts)
+                                     verdicts, block_column=", ".join(block_keys))
     return tables + ([extra] if extra else [])
 
 

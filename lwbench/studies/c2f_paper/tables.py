@@ -121,7 +121,8 @@ def table3(pts: pd.DataFrame, out: Path, *, missing_methods: list[str] = (), sto
     title = ("Table 3 at equal storage: methods at the 500-bucket LEGCF's stored bytes" if storage
              else "Table 3: methods at the 500-bucket budget")
     tables = [Table(name, title, columns, rows, pd.DataFrame(data), bold, notes)]
-    extra = significance.stats_table(f"{name}-stats", f"{title}: every method against the best", verdicts)
+    extra = significance.stats_table(f"{name}-stats", f"{title}: every method against the best", verdicts,
+                                     block_column="dataset, budget")
     return tables + ([extra] if extra else [])
 
 
