@@ -207,7 +207,8 @@ def add_compare(commands, output: argparse.ArgumentParser) -> None:
     compare.add_argument("--out", required=True, help="output folder holding runs/")
     compare.add_argument("--metric", default="ndcg@20", help="test metric (default ndcg@20)")
     compare.add_argument("--dataset", help="only runs on this dataset (when a label has several)")
-    compare.add_argument("--budget", help="only runs at this budget, e.g. 500buckets (when a label has several)")
+    compare.add_argument("--budget", help="only runs at this budget, as the tables name it (when a label has several): "
+                                          "500buckets counts Table-3 parameters, '500buckets (storage)' stored bytes")
     compare.add_argument("--where", action="append", default=[], metavar="SETTING=VALUE",
                          help="only runs with this setting, e.g. trainer.lr=0.003 or dim=64 (repeatable; applies "
                               "to both A and B)")

@@ -32,19 +32,21 @@ def per_user_frame(level: float, n_users: int = 120, seed: int = 0) -> pd.DataFr
 def write_record(out: Path, *, run_id: str, dataset: str, method: str, label: str, seed: int, options: dict,
                  per_user: dict[str, pd.DataFrame], reported: str, applies: bool = True, params: int = 1000,
                  device: str = "cpu", epochs: int = 10, seconds_per_epoch: float = 2.0, trainer: dict | None = None,
-                 fraction: float | None = None) -> dict:
+                 fraction: float | None = None, accounting: str | None = None) -> dict:
     """A record whose checkpoint metrics are the means of the given per-user frames; ``trainer``: settings
-    over the default ``max_epochs=100``; ``fraction``: the share of its budget the run stores."""
+    over the default ``max_epochs=100``; ``fraction``: the share of its budget the run stores; ``accounting``:
+    the budget's (None: not recorded, read as table3)."""
     checkpoints = {name: {"epoch": 5, "valid": frame.mean().to_dict(), "test": frame.mean().to_dict()}
                    for name, frame in per_user.items()}
     record = {
         "run_id": run_id, "method": method, "label": label, "dataset": dataset, "seed": seed,
         "budget": {"text": "500buckets", "params": 2000, "applies": applies,
-                   **({"fraction": fraction} if fraction is not None else {})}, "params": params, "bytes": 4 * params,
+                   **({"fraction": fraction} if fraction is not None else {}),
+                   **({"accounting": accounting} if accounting is not None else {})}, "params": params, "bytes": 4 * params,
         "metrics": {"valid": checkpoints[reported]["valid"], "test": checkpoints[reported]["test"]},
         "reported_checkpoint": reported, "checkpoints": checkpoints,
         "config": {"method": {"name": method, "options": options}, "trainer": {"max_epochs": 100, **(trainer or {})},
-                   "seed": seed},
+                   "seed": seed, **({"budget": {"accounting": accounting}} if accounting is not None else {})},
         "epochs_run": epochs, "train_seconds": seconds_per_epoch * epochs * 0.9,
         "eval_seconds": seconds_per_epoch * epochs * 0.1, "peak_memory_bytes": 2**30, "device": device,
         "per_user_file": f"{run_id}.peruser.npz", "final_diagnostics": {"nonzero_fraction": params / 2000, "phase": "x"},

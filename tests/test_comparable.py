@@ -170,6 +170,26 @@ def test_compare_names_what_to_choose_when_a_label_is_ambiguous(tmp_path, capsys
     assert "no runs labelled 'nope'" in capsys.readouterr().err
 
 
+def test_compare_budget_names_the_accounting_as_the_tables_do(tmp_path, capsys):
+    """``--budget 500buckets`` is the Table-3 parameter count and ``--budget "500buckets (storage)"`` the stored
+    bytes, as the tables name them; a full-size reference matches the budget of the table it was run for."""
+    for accounting, level in (("table3", 0.1), ("storage", 0.2)):
+        for seed in (1, 2):
+            record(tmp_path, "qr", seed, level + 0.01 * seed, accounting=accounting)
+            record(tmp_path, "ud", seed, 0.3 + 0.01 * seed, applies=False, accounting=accounting)
+    assert main(["compare", "qr", "ud", "--out", str(tmp_path)]) == 2
+    assert "'qr' names 2 configurations" in capsys.readouterr().err
+    records = load_records(tmp_path)
+    for budget, accounting in (("500buckets", "table3"), ("500buckets (storage)", "storage")):
+        assert main(["compare", "qr", "ud", "--budget", budget, "--out", str(tmp_path)]) == 0
+        text = capsys.readouterr().out
+        assert f"qr: dataset toy, budget {budget}, seeds 1,2" in text and "ud: dataset toy, budget unbudgeted" in text
+        for label in ("qr", "ud"):
+            mean = np.mean([r["metrics"]["test"]["ndcg@20"] for r in records
+                            if r["label"] == label and r["budget"]["accounting"] == accounting])
+            assert f"test ndcg@20 {mean:.4f}" in text, (budget, label)
+
+
 def test_compare_tells_two_settings_of_one_label_apart(tmp_path, capsys):
     for lr, level in ((1e-3, 0.1), (3e-3, 0.2)):
         for seed in (1, 2):

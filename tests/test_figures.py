@@ -164,6 +164,23 @@ def test_each_method_keeps_its_colour_and_marker_in_every_panel(tmp_path):
     assert {row[table.columns.index("method")] for row in table.rows} == {"QR", "PEP", "UD-128", "UD-64"}
 
 
+def test_the_budget_curve_table_carries_the_intervals_its_figure_draws(tmp_path):
+    """A reader who redraws the figure from budget-curve.csv finds each point's error bar there (one seed: the
+    bootstrap interval over the point's test users)."""
+    outputs = built(tmp_path, "budget-curve", ["ud", "qr"], [1], curve_level)
+    data = outputs.tables[0].data
+    rows = data[data["method"] == "QR"]
+    assert len(rows) == 5 and (rows["ndcg@20:ci"] == "users").all()
+    rows = rows[rows["budget (%)"] != "nan"]   # fabricated records: the 500-bucket point has no axis position
+    assert (rows["ndcg@20:ci_low"] < rows["ndcg@20:mean"]).all() and (rows["ndcg@20:mean"] < rows["ndcg@20:ci_high"]).all()
+    ax = outputs.figures["budget-curve"].axes[0]   # test NDCG@20
+    assert ax.get_ylabel() == "test NDCG@20"
+    qr = next(c for c in ax.containers if c.get_label() == "QR")
+    bars = sorted((s for s in qr.lines[2][0].get_segments() if len(s)), key=lambda s: s[0][0])   # by budget
+    assert [end for s in bars for end in (s[0][1], s[1][1])] == \
+        pytest.approx([end for ends in zip(rows["ndcg@20:ci_low"], rows["ndcg@20:ci_high"]) for end in ends])
+
+
 def test_a_budget_curve_of_budgeted_methods_only_is_drawn_without_reference_lines(tmp_path):
     """``reproduce budget-curve --methods qr`` plans no UD run: the report draws QR's curve alone, rather than
     failing on the missing references (it used to stop with "cannot build budget-curve ...: dataset")."""

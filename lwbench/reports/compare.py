@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lwbench.records import load_records
 from lwbench.reports import comparable, significance
-from lwbench.reports.summaries import budget_label, budget_used, comparison_table, mean_std_of
+from lwbench.reports.summaries import accounted_budget, budget_label, budget_used, comparison_table, mean_std_of
 from lwbench.reports.tables import Table
 
 
@@ -45,7 +45,9 @@ class Selection:
             return False
         if self.dataset is not None and record["dataset"] != self.dataset:
             return False
-        if self.budget is not None and self.budget not in (record["budget"]["text"], budget_label(record)):
+        # As the tables name it: "500buckets" is the Table-3 parameter count, "500buckets (storage)" the bytes; an
+        # unbudgeted reference matches the budget of the table it was run for.
+        if self.budget is not None and self.budget not in (budget_label(record), accounted_budget(record)):
             return False
         return all(_setting(record, key) == value for key, value in self.where.items())
 

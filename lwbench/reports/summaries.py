@@ -201,19 +201,24 @@ def summarize(pts: pd.DataFrame, keys: list[str], metrics: list[str], stage: str
             mean, std = stats.mean_std(done[metric]) if len(done) else (math.nan, math.nan)
             row[f"{metric}:mean"], row[f"{metric}:std"] = mean, std
             users = _per_user_of(reader, single, metric, stage) if single is not None else None
-            if len(done) >= 2:
-                (low, high), kind = stats.mean_ci(done[metric]), "seeds"
-            elif users is not None:
-                (low, high), kind = stats.bootstrap_ci(users), "users"
-            else:
-                (low, high), kind = (math.nan, math.nan), ""
-            row[f"{metric}:ci_low"], row[f"{metric}:ci_high"], row[f"{metric}:ci"] = low, high, kind
+            row[f"{metric}:ci_low"], row[f"{metric}:ci_high"], row[f"{metric}:ci"] = interval(done[metric], users)
         for name in diagnostics:
             row[f"{name}:mean"] = float(done[f"diagnostic:{name}"].mean()) if len(done) else math.nan
         row["under_budget"] = bool(budget_used(list(done["_record"]))[1])
         row["mixed"] = _mixed_settings(list(done["_record"]))
         rows.append(row)
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=keys)   # no points: still the key columns
+
+
+def interval(seed_values, per_user: np.ndarray | None) -> tuple[float, float, str]:
+    """The 95% interval of a point's mean and its kind: the t-interval over seeds (``seeds``) where it has two or
+    more, else the bootstrap interval over the test users (``users``) of its one run where ``per_user`` holds that
+    run's per-user metric, else none (NaN, NaN, "")."""
+    if len(seed_values) >= 2:
+        return (*stats.mean_ci(seed_values), "seeds")
+    if per_user is not None:
+        return (*stats.bootstrap_ci(per_user), "users")
+    return math.nan, math.nan, ""
 
 
 def _mixed_settings(records: list[dict]) -> str:
@@ -262,10 +267,15 @@ def display_value(value) -> str:
 
 
 def budget_label(record: dict) -> str:
-    """The budget as tables show it: its text, with the accounting when it is not the default table3."""
+    """The budget as tables show it: :func:`accounted_budget`, or ``unbudgeted`` for a run the budget does not
+    size (a full-size reference)."""
+    return accounted_budget(record) if record["budget"]["applies"] else "unbudgeted"
+
+
+def accounted_budget(record: dict) -> str:
+    """The budget a run was given: its text, with the accounting when it is not the default table3
+    (``500buckets``, ``500buckets (storage)``)."""
     budget = record["budget"]
-    if not budget["applies"]:
-        return "unbudgeted"
     accounting = budget.get("accounting", "table3")
     return budget["text"] if accounting == "table3" else f"{budget['text']} ({accounting})"
 
@@ -351,7 +361,8 @@ def summary_table(records: list[dict], out) -> list[Table]:
 def versus_best_table(name: str, title: str, pts: pd.DataFrame, block_keys: list[str], metrics: list[str], out,
                       notes: list[str] = ()) -> list[Table]:
     """A comparison table from grid points: one row per block (``block_keys``, e.g. dataset and budget)
-    and configuration, mean ± std over its seeds, the share of its budget each run stores, and every
+    and configuration, mean ± std over its seeds (and, in the CSV, the 95% interval of :func:`interval`, the
+    numbers behind a figure's error bars), the share of its budget each run stores, and every
     budgeted row tested against the best of its block (:mod:`lwbench.reports.significance`). Runs that
     differ in anything but the seed are separate rows, never averaged (:mod:`lwbench.reports.comparable`);
     the settings that tell rows of one method apart are shown as columns. Returns the table and its
@@ -366,6 +377,7 @@ def versus_best_table(name: str, title: str, pts: pd.DataFrame, block_keys: list
                              candidate=any(r["budget"]["applies"] for r in g.records))
             for key, g, extra in configurations]
     verdicts = significance.versus_best(arms, metrics, out, block_text=lambda b: ", ".join(display_value(v) for v in b))
+    reader = significance.PerUser(out)
     columns = [*block_keys, "method", *[comparable.short_setting_name(k) for k in varying], "seeds", "budget used",
                *[metric_label(m) for m in metrics]]
     rows, bold, data, under_all = [], set(), [], []
@@ -381,7 +393,10 @@ def versus_best_table(name: str, title: str, pts: pd.DataFrame, block_keys: list
             if is_best:
                 bold.add((len(rows), len(row)))
             row.append(text)
-            entry.update({f"{metric}:mean": mean, f"{metric}:std": std, f"{metric}:best": is_best,
+            users = _per_user_of(reader, g.first, metric, None) if len(g.records) == 1 else None
+            low, high, kind = interval([r["metrics"]["test"][metric] for r in g.records], users)
+            entry.update({f"{metric}:mean": mean, f"{metric}:std": std, f"{metric}:ci_low": low,
+                          f"{metric}:ci_high": high, f"{metric}:ci": kind, f"{metric}:best": is_best,
                           f"{metric}:not_worse": not_worse,
                           f"{metric}:not_tested": verdicts.is_untested(arm.block, metric, arm.name)})
         rows.append(row)
@@ -394,6 +409,8 @@ def versus_best_table(name: str, title: str, pts: pd.DataFrame, block_keys: list
              "budget used: the share of its budget each run stores, in the budget's own accounting (range over seeds).",
              (f"Bold: the best row of its {blocks} (among the budgeted rows where there are any; unbudgeted "
               "references are not tested against them). " + verdicts.footnote(f"{name}-stats")).strip(),
+             f"{name}.csv adds each row's 95% interval (<metric>:ci_low, :ci_high; :ci says over what: seeds where a "
+             "row has two or more, else its one run's test users, bootstrapped).",
              *under_budget_note(under_all), *verdicts.notes, *notes, *status_notes(pts)]
     tables = [Table(name, title, columns, rows, pd.DataFrame(data), bold, notes)]
     extra = significance.stats_table(f"{name}-stats", f"{title}: every row against the best of its {blocks}",
