@@ -205,7 +205,7 @@ def test_kill_9_mid_grid_then_rerun_gives_the_uninterrupted_records(toy_dir, tmp
     assert records == reference
 
 
-def test_progress_sees_done_failed_and_running(tmp_path):
+def test_progress_sees_done_failed_and_running(tmp_path, caplog):
     class Run:
         def __init__(self, run_id):
             self.run_id = run_id
@@ -223,8 +223,13 @@ def test_progress_sees_done_failed_and_running(tmp_path):
     worker = threading.Thread(target=hold)
     worker.start()
     held.wait(10)
-    progress.poll()
+    with caplog.at_level(logging.INFO, logger="lwbench"):
+        progress.poll()
+        progress.poll()
     assert progress.state == {"done": "done", "failed": "failed", "running": "running", "pending": "pending"}
+    # Once, for a log file, which has no bar: the run that started and where its epochs are logged.
+    started = [r.getMessage() for r in caplog.records if r.getMessage().startswith("grid: training")]
+    assert started == [f"grid: training running (its progress: {tmp_path / 'logs' / 'running.log'})"]
     release.set()
     worker.join()
     assert not is_running(tmp_path, "running")

@@ -35,7 +35,7 @@ from lwbench.config import config_hash
 from lwbench.files import prepare_output
 from lwbench.grid.plan import GridPlan, GridRun
 from lwbench.grid.runner import budget_entry, shared_stages
-from lwbench.grid.workers import Execution, execute_task, is_running, joblib_backend
+from lwbench.grid.workers import Execution, execute_task, is_running, joblib_backend, run_log_path
 from lwbench.logs import format_duration
 from lwbench.records import copy_record, failure_path, find_record, load_records, record_path, stage_shares
 from lwbench.training.persistence import shared_stage_finished
@@ -144,8 +144,10 @@ class GridProgress(threading.Thread):
                 new = "failed"
             else:
                 new = "running" if is_running(self.out, run_id) else "pending"
-            if new == "running":
-                self.running_since.setdefault(run_id, time.time())
+            if new == "running" and run_id not in self.running_since:
+                self.running_since[run_id] = time.time()
+                # A log file has no bar: it says which runs train and where each one's epochs are logged.
+                logger.info("grid: training %s (its progress: %s)", run_id, run_log_path(self.out, run_id))
             self.state[run_id] = new
         counts = {s: sum(v == s for v in self.state.values()) for s in ("done", "failed", "running", "pending")}
         self.bar.n = counts["done"] + counts["failed"]

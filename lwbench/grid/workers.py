@@ -241,6 +241,11 @@ def exit_with_parent(parent_pid: int, interval: float = 0.5) -> None:
     threading.Thread(target=watch, name="lwbench-exit-with-parent", daemon=True).start()
 
 
+def run_log_path(out: Path, run_id: str) -> Path:
+    """Where a run's worker logs its progress (every epoch's line) and its failure."""
+    return Path(out) / "logs" / f"{run_id}.log"
+
+
 def execute_task(run: GridRun, out: str, devices: tuple[str, ...], slots: int, threads: int | None,
                  force: bool, show_progress: bool | None = False, parent_pid: int | None = None) -> dict:
     """One grid task (in a worker, or in this process when one run goes at a time): lock the run, skip
@@ -256,7 +261,7 @@ def execute_task(run: GridRun, out: str, devices: tuple[str, ...], slots: int, t
         existing = None if force else find_record(out, run.run_id, run.spec.config_hash)
         if existing is not None:   # another process finished it while this one waited for the lock
             return {"run_id": run.run_id, "record": existing, "reused": True}
-        with device_slot(out, devices, slots) as device, run_log(out / "logs" / f"{run.run_id}.log"), \
+        with device_slot(out, devices, slots) as device, run_log(run_log_path(out, run.run_id)), \
                 progress.running(run.run_id, str(out / "work" / run.run_id / RESUME_FILE)):
             logger.info("training %s on %s (pid %d)", run.run_id, device, os.getpid())
             started = time.perf_counter()
