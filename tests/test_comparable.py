@@ -172,18 +172,23 @@ def test_compare_names_what_to_choose_when_a_label_is_ambiguous(tmp_path, capsys
 
 def test_compare_budget_names_the_accounting_as_the_tables_do(tmp_path, capsys):
     """``--budget 500buckets`` is the Table-3 parameter count and ``--budget "500buckets (storage)"`` the stored
-    bytes, as the tables name them; a full-size reference matches the budget of the table it was run for."""
+    bytes, as the summary names them; a full-size reference matches every budget of its own accounting."""
     for accounting, level in (("table3", 0.1), ("storage", 0.2)):
         for seed in (1, 2):
             record(tmp_path, "qr", seed, level + 0.01 * seed, accounting=accounting)
-            record(tmp_path, "ud", seed, 0.3 + 0.01 * seed, applies=False, accounting=accounting)
+            record(tmp_path, "ud", seed, level + 0.2 + 0.01 * seed, applies=False, accounting=accounting)
     assert main(["compare", "qr", "ud", "--out", str(tmp_path)]) == 2
-    assert "'qr' names 2 configurations" in capsys.readouterr().err
+    err = capsys.readouterr().err   # the reference's copies say which accounting each was run under
+    assert "'qr' names 2 configurations" in err
+    assert main(["compare", "ud", "qr", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "budget unbudgeted (storage)" in err and "budget unbudgeted," in err
     records = load_records(tmp_path)
     for budget, accounting in (("500buckets", "table3"), ("500buckets (storage)", "storage")):
         assert main(["compare", "qr", "ud", "--budget", budget, "--out", str(tmp_path)]) == 0
         text = capsys.readouterr().out
         assert f"qr: dataset toy, budget {budget}, seeds 1,2" in text and "ud: dataset toy, budget unbudgeted" in text
+        assert ("budget unbudgeted (storage)" in text) == (accounting == "storage")
         for label in ("qr", "ud"):
             mean = np.mean([r["metrics"]["test"]["ndcg@20"] for r in records
                             if r["label"] == label and r["budget"]["accounting"] == accounting])

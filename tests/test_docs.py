@@ -18,7 +18,8 @@ Convention (also stated in docs/adding-a-dataset.md, "Code blocks in these docum
   with ``../``: as in the README, it names a sibling of the repository root (``../shared/datasets``)
   and is resolved against the root. A block whose ``../`` path does not exist is skipped. An argument that
   starts with ``results/`` and exists in the repository names the committed results and is resolved against
-  the root too; only commands that read them (``compare``) may name them in a block that runs.
+  the root too in a ``compare`` command, which only reads them (any other command keeps it relative to the
+  temporary folder, so that no test writes into the checkout).
 * A block whose previous non-blank line is ``<!-- not run: REASON -->`` is skipped with that reason.
   Blocks in any other language (text, console, toml, json, none) are never run.
 
@@ -122,9 +123,11 @@ def sibling_path(text: str) -> str:
     return f"{prefix}{'=' if prefix else ''}{resolved}"
 
 
-def committed_results_path(text: str) -> str:
-    """``results/...`` resolved against the root where the repository holds it (the committed results)."""
-    return str(ROOT / text) if text.startswith("results/") and (ROOT / text).exists() else text
+def committed_results_path(text: str, argv: list[str]) -> str:
+    """``results/...`` resolved against the root where the repository holds it (the committed results), for a
+    ``compare`` command (which only reads them)."""
+    reads_only = "compare" in argv
+    return str(ROOT / text) if reads_only and text.startswith("results/") and (ROOT / text).exists() else text
 
 
 def run_python(argv: list[str], cwd: Path) -> int | str | None:
@@ -153,7 +156,7 @@ def run_python(argv: list[str], cwd: Path) -> int | str | None:
 def run_bash(block: Block, cwd: Path, monkeypatch) -> None:
     for offset, argv in bash_commands(block.code):
         where = f"{block.path.name}:{block.line + 1 + offset}: {shlex.join(argv)}"
-        argv = [committed_results_path(sibling_path(token)) for token in argv]
+        argv = [committed_results_path(sibling_path(token), argv) for token in argv]
         if argv[0] == "export":
             for assignment in argv[1:]:
                 name, _, value = assignment.partition("=")

@@ -121,6 +121,7 @@ def test_a_failing_run_does_not_stop_the_grid(toy_dir, tmp_path, caplog, monkeyp
     assert on_disk["error"] == failure["error"]
     assert run_id in summarize_failures(outcome.failures, tmp_path) and "FAILED" in summarize_failures(outcome.failures, tmp_path)
     assert any(m.startswith("grid: failed") and run_id in m for m in messages)
+    assert not any(m.startswith("grid: started") for m in messages)   # one at a time: the run says so itself
     assert "simulated failure" in (tmp_path / "logs" / f"{run_id}.log").read_text()
     # every done or failed line says how far the grid is (a log file has no bar)
     finished = [m for m in messages if m.startswith(("grid: done", "grid: failed"))]
@@ -228,8 +229,8 @@ def test_progress_sees_done_failed_and_running(tmp_path, caplog):
         progress.poll()
     assert progress.state == {"done": "done", "failed": "failed", "running": "running", "pending": "pending"}
     # Once, for a log file, which has no bar: the run that started and where its epochs are logged.
-    started = [r.getMessage() for r in caplog.records if r.getMessage().startswith("grid: training")]
-    assert started == [f"grid: training running (its progress: {tmp_path / 'logs' / 'running.log'})"]
+    started = [r.getMessage() for r in caplog.records if r.getMessage().startswith("grid: started")]
+    assert started == [f"grid: started running (its progress: {tmp_path / 'logs' / 'running.log'})"]
     release.set()
     worker.join()
     assert not is_running(tmp_path, "running")

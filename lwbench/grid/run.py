@@ -77,7 +77,7 @@ def run_grid(plan: GridPlan, out: Path, execution: Execution, *, force: bool = F
     estimates = estimate_run_seconds(pending, load_records(out), device_type(execution), out)
     # The monitor follows workers through the output folder; its bar stays hidden while a run trains inline.
     monitor = GridProgress(pending, out, execution.jobs, False if inline else show_progress,
-                           estimates=None if None in estimates.values() else estimates)
+                           estimates=None if None in estimates.values() else estimates, announce_starts=not inline)
     monitor.start()
     as_they_finish = True
 
@@ -117,8 +117,9 @@ class GridProgress(threading.Thread):
     """Watches the output folder: finished records, fresh failure files and held run locks."""
 
     def __init__(self, runs: list[GridRun], out: Path, jobs: int, show: bool | None, every: float = 1.0,
-                 estimates: dict[str, float] | None = None):
+                 estimates: dict[str, float] | None = None, announce_starts: bool = True):
         super().__init__(daemon=True)
+        self.announce_starts = announce_starts   # False where a run trains in this process and says so itself
         self.runs, self.out, self.jobs, self.every = runs, Path(out), jobs, every
         self.estimates = estimates   # run_id -> estimated seconds, from existing records (None: not for every run)
         self.started = time.time()
@@ -146,8 +147,8 @@ class GridProgress(threading.Thread):
                 new = "running" if is_running(self.out, run_id) else "pending"
             if new == "running" and run_id not in self.running_since:
                 self.running_since[run_id] = time.time()
-                # A log file has no bar: it says which runs train and where each one's epochs are logged.
-                logger.info("grid: training %s (its progress: %s)", run_id, run_log_path(self.out, run_id))
+                if self.announce_starts:   # a log file has no bar: which runs started, where their epochs go
+                    logger.info("grid: started %s (its progress: %s)", run_id, run_log_path(self.out, run_id))
             self.state[run_id] = new
         counts = {s: sum(v == s for v in self.state.values()) for s in ("done", "failed", "running", "pending")}
         self.bar.n = counts["done"] + counts["failed"]

@@ -11,12 +11,14 @@ paired difference, an effect size, n, and the pairs the Wilcoxon test ranks.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lwbench.budget import TABLE3
 from lwbench.records import load_records
 from lwbench.reports import comparable, significance
-from lwbench.reports.summaries import accounted_budget, budget_label, budget_used, comparison_table, mean_std_of
+from lwbench.reports.summaries import budget_label, budget_used, comparison_table, mean_std_of
 from lwbench.reports.tables import Table
 
 
@@ -45,11 +47,20 @@ class Selection:
             return False
         if self.dataset is not None and record["dataset"] != self.dataset:
             return False
-        # As the tables name it: "500buckets" is the Table-3 parameter count, "500buckets (storage)" the bytes; an
-        # unbudgeted reference matches the budget of the table it was run for.
-        if self.budget is not None and self.budget not in (budget_label(record), accounted_budget(record)):
+        if self.budget is not None and not budget_matches(self.budget, record):
             return False
         return all(_setting(record, key) == value for key, value in self.where.items())
+
+
+def budget_matches(budget: str, record: dict) -> bool:
+    """``budget`` as the summary names it: ``500buckets`` counts Table-3 parameters, ``500buckets (storage)``
+    stored bytes. A full-size reference, which no budget sizes, matches ``unbudgeted`` and every budget of the
+    accounting it was run under (its copies under the two accountings are separate rows, docs/protocol.md
+    §10.11), so that ``compare ud-128 qr --budget "2.5% (storage)"`` finds both."""
+    if record["budget"]["applies"]:
+        return budget == budget_label(record)
+    named = re.fullmatch(r".*\((\w+)\)", budget.strip())
+    return budget == "unbudgeted" or (named[1] if named else TABLE3) == record["budget"].get("accounting", TABLE3)
 
 
 def _setting(record: dict, key: str) -> str | None:
@@ -94,7 +105,10 @@ def _describe(group: comparable.Group, among: list[comparable.Group]) -> str:
     same_label = [g for g in among if g.first["label"] == record["label"]]
     varying = [k for k in comparable.varying_settings(same_label) if k not in ("dataset.name", "budget.text")]
     settings = comparable.settings_label(record, varying)
-    return (f"dataset {record['dataset']}, budget {budget_label(record)}"
+    budget = budget_label(record)
+    if not record["budget"]["applies"] and record["budget"].get("accounting", TABLE3) != TABLE3:
+        budget += f" ({record['budget']['accounting']})"   # which --budget values find this copy of a reference
+    return (f"dataset {record['dataset']}, budget {budget}"
             + (f", {settings}" if settings else "") + f", seeds {','.join(map(str, group.seeds))}")
 
 

@@ -115,7 +115,7 @@ class Verdicts:
 class PerUser:
     """Per-user test metrics of records, each file read once and each seed average computed once: the one
     reader of per-user files for the reports (the marks here, the one-seed intervals of
-    :func:`lwbench.reports.summaries.summarize`). A file that is missing or unreadable, or lacks the
+    :func:`lwbench.reports.summaries.summarize` and of the comparison tables beside their marks). A file that is missing or unreadable, or lacks the
     checkpoint or the metric, is a :class:`~lwbench.records.RecordError` naming it."""
 
     def __init__(self, out: Path):
@@ -153,13 +153,15 @@ class PerUser:
 
 
 def versus_best(arms: list[Arm], metrics: Sequence[str], out: Path, *, block_text=str,
-                compare_references: bool = True, reference: str | None = None) -> Verdicts:
+                compare_references: bool = True, reference: str | None = None,
+                users: PerUser | None = None) -> Verdicts:
     """Test every candidate arm against the best of its block for each metric (see the module doc).
     ``compare_references``: a block holding only references (non-candidates) compares them with each
     other (a summary of full-size runs); False leaves references untested (Table 3's UD rows).
     ``reference``: the name of the arm every other arm of its block is tested against instead of the best
-    (an ablation against its full model); the marks then say "not significantly worse than it"."""
-    verdicts, users = Verdicts(reference=reference), PerUser(out)
+    (an ablation against its full model); the marks then say "not significantly worse than it".
+    ``users``: the per-user reader to share with the caller's other uses of the same files (default: its own)."""
+    verdicts, users = Verdicts(reference=reference), users or PerUser(out)
     deciding: list[tuple[int, Hashable, str, str]] = []   # (index into comparisons, block, metric, name)
     blocks: dict[Hashable, list[Arm]] = {}
     for arm in arms:

@@ -267,15 +267,10 @@ def display_value(value) -> str:
 
 
 def budget_label(record: dict) -> str:
-    """The budget as tables show it: :func:`accounted_budget`, or ``unbudgeted`` for a run the budget does not
-    size (a full-size reference)."""
-    return accounted_budget(record) if record["budget"]["applies"] else "unbudgeted"
-
-
-def accounted_budget(record: dict) -> str:
-    """The budget a run was given: its text, with the accounting when it is not the default table3
-    (``500buckets``, ``500buckets (storage)``)."""
+    """The budget as tables show it: its text, with the accounting when it is not the default table3."""
     budget = record["budget"]
+    if not budget["applies"]:
+        return "unbudgeted"
     accounting = budget.get("accounting", "table3")
     return budget["text"] if accounting == "table3" else f"{budget['text']} ({accounting})"
 
@@ -361,8 +356,9 @@ def summary_table(records: list[dict], out) -> list[Table]:
 def versus_best_table(name: str, title: str, pts: pd.DataFrame, block_keys: list[str], metrics: list[str], out,
                       notes: list[str] = ()) -> list[Table]:
     """A comparison table from grid points: one row per block (``block_keys``, e.g. dataset and budget)
-    and configuration, mean ± std over its seeds (and, in the CSV, the 95% interval of :func:`interval`, the
-    numbers behind a figure's error bars), the share of its budget each run stores, and every
+    and configuration, mean ± std over its seeds (and, in the CSV, the 95% interval of :func:`interval`: the
+    error bars of a figure whose points are one configuration each), the share of its budget each run stores,
+    and every
     budgeted row tested against the best of its block (:mod:`lwbench.reports.significance`). Runs that
     differ in anything but the seed are separate rows, never averaged (:mod:`lwbench.reports.comparable`);
     the settings that tell rows of one method apart are shown as columns. Returns the table and its
@@ -376,8 +372,9 @@ def versus_best_table(name: str, title: str, pts: pd.DataFrame, block_keys: list
     arms = [significance.Arm(f"{key[-1]} {extra}".strip(), key[:-1], g.records,
                              candidate=any(r["budget"]["applies"] for r in g.records))
             for key, g, extra in configurations]
-    verdicts = significance.versus_best(arms, metrics, out, block_text=lambda b: ", ".join(display_value(v) for v in b))
-    reader = significance.PerUser(out)
+    reader = significance.PerUser(out)   # the marks' tests and the intervals read each per-user file once
+    verdicts = significance.versus_best(arms, metrics, out, block_text=lambda b: ", ".join(display_value(v) for v in b),
+                                        users=reader)
     columns = [*block_keys, "method", *[comparable.short_setting_name(k) for k in varying], "seeds", "budget used",
                *[metric_label(m) for m in metrics]]
     rows, bold, data, under_all = [], set(), [], []
@@ -393,8 +390,9 @@ def versus_best_table(name: str, title: str, pts: pd.DataFrame, block_keys: list
             if is_best:
                 bold.add((len(rows), len(row)))
             row.append(text)
-            users = _per_user_of(reader, g.first, metric, None) if len(g.records) == 1 else None
-            low, high, kind = interval([r["metrics"]["test"][metric] for r in g.records], users)
+            valued = [r for r in g.records if not math.isnan(r["metrics"]["test"][metric])]   # as summarize()
+            users = _per_user_of(reader, valued[0], metric, None) if len(valued) == 1 else None
+            low, high, kind = interval([r["metrics"]["test"][metric] for r in valued], users)
             entry.update({f"{metric}:mean": mean, f"{metric}:std": std, f"{metric}:ci_low": low,
                           f"{metric}:ci_high": high, f"{metric}:ci": kind, f"{metric}:best": is_best,
                           f"{metric}:not_worse": not_worse,

@@ -122,7 +122,7 @@ def table3(pts: pd.DataFrame, out: Path, *, missing_methods: list[str] = (), sto
              else "Table 3: methods at the 500-bucket budget")
     tables = [Table(name, title, columns, rows, pd.DataFrame(data), bold, notes)]
     extra = significance.stats_table(f"{name}-stats", f"{title}: every method against the best", verdicts,
-                                     block_column="dataset, budget")
+                                     block_column="dataset, budget")   # what an Arm's block above is
     return tables + ([extra] if extra else [])
 
 
