@@ -218,6 +218,26 @@ def test_the_budget_axis_is_logarithmic_and_ticked_at_the_budgets(tmp_path, monk
             assert np.isclose(right - left, budget_curve.DODGE_DECADES) and np.isclose(left + right, 2 * budget)
 
 
+def test_close_budgets_keep_their_points_nearest_their_own_tick(tmp_path, monkeypatch):
+    """The 500-bucket budget is 4.94% of Last.fm's float32 bytes, near 6%: the methods of one budget spread over
+    at most half the narrowest gap, so a point never sits nearer the next budget's tick than its own."""
+    assert budget_curve.dodge_decades([1, 2.5, 4.16, 6, 10], 8) == budget_curve.DODGE_DECADES   # parameters
+    narrowed = budget_curve.dodge_decades([1, 2.5, 4.94, 6, 10], 8)                            # bytes
+    assert narrowed < budget_curve.DODGE_DECADES and np.isclose(7 * narrowed, 0.5 * np.log10(6 / 4.94))
+    monkeypatch.setattr(budget_curve, "budget_percent",
+                        lambda record, text: float(text[:-1]) if text.endswith("%") else 5.8)
+    figure = built(tmp_path, "budget-curve", ["ud", "pep", "qr"], [1], curve_level).figures["budget-curve"]
+    for ax in figure.axes:
+        ticks = np.log10(ax.get_xticks())
+        for container in ax.containers:
+            drawn = np.log10(np.asarray(container.lines[0].get_xdata(), dtype=float))
+            nearest = [ticks[np.argmin(abs(ticks - x))] for x in drawn]
+            assert nearest == sorted(ticks), container.get_label()   # one point a budget, each by its own tick
+        qr, pep = (np.log10(np.asarray(c.lines[0].get_xdata(), dtype=float)) for c in ax.containers)
+        assert np.allclose(pep - qr, budget_curve.dodge_decades(list(10 ** ticks), 2))
+        assert (pep - qr < budget_curve.DODGE_DECADES).all()
+
+
 def test_a_point_under_95_percent_of_its_budget_is_drawn_hollow_and_the_legend_says_why(tmp_path):
     def fraction(cell, seed):
         return 0.83 if (cell.method, cell.budget) == ("qr", "1%") else 0.999
