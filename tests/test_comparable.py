@@ -48,6 +48,24 @@ def test_a_learning_rate_sweep_gives_one_row_per_rate(tmp_path):
     assert sorted(table.data["trainer.lr"]) == ["0.001", "0.003"] and list(table.data["seeds"]) == [2, 2]
 
 
+def test_a_row_is_named_by_the_settings_that_vary_within_its_own_key(tmp_path):
+    """A learning-rate sweep of QR does not name UD's rows by a learning rate, nor QR's by UD's dimension."""
+    for lr in (1e-3, 3e-3):
+        record(tmp_path, "qr", 1, 0.1, trainer={"lr": lr})
+    for dim in (128, 64):
+        record(tmp_path, "ud", 1, 0.2, options={"dim": dim})
+    records = load_records(tmp_path)
+    rows = {(label,): [r for r in records if r["label"] == label] for label in ("qr", "ud")}
+    named, varying = comparable.configuration_rows(rows)
+    assert set(varying) == {"trainer.lr", "method.options.dim"}   # a table's columns: all of them
+    assert [name for key, _, name in named] == ["trainer.lr=0.001", "trainer.lr=0.003", "dim=64", "dim=128"]
+    # Keyed by device too (the inference profile), a configuration keeps its name on a device where it is alone.
+    on_devices = {("qr", "gpu"): rows[("qr",)], ("qr", "cpu"): rows[("qr",)][:1]}
+    named, _ = comparable.configuration_rows(on_devices, named_among=lambda key: key[:1])
+    assert [name for key, _, name in named if key[1] == "cpu"] == [comparable.settings_label(
+        rows[("qr",)][0], ["trainer.lr"])]
+
+
 def test_result_neutral_settings_do_not_split_rows(tmp_path):
     record(tmp_path, "ud", 1, 0.2, trainer={"checkpoint_seconds": 60, "eval_chunk_elements": 2**26})
     record(tmp_path, "ud", 2, 0.2, trainer={"checkpoint_seconds": 0, "eval_chunk_elements": 1000})

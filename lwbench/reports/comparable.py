@@ -150,11 +150,14 @@ def settings_label(record: Mapping, keys: Iterable[str]) -> str:
     return " ".join(f"{short_setting_name(k)}={setting_text(record, k)}" for k in keys)
 
 
-def configuration_rows(rows: Mapping[tuple, list]) -> tuple[list[tuple[tuple, Group, str]], list[str]]:
+def configuration_rows(rows: Mapping[tuple, list], named_among=None) -> tuple[list[tuple[tuple, Group, str]], list[str]]:
     """A table's rows split by configuration: for each key (a row before configurations, e.g. dataset, label
     and budget) with its records, one ``(key, group, name)`` per comparable group (:func:`group_runs`), where
-    ``name`` is the :func:`settings_label` that tells it from the key's other groups (empty when it is the
-    only one); and the settings that vary within some key, which a table shows as columns. A key's groups
+    ``name`` is the :func:`settings_label` that tells it from the key's other groups, in the settings that vary
+    among those groups only (empty when it is the only one: a UD row is not named by C2F's options that vary
+    in another key; ``named_among(key)``: the wider key whose groups a name tells apart, e.g. without the
+    device, so that a configuration has one name on every device); and the settings that vary within some
+    key, which a table shows as columns. A key's groups
     come in the natural order of those settings (an option's 2, 3, 10, whatever order the runs were made
     in). A setting that is another's copy, the same option name under another prefix with the same value
     on every group (a shared stage keyed by the option that varies), is left out: its column would say
@@ -171,9 +174,14 @@ def configuration_rows(rows: Mapping[tuple, list]) -> tuple[list[tuple[tuple, Gr
                           for other in varying[:i])]
     order = {key: sorted(indices, key=lambda i: [_natural(flat[i].get(name, MISSING)) for name in varying])
              for key, indices in same_key.items()}
-    grouped = [grouped[i] for key in same_key for i in order[key]]
-    return [(key, group, settings_label(group.first, varying if len(same_key[key]) > 1 else ()))
-            for key, group in grouped], varying
+    named_among = named_among or (lambda key: key)
+    among: dict[tuple, list[int]] = {}
+    for i, (key, _) in enumerate(grouped):
+        among.setdefault(named_among(key), []).append(i)
+    own = {wider: [name for name in varying if len({values[name][i] for i in indices}) > 1]
+           for wider, indices in among.items()}
+    return [(key, grouped[i][1], settings_label(grouped[i][1].first, own[named_among(key)]))
+            for key in same_key for i in order[key]], varying
 
 
 def _natural(value) -> tuple:

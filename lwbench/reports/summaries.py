@@ -434,7 +434,9 @@ def profile_table(records: list[dict]) -> Table | None:
         return None
     keys = ["dataset", "method", "budget", "device"]
     rows = []
-    for (dataset, label, budget, device), group, extra in comparable.configuration_rows(by_row)[0]:
+    # A configuration is named alike on every device it ran on.
+    named = comparable.configuration_rows(by_row, named_among=lambda key: key[:3])[0]
+    for (dataset, label, budget, device), group, extra in named:
         measured = pd.DataFrame([{"params": r["params"], "stored": r["bytes"],
                                   **{name: r["inference_profile"]["bytes"][name] for name in PROFILE_BYTES},
                                   "rows_ms": 1e3 * r["inference_profile"]["rows_seconds"],
