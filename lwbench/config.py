@@ -36,7 +36,7 @@ class TrainerConfig:
     item_bias: bool = True        # the official FM score's item bias (docs/protocol.md §2.3)
     ks: tuple = (1, 5, 10, 20, 50)
     eval_chunk_elements: int = 2**26   # scores held at once during full ranking (floats)
-    checkpoint_seconds: float = 60.0   # at most this long between resume files (also at phase/stage ends)
+    checkpoint_seconds: float = 60.0   # at least this long between resume files (also at phase/stage ends)
     deterministic: bool = True    # deterministic kernels where torch offers them
     allow_handoff_fallback: bool = False  # a stage short of its last phase may hand an earlier one on
 
@@ -125,7 +125,7 @@ TRAINER_HELP = {
     "item_bias": "the official FM score's item bias (docs/protocol.md §2.3)",
     "ks": "the cut-offs of the metrics (ndcg@k, recall@k)",
     "eval_chunk_elements": "scores held at once during full ranking (lower it to save GPU memory)",
-    "checkpoint_seconds": "most seconds between resume files (also written at phase and stage ends)",
+    "checkpoint_seconds": "least seconds between resume files, written at the next epoch end (also at phase and stage ends)",
     "deterministic": "deterministic kernels where torch offers them",
     "allow_handoff_fallback": "a stage short of its last phase may hand an earlier phase's checkpoint on",
 }

@@ -106,6 +106,14 @@ def test_missing_files_say_what_to_put_where(tmp_path):
     assert "raw.githubusercontent.com/xurong-liang/LEGCF" in message
 
 
+def test_missing_files_of_a_card_without_downloads_say_how_to_make_them(tmp_path):
+    with pytest.raises(DataError) as info:
+        load_dataset("lastfm", data_dir=str(tmp_path))
+    message = str(info.value)
+    assert "Make train.txt and test.txt as the card's source says" in message
+    assert "lwbench prepare" in message and "Download these files" not in message
+
+
 def test_fingerprint_mismatch_is_an_error(tmp_path, monkeypatch, toy_dir):
     cards = tmp_path / "cards"
     cards.mkdir()

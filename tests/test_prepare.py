@@ -159,6 +159,26 @@ def test_preparing_lastfm_keeps_its_ids_and_fingerprints(tmp_path):
     assert (stats["n_users"], stats["n_items"], stats["cold_items"]) == (1885, 17388, 2247)
 
 
+@pytest.mark.skipif(not (SHARED / "lastfm").is_dir(), reason="lastfm is not in ../shared/datasets")
+def test_upstream_lastfm_lines_are_refused_as_lightgcn_and_prepare_as_the_card_says(tmp_path):
+    """Upstream keeps one 'user item 1' line per pair. Read as LightGCN text, the 1 would become an item
+    of every user; the error says how to convert, and that conversion gives the card's fingerprints."""
+    from lwbench.data.cards import get_card
+    lines = {}
+    for split in ("train", "test"):
+        raw = read_split(SHARED / "lastfm" / f"{split}.txt.gz")
+        lines[split] = "".join(f"{u} {i} 1\n" for u, i in zip(raw.users.tolist(), raw.items.tolist(), strict=True))
+        (tmp_path / f"{split}.txt").write_text(lines[split])
+        (tmp_path / f"{split}.csv").write_text("user item rating\n" + lines[split])
+    with pytest.raises(DataError, match=r"train\.txt: every line reads 'user item 1' .*header line 'user item "
+                                        r"rating', name the file \.csv and pass --sep ' '"):
+        prepare(tmp_path / "train.txt", tmp_path / "wrong", PrepareOptions(test=str(tmp_path / "test.txt")))
+    stats = prepare(tmp_path / "train.csv", tmp_path / "lastfm", PrepareOptions(test=str(tmp_path / "test.csv"),
+                                                                               sep=" "))
+    card = get_card("lastfm")
+    assert (stats["train_sha256"], stats["test_sha256"]) == (card.fingerprints["train"], card.fingerprints["test"])
+
+
 def test_cold_and_overlap_options_reach_the_plan(tmp_path, capsys):
     folder = tmp_path / "d"
     folder.mkdir()

@@ -272,12 +272,15 @@ def _locate(card: DatasetCard, data_dir: str | None, offline: bool | None) -> Pa
     if not errors:
         return target
     where = "\n".join(f"  - {f}  (has: {', '.join(p.name for p in _present(f)) or 'nothing'})" for f in folders)
-    urls = "\n".join(f"  - {s}.txt: {' or '.join(card.downloads.get(s, ['(no public location known)']))}"
-                     for s in SPLITS)
+    if card.downloads:
+        urls = "\n".join(f"  - {s}.txt: {' or '.join(card.downloads.get(s, ['(no public location known)']))}"
+                         for s in SPLITS)
+        todo = f"Download these files (plain .txt, unmodified) into {target} or into <data-dir>/{card.name}:\n{urls}\n"
+    else:       # e.g. a split whose upstream files must be merged or converted first
+        todo = f"Make train.txt and test.txt as the card's source says, in {target} or in <data-dir>/{card.name}.\n"
     raise DataError(
         f"dataset {card.name!r}: train.txt[.gz] and test.txt[.gz] were not found together in any of\n{where}\n"
-        f"and could not be downloaded ({'; '.join(errors)}).\n"
-        f"Download these files (plain .txt, unmodified) into {target} or into <data-dir>/{card.name}:\n{urls}\n"
+        f"and could not be downloaded ({'; '.join(errors)}).\n" + todo
         + (f"Source: {card.source}\n" if card.source else "") +
         f"then run again (or point --data-dir / LWBENCH_DATA at the folder that holds {card.name}/).")
 

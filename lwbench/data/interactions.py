@@ -179,6 +179,7 @@ def read_split(path: str | Path) -> RawSplit:
     counts = np.array([len(i) for i in line_items], dtype=np.int64)
     line_users = np.array(line_users, dtype=np.int64)
     items = np.concatenate(line_items)
+    _reject_rated_lines(path, line_users, counts, items)
     users = np.repeat(line_users, counts)
     order = np.lexsort((items, users))
     users, items_sorted = users[order], items[order]
@@ -187,6 +188,20 @@ def read_split(path: str | Path) -> RawSplit:
     return RawSplit(users=users[keep], items=items_sorted[keep], path=str(path), empty_lines=empty_lines,
                     line_users=line_users, line_ptr=np.concatenate([[0], np.cumsum(counts)]),
                     line_items=items, line_numbers=np.array(line_numbers, dtype=np.int64))
+
+
+def _reject_rated_lines(path: Path, line_users: np.ndarray, counts: np.ndarray, items: np.ndarray) -> None:
+    """Fail on 'user item 1' lines (one interaction per line plus a rating or count, as SELFRec and many
+    public splits store them): read as LightGCN text, the constant last field would become an item that
+    every user has. LightGCN text has one line per user, so only lines that repeat a user, all of them
+    'user item X' with one X, are taken for that layout (a small test file in which every user's one
+    line holds the same cold item is not)."""
+    if (counts != 2).any() or (items[1::2] != items[1]).any() or len(np.unique(line_users)) == len(line_users):
+        return
+    raise DataError(f"{path}: every line reads 'user item {items[1]}' (three fields, the last always {items[1]}): "
+                    "this looks like one interaction per line with a rating or count column, not LightGCN's "
+                    "'user item item ...'. Convert it with `lwbench prepare`: add the header line "
+                    "'user item rating', name the file .csv and pass --sep ' ' (docs/adding-a-dataset.md)")
 
 
 def _parse_ids(tokens: list[bytes], path: Path, line_no: int) -> np.ndarray:

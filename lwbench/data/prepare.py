@@ -427,7 +427,7 @@ def _given_overlap(users, items, part, user_ids, item_ids, test_path: Path, o: P
     if o.overlap == "error":
         k = int(np.flatnonzero(in_train)[0])
         raise DataError(f"{test_path}: {int(in_train.sum()):,} test pairs are also training pairs (e.g. user "
-                        f"{user_ids[users[k]]!r}, item {item_ids[items[k]]!r}); a test pair must be unseen in "
+                        f"{str(user_ids[users[k]])!r}, item {str(item_ids[items[k]])!r}); a test pair must be unseen in "
                         "training: fix the split, or pass --overlap drop to remove them from test")
     counts.overlap_dropped = int(in_train.sum())
     return ~in_train
