@@ -106,6 +106,22 @@ def test_missing_files_say_what_to_put_where(tmp_path):
     assert "raw.githubusercontent.com/xurong-liang/LEGCF" in message
 
 
+@pytest.mark.parametrize(("text", "message"), [
+    ("0 1 5\n0 2 3\n1 1 4\n", r"every line has 3 fields and users repeat across lines \(user 0 on lines 1 and 2\)"
+                              r".*header line 'user item rating',"),
+    ("7 1 5 881250949\n3 2 3 891717742\n7 3 1 878887116\n", r"4 fields .*user 7 on lines 1 and 3.*"
+                                                              r"'user item rating timestamp'"),
+])
+def test_one_pair_per_line_with_values_is_not_read_as_lightgcn_text(tmp_path, text, message):
+    with pytest.raises(DataError, match=message):
+        read_split(write(tmp_path / "train.txt", text))
+
+
+def test_one_pair_per_line_without_values_and_one_line_per_user_read_as_lightgcn_text(tmp_path):
+    assert read_split(write(tmp_path / "a.txt", "0 1\n0 2\n1 1\n")).n_pairs == 3
+    assert read_split(write(tmp_path / "b.txt", "0 1 5\n1 0 5\n2 1 5\n")).n_pairs == 6
+
+
 def test_missing_files_of_a_card_without_downloads_say_how_to_make_them(tmp_path):
     with pytest.raises(DataError) as info:
         load_dataset("lastfm", data_dir=str(tmp_path))
@@ -268,7 +284,7 @@ def test_legacy_split_equals_the_official_split_pair_for_pair(tmp_path):
 
 def test_legacy_split_needs_one_line_per_user(tmp_path):
     train = read_split(write(tmp_path / "train.txt", "0 0 1\n"))
-    test = read_split(write(tmp_path / "test.txt", "0 2 3\n0 4 5\n"))
+    test = read_split(write(tmp_path / "test.txt", "0 2 3\n0 4\n"))
     with pytest.raises(DataError, match=r"test\.txt:1: user 0 has more than one line"):
         build_interactions("x", train, test, legacy_split_seed=1)
 

@@ -170,7 +170,7 @@ def test_upstream_lastfm_lines_are_refused_as_lightgcn_and_prepare_as_the_card_s
         lines[split] = "".join(f"{u} {i} 1\n" for u, i in zip(raw.users.tolist(), raw.items.tolist(), strict=True))
         (tmp_path / f"{split}.txt").write_text(lines[split])
         (tmp_path / f"{split}.csv").write_text("user item rating\n" + lines[split])
-    with pytest.raises(DataError, match=r"train\.txt: every line reads 'user item 1' .*header line 'user item "
+    with pytest.raises(DataError, match=r"train\.txt: every line has 3 fields and users repeat .*header line 'user item "
                                         r"rating', name the file \.csv and pass --sep ' '"):
         prepare(tmp_path / "train.txt", tmp_path / "wrong", PrepareOptions(test=str(tmp_path / "test.txt")))
     stats = prepare(tmp_path / "train.csv", tmp_path / "lastfm", PrepareOptions(test=str(tmp_path / "test.csv"),

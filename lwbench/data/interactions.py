@@ -179,7 +179,7 @@ def read_split(path: str | Path) -> RawSplit:
     counts = np.array([len(i) for i in line_items], dtype=np.int64)
     line_users = np.array(line_users, dtype=np.int64)
     items = np.concatenate(line_items)
-    _reject_rated_lines(path, line_users, counts, items)
+    _reject_rated_lines(path, line_users, line_numbers, counts)
     users = np.repeat(line_users, counts)
     order = np.lexsort((items, users))
     users, items_sorted = users[order], items[order]
@@ -190,18 +190,25 @@ def read_split(path: str | Path) -> RawSplit:
                     line_items=items, line_numbers=np.array(line_numbers, dtype=np.int64))
 
 
-def _reject_rated_lines(path: Path, line_users: np.ndarray, counts: np.ndarray, items: np.ndarray) -> None:
-    """Fail on 'user item 1' lines (one interaction per line plus a rating or count, as SELFRec and many
-    public splits store them): read as LightGCN text, the constant last field would become an item that
-    every user has. LightGCN text has one line per user, so only lines that repeat a user, all of them
-    'user item X' with one X, are taken for that layout (a small test file in which every user's one
-    line holds the same cold item is not)."""
-    if (counts != 2).any() or (items[1::2] != items[1]).any() or len(np.unique(line_users)) == len(line_users):
+def _reject_rated_lines(path: Path, line_users: np.ndarray, line_numbers: list[int], counts: np.ndarray) -> None:
+    """Fail on 'user item rating [time]' lines (one pair per line with values beside it, as SELFRec's
+    'user item 1' and MovieLens store them): read as LightGCN text, every value would become an item of
+    its user. LightGCN text has one line per user; lines that all have three or four fields and repeat a
+    user are taken for the other layout. ('user item' lines that repeat users read correctly.)"""
+    if counts[0] not in (2, 3) or (counts != counts[0]).any():
         return
-    raise DataError(f"{path}: every line reads 'user item {items[1]}' (three fields, the last always {items[1]}): "
-                    "this looks like one interaction per line with a rating or count column, not LightGCN's "
-                    "'user item item ...'. Convert it with `lwbench prepare`: add the header line "
-                    "'user item rating', name the file .csv and pass --sep ' ' (docs/adding-a-dataset.md)")
+    _, first, seen = np.unique(line_users, return_index=True, return_counts=True)
+    if (seen == 1).all():
+        return
+    repeat = int(np.flatnonzero(seen > 1)[0])
+    later = np.flatnonzero(line_users == line_users[first[repeat]])[1]
+    header = "user item rating" if counts[0] == 2 else "user item rating timestamp"
+    raise DataError(f"{path}: every line has {counts[0] + 1} fields and users repeat across lines (user "
+                    f"{line_users[first[repeat]]} on lines {line_numbers[first[repeat]]} and {line_numbers[later]}): "
+                    "this looks like one pair per line with a rating, count or time beside it, not LightGCN's "
+                    "one line per user 'user item item ...', which would read those values as items. Convert it "
+                    f"with `lwbench prepare`: add the header line '{header}', name the file .csv and pass "
+                    "--sep ' ' (docs/adding-a-dataset.md)")
 
 
 def _parse_ids(tokens: list[bytes], path: Path, line_no: int) -> np.ndarray:
