@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from lwbench.config import config_hash
@@ -150,7 +150,8 @@ def settings_label(record: Mapping, keys: Iterable[str]) -> str:
     return " ".join(f"{short_setting_name(k)}={setting_text(record, k)}" for k in keys)
 
 
-def configuration_rows(rows: Mapping[tuple, list], named_among=None) -> tuple[list[tuple[tuple, Group, str]], list[str]]:
+def configuration_rows(rows: Mapping[tuple, list], named_among: Callable[[tuple], tuple] | None = None
+                       ) -> tuple[list[tuple[tuple, Group, str]], list[str]]:
     """A table's rows split by configuration: for each key (a row before configurations, e.g. dataset, label
     and budget) with its records, one ``(key, group, name)`` per comparable group (:func:`group_runs`), where
     ``name`` is the :func:`settings_label` that tells it from the key's other groups, in the settings that vary

@@ -115,8 +115,9 @@ class Verdicts:
 class PerUser:
     """Per-user test metrics of records, each file read once and each seed average computed once: the one
     reader of per-user files for the reports (the marks here, the one-seed intervals of
-    :func:`lwbench.reports.summaries.summarize` and of the comparison tables beside their marks). A file that is missing or unreadable, or lacks the
-    checkpoint or the metric, is a :class:`~lwbench.records.RecordError` naming it."""
+    :func:`lwbench.reports.summaries.summarize` and of the comparison tables beside their marks). A file that
+    is missing or unreadable, or lacks the checkpoint or the metric, is a :class:`~lwbench.records.RecordError`
+    naming it."""
 
     def __init__(self, out: Path):
         self.out, self.frames, self.means = Path(out), {}, {}

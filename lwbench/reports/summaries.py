@@ -196,12 +196,11 @@ def summarize(pts: pd.DataFrame, keys: list[str], metrics: list[str], stage: str
         row = dict(zip(keys, key))
         done = group.dropna(subset=list(metrics))
         row["seeds"] = len(done)
-        single = done["_record"].iloc[0] if len(done) == 1 and reader is not None else None
         for metric in metrics:
             mean, std = stats.mean_std(done[metric]) if len(done) else (math.nan, math.nan)
             row[f"{metric}:mean"], row[f"{metric}:std"] = mean, std
-            users = _per_user_of(reader, single, metric, stage) if single is not None else None
-            row[f"{metric}:ci_low"], row[f"{metric}:ci_high"], row[f"{metric}:ci"] = interval(done[metric], users)
+            row[f"{metric}:ci_low"], row[f"{metric}:ci_high"], row[f"{metric}:ci"] = point_interval(
+                reader, list(done["_record"]), list(done[metric]), metric, stage)
         for name in diagnostics:
             row[f"{name}:mean"] = float(done[f"diagnostic:{name}"].mean()) if len(done) else math.nan
         row["under_budget"] = bool(budget_used(list(done["_record"]))[1])
@@ -219,6 +218,14 @@ def interval(seed_values, per_user: np.ndarray | None) -> tuple[float, float, st
     if per_user is not None:
         return (*stats.bootstrap_ci(per_user), "users")
     return math.nan, math.nan, ""
+
+
+def point_interval(reader, records: list[dict], seed_values: list[float], metric: str,
+                   stage: str | None) -> tuple[float, float, str]:
+    """:func:`interval` of a point whose runs ``records`` gave ``seed_values`` (those with a value): over the
+    seeds, or over the test users of its one run, read by ``reader`` (None: no per-user interval)."""
+    one_run = len(records) == 1 and reader is not None
+    return interval(seed_values, _per_user_of(reader, records[0], metric, stage) if one_run else None)
 
 
 def _mixed_settings(records: list[dict]) -> str:
@@ -390,9 +397,9 @@ def versus_best_table(name: str, title: str, pts: pd.DataFrame, block_keys: list
             if is_best:
                 bold.add((len(rows), len(row)))
             row.append(text)
-            valued = [r for r in g.records if not math.isnan(r["metrics"]["test"][metric])]   # as summarize()
-            users = _per_user_of(reader, valued[0], metric, None) if len(valued) == 1 else None
-            low, high, kind = interval([r["metrics"]["test"][metric] for r in valued], users)
+            valued = [r for r in g.records if not math.isnan(r["metrics"]["test"][metric])]   # runs with a value
+            low, high, kind = point_interval(reader, valued, [r["metrics"]["test"][metric] for r in valued],
+                                             metric, None)
             entry.update({f"{metric}:mean": mean, f"{metric}:std": std, f"{metric}:ci_low": low,
                           f"{metric}:ci_high": high, f"{metric}:ci": kind, f"{metric}:best": is_best,
                           f"{metric}:not_worse": not_worse,
